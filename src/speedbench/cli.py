@@ -1,0 +1,256 @@
+"""The ``speedbench`` command line (typer).  Heavy modules are imported inside commands."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+                  help="Benchmark speculative decoding in LLM serving engines (SPEED-Bench and beyond).")
+data_app = typer.Typer(add_completion=False, help="Inspect datasets.")
+app.add_typer(data_app, name="data")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One clear line on stderr, then exit."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from pydantic import ValidationError
+
+    from speedbench.data.sample import DatasetError
+    from speedbench.engines.openai_http import EngineStartError
+    from speedbench.engines.registry import EngineNotFound, EngineUnavailable
+    from speedbench.results.rundir import RunDirError
+
+    return (DatasetError, EngineNotFound, EngineUnavailable, EngineStartError, RunDirError, ValidationError,
+            ValueError)
+
+
+def _one_line(e: BaseException) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(e, ValidationError):
+        parts = []
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"]) or "value"
+            parts.append(f"{loc}: {err['msg']}")
+        return "; ".join(parts)
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+EngineOpt = Annotated[list[str], typer.Option("-E", "--engine-opt",
+                      help="engine option key=value (repeatable), e.g. -E acceptance=0.8,0.6,0.4 -E step_ms=5")]
+
+
+@app.command()
+def run(
+    engine: Annotated[str, typer.Option("--engine", "-e", help="engine name (see `speedbench engines`)")] = "mock",
+    base_url: Annotated[Optional[str], typer.Option(help="server URL for HTTP engines, e.g. http://127.0.0.1:8000/v1")] = None,
+    model: Annotated[Optional[str], typer.Option(help="model name sent to the server (default: first of /v1/models)")] = None,
+    metrics_url: Annotated[Optional[str], typer.Option(help="Prometheus /metrics URL (default: the server's /metrics)")] = None,
+    endpoint: Annotated[str, typer.Option(help="chat or completions")] = "chat",
+    engine_opt: EngineOpt = [],  # noqa: B006 - typer needs a literal default
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="embedded name (starter) or .jsonl/.parquet path")] = "starter",
+    num_requests: Annotated[Optional[int], typer.Option("--num-requests", "-n", help="conversations to run, picked round-robin over categories")] = None,
+    seed: Annotated[int, typer.Option(help="seed for the stratified pick")] = 0,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c")] = 32,
+    draft_length: Annotated[int, typer.Option("--draft-length", "-k", help="draft tokens per step (engines that take it)")] = 3,
+    output_len: Annotated[int, typer.Option(help="max output tokens per turn")] = 256,
+    temperature: Annotated[float, typer.Option()] = 0.0,
+    ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="ask the server to ignore EOS")] = False,
+    warmup: Annotated[int, typer.Option(help="warm-up requests (not recorded)")] = 2,
+    timeout: Annotated[float, typer.Option(help="per-request timeout, seconds")] = 300.0,
+    out: Annotated[Optional[str], typer.Option(help="run directory (default runs/<UTC time>-<engine>)")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="finish an interrupted run in this directory")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Run a benchmark and write a run directory (manifest, records, summary)."""
+    from rich.console import Console
+
+    from speedbench.config import DatasetSpec, EngineSpec, RunConfig, parse_engine_options
+    from speedbench.report.console import print_summary
+    from speedbench.run import execute, finish, prepare
+
+    console = Console(stderr=False)
+    try:
+        cfg = RunConfig(
+            engine=EngineSpec(kind=engine, base_url=base_url, model=model, metrics_url=metrics_url,
+                              endpoint=endpoint, options=parse_engine_options(engine_opt)),  # type: ignore[arg-type]
+            dataset=DatasetSpec(name=dataset, num_requests=num_requests, seed=seed),
+            concurrency=concurrency, draft_length=draft_length, output_len=output_len, temperature=temperature,
+            ignore_eos=ignore_eos, warmup=warmup, timeout_s=timeout, out=out)
+        if resume is None:
+            from speedbench.engines import registry
+            registry.resolve(cfg.engine.kind)  # fail fast on a bad engine name
+        cfg, run_dir, samples, done, manifest = prepare(cfg, resume)
+    except _user_errors() as e:
+        fail(_one_line(e))
+        return
+
+    bar: Any = None
+    task_id: Any = None
+    if progress and console.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), TextColumn("{task.fields[live]}"), console=console)
+        total = sum(len(s.turns) for s in samples)
+        task_id = bar.add_task(f"{cfg.engine.kind}", total=total, live="")
+
+    def on_progress(p: Any) -> None:
+        if bar is not None:
+            bar.update(task_id, completed=p.done, live=p.line())
+
+    async def main() -> bool:
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        assert me is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, me.cancel)
+        return await execute(cfg, run_dir, samples, done, manifest, on_progress)
+
+    console.print(f"speedbench run: engine={cfg.engine.kind} dataset={cfg.dataset.name} "
+                  f"conversations={len(samples)} concurrency={cfg.concurrency} k={cfg.draft_length} -> {run_dir.path}")
+    try:
+        if bar is not None:
+            bar.start()
+        completed = asyncio.run(main())
+    except asyncio.CancelledError:
+        completed = False
+    except _user_errors() as e:
+        fail(_one_line(e))
+        return
+    finally:
+        if bar is not None:
+            bar.stop()
+    summary = finish(run_dir)
+    print_summary(summary, console)
+    console.print(f"run directory: {run_dir.path}")
+    if not completed:
+        console.print(f"interrupted: {summary['overall']['requests'] + summary['overall']['errors']} finished records "
+                      f"kept in {run_dir.records_path}; finish with: speedbench run --resume {run_dir.path}",
+                      style="yellow")
+        raise typer.Exit(130)
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[str], typer.Argument(help="one run directory, or two to compare (baseline first)")],
+) -> None:
+    """Recompute summaries from records.jsonl + manifest.json and print the tables."""
+    from rich.console import Console
+
+    from speedbench.report.console import comparison_table, print_summary
+    from speedbench.results.rundir import RunDir
+    from speedbench.run import finish
+
+    console = Console()
+    if len(run_dirs) > 2:
+        fail("report takes one run directory, or two to compare")
+    summaries = []
+    for d in run_dirs:
+        try:
+            summaries.append(finish(RunDir(d)))
+        except _user_errors() as e:
+            fail(_one_line(e))
+    for d, s in zip(run_dirs, summaries):
+        console.print(f"[bold]{d}[/bold]")
+        print_summary(s, console)
+    if len(summaries) == 2:
+        console.print(comparison_table(summaries[0], summaries[1], "A", "B"))
+        console.print(f"A = {run_dirs[0]}, B = {run_dirs[1]}; speedup = mean user tok/s B / A "
+                      "(paired by category; confidence intervals come later)")
+
+
+@app.command()
+def engines() -> None:
+    """List registered engines, their capabilities and whether they are installed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from speedbench.engines import registry
+
+    t = Table(title="engines")
+    for c in ("name", "installed", "extra", "what it is"):
+        t.add_column(c)
+    for name, entry in sorted(registry.available().items()):
+        t.add_row(name, "yes" if registry.is_installed(entry) else "no", entry.extra or "-", entry.summary)
+    Console().print(t)
+
+
+@app.command("serve-mock")
+def serve_mock(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="0 picks a free port (printed)")] = 8000,
+    k: Annotated[int, typer.Option("--k", "--draft-length", help="draft length")] = 3,
+    acceptance: Annotated[str, typer.Option(help="conditional acceptance per position a1,...,ak")] = "0.8,0.6,0.4",
+    ttft_ms: Annotated[float, typer.Option()] = 50.0,
+    step_ms: Annotated[float, typer.Option(help="time per verification step")] = 10.0,
+    output_len: Annotated[Optional[int], typer.Option(help="tokens per reply (default: request max_tokens)")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    engine_opt: EngineOpt = [],  # noqa: B006
+) -> None:
+    """Serve the mock SD engine over OpenAI-compatible HTTP (SSE streaming, /metrics)."""
+    from speedbench.config import parse_engine_options
+    from speedbench.engines.mock import MockSettings
+    from speedbench.engines.mock_server import serve
+
+    try:
+        opts: dict[str, Any] = {"k": k, "acceptance": acceptance, "ttft_ms": ttft_ms, "step_ms": step_ms,
+                                "seed": seed, "output_len": output_len}
+        opts.update(parse_engine_options(engine_opt))
+        settings = MockSettings(**opts)
+    except _user_errors() as e:
+        fail(_one_line(e))
+        return
+    try:
+        asyncio.run(serve(settings, host, port))
+    except KeyboardInterrupt:
+        pass
+    except OSError as e:
+        fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
+
+
+@data_app.command("show")
+def data_show(dataset: Annotated[str, typer.Argument(help="embedded name or file")] = "starter") -> None:
+    """Counts per category and turn statistics."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from speedbench.data.readers import content_hash, load_dataset
+
+    try:
+        samples = load_dataset(dataset)
+    except _user_errors() as e:
+        fail(_one_line(e))
+        return
+    t = Table(title=f"{dataset}: {len(samples)} samples ({content_hash(samples)[:19]}…)")
+    for c in ("category", "samples", "multi-turn", "turns", "mean words/turn", "max words/turn"):
+        t.add_column(c, justify="left" if c == "category" else "right")
+    cats: dict[str, list[Any]] = {}
+    for s in samples:
+        cats.setdefault(s.category, []).append(s)
+
+    def row(name: str, ss: list[Any]) -> list[str]:
+        words = [len(turn.split()) for s in ss for turn in s.turns]
+        return [name, str(len(ss)), str(sum(s.multiturn for s in ss)), str(len(words)),
+                f"{sum(words) / len(words):.1f}", str(max(words))]
+
+    for cat in sorted(cats):
+        t.add_row(*row(cat, cats[cat]))
+    t.add_row(*row("all", samples), style="bold")
+    Console().print(t)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

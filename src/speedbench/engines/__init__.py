@@ -1,0 +1,1 @@
+"""Engines: the Engine protocol, the lazy registry and one module per engine."""

@@ -1,0 +1,229 @@
+"""The shared OpenAI-compatible streaming client (``--engine openai``).
+
+One aiohttp session per run.  Engine adapters for vLLM, SGLang, TensorRT-LLM and llama.cpp
+subclass OpenAIEngine and override only ``payload`` (request body extras) and
+``parse_sd`` (their per-request SD stats), plus ``counter_prefix`` for /metrics.
+
+Token counting: a chunk's tokens are ``len(choice.token_ids)`` when the server returns token
+ids (vLLM's ``return_token_ids``); otherwise a chunk with text counts as one token and the
+record is marked ``chunk_tokens_exact=False`` unless the server's usage total confirms it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from speedbench.engines.base import Capabilities, Request
+from speedbench.engines.prometheus import parse_sd_counters
+from speedbench.records import Event, RequestError, SDStats
+
+
+class EngineStartError(RuntimeError):
+    """The engine could not be reached or started; the message says what to do."""
+
+
+def _int(d: dict[str, Any], *keys: str) -> int | None:
+    for k in keys:
+        v = d.get(k)
+        if v is not None:
+            return int(v)
+    return None
+
+
+def parse_vllm_sd(m: dict[str, Any] | None, k: int | None) -> SDStats | None:
+    """vLLM's per-request ``metrics.speculative_decoding`` -> SDStats (source per_request)."""
+    if not m:
+        return None
+    steps = _int(m, "num_spec_steps", "num_drafts")
+    drafted = _int(m, "num_draft_tokens")
+    accepted = _int(m, "num_accepted_draft_tokens", "num_accepted_tokens")
+    if steps is None or drafted is None or accepted is None:
+        return None
+    raw_hist = m.get("acceptance_histogram") or []
+    if isinstance(raw_hist, dict):
+        size = max(int(x) for x in raw_hist) + 1 if raw_hist else 0
+        hist = [0] * size
+        for key, v in raw_hist.items():
+            hist[int(key)] = int(v)
+    else:
+        hist = [int(v) for v in raw_hist]
+    per_pos = [int(v) for v in m.get("num_accepted_tokens_per_pos") or []]
+    if not per_pos and hist:
+        per_pos = [sum(hist[i + 1:]) for i in range(len(hist) - 1)]
+    return SDStats(drafted=drafted, accepted=accepted, steps=steps, per_position=per_pos,
+                   histogram=hist, source="per_request")
+
+
+def render_completion_prompt(messages: list[dict[str, str]]) -> str:
+    """A plain transcript for the completions endpoint (used identically for baseline and SD runs)."""
+    parts = [f"{'User' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in messages]
+    return "\n\n".join(parts) + "\n\nAssistant:"
+
+
+class OpenAIEngine:
+    name = "openai"
+    counter_prefix = "vllm:spec_decode_"
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        model: str | None = None,
+        metrics_url: str | None = None,
+        endpoint: str = "chat",
+        api_key_env: str = "OPENAI_API_KEY",
+        options: dict[str, str] | None = None,
+        draft_length: int | None = None,
+        **_: Any,
+    ) -> None:
+        if not base_url:
+            raise EngineStartError("engine 'openai' needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        self.metrics_url = metrics_url or f"{root}/metrics"
+        self.endpoint = endpoint
+        self.api_key = os.environ.get(api_key_env) or None
+        self.options = dict(options or {})
+        self.draft_length = draft_length
+        self.chunks_are_steps = self.options.pop("chunks_are_steps", "true").lower() in ("1", "true", "yes")
+        self.capabilities = Capabilities(per_request_sd_stats=True, counters=True,
+                                         chunks_are_steps=self.chunks_are_steps, token_ids=True)
+        self._session: aiohttp.ClientSession | None = None
+        self.counter_error: str | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        conn = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(connector=conn, headers=headers,
+                                              timeout=aiohttp.ClientTimeout(total=None, sock_connect=30))
+        url = f"{self.base_url}/models"
+        try:
+            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=30)) as r:
+                if r.status != 200:
+                    text = (await r.text())[:200]
+                    raise EngineStartError(f"{url} answered HTTP {r.status}: {text!r}; check --base-url and the API key")
+                data = await r.json(content_type=None)
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            await self.close()
+            raise EngineStartError(f"cannot reach {url} ({type(e).__name__}: {e}); is the server running? "
+                                   "check --base-url") from None
+        if self.model is None:
+            try:
+                self.model = data["data"][0]["id"]
+            except (KeyError, IndexError, TypeError):
+                await self.close()
+                raise EngineStartError(f"{url} lists no model; pass --model") from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.name, "base_url": self.base_url, "model": self.model,
+                "metrics_url": self.metrics_url, "endpoint": self.endpoint,
+                "chunks_are_steps": self.chunks_are_steps, "options": self.options}
+
+    # ---- hooks for adapters ----------------------------------------------------------------
+    def payload(self, request: Request) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "return_token_ids": True,
+        }
+        if request.ignore_eos:
+            body["ignore_eos"] = True
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if self.endpoint == "chat":
+            body["messages"] = request.messages
+        else:
+            body["prompt"] = render_completion_prompt(request.messages)
+        return body
+
+    def parse_sd(self, obj: dict[str, Any]) -> SDStats | None:
+        metrics = obj.get("metrics")
+        if isinstance(metrics, dict):
+            return parse_vllm_sd(metrics.get("speculative_decoding"), self.draft_length)
+        return None
+
+    # ---- streaming -------------------------------------------------------------------------
+    async def stream(self, request: Request) -> AsyncIterator[Event]:
+        assert self._session is not None, "start() first"
+        url = f"{self.base_url}/{'chat/completions' if self.endpoint == 'chat' else 'completions'}"
+        usage: dict[str, Any] | None = None
+        sd: SDStats | None = None
+        finish: str | None = None
+        done = False
+        try:
+            async with self._session.post(url, json=self.payload(request)) as resp:
+                if resp.status != 200:
+                    text = (await resp.text())[:300]
+                    raise RequestError(f"http_{resp.status}", text)
+                async for raw in resp.content:
+                    line = raw.strip()
+                    if not line or line.startswith(b":"):
+                        continue
+                    if not line.startswith(b"data:"):
+                        continue  # event:/id:/retry: fields carry nothing we use
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        done = True
+                        break
+                    try:
+                        obj = json.loads(data)
+                    except json.JSONDecodeError as e:
+                        raise RequestError("malformed_stream", f"bad SSE data ({e.msg}): {data[:120]!r}") from None
+                    if not isinstance(obj, dict):
+                        raise RequestError("malformed_stream", f"SSE data is not an object: {data[:120]!r}")
+                    if "error" in obj:
+                        raise RequestError("server_error", str(obj["error"])[:300])
+                    if obj.get("usage"):
+                        usage = obj["usage"]
+                    got_sd = self.parse_sd(obj)
+                    if got_sd is not None:
+                        sd = got_sd
+                    for choice in obj.get("choices") or []:
+                        delta = choice.get("delta")
+                        text = (delta.get("content") or "") if isinstance(delta, dict) else (choice.get("text") or "")
+                        ids = choice.get("token_ids")
+                        n = len(ids) if ids is not None else (1 if text else 0)
+                        if choice.get("finish_reason"):
+                            finish = choice["finish_reason"]
+                        if n:
+                            yield Event("chunk", n_tokens=n, text=text, token_ids=ids)
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ConnectionResetError) as e:
+            raise RequestError("reset", f"{type(e).__name__}: {e}") from None
+        except aiohttp.ClientConnectorError as e:
+            raise RequestError("connect_error", f"{url}: {e}") from None
+        except aiohttp.ClientError as e:
+            raise RequestError("client_error", f"{type(e).__name__}: {e}") from None
+        if not done and finish is None:
+            raise RequestError("reset", "stream ended without [DONE] or finish_reason")
+        yield Event("final", finish_reason=finish, usage=usage, sd=sd)
+
+    async def counters(self) -> dict[str, Any] | None:
+        if self._session is None:
+            return None
+        try:
+            async with self._session.get(self.metrics_url, timeout=aiohttp.ClientTimeout(total=30)) as r:
+                if r.status != 200:
+                    self.counter_error = f"{self.metrics_url}: HTTP {r.status}"
+                    return None
+                text = await r.text()
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            self.counter_error = f"{self.metrics_url}: {type(e).__name__}: {e}"
+            return None
+        snap = parse_sd_counters(text, self.counter_prefix)
+        if snap is None:
+            self.counter_error = f"{self.metrics_url}: no {self.counter_prefix}* counters (SD off?)"
+        return snap

@@ -1,0 +1,1 @@
+"""The load generator: closed-loop concurrency, warm-up, multi-turn conversations, timeouts."""

@@ -1,0 +1,177 @@
+"""Closed-loop load generator.
+
+``concurrency`` workers each take the next conversation from a queue and send its turns one
+after another; each later turn carries the model's own earlier replies.  Every chunk is
+timestamped here with ``time.perf_counter_ns()`` as it arrives (engines never time).  Each
+finished turn becomes a RequestRecord handed to ``on_record`` at once (the run directory
+appends and flushes it), so an interrupted run loses only requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from speedbench.data.sample import Sample
+from speedbench.engines.base import Engine, Request
+from speedbench.records import Event, RequestError, RequestRecord
+
+
+@dataclass
+class LoadSettings:
+    concurrency: int = 32
+    output_len: int = 256
+    temperature: float = 0.0
+    ignore_eos: bool = False
+    draft_length: int | None = 3
+    timeout_s: float = 300.0
+    warmup: int = 2
+    seed: int | None = None
+    segment: int = 0
+
+
+@dataclass
+class LoadResult:
+    counters_before: dict[str, Any] | None = None
+    counters_after: dict[str, Any] | None = None
+    warmup_errors: list[str] = field(default_factory=list)
+    measure_start_ns: int = 0
+    measure_end_ns: int = 0
+
+
+async def send(engine: Engine, req: Request, timeout_s: float, segment: int = 0) -> RequestRecord:
+    """Send one request and measure it; failures become error records (never raised)."""
+    rec = RequestRecord(question_id=req.question_id, category=req.category, turn=req.turn,
+                        start_ns=0, end_ns=0, segment=segment)
+    texts: list[str] = []
+    ids: list[int] = []
+    ids_exact = True
+    final: list[Event] = []
+    chunk_ns, chunk_tokens = rec.chunk_ns, rec.chunk_tokens
+
+    async def consume() -> None:
+        nonlocal ids_exact
+        async for ev in engine.stream(req):
+            t = time.perf_counter_ns()
+            if ev.kind == "chunk":
+                chunk_ns.append(t)
+                chunk_tokens.append(ev.n_tokens)
+                texts.append(ev.text)
+                if ev.token_ids is None:
+                    ids_exact = False
+                else:
+                    ids.extend(ev.token_ids)
+            else:
+                final.append(ev)
+
+    rec.start_ns = time.perf_counter_ns()
+    try:
+        await asyncio.wait_for(consume(), timeout_s)
+    except asyncio.TimeoutError:
+        rec.error = {"cause": "timeout", "detail": f"no complete reply within {timeout_s:g} s "
+                     f"({sum(chunk_tokens)} tokens received)"}
+    except RequestError as e:
+        rec.error = {"cause": e.cause, "detail": e.detail}
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # an engine bug must still leave a record with its cause
+        rec.error = {"cause": "client_exception", "detail": f"{type(e).__name__}: {e}"}
+    rec.end_ns = time.perf_counter_ns()
+    rec.output_text = "".join(texts)
+    if rec.error is None and not final:
+        rec.error = {"cause": "reset", "detail": "stream ended without a final event"}
+    if rec.error is None and not chunk_ns:
+        rec.error = {"cause": "empty_reply", "detail": "no output tokens"}
+    if final:
+        ev = final[-1]
+        rec.finish_reason = ev.finish_reason
+        rec.sd = ev.sd
+        usage = ev.usage or {}
+        if usage.get("completion_tokens") is not None:
+            rec.completion_tokens = int(usage["completion_tokens"])
+            rec.completion_tokens_source = "server_usage"
+        if usage.get("prompt_tokens") is not None:
+            rec.prompt_tokens = int(usage["prompt_tokens"])
+    if rec.completion_tokens is None:
+        rec.completion_tokens = sum(chunk_tokens)
+    rec.output_token_ids = ids if ids_exact and ids else None
+    # per-chunk counts are exact when every chunk carried token ids, or (one token per text
+    # chunk) when the server's total agrees with the chunk count
+    rec.chunk_tokens_exact = ids_exact or rec.completion_tokens == sum(chunk_tokens)
+    return rec
+
+
+def make_request(sample: Sample, turn: int, history: list[dict[str, str]], s: LoadSettings) -> Request:
+    messages = history + [{"role": "user", "content": sample.turns[turn]}]
+    return Request(question_id=sample.question_id, category=sample.category, turn=turn, messages=messages,
+                   max_tokens=s.output_len, temperature=s.temperature, ignore_eos=s.ignore_eos,
+                   draft_length=s.draft_length, seed=s.seed)
+
+
+async def run_load(
+    engine: Engine,
+    samples: Sequence[Sample],
+    settings: LoadSettings,
+    on_record: Callable[[RequestRecord], None],
+    done: dict[tuple[str, int], RequestRecord] | None = None,
+) -> LoadResult:
+    """Warm up, snapshot counters, run every conversation, snapshot counters again.
+
+    ``done`` holds records already on disk (resume): those turns are skipped, and their
+    replies are reused as conversation history for the turns still to run.
+    """
+    done = done or {}
+    result = LoadResult()
+    pending = [s for s in samples if any((s.question_id, t) not in done for t in range(len(s.turns)))]
+
+    if settings.warmup and pending:
+        warm = [make_request(pending[i % len(pending)], 0, [], settings) for i in range(settings.warmup)]
+        recs = await asyncio.gather(*(send(engine, r, settings.timeout_s) for r in warm))
+        result.warmup_errors = [f"{r.question_id}: {r.error['cause']}" for r in recs if r.error]
+
+    result.counters_before = await engine.counters()
+    result.measure_start_ns = time.perf_counter_ns()
+    queue: asyncio.Queue[Sample] = asyncio.Queue()
+    for s in pending:
+        queue.put_nowait(s)
+
+    async def conversation(sample: Sample) -> None:
+        history: list[dict[str, str]] = []
+        for turn in range(len(sample.turns)):
+            prev = done.get((sample.question_id, turn))
+            if prev is not None:
+                if not prev.ok:
+                    return  # the conversation broke here in the earlier segment
+                history += [{"role": "user", "content": sample.turns[turn]},
+                            {"role": "assistant", "content": prev.output_text}]
+                continue
+            rec = await send(engine, make_request(sample, turn, history, settings), settings.timeout_s,
+                             settings.segment)
+            on_record(rec)
+            if not rec.ok:
+                # later turns need this reply: record them as failed with the cause, never drop them
+                for later in range(turn + 1, len(sample.turns)):
+                    on_record(RequestRecord(
+                        question_id=sample.question_id, category=sample.category, turn=later,
+                        start_ns=rec.end_ns, end_ns=rec.end_ns, segment=settings.segment,
+                        error={"cause": "prior_turn_failed", "detail": f"turn {turn}: {rec.error['cause']}"}))
+                return
+            history += [{"role": "user", "content": sample.turns[turn]},
+                        {"role": "assistant", "content": rec.output_text}]
+
+    async def worker() -> None:
+        while True:
+            try:
+                sample = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            await conversation(sample)
+
+    n_workers = max(1, min(settings.concurrency, len(pending)))
+    await asyncio.gather(*(worker() for _ in range(n_workers)))
+    result.measure_end_ns = time.perf_counter_ns()
+    result.counters_after = await engine.counters()
+    return result

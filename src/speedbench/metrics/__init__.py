@@ -1,0 +1,1 @@
+"""Metrics: small pure functions over records (see docs/metrics.md for definitions)."""

@@ -1,0 +1,104 @@
+"""Acceptance metrics over SD stats.
+
+Definitions (one place, used by every report):
+- AL  = 1 + accepted / steps                       (tokens per verification step, bonus token included)
+- AR  = accepted / drafted
+- histogram[j] = steps that accepted exactly j drafts (produced j+1 tokens); L = j + 1
+- joint AR_i       = P(L >= i+1)            = per_position[i-1] / steps
+- conditional AR_i = P(L >= i+1) / P(L >= i) = per_position[i-1] / per_position[i-2]  (per_position[-1] = steps)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from speedbench.records import SDStats
+
+
+def acceptance_length(accepted: int, steps: int) -> float | None:
+    """AL = 1 + accepted/steps; None when there were no steps."""
+    return 1.0 + accepted / steps if steps > 0 else None
+
+
+def acceptance_rate(accepted: int, drafted: int) -> float | None:
+    return accepted / drafted if drafted > 0 else None
+
+
+def sum_stats(stats: Iterable[SDStats], source: str | None = None) -> SDStats | None:
+    """Add SD stats element-wise (histograms and per-position lists padded to the longest)."""
+    items = list(stats)
+    if not items:
+        return None
+    n_pos = max(len(s.per_position) for s in items)
+    n_hist = max(len(s.histogram) for s in items)
+    per_pos = [0] * n_pos
+    hist = [0] * n_hist
+    for s in items:
+        for i, v in enumerate(s.per_position):
+            per_pos[i] += v
+        for i, v in enumerate(s.histogram):
+            hist[i] += v
+    return SDStats(
+        drafted=sum(s.drafted for s in items),
+        accepted=sum(s.accepted for s in items),
+        steps=sum(s.steps for s in items),
+        per_position=per_pos,
+        histogram=hist,
+        source=source or items[0].source,  # type: ignore[arg-type]
+    )
+
+
+def joint_acceptance(per_position: Sequence[int], steps: int) -> list[float | None]:
+    """joint AR_i = P(L >= i+1) = per_position[i-1] / steps."""
+    return [(p / steps if steps > 0 else None) for p in per_position]
+
+
+def conditional_acceptance(per_position: Sequence[int], steps: int) -> list[float | None]:
+    """conditional AR_i = P(L >= i+1) / P(L >= i): accepted at i given accepted at all before."""
+    out: list[float | None] = []
+    prev = steps
+    for p in per_position:
+        out.append(p / prev if prev > 0 else None)
+        prev = p
+    return out
+
+
+def per_position_from_histogram(histogram: Sequence[int]) -> list[int]:
+    """per_position[i] = #steps with >= i+1 accepted = sum(histogram[i+1:])."""
+    return [sum(histogram[i + 1 :]) for i in range(len(histogram) - 1)]
+
+
+def histogram_dict(histogram: Sequence[int]) -> dict[str, int]:
+    """{"L": steps} keyed by tokens per step L = 1..k+1 (SPEED-Bench's histogram form)."""
+    return {str(j + 1): int(n) for j, n in enumerate(histogram)}
+
+
+def macro_acceptance_length(stats: Iterable[SDStats]) -> float | None:
+    """Mean over requests of each request's AL (requests with no steps are skipped)."""
+    vals = [v for s in stats if (v := acceptance_length(s.accepted, s.steps)) is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def acceptance_summary(stats: list[SDStats], k: int | None = None) -> dict[str, object]:
+    """The acceptance fields of summary.json for a group of requests."""
+    total = sum_stats(stats)
+    if total is None:
+        return {
+            "acceptance_length": None, "acceptance_length_token_weighted": None,
+            "acceptance_rate": None, "conditional_acceptance_rate": [], "joint_acceptance_rate": [],
+            "histogram": {}, "steps": 0, "drafted": 0, "accepted": 0,
+        }
+    per_pos = total.per_position
+    if k is not None:
+        per_pos = (list(per_pos) + [0] * k)[:k]
+    return {
+        "acceptance_length": macro_acceptance_length(stats),
+        "acceptance_length_token_weighted": acceptance_length(total.accepted, total.steps),
+        "acceptance_rate": acceptance_rate(total.accepted, total.drafted),
+        "conditional_acceptance_rate": conditional_acceptance(per_pos, total.steps),
+        "joint_acceptance_rate": joint_acceptance(per_pos, total.steps),
+        "histogram": histogram_dict(total.histogram),
+        "steps": total.steps,
+        "drafted": total.drafted,
+        "accepted": total.accepted,
+    }

@@ -1,0 +1,119 @@
+"""Aggregate records into the summary.json contract (see docs/results.md)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from speedbench.metrics import invariants as inv
+from speedbench.metrics.acceptance import acceptance_summary, sum_stats
+from speedbench.metrics.counters import counter_delta
+from speedbench.metrics.latency import (
+    distribution, e2e_s, itl_s, output_tps, step_times_s, tpot_s, ttft_s, user_tps,
+)
+from speedbench.metrics.sources import request_stats
+from speedbench.records import RequestRecord, SDStats
+
+
+def _timing(records: Sequence[RequestRecord]) -> dict[str, Any]:
+    return {
+        "ttft_s": distribution(ttft_s(r) for r in records),
+        "tpot_s": distribution(tpot_s(r) for r in records),
+        "itl_s": distribution(v for r in records for v in itl_s(r)),
+        "step_time_s": distribution(v for r in records for v in step_times_s(r)),
+        "e2e_s": distribution(e2e_s(r) for r in records),
+        "user_tps": distribution(user_tps(r) for r in records),
+        "output_tps": output_tps(records),
+        "output_tokens": sum(r.tokens for r in records),
+    }
+
+
+def summarize(
+    records: Sequence[RequestRecord],
+    k: int,
+    chunks_are_steps: bool = True,
+    counter_windows: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    ok = [r for r in records if r.ok]
+    errors = [r for r in records if not r.ok]
+    pairs: list[tuple[RequestRecord, SDStats]] = []
+    for r in ok:
+        s = request_stats(r, k, chunks_are_steps)
+        if s is not None:
+            pairs.append((r, s))
+    req_sources = sorted({s.source for _, s in pairs})
+
+    # Counter deltas per segment (a resumed run has one measured window per segment).
+    deltas: dict[int, SDStats] = {}
+    for w in counter_windows:
+        d = counter_delta(w.get("before"), w.get("after"))
+        if d is not None:
+            deltas[int(w.get("segment", 0))] = d
+    total_delta = sum_stats(deltas.values(), source="counter_delta")
+
+    overall_stats = [s for _, s in pairs]
+    overall_source = "none"
+    if pairs and req_sources == ["per_request"] and len(pairs) == len(ok):
+        overall_source = "per_request"
+    elif total_delta is not None and total_delta.steps > 0:
+        overall_source = "counter_delta"
+    elif pairs:
+        overall_source = req_sources[0] if len(req_sources) == 1 else "+".join(req_sources)
+
+    overall: dict[str, Any] = {"requests": len(ok), "errors": len(errors)}
+    acc = acceptance_summary(overall_stats, k)
+    if overall_source == "counter_delta" and total_delta is not None:
+        # Run-level figures from the counters; the macro (per-request) AL needs per-request data.
+        acc_c = acceptance_summary([total_delta], k)
+        acc_c["acceptance_length"] = acc["acceptance_length"]
+        acc = acc_c
+    overall.update(acc)
+    overall.update(_timing(ok))
+
+    by_cat: dict[str, list[RequestRecord]] = defaultdict(list)
+    for r in ok:
+        by_cat[r.category].append(r)
+    stats_by_id = {id(r): s for r, s in pairs}
+    per_category: dict[str, Any] = {}
+    for cat in sorted(by_cat):
+        rs = by_cat[cat]
+        cat_stats = [stats_by_id[id(r)] for r in rs if id(r) in stats_by_id]
+        entry: dict[str, Any] = {"requests": len(rs),
+                                 "errors": sum(1 for r in errors if r.category == cat)}
+        entry.update(acceptance_summary(cat_stats, k))
+        entry.update(_timing(rs))
+        per_category[cat] = entry
+    for r in errors:
+        per_category.setdefault(r.category, {"requests": 0, "errors": 0})
+    for cat, entry in per_category.items():
+        if entry["requests"] == 0:
+            entry["errors"] = sum(1 for r in errors if r.category == cat)
+
+    invariants = [
+        inv.al_bounded(pairs, k),
+        inv.histogram_sums(pairs),
+        inv.tokens_match_steps([(r, s) for r, s in pairs if s.source == "per_request"]),
+    ]
+    for seg, d in sorted(deltas.items()):
+        seg_req = sum_stats([s for r, s in pairs if r.segment == seg and s.source == "per_request"])
+        seg_chunks = sum_stats([s for r, s in pairs if r.segment == seg and s.source == "chunks"])
+        check = inv.per_request_vs_counters(seg_req or seg_chunks, d, seg)
+        if seg_req is None and seg_chunks is not None:
+            check["name"] = f"chunks_vs_counter_delta[segment {seg}]"
+        invariants.append(check)
+
+    return {
+        "k": k,
+        "overall": overall,
+        "per_category": per_category,
+        "errors_by_cause": dict(Counter(r.error["cause"] for r in errors if r.error)),
+        "sources": {
+            "acceptance": overall_source,
+            "acceptance_per_category": "+".join(req_sources) if req_sources else "none",
+            "timing": "client perf_counter_ns timestamps",
+            "tokens": sorted({r.completion_tokens_source for r in ok}),
+        },
+        "counter_delta": total_delta.to_dict() if total_delta else None,
+        "invariants": invariants,
+    }

@@ -1,0 +1,140 @@
+"""Plain data types that flow between the layers: Event, SDStats, RequestRecord.
+
+Definitions used everywhere (see docs/metrics.md):
+- step: one target verification pass.  A step produces 1..k+1 tokens: the accepted
+  draft tokens plus one token from the target (the "bonus" or correction token).
+- The first output token comes from prefill, not from a verification step, so for a
+  request that drafted on every decode step: tokens = 1 + steps + accepted.
+- AL (acceptance length) = 1 + accepted / steps (counts the bonus token).
+- AR (acceptance rate) = accepted / drafted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+AcceptanceSource = Literal["per_request", "counter_delta", "chunks", "none"]
+
+
+@dataclass(slots=True)
+class SDStats:
+    """Speculative-decoding counts for one request (or one counter window).
+
+    ``per_position[i]`` = number of steps whose draft token at position i+1 was accepted
+    (accepted positions are a prefix, so this equals #steps with >= i+1 accepted).
+    ``histogram[j]`` = number of steps that produced j+1 tokens (j accepted drafts).
+    """
+
+    drafted: int
+    accepted: int
+    steps: int
+    per_position: list[int] = field(default_factory=list)
+    histogram: list[int] = field(default_factory=list)
+    source: AcceptanceSource = "per_request"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SDStats":
+        return cls(
+            drafted=int(d["drafted"]),
+            accepted=int(d["accepted"]),
+            steps=int(d["steps"]),
+            per_position=[int(x) for x in d.get("per_position") or []],
+            histogram=[int(x) for x in d.get("histogram") or []],
+            source=d.get("source", "per_request"),
+        )
+
+    @classmethod
+    def from_histogram(cls, histogram: list[int], source: AcceptanceSource, k: int | None = None) -> "SDStats":
+        """Build stats from a step histogram (index j = steps that accepted j drafts).
+
+        ``k`` is the draft length; drafted = steps * k (every step drafted k tokens).
+        """
+        k = len(histogram) - 1 if k is None else k
+        hist = list(histogram) + [0] * max(0, k + 1 - len(histogram))
+        steps = sum(hist)
+        accepted = sum(j * n for j, n in enumerate(hist))
+        per_pos = [sum(hist[i + 1 :]) for i in range(k)]
+        return cls(drafted=steps * k, accepted=accepted, steps=steps, per_position=per_pos,
+                   histogram=hist, source=source)
+
+
+@dataclass(slots=True)
+class Event:
+    """What an engine yields while streaming one request.
+
+    kind "chunk": ``n_tokens`` output tokens arrived together (one verification step in
+    engines that stream per step).  kind "final": end of stream, with the server's usage
+    and, when it reports them, its per-request SD stats.
+    """
+
+    kind: Literal["chunk", "final"]
+    n_tokens: int = 0
+    text: str = ""
+    token_ids: list[int] | None = None
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    sd: SDStats | None = None
+
+
+class RequestError(Exception):
+    """A request failed; ``cause`` is one of the short causes counted in errors_by_cause."""
+
+    def __init__(self, cause: str, detail: str = "") -> None:
+        super().__init__(f"{cause}: {detail}" if detail else cause)
+        self.cause = cause
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """One request (one turn of one conversation) as measured by the load generator.
+
+    Timestamps are ``time.perf_counter_ns()`` values taken by the load generator:
+    ``start_ns`` just before the request is sent, ``chunk_ns[i]`` when chunk i arrived,
+    ``end_ns`` when the stream ended.  ``chunk_tokens[i]`` is the token count of chunk i.
+    """
+
+    question_id: str
+    category: str
+    turn: int
+    start_ns: int
+    end_ns: int
+    chunk_ns: list[int] = field(default_factory=list)
+    chunk_tokens: list[int] = field(default_factory=list)
+    chunk_tokens_exact: bool = True
+    output_text: str = ""
+    output_token_ids: list[int] | None = None
+    completion_tokens: int | None = None
+    completion_tokens_source: str = "client_count"
+    prompt_tokens: int | None = None
+    sd: SDStats | None = None
+    error: dict[str, str] | None = None
+    segment: int = 0
+    finish_reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def tokens(self) -> int:
+        if self.completion_tokens is not None:
+            return self.completion_tokens
+        return sum(self.chunk_tokens)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["sd"] = self.sd.to_dict() if self.sd else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RequestRecord":
+        d = dict(d)
+        sd = d.pop("sd", None)
+        rec = cls(**d)
+        rec.sd = SDStats.from_dict(sd) if sd else None
+        return rec

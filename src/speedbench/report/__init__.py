@@ -1,0 +1,1 @@
+"""Reports: console tables (rich) built from summaries."""

@@ -1,0 +1,100 @@
+"""Console tables for a summary (rich).  Every figure comes from summary.json, whose
+sources are named under the tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _ms(v: Any) -> str:
+    return "-" if v is None else f"{v * 1000:.2f}"
+
+
+def acceptance_table(summary: dict[str, Any], title: str = "Acceptance per category") -> Table:
+    k = int(summary.get("k") or 0)
+    t = Table(title=title)
+    t.add_column("category")
+    t.add_column("requests", justify="right")
+    t.add_column("errors", justify="right")
+    t.add_column("AL", justify="right")
+    t.add_column("AL (tok-w)", justify="right")
+    t.add_column("AR", justify="right")
+    for i in range(k):
+        t.add_column(f"cAR{i + 1}", justify="right")
+    t.add_column("user tok/s", justify="right")
+
+    def row(name: str, e: dict[str, Any], style: str | None = None) -> None:
+        cond = e.get("conditional_acceptance_rate") or []
+        cells = [name, _f(e.get("requests")), _f(e.get("errors")), _f(e.get("acceptance_length")),
+                 _f(e.get("acceptance_length_token_weighted")), _f(e.get("acceptance_rate"))]
+        cells += [_f(cond[i]) if i < len(cond) else "-" for i in range(k)]
+        cells.append(_f((e.get("user_tps") or {}).get("mean"), 1))
+        t.add_row(*cells, style=style)
+
+    for cat, e in summary["per_category"].items():
+        row(cat, e)
+    row("overall", summary["overall"], style="bold")
+    return t
+
+
+def timing_table(summary: dict[str, Any]) -> Table:
+    o = summary["overall"]
+    t = Table(title="Timing (client timestamps)")
+    t.add_column("metric")
+    for c in ("mean", "p50", "p90", "p99"):
+        t.add_column(c, justify="right")
+    for key, label in (("ttft_s", "TTFT ms"), ("tpot_s", "TPOT ms"), ("itl_s", "ITL ms"),
+                       ("step_time_s", "step time ms"), ("e2e_s", "E2E ms")):
+        d = o.get(key) or {}
+        t.add_row(label, *(_ms(d.get(c)) for c in ("mean", "p50", "p90", "p99")))
+    d = o.get("user_tps") or {}
+    t.add_row("user tok/s", *(_f(d.get(c), 1) for c in ("mean", "p50", "p90", "p99")))
+    return t
+
+
+def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(acceptance_table(summary))
+    console.print(timing_table(summary))
+    o = summary["overall"]
+    src = summary["sources"]
+    console.print(f"output throughput: {_f(o.get('output_tps'), 1)} tok/s over {o.get('output_tokens')} tokens; "
+                  f"acceptance source: overall={src['acceptance']}, per category={src['acceptance_per_category']}; "
+                  f"AL = 1 + accepted/steps (bonus token counted)")
+    if summary["errors_by_cause"]:
+        console.print("errors by cause: " + ", ".join(f"{c}={n}" for c, n in sorted(summary["errors_by_cause"].items())),
+                      style="yellow")
+    for inv in summary["invariants"]:
+        mark = {True: "[green]ok[/green]", False: "[red]FAILED[/red]", None: "[dim]n/a[/dim]"}[inv["ok"]]
+        console.print(f"  invariant {inv['name']}: {mark} - {inv['detail']}")
+
+
+def comparison_table(base: dict[str, Any], other: dict[str, Any], base_name: str, other_name: str) -> Table:
+    """Per-category paired comparison: AL of each run and the ratio of mean user tok/s."""
+    t = Table(title=f"{other_name} vs {base_name}")
+    t.add_column("category")
+    t.add_column(f"AL {base_name}", justify="right")
+    t.add_column(f"AL {other_name}", justify="right")
+    t.add_column(f"user tok/s {base_name}", justify="right")
+    t.add_column(f"user tok/s {other_name}", justify="right")
+    t.add_column("speedup", justify="right")
+    cats = sorted(set(base["per_category"]) | set(other["per_category"]))
+    for name, a, b in [(c, base["per_category"].get(c, {}), other["per_category"].get(c, {})) for c in cats] + [
+            ("overall", base["overall"], other["overall"])]:
+        ua = (a.get("user_tps") or {}).get("mean")
+        ub = (b.get("user_tps") or {}).get("mean")
+        sp = ub / ua if ua and ub else None
+        t.add_row(name, _f(a.get("acceptance_length")), _f(b.get("acceptance_length")), _f(ua, 1), _f(ub, 1),
+                  "-" if sp is None else f"{sp:.2f}x", style="bold" if name == "overall" else None)
+    return t

@@ -1,0 +1,1 @@
+"""Run directories: manifest.json, records.jsonl (appended as requests finish), summary files."""

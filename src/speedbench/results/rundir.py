@@ -1,0 +1,136 @@
+"""One run = one directory.
+
+- manifest.json  resolved config (secrets redacted), versions, dataset name + hash, the
+                 selected question ids, counter snapshots per measured window, status
+- records.jsonl  one RequestRecord per line, appended and flushed as each request finishes
+- summary.json / summary.csv   derived from the two files above (``speedbench report`` redoes them)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from speedbench.records import RequestRecord
+
+
+class RunDirError(ValueError):
+    pass
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RunDir:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.manifest_path = self.path / "manifest.json"
+        self.records_path = self.path / "records.jsonl"
+        self.summary_path = self.path / "summary.json"
+        self.csv_path = self.path / "summary.csv"
+        self._fh: Any = None
+
+    # ---- manifest ----------------------------------------------------------------------------
+    def read_manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            raise RunDirError(f"{self.manifest_path}: not found; is {self.path} a speedbench run directory?")
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise RunDirError(f"{self.manifest_path}: not valid JSON ({e.msg})") from None
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.manifest_path, json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n")
+
+    # ---- records -----------------------------------------------------------------------------
+    def open_for_append(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._repair_tail()
+        self._fh = self.records_path.open("a", encoding="utf-8")
+
+    def append(self, rec: RequestRecord) -> None:
+        assert self._fh is not None, "open_for_append() first"
+        self._fh.write(json.dumps(rec.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+
+    def _repair_tail(self) -> None:
+        """Drop a half-written last line (a run killed mid-write) so appends stay valid JSONL."""
+        if not self.records_path.exists():
+            return
+        data = self.records_path.read_bytes()
+        if not data or data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        with self.records_path.open("r+b") as f:
+            f.truncate(cut)
+
+    def load_records(self) -> list[RequestRecord]:
+        if not self.records_path.exists():
+            return []
+        out: list[RequestRecord] = []
+        with self.records_path.open("r", encoding="utf-8") as f:
+            lines = f.readlines()
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                out.append(RequestRecord.from_dict(json.loads(line)))
+            except (json.JSONDecodeError, TypeError, KeyError) as e:
+                if n == len(lines) and not line.endswith("\n"):
+                    break  # half-written last line of an interrupted run
+                raise RunDirError(f"{self.records_path}:{n}: not a valid record ({e})") from None
+        return out
+
+    # ---- summaries ---------------------------------------------------------------------------
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write(self.summary_path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        rows = summary_rows(summary)
+        tmp = self.csv_path.with_name(self.csv_path.name + ".tmp")
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, self.csv_path)
+
+
+def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flat rows (overall first, then each category) for summary.csv."""
+    k = int(summary.get("k") or 0)
+    scopes = [("overall", summary["overall"])] + list(summary["per_category"].items())
+    rows = []
+    for name, e in scopes:
+        row: dict[str, Any] = {
+            "scope": name,
+            "requests": e.get("requests"),
+            "errors": e.get("errors"),
+            "acceptance_length": e.get("acceptance_length"),
+            "acceptance_length_token_weighted": e.get("acceptance_length_token_weighted"),
+            "acceptance_rate": e.get("acceptance_rate"),
+        }
+        cond = e.get("conditional_acceptance_rate") or []
+        for i in range(k):
+            row[f"conditional_ar_{i + 1}"] = cond[i] if i < len(cond) else None
+        for m in ("ttft_s", "tpot_s", "itl_s", "e2e_s", "user_tps"):
+            d = e.get(m) or {}
+            row[f"{m}_mean"] = d.get("mean")
+            row[f"{m}_p99"] = d.get("p99")
+        row["output_tokens"] = e.get("output_tokens")
+        rows.append(row)
+    return rows
