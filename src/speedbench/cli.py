@@ -72,13 +72,11 @@ def run(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Run a benchmark and write a run directory (manifest, records, summary)."""
-    from rich.console import Console
-
     from speedbench.config import DatasetSpec, EngineSpec, RunConfig, parse_engine_options
-    from speedbench.report.console import print_summary
+    from speedbench.report.console import make_console, print_summary
     from speedbench.run import execute, finish, prepare
 
-    console = Console(stderr=False)
+    console = make_console()
     try:
         cfg = RunConfig(
             engine=EngineSpec(kind=engine, base_url=base_url, model=model, metrics_url=metrics_url,
@@ -144,13 +142,11 @@ def report(
     run_dirs: Annotated[list[str], typer.Argument(help="one run directory, or two to compare (baseline first)")],
 ) -> None:
     """Recompute summaries from records.jsonl + manifest.json and print the tables."""
-    from rich.console import Console
-
-    from speedbench.report.console import comparison_table, print_summary
+    from speedbench.report.console import comparison_table, make_console, print_summary
     from speedbench.results.rundir import RunDir
     from speedbench.run import finish
 
-    console = Console()
+    console = make_console()
     if len(run_dirs) > 2:
         fail("report takes one run directory, or two to compare")
     summaries = []
@@ -171,17 +167,17 @@ def report(
 @app.command()
 def engines() -> None:
     """List registered engines, their capabilities and whether they are installed."""
-    from rich.console import Console
     from rich.table import Table
 
     from speedbench.engines import registry
+    from speedbench.report.console import make_console
 
     t = Table(title="engines")
     for c in ("name", "installed", "extra", "what it is"):
         t.add_column(c)
     for name, entry in sorted(registry.available().items()):
         t.add_row(name, "yes" if registry.is_installed(entry) else "no", entry.extra or "-", entry.summary)
-    Console().print(t)
+    make_console().print(t)
 
 
 @app.command("serve-mock")
@@ -220,10 +216,10 @@ def serve_mock(
 @data_app.command("show")
 def data_show(dataset: Annotated[str, typer.Argument(help="embedded name or file")] = "starter") -> None:
     """Counts per category and turn statistics."""
-    from rich.console import Console
     from rich.table import Table
 
     from speedbench.data.readers import content_hash, load_dataset
+    from speedbench.report.console import make_console
 
     try:
         samples = load_dataset(dataset)
@@ -245,7 +241,7 @@ def data_show(dataset: Annotated[str, typer.Argument(help="embedded name or file
     for cat in sorted(cats):
         t.add_row(*row(cat, cats[cat]))
     t.add_row(*row("all", samples), style="bold")
-    Console().print(t)
+    make_console().print(t)
 
 
 def main() -> None:

@@ -59,6 +59,13 @@ def parse_vllm_sd(m: dict[str, Any] | None, k: int | None) -> SDStats | None:
                    histogram=hist, source="per_request")
 
 
+def _json_or_str(v: str) -> Any:
+    try:
+        return json.loads(v)
+    except json.JSONDecodeError:
+        return v
+
+
 def render_completion_prompt(messages: list[dict[str, str]]) -> str:
     """A plain transcript for the completions endpoint (used identically for baseline and SD runs)."""
     parts = [f"{'User' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in messages]
@@ -91,6 +98,8 @@ class OpenAIEngine:
         self.options = dict(options or {})
         self.draft_length = draft_length
         self.chunks_are_steps = self.options.pop("chunks_are_steps", "true").lower() in ("1", "true", "yes")
+        # every other -E key=value goes into the request body (JSON values parsed: -E top_p=0.9)
+        self.body_extra = {k: _json_or_str(v) for k, v in self.options.items()}
         self.capabilities = Capabilities(per_request_sd_stats=True, counters=True,
                                          chunks_are_steps=self.chunks_are_steps, token_ids=True)
         self._session: aiohttp.ClientSession | None = None
@@ -144,6 +153,7 @@ class OpenAIEngine:
             body["ignore_eos"] = True
         if request.seed is not None:
             body["seed"] = request.seed
+        body.update(self.body_extra)
         if self.endpoint == "chat":
             body["messages"] = request.messages
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -63,8 +64,14 @@ def timing_table(summary: dict[str, Any]) -> Table:
     return t
 
 
+def make_console() -> Console:
+    """A console; wide enough for the tables when output goes to a file or CI log."""
+    c = Console()
+    return c if c.is_terminal else Console(width=160)
+
+
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or make_console()
     console.print(acceptance_table(summary))
     console.print(timing_table(summary))
     o = summary["overall"]
@@ -77,7 +84,7 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
                       style="yellow")
     for inv in summary["invariants"]:
         mark = {True: "[green]ok[/green]", False: "[red]FAILED[/red]", None: "[dim]n/a[/dim]"}[inv["ok"]]
-        console.print(f"  invariant {inv['name']}: {mark} - {inv['detail']}")
+        console.print(f"  invariant {escape(inv['name'])}: {mark} - {escape(inv['detail'])}")
 
 
 def comparison_table(base: dict[str, Any], other: dict[str, Any], base_name: str, other_name: str) -> Table:

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from speedbench.data.sample import Sample
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SPEC_BENCH = SHARED / "data" / "spec_bench_questions.jsonl"
+
+
+def make_samples(n: int, turns: int = 1, category: str | None = None, prefix: str = "q") -> list[Sample]:
+    cats = ["coding", "math", "writing", "rag"]
+    return [Sample(question_id=f"{prefix}{i}", category=category or cats[i % len(cats)], sub_category=None,
+                   turns=tuple(f"{prefix}{i} turn {t}: tell me something" for t in range(turns)), source="test",
+                   src_id=None, difficulty=None, multiturn=turns > 1) for i in range(n)]
+
+
+def speedbench_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "speedbench.cli", *args]
+
+
+@contextmanager
+def serve_mock(*args: str) -> Iterator[str]:
+    """Start `speedbench serve-mock --port 0 ARGS` in a subprocess; yield its base URL."""
+    proc = subprocess.Popen(speedbench_cmd("serve-mock", "--port", "0", *args), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.search(r"(http://127\.0\.0\.1:\d+/v1)", line)
+        assert m, f"serve-mock did not start: {line!r}"
+        yield m.group(1)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def spec_bench_path() -> Path:
+    if not SPEC_BENCH.exists():
+        pytest.skip(f"{SPEC_BENCH} not present (shared data is optional)")
+    return SPEC_BENCH
