@@ -6,6 +6,7 @@ import subprocess
 import time
 from collections import Counter
 
+import pytest
 from conftest import speedbench_cmd
 
 from speedbench.data.readers import load_dataset
@@ -15,7 +16,8 @@ def _records(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_sigint_keeps_records_and_resume_completes(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_keeps_records_and_resume_completes(tmp_path, sig):
     out = tmp_path / "run"
     proc = subprocess.Popen(
         speedbench_cmd("run", "--engine", "mock", "-E", "step_ms=20", "-E", "ttft_ms=5", "--output-len", "64",
@@ -27,7 +29,7 @@ def test_sigint_keeps_records_and_resume_completes(tmp_path):
         if rec_path.exists() and len(rec_path.read_text().splitlines()) >= 15:
             break
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, output
     assert "--resume" in output

@@ -173,10 +173,12 @@ def engines() -> None:
     from speedbench.report.console import make_console
 
     t = Table(title="engines")
-    for c in ("name", "installed", "extra", "what it is"):
+    for c in ("name", "installed", "extra", "capabilities", "what it is"):
         t.add_column(c)
     for name, entry in sorted(registry.available().items()):
-        t.add_row(name, "yes" if registry.is_installed(entry) else "no", entry.extra or "-", entry.summary)
+        installed = registry.is_installed(entry)
+        t.add_row(name, "yes" if installed else "no", entry.extra or "-",
+                  registry.describe_capabilities(name) if installed else "-", entry.summary)
     make_console().print(t)
 
 

@@ -198,6 +198,7 @@ class MockEngine:
     """In-process simulated engine: the same simulation as serve-mock, without HTTP."""
 
     name = "mock"
+    capabilities = Capabilities(per_request_sd_stats=True, counters=True, in_process=True, token_ids=True)
 
     def __init__(self, options: dict[str, str] | None = None, draft_length: int | None = None, **_: Any) -> None:
         self.settings = MockSettings.from_options(options or {}, draft_length)

@@ -75,6 +75,8 @@ def render_completion_prompt(messages: list[dict[str, str]]) -> str:
 class OpenAIEngine:
     name = "openai"
     counter_prefix = "vllm:spec_decode_"
+    # what the client can read when the server offers it (vLLM does all of these)
+    capabilities = Capabilities(per_request_sd_stats=True, counters=True, chunks_are_steps=True, token_ids=True)
 
     def __init__(
         self,
@@ -104,6 +106,7 @@ class OpenAIEngine:
                                          chunks_are_steps=self.chunks_are_steps, token_ids=True)
         self._session: aiohttp.ClientSession | None = None
         self.counter_error: str | None = None
+        self.server_version: str | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -122,12 +125,25 @@ class OpenAIEngine:
             await self.close()
             raise EngineStartError(f"cannot reach {url} ({type(e).__name__}: {e}); is the server running? "
                                    "check --base-url") from None
+        self.server_version = await self._server_version()
         if self.model is None:
             try:
                 self.model = data["data"][0]["id"]
             except (KeyError, IndexError, TypeError):
                 await self.close()
                 raise EngineStartError(f"{url} lists no model; pass --model") from None
+
+    async def _server_version(self) -> str | None:
+        """vLLM and SGLang answer GET /version; others may not (then None)."""
+        assert self._session is not None
+        root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        try:
+            async with self._session.get(f"{root}/version", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                if r.status == 200:
+                    return (await r.text())[:200]
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            pass
+        return None
 
     async def close(self) -> None:
         if self._session is not None:
@@ -136,7 +152,7 @@ class OpenAIEngine:
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.name, "base_url": self.base_url, "model": self.model,
-                "metrics_url": self.metrics_url, "endpoint": self.endpoint,
+                "metrics_url": self.metrics_url, "endpoint": self.endpoint, "server_version": self.server_version,
                 "chunks_are_steps": self.chunks_are_steps, "options": self.options}
 
     # ---- hooks for adapters ----------------------------------------------------------------

@@ -71,3 +71,17 @@ def resolve(name: str) -> type[Any]:
         extra = f"pip install 'speedbench[{entry.extra}]'" if entry.extra else "install its dependencies"
         raise EngineUnavailable(f"engine {name!r} needs {e.name or e}: {extra}") from None
     return getattr(module, cls_name)
+
+
+def describe_capabilities(name: str) -> str:
+    """The engine class's declared capabilities as a short comma list (imports its module)."""
+    try:
+        caps = getattr(resolve(name), "capabilities", None)
+    except (EngineNotFound, EngineUnavailable):
+        return "-"
+    if caps is None:
+        return "-"
+    labels = {"streams_tokens": "streams", "per_request_sd_stats": "per-request SD stats",
+              "counters": "counters", "in_process": "in-process", "chunks_are_steps": "chunk per step",
+              "token_ids": "token ids"}
+    return ", ".join(label for f, label in labels.items() if getattr(caps, f, False))
