@@ -2,18 +2,25 @@
 """Client (load generator) fidelity and capacity against ``speedbench serve-mock``.
 
 Fidelity: the mock server streams one token per SSE chunk on a fixed schedule (chunk i due at
-arrival + ttft_ms + i * step_ms; defaults TTFT 50 ms, 10 ms per step, 256 tokens).  At each
-concurrency level we send exactly C requests (one wave, all started together) through the real
-client path -- OpenAIEngine + run_load + summarize -- and compare what the client measured with
-the truth: mean TTFT vs 50 ms, mean/p99 ITL vs 10 ms, output tok/s vs the ideal
-C * 256 / (0.050 + 255 * 0.010) s.
+server arrival + ttft_ms + i * step_ms; defaults TTFT 50 ms, 10 ms per step, 256 tokens).  At
+each concurrency level C we send exactly C requests (one wave, all started together, through a
+fresh OpenAIEngine so each level opens its own connections) down the real client path --
+OpenAIEngine + run_load + summarize -- and compare what the client measured with the truth:
+mean TTFT vs 50 ms, mean/p99 ITL vs 10 ms, output tok/s vs the ideal
+C * 256 / (0.050 + 255 * 0.010) s.  Before the first level an unmeasured priming burst (32
+requests x 8 tokens) warms both processes' code paths; ``--no-prime`` skips it.
 
-Capacity: a second server with 0 ms TTFT and 0 ms steps (every chunk is due at once) and
+Capacity: a second server with 0 ms TTFT and 0 ms steps (every chunk is due at once),
 concurrency 256: the chunks/s the client ingests, client CPU seconds, server CPU seconds (from
-/proc/<pid>/stat), and which side saturated its core.
+/proc/<pid>/stat), each side's run-queue wait (/proc/<pid>/task/*/schedstat: time it was
+runnable but another process had its CPU), and which side limited the rate.  serve-mock spends
+about as much CPU per chunk as the client, so two "client ceiling" runs follow against this
+script's own near-free SSE server (same bytes, pre-encoded): ``per-chunk`` (one write per event,
+like an engine streaming a token per step) and ``coalesced`` (a whole reply per write, the best
+case); ``--no-ceiling`` skips them.
 
-Server and client are separate processes; where os.sched_setaffinity exists the server is
-pinned to CPU 0 and this process (the client) to CPU 1 (``--no-pin`` turns that off).
+Where os.sched_setaffinity exists the server is pinned to CPU 0 and this process (the client)
+to CPU 1 (``--no-pin`` turns that off).
 
     python benchmarks/client_overhead.py                      # 32,256,512 + capacity
     python benchmarks/client_overhead.py --quick              # smoke: concurrency 32 only
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import glob
 import json
 import os
 import platform
@@ -55,14 +63,48 @@ CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 SERVER_CPU, CLIENT_CPU = 0, 1
 
 
+# ---- process accounting -----------------------------------------------------------------------
+def client_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def sched_s(pid: int | str = "self") -> tuple[float, float] | None:
+    """(on-CPU s, run-queue wait s) summed over the live threads, from /proc/PID/task/*/schedstat."""
+    run = wait = 0
+    files = glob.glob(f"/proc/{pid}/task/*/schedstat")
+    if not files:
+        return None
+    for path in files:
+        try:
+            with open(path) as f:
+                a, b, _ = f.read().split()
+            run, wait = run + int(a), wait + int(b)
+        except (OSError, ValueError):
+            pass
+    return run / 1e9, wait / 1e9
+
+
+def delta(a: tuple[float, float] | None, b: tuple[float, float] | None) -> tuple[float | None, float | None]:
+    if a is None or b is None:
+        return None, None
+    return b[0] - a[0], b[1] - a[1]
+
+
 # ---- server subprocess ------------------------------------------------------------------------
 class MockServer:
     """``speedbench serve-mock`` in a subprocess on a free loopback port."""
 
-    def __init__(self, *, ttft_ms: float, step_ms: float, output_len: int, pin: bool) -> None:
-        self.cmd = [sys.executable, "-m", "speedbench.cli", "serve-mock", "--host", "127.0.0.1",
-                    "--port", "0", "--k", "0", "--acceptance", "",
-                    "--ttft-ms", f"{ttft_ms:g}", "--step-ms", f"{step_ms:g}", "--output-len", str(output_len)]
+    def __init__(self, *, ttft_ms: float, step_ms: float, output_len: int, pin: bool,
+                 raw_mode: str | None = None) -> None:
+        self.args = ["serve-mock", "--host", "127.0.0.1", "--port", "0", "--k", "0", "--acceptance", "",
+                     "--ttft-ms", f"{ttft_ms:g}", "--step-ms", f"{step_ms:g}", "--output-len", str(output_len)]
+        self.raw_mode = raw_mode
+        if raw_mode:  # this script's minimal SSE server (client-ceiling runs), not serve-mock
+            self.args = ["--_raw-server", raw_mode, str(output_len)]
+            self.cmd = [sys.executable, os.path.abspath(__file__)] + self.args
+        else:
+            self.cmd = [sys.executable, "-m", "speedbench.cli"] + self.args
         self.pin = pin
         self.proc: subprocess.Popen[str] | None = None
         self.port: int | None = None
@@ -73,6 +115,11 @@ class MockServer:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    def describe(self) -> str:
+        if self.raw_mode:
+            return f"python {os.path.basename(__file__)} {' '.join(self.args)}"
+        return f"python -m speedbench.cli {' '.join(a if a else repr(a) for a in self.args)}"
 
     def _drain(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -109,7 +156,7 @@ class MockServer:
         try:
             for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
                 os.sched_setaffinity(int(tid), {SERVER_CPU})
-        except (OSError, FileNotFoundError):
+        except OSError:
             os.sched_setaffinity(self.proc.pid, {SERVER_CPU})
 
     def cpu_s(self) -> float | None:
@@ -119,16 +166,20 @@ class MockServer:
         try:
             with open(f"/proc/{self.proc.pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14, 15 of stat(5)
+            return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14, 15 of proc(5)
         except (OSError, IndexError, ValueError):
             return None
+
+    def sched(self) -> tuple[float, float] | None:
+        return sched_s(self.proc.pid) if self.proc is not None else None
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGINT)  # the CLI exits quietly on KeyboardInterrupt
+        # SIGTERM, not SIGINT: a child inherits SIGINT ignored from a background job
+        self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(timeout=5)
+            self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.terminate()
             try:
@@ -149,16 +200,111 @@ class MockServer:
         self.stop()
 
 
+# ---- minimal SSE server for the client-ceiling runs -------------------------------------------
+def raw_server_main(mode: str, n_tokens: int) -> None:
+    """A near-zero-cost OpenAI-style SSE server: byte-for-byte the chunk shapes serve-mock sends
+    (chat: role chunk, one content chunk per token with token_ids, usage chunk, [DONE]; HTTP/1.1
+    chunked), all pre-encoded.  ``coalesced``: each reply is one write (the client reads many
+    events per recv); ``per-chunk``: one write per SSE event, round-robin over the open streams
+    (one TCP segment per event, as a token-per-step engine sends them)."""
+
+    def event(obj: dict[str, Any]) -> bytes:
+        data = b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+        return b"%x\r\n" % len(data) + data + b"\r\n"
+
+    def wrap(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {"id": "chatcmpl-0123456789abcdef", "object": "chat.completion.chunk", "created": 1,
+                "model": "mock", "choices": choices, **extra}
+
+    parts = [event(wrap([{"index": 0, "finish_reason": None, "delta": {"role": "assistant", "content": ""}}]))]
+    parts += [event(wrap([{"index": 0, "finish_reason": "length" if i == n_tokens - 1 else None,
+                           "delta": {"content": f" w{i % 1000}"}, "token_ids": [i % 1000]}]))
+              for i in range(n_tokens)]
+    parts.append(event(wrap([], usage={"prompt_tokens": 8, "completion_tokens": n_tokens,
+                                       "total_tokens": 8 + n_tokens})))
+    data = b"data: [DONE]\n\n"
+    parts.append(b"%x\r\n" % len(data) + data + b"\r\n0\r\n\r\n")
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    whole = head + b"".join(parts)
+    models = json.dumps({"object": "list", "data": [{"id": "mock", "object": "model"}]}).encode()
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.t, self.buf, self.busy = transport, b"", False
+            self.can_write = asyncio.Event()
+            self.can_write.set()
+
+        def pause_writing(self) -> None:
+            self.can_write.clear()
+
+        def resume_writing(self) -> None:
+            self.can_write.set()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.can_write.set()
+
+        def data_received(self, data: bytes) -> None:
+            self.buf += data
+            if not self.busy:
+                self.next_request()
+
+        def next_request(self) -> None:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            lines = self.buf[:end].decode("latin-1").split("\r\n")
+            length = 0
+            for line in lines[1:]:
+                key, _, value = line.partition(":")
+                if key.strip().lower() == "content-length":
+                    length = int(value)
+            if len(self.buf) < end + 4 + length:
+                return
+            self.buf = self.buf[end + 4 + length:]
+            method, path = (lines[0].split() + ["", ""])[:2]
+            if method == "POST":
+                if mode == "coalesced":
+                    self.t.write(whole)
+                else:
+                    self.busy = True
+                    asyncio.ensure_future(self.stream())
+                    return
+            elif path.endswith("/models"):
+                self.t.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                             % len(models) + models)
+            else:
+                self.t.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+            self.next_request()
+
+        async def stream(self) -> None:
+            self.t.write(head)
+            for part in parts:
+                if self.t.is_closing():
+                    return
+                self.t.write(part)
+                await asyncio.sleep(0)  # round-robin: one event per stream per loop pass
+                if not self.can_write.is_set():
+                    await self.can_write.wait()
+            self.busy = False
+            self.next_request()
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(Proto, "127.0.0.1", 0, backlog=4096)
+        port = server.sockets[0].getsockname()[1]
+        print(f"raw SSE server ({mode}) listening on http://127.0.0.1:{port}/v1", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+
+
 # ---- client side ------------------------------------------------------------------------------
 def make_samples(n: int, tag: str) -> list[Sample]:
     return [Sample(question_id=f"{tag}-q{i}", category="bench", sub_category=None,
                    turns=(f"prompt {i} for {tag}: describe the client overhead of streaming benchmarks.",),
                    source=None, src_id=None, difficulty=None, multiturn=False) for i in range(n)]
-
-
-def client_cpu_s() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
 
 
 async def drive(base_url: str, concurrency: int, n_requests: int, output_len: int, tag: str,
@@ -167,21 +313,92 @@ async def drive(base_url: str, concurrency: int, n_requests: int, output_len: in
     engine = OpenAIEngine(base_url=base_url, model="mock", options={}, draft_length=0)
     await engine.start()
     records: list[RequestRecord] = []
+    samples = make_samples(n_requests, tag)
     settings = LoadSettings(concurrency=concurrency, output_len=output_len, warmup=0, draft_length=0,
                             timeout_s=120)
     try:
-        cpu0, srv0, wall0 = client_cpu_s(), server.cpu_s(), time.perf_counter()
-        await run_load(engine, make_samples(n_requests, tag), settings, on_record=records.append)
+        cpu0, csch0, srv0, ssch0 = client_cpu_s(), sched_s(), server.cpu_s(), server.sched()
+        wall0 = time.perf_counter()
+        await run_load(engine, samples, settings, on_record=records.append)
         wall = time.perf_counter() - wall0
-        cpu, srv1 = client_cpu_s() - cpu0, server.cpu_s()
+        cpu, csch1, srv1, ssch1 = client_cpu_s() - cpu0, sched_s(), server.cpu_s(), server.sched()
     finally:
         await engine.close()
-    return {"records": records, "wall_s": wall, "client_cpu_s": cpu,
-            "server_cpu_s": (srv1 - srv0) if srv0 is not None and srv1 is not None else None}
+    _, cwait = delta(csch0, csch1)
+    _, swait = delta(ssch0, ssch1)
+    return {"records": records, "wall_s": wall,
+            "client_cpu_s": cpu, "client_runq_wait_s": cwait,
+            "server_cpu_s": (srv1 - srv0) if srv0 is not None and srv1 is not None else None,
+            "server_runq_wait_s": swait}
+
+
+def run_async(coro: Any) -> Any:
+    """asyncio.run with SIGTERM (and SIGINT unless inherited ignored) cancelling the run cleanly:
+    the engine closes, then KeyboardInterrupt is raised here so the server is stopped."""
+    hit: list[int] = []
+
+    async def wrapper() -> Any:
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        assert task is not None
+        sigs = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN else [])
+        prev = {sig: signal.getsignal(sig) for sig in sigs}
+        for sig in sigs:
+            loop.add_signal_handler(sig, lambda sig=sig: (hit.append(sig), task.cancel()))
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            if hit:
+                return None
+            raise
+        finally:
+            for sig in sigs:
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, prev[sig])
+
+    result = asyncio.run(wrapper())
+    if hit:
+        raise KeyboardInterrupt
+    return result
 
 
 def pct_err(measured: float | None, true: float) -> float | None:
     return None if measured is None else (measured - true) / true * 100.0
+
+
+def side_figures(raw: dict[str, Any], chunks: int) -> dict[str, Any]:
+    wall = raw["wall_s"]
+    out: dict[str, Any] = {}
+    for side in ("client", "server"):
+        cpu, wait = raw[f"{side}_cpu_s"], raw[f"{side}_runq_wait_s"]
+        out[f"{side}_cpu_s"] = cpu
+        out[f"{side}_cpu_pct"] = cpu / wall * 100 if cpu is not None and wall > 0 else None
+        out[f"{side}_runq_wait_s"] = wait
+        # busy = on CPU or runnable-but-waiting: ~100% means this side never waited on the other
+        out[f"{side}_busy_pct"] = ((cpu + wait) / wall * 100 if cpu is not None and wait is not None
+                                   and wall > 0 else None)
+        out[f"{side}_us_per_chunk"] = cpu / chunks * 1e6 if cpu is not None and chunks else None
+    return out
+
+
+def verdict(fig: dict[str, Any]) -> str:
+    cb, sb = fig["client_busy_pct"], fig["server_busy_pct"]
+    if cb is None:
+        cb = fig["client_cpu_pct"]
+    if sb is None:
+        sb = fig["server_cpu_pct"]
+    hot = [name for name, b in (("client", cb), ("server", sb)) if b is not None and b >= 90]
+    if not hot:
+        return "neither side was busy >= 90% of wall (latency/scheduling bound)"
+    busy = {"client": cb, "server": sb}
+    hot.sort(key=lambda name: -busy[name])
+    parts = []
+    for name in hot:
+        cpu, wait = fig[f"{name}_cpu_pct"], fig[f"{name}_runq_wait_s"]
+        starved = f", {wait:.2f} s waiting for its CPU (other processes)" if wait and wait > 0.05 * fig["wall_s"] else ""
+        parts.append(f"{name} busy {busy[name]:.0f}% (on CPU {cpu:.0f}% of wall{starved})")
+    if len(hot) == 2:
+        return f"both sides near saturation, {hot[0]} the tighter: " + "; ".join(parts)
+    return f"{hot[0]}-bound: " + "; ".join(parts)
 
 
 def fidelity_level(raw: dict[str, Any], c: int, n_requests: int, ttft_ms: float, step_ms: float,
@@ -200,7 +417,7 @@ def fidelity_level(raw: dict[str, Any], c: int, n_requests: int, ttft_ms: float,
     ideal_tps = n_requests * output_len / ideal_span
     ms = lambda v: None if v is None else v * 1000  # noqa: E731
     wall = raw["wall_s"]
-    return {
+    fig = {
         "concurrency": c, "requests": n_requests, "ok": len(ok), "errors": len(records) - len(ok),
         "errors_by_cause": summary["errors_by_cause"],
         "output_tokens": ov.get("output_tokens"), "chunks": chunks,
@@ -215,39 +432,27 @@ def fidelity_level(raw: dict[str, Any], c: int, n_requests: int, ttft_ms: float,
         "output_tps": ov["output_tps"], "ideal_tps": ideal_tps,
         "tps_pct_of_ideal": (ov["output_tps"] / ideal_tps * 100) if ov["output_tps"] else None,
         "wall_s": wall, "chunks_per_s": chunks / wall if wall > 0 else None,
-        "client_cpu_s": raw["client_cpu_s"], "client_cpu_pct": raw["client_cpu_s"] / wall * 100,
-        "client_us_per_chunk": raw["client_cpu_s"] / chunks * 1e6 if chunks else None,
-        "server_cpu_s": raw["server_cpu_s"],
-        "server_cpu_pct": raw["server_cpu_s"] / wall * 100 if raw["server_cpu_s"] is not None else None,
+        "needed_chunks_per_s": c / (step_ms / 1000) if step_ms > 0 else None,
     }
+    fig.update(side_figures(raw, chunks))
+    fig["limit"] = verdict(fig)
+    return fig
 
 
 def capacity_figures(raw: dict[str, Any], c: int, n_requests: int, output_len: int) -> dict[str, Any]:
     records: list[RequestRecord] = raw["records"]
     ok = [r for r in records if r.ok]
     chunks = sum(len(r.chunk_ns) for r in records)
-    wall, ccpu, scpu = raw["wall_s"], raw["client_cpu_s"], raw["server_cpu_s"]
-    cpct = ccpu / wall * 100
-    spct = scpu / wall * 100 if scpu is not None else None
-    if cpct >= 90 and (spct is None or spct < 90):
-        verdict = "client-bound (client used ~all of its core)"
-    elif spct is not None and spct >= 90 and cpct < 90:
-        verdict = "server-bound (server used ~all of its core)"
-    elif spct is not None and spct >= 90 and cpct >= 90:
-        verdict = "both sides saturated their cores"
-    else:
-        verdict = "neither side saturated its core (CPU contention from other processes, or I/O/scheduling bound)"
-    return {
+    wall = raw["wall_s"]
+    fig = {
         "concurrency": c, "requests": n_requests, "output_len": output_len, "ok": len(ok),
         "errors": len(records) - len(ok), "chunks": chunks,
         "tokens": sum(r.tokens for r in ok), "wall_s": wall,
         "chunks_per_s": chunks / wall if wall > 0 else None,
-        "client_cpu_s": ccpu, "client_cpu_pct": cpct,
-        "client_us_per_chunk": ccpu / chunks * 1e6 if chunks else None,
-        "server_cpu_s": scpu, "server_cpu_pct": spct,
-        "server_us_per_chunk": scpu / chunks * 1e6 if chunks and scpu is not None else None,
-        "bottleneck": verdict,
     }
+    fig.update(side_figures(raw, chunks))
+    fig["bottleneck"] = verdict(fig)
+    return fig
 
 
 # ---- printing ---------------------------------------------------------------------------------
@@ -261,8 +466,8 @@ def goal_for(c: int) -> float | None:
 
 def print_fidelity(levels: Sequence[dict[str, Any]], ttft_ms: float, step_ms: float) -> None:
     print(f"\nFidelity (true TTFT {ttft_ms:g} ms, true ITL {step_ms:g} ms; err = (measured - true) / true)")
-    hdr = (f"{'conc':>5} {'reqs':>5} {'err':>4} | {'TTFT mean':>9} {'err%':>7} {'p99':>7} {'max':>7} | "
-           f"{'ITL mean':>8} {'err%':>7} {'p50':>6} {'p99':>7} {'late%':>6} {'bunch%':>6} | {'goal':>10}")
+    hdr = (f"{'conc':>5} {'reqs':>5} {'err':>4} | {'TTFT mean':>9} {'err%':>8} {'p99':>7} {'max':>7} | "
+           f"{'ITL mean':>8} {'err%':>7} {'p50':>6} {'p99':>7} {'late%':>6} {'bunch%':>6} | {'goal':>11}")
     print(hdr)
     print("-" * len(hdr))
     for L in levels:
@@ -275,45 +480,51 @@ def print_fidelity(levels: Sequence[dict[str, Any]], ttft_ms: float, step_ms: fl
             goal = ("met" if abs(L["ttft_err_pct"]) < g and abs(L["itl_err_pct"]) < g else "MISSED") + f" <{g:g}%"
         t, i = L["ttft_ms"], L["itl_ms"]
         print(f"{L['concurrency']:>5} {L['requests']:>5} {L['errors']:>4} | {f(t['mean'], '9.2f')} "
-              f"{f(L['ttft_err_pct'], '+7.2f')} {f(t['p99'], '7.2f')} {f(L['ttft_max_ms'], '7.2f')} | "
+              f"{f(L['ttft_err_pct'], '+8.2f')} {f(t['p99'], '7.2f')} {f(L['ttft_max_ms'], '7.2f')} | "
               f"{f(i['mean'], '8.3f')} {f(L['itl_err_pct'], '+7.2f')} {f(i['p50'], '6.2f')} {f(i['p99'], '7.2f')} "
-              f"{f(L['gaps_late_pct'], '6.2f')} {f(L['gaps_bunched_pct'], '6.2f')} | {goal:>10}")
-    print("  (ms; late% = chunk gaps > 1.5x step, bunch% = chunk gaps < 0.25x step: chunks queued and read in a burst)")
-    print(f"\nThroughput and CPU (ideal tok/s = requests * output / (waves * (TTFT + (output-1) * step)))")
-    hdr = (f"{'conc':>5} | {'out tok/s':>10} {'ideal':>10} {'%ideal':>7} | {'E2E mean s':>10} {'ideal':>6} | "
-           f"{'wall s':>7} {'chunks/s':>9} | {'client CPU s':>12} {'%wall':>6} {'us/chunk':>8} | "
-           f"{'server CPU s':>12} {'%wall':>6}")
+              f"{f(L['gaps_late_pct'], '6.2f')} {f(L['gaps_bunched_pct'], '6.2f')} | {goal:>11}")
+    print("  (ms; late% = chunk gaps > 1.5x step; bunch% = gaps < 0.25x step, i.e. chunks read in a burst)")
+    print("\nThroughput and CPU (ideal tok/s = requests * output / (waves * (TTFT + (output-1) * step)); "
+          "busy = on-CPU + run-queue wait)")
+    hdr = (f"{'conc':>5} | {'out tok/s':>9} {'ideal':>7} {'%ideal':>6} | {'E2E mean':>8} {'ideal':>6} | "
+           f"{'wall s':>6} {'chunks/s':>8} {'needed':>7} | {'client CPU s':>12} {'%wall':>5} {'busy%':>5} "
+           f"{'us/chk':>6} | {'server CPU s':>12} {'%wall':>5} {'busy%':>5}")
     print(hdr)
     print("-" * len(hdr))
     for L in levels:
-        print(f"{L['concurrency']:>5} | {f(L['output_tps'], '10.0f')} {L['ideal_tps']:>10.0f} "
-              f"{f(L['tps_pct_of_ideal'], '7.2f')} | {f(L['e2e_mean_s'], '10.4f')} {L['e2e_ideal_s']:>6.3f} | "
-              f"{L['wall_s']:>7.3f} {f(L['chunks_per_s'], '9.0f')} | {L['client_cpu_s']:>12.3f} "
-              f"{L['client_cpu_pct']:>6.1f} {f(L['client_us_per_chunk'], '8.1f')} | "
-              f"{f(L['server_cpu_s'], '12.3f')} {f(L['server_cpu_pct'], '6.1f')}")
+        print(f"{L['concurrency']:>5} | {f(L['output_tps'], '9.0f')} {L['ideal_tps']:>7.0f} "
+              f"{f(L['tps_pct_of_ideal'], '6.1f')} | {f(L['e2e_mean_s'], '8.3f')} {L['e2e_ideal_s']:>6.3f} | "
+              f"{L['wall_s']:>6.2f} {f(L['chunks_per_s'], '8.0f')} {f(L['needed_chunks_per_s'], '7.0f')} | "
+              f"{f(L['client_cpu_s'], '12.2f')} {f(L['client_cpu_pct'], '5.0f')} {f(L['client_busy_pct'], '5.0f')} "
+              f"{f(L['client_us_per_chunk'], '6.1f')} | {f(L['server_cpu_s'], '12.2f')} "
+              f"{f(L['server_cpu_pct'], '5.0f')} {f(L['server_busy_pct'], '5.0f')}")
     for L in levels:
+        print(f"  concurrency {L['concurrency']}: {L['limit']}")
         if L["errors"]:
             print(f"  concurrency {L['concurrency']}: errors by cause {L['errors_by_cause']}")
 
 
-def print_capacity(cap: dict[str, Any], server_cmd: str) -> None:
-    print(f"\nCapacity (server: TTFT 0 ms, 0 ms steps, 1 token/chunk; {cap['requests']} requests x "
-          f"{cap['output_len']} tokens at concurrency {cap['concurrency']})")
+def print_capacity(cap: dict[str, Any], title: str) -> None:
+    print(f"\n{title} ({cap['requests']} requests x {cap['output_len']} tokens, 1 token/chunk, "
+          f"concurrency {cap['concurrency']})")
     print(f"  chunks received     : {cap['chunks']:,} in {cap['wall_s']:.2f} s wall "
           f"({cap['ok']} ok, {cap['errors']} errors)")
     print(f"  client ingest rate  : {f(cap['chunks_per_s'], ',.0f')} chunks/s")
-    print(f"  client CPU          : {cap['client_cpu_s']:.2f} s = {cap['client_cpu_pct']:.1f}% of wall, "
-          f"{f(cap['client_us_per_chunk'], '.1f')} us/chunk")
-    print(f"  server CPU          : {f(cap['server_cpu_s'], '.2f')} s = {f(cap['server_cpu_pct'], '.1f')}% of wall, "
-          f"{f(cap['server_us_per_chunk'], '.1f')} us/chunk")
+    for side in ("client", "server"):
+        print(f"  {side} CPU          : {f(cap[f'{side}_cpu_s'], '.2f')} s = {f(cap[f'{side}_cpu_pct'], '.1f')}% "
+              f"of wall, {f(cap[f'{side}_us_per_chunk'], '.1f')} us/chunk; run-queue wait "
+              f"{f(cap[f'{side}_runq_wait_s'], '.2f')} s; busy {f(cap[f'{side}_busy_pct'], '.1f')}%")
+    est = [f"{side} ~{1e6 / cap[f'{side}_us_per_chunk']:,.0f}" for side in ("client", "server")
+           if cap.get(f"{side}_us_per_chunk")]
     print(f"  bottleneck          : {cap['bottleneck']}")
+    print(f"  1 / (CPU per chunk) : {', '.join(est)} chunks/s (rough rate on a dedicated core at this batching)")
     if cap["wall_s"] < 5:
         print("  note: ran under 5 s; raise --capacity-requests or --capacity-output-len for a steadier figure")
 
 
 # ---- main -------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--concurrency", default="32,256,512", help="comma-separated levels (default 32,256,512)")
     p.add_argument("--quick", action="store_true", help="smoke run: concurrency 32 only, short capacity run")
@@ -322,15 +533,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--ttft-ms", type=float, default=50.0)
     p.add_argument("--step-ms", type=float, default=10.0)
     p.add_argument("--output-len", type=int, default=256)
+    p.add_argument("--no-prime", action="store_true", help="skip the unmeasured priming burst")
     p.add_argument("--capacity-concurrency", type=int, default=256)
-    p.add_argument("--capacity-output-len", type=int, default=2048)
-    p.add_argument("--capacity-requests", type=int, default=None, help="default: 2 * capacity concurrency")
+    p.add_argument("--capacity-output-len", type=int, default=1024)
+    p.add_argument("--capacity-requests", type=int, default=None, help="default: the capacity concurrency")
     p.add_argument("--no-capacity", action="store_true", help="skip the capacity run")
+    p.add_argument("--no-ceiling", action="store_true",
+                   help="skip the client-ceiling runs against this script's minimal SSE server")
     p.add_argument("--no-pin", action="store_true", help="do not pin server to CPU 0 and client to CPU 1")
     a = p.parse_args(argv)
     a.levels = [32] if a.quick else [int(x) for x in a.concurrency.split(",") if x.strip()]
     if a.capacity_requests is None:
-        a.capacity_requests = a.capacity_concurrency if a.quick else 2 * a.capacity_concurrency
+        a.capacity_requests = a.capacity_concurrency
     if a.quick:
         a.capacity_output_len = min(a.capacity_output_len, 256)
     return a
@@ -357,10 +571,32 @@ def raise_nofile(need: int) -> str:
     return str(soft)
 
 
+def run_fidelity(a: argparse.Namespace, out: dict[str, Any]) -> None:
+    srv = MockServer(ttft_ms=a.ttft_ms, step_ms=a.step_ms, output_len=a.output_len, pin=not a.no_pin)
+    with srv:
+        print(f"server: {srv.describe()}\n        pid {srv.proc.pid}: {srv.banner}")  # type: ignore[union-attr]
+        out["settings"]["fidelity_server"] = srv.describe()
+        if not a.no_prime:
+            prime = run_async(drive(srv.base_url, 32, 32, 8, "prime", srv))
+            print(f"  priming burst (unmeasured): 32 requests x 8 tokens, "
+                  f"{sum(r.ok for r in prime['records'])} ok", flush=True)
+        for i, c in enumerate(a.levels):
+            n = a.waves * c
+            raw = run_async(drive(srv.base_url, c, n, a.output_len, f"c{c}-{i}", srv))
+            level = fidelity_level(raw, c, n, a.ttft_ms, a.step_ms, a.output_len)
+            out["levels"].append(level)
+            print(f"  concurrency {c:>4}: {level['ok']}/{n} ok, wall {level['wall_s']:.2f} s, "
+                  f"TTFT err {f(level['ttft_err_pct'], '+.2f')}%, ITL err {f(level['itl_err_pct'], '+.2f')}%",
+                  flush=True)
+
+
+def _sigterm(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
-    # SIGTERM -> SystemExit so the finally blocks stop the server
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, _sigterm)  # outside the event loop: unwind so the server is stopped
     pinning = setup_pinning(not a.no_pin)
     nofile = raise_nofile(2 * max(a.levels + [a.capacity_concurrency]) + 256)
     env = {"python": platform.python_version(), "aiohttp": aiohttp.__version__, "cpus": os.cpu_count(),
@@ -368,33 +604,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"speedbench client-overhead benchmark  (python {env['python']}, aiohttp {env['aiohttp']}, "
           f"{env['cpus']} CPUs, loadavg {' '.join(f'{x:.2f}' for x in env['loadavg_before'])})")
     print(f"pinning: {pinning}")
-    print(f"fidelity: one token per chunk, output {a.output_len}, TTFT {a.ttft_ms:g} ms, step {a.step_ms:g} ms; "
-          f"{a.waves} wave(s) = {a.waves} x concurrency requests per level, warmup 0, fresh client per level")
-    out: dict[str, Any] = {"env": env, "settings": {k: v for k, v in vars(a).items()}, "levels": [], "capacity": None}
+    print(f"fidelity: 1 token/chunk, output {a.output_len}, TTFT {a.ttft_ms:g} ms, step {a.step_ms:g} ms; "
+          f"{a.waves} x concurrency requests per level ({'one wave' if a.waves == 1 else f'{a.waves} waves'}), "
+          f"LoadSettings warmup 0, fresh client (new connections) per level")
+    out: dict[str, Any] = {"env": env, "settings": dict(vars(a)), "levels": [], "capacity": None,
+                           "ceiling": None}
     t_start = time.perf_counter()
 
-    with MockServer(ttft_ms=a.ttft_ms, step_ms=a.step_ms, output_len=a.output_len, pin=not a.no_pin) as srv:
-        print(f"server: {' '.join(srv.cmd[1:])}\n        pid {srv.proc.pid}: {srv.banner}")  # type: ignore[union-attr]
-        out["settings"]["fidelity_server_cmd"] = srv.cmd
-        for c in a.levels:
-            n = a.waves * c
-            raw = asyncio.run(drive(srv.base_url, c, n, a.output_len, f"c{c}", srv))
-            level = fidelity_level(raw, c, n, a.ttft_ms, a.step_ms, a.output_len)
-            out["levels"].append(level)
-            print(f"  concurrency {c:>4}: {level['ok']}/{n} ok, wall {level['wall_s']:.2f} s, "
-                  f"TTFT err {f(level['ttft_err_pct'], '+.2f')}%, ITL err {f(level['itl_err_pct'], '+.2f')}%",
-                  flush=True)
+    run_fidelity(a, out)
     print_fidelity(out["levels"], a.ttft_ms, a.step_ms)
 
     if not a.no_capacity:
         with MockServer(ttft_ms=0, step_ms=0, output_len=a.capacity_output_len, pin=not a.no_pin) as srv:
-            print(f"\nserver: {' '.join(srv.cmd[1:])}\n        pid {srv.proc.pid}")  # type: ignore[union-attr]
-            raw = asyncio.run(drive(srv.base_url, a.capacity_concurrency, a.capacity_requests,
+            print(f"\nserver: {srv.describe()}\n        pid {srv.proc.pid}")  # type: ignore[union-attr]
+            raw = run_async(drive(srv.base_url, a.capacity_concurrency, a.capacity_requests,
                                     a.capacity_output_len, "cap", srv))
-            out["capacity"] = capacity_figures(raw, a.capacity_concurrency, a.capacity_requests,
-                                               a.capacity_output_len)
-            out["settings"]["capacity_server_cmd"] = srv.cmd
-        print_capacity(out["capacity"], " ".join(srv.cmd))
+            out["settings"]["capacity_server"] = srv.describe()
+        out["capacity"] = capacity_figures(raw, a.capacity_concurrency, a.capacity_requests, a.capacity_output_len)
+        print_capacity(out["capacity"], "Capacity against serve-mock (TTFT 0 ms, 0 ms steps)")
+
+    if not a.no_ceiling:
+        # serve-mock costs ~as much CPU per chunk as the client, so it caps the run above; these
+        # runs use a near-free server to find what the client alone can ingest
+        out["ceiling"] = {}
+        for mode in ("per-chunk", "coalesced"):
+            with MockServer(ttft_ms=0, step_ms=0, output_len=a.capacity_output_len, pin=not a.no_pin,
+                            raw_mode=mode) as srv:
+                print(f"\nserver: {srv.describe()}\n        pid {srv.proc.pid}")  # type: ignore[union-attr]
+                raw = run_async(drive(srv.base_url, a.capacity_concurrency, a.capacity_requests,
+                                        a.capacity_output_len, f"ceil-{mode}", srv))
+            out["ceiling"][mode] = capacity_figures(raw, a.capacity_concurrency, a.capacity_requests,
+                                                    a.capacity_output_len)
+            print_capacity(out["ceiling"][mode], f"Client ceiling, minimal SSE server, {mode} writes")
 
     env["loadavg_after"] = os.getloadavg()
     env["total_s"] = time.perf_counter() - t_start
@@ -407,6 +648,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--_raw-server":  # internal: the client-ceiling server
+        raw_server_main(sys.argv[2], int(sys.argv[3]))
+        sys.exit(0)
     try:
         sys.exit(main())
     except KeyboardInterrupt:

@@ -171,3 +171,28 @@ def test_mock_server_metrics_page_round_trips_through_the_parser():
     # the same seeded simulation reproduces what the server did for this prompt
     plan = MockSimulator(sim_settings).plan(prompt_key(_req().messages), 8)
     assert plan.sd == rec.sd
+
+
+def test_metrics_page_that_is_not_prometheus_text_gives_no_counters_and_a_reason():
+    async def html(_request):
+        return web.Response(text="<html><body>{not metrics}</body></html>", content_type="text/html")
+
+    async def go():
+        app = web.Application()
+        app.router.add_get("/v1/models", _models)
+        app.router.add_get("/metrics", html)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        eng = OpenAIEngine(base_url=f"http://127.0.0.1:{port}/v1")
+        await eng.start()
+        try:
+            return await eng.counters(), eng.counter_error
+        finally:
+            await eng.close()
+            await runner.cleanup()
+
+    snap, why = asyncio.run(go())
+    assert snap is None and "/metrics" in why

@@ -10,6 +10,7 @@ stats go in the final chunk as ``metrics.speculative_decoding`` (vLLM's shape).
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import time
 import uuid
@@ -65,8 +66,119 @@ def _sse(obj: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
 
+class _Stream:
+    """One streaming reply being sent by the StepClock."""
+
+    __slots__ = ("resp", "request", "plan", "head", "chat", "arrival", "tail", "combined", "i", "done",
+                 "cancelled")
+
+    def __init__(self, resp: web.StreamResponse, request: web.Request, plan: Any, head: bytes, chat: bool,
+                 arrival: float, tail: bytes, combined: bool) -> None:
+        self.resp, self.request, self.plan, self.head, self.chat = resp, request, plan, head, chat
+        self.arrival, self.tail, self.combined = arrival, tail, combined
+        self.i = 0
+        self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.cancelled = False
+
+    def chunk_bytes(self, i: int) -> bytes:
+        ids = self.plan.chunks[i]
+        last = i == len(self.plan.chunks) - 1
+        text = "".join(token_text(t) for t in ids)  # token texts are plain ASCII: no JSON escaping needed
+        body = ('"delta":{"content":"%s"}' if self.chat else '"text":"%s"') % text
+        fin = '"length"' if last else "null"
+        out = '%s,"finish_reason":%s,"token_ids":[%s]}]' % (body, fin, ",".join(map(str, ids)))
+        if last and self.combined and self.tail:
+            return self.head + out.encode() + b"," + self.tail + b"}\n\n"
+        return self.head + out.encode() + b"}\n\n"
+
+
+class StepClock:
+    """One timer for every open stream, like an engine's batch step.
+
+    It sleeps until the earliest due chunk, then writes every chunk that is due (chunk i of a
+    stream is due at arrival + ttft_ms + i * step_ms), so the server's cost per chunk is one
+    small write instead of a timer, a task wake-up and a JSON encode.
+    """
+
+    def __init__(self, settings: MockSettings) -> None:
+        self.settings = settings
+        self.heap: list[tuple[float, int, _Stream]] = []
+        self.seq = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.next_due = float("inf")
+        self.task: asyncio.Task[None] | None = None
+
+    def due(self, s: _Stream) -> float:
+        return s.arrival + (self.settings.ttft_ms + s.i * self.settings.step_ms) / 1000.0
+
+    def add(self, s: _Stream) -> None:
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self.run())
+        t = self.due(s)
+        self.seq += 1
+        heapq.heappush(self.heap, (t, self.seq, s))
+        if t < self.next_due and self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = time.perf_counter()
+            while self.heap and self.heap[0][0] <= now:
+                _, _, s = heapq.heappop(self.heap)
+                await self.step(s)
+            self.waiter = loop.create_future()
+            handle = None
+            if self.heap:
+                self.next_due = self.heap[0][0]
+                handle = loop.call_later(max(0.0, self.next_due - time.perf_counter()), _wake, self.waiter)
+            else:
+                self.next_due = float("inf")
+            await self.waiter
+            if handle is not None:
+                handle.cancel()
+
+    async def step(self, s: _Stream) -> None:
+        if s.cancelled or s.done.done():
+            return
+        plan = s.plan
+        if plan.fault and s.i == plan.fault_after:
+            if plan.fault == "malformed":
+                await self._write(s, b'data: {"id": "broken", "choices": [\n\n')
+            s.done.set_result(plan.fault)
+            return
+        if not await self._write(s, s.chunk_bytes(s.i)):
+            return
+        s.i += 1
+        if s.i < len(plan.chunks):
+            self.seq += 1
+            heapq.heappush(self.heap, (self.due(s), self.seq, s))
+            return
+        if s.tail and not s.combined:
+            if not await self._write(s, s.tail):
+                return
+        if await self._write(s, b"data: [DONE]\n\n"):
+            s.done.set_result("ok")
+
+    @staticmethod
+    async def _write(s: _Stream, data: bytes) -> bool:
+        try:
+            await s.resp.write(data)
+            return True
+        except (ConnectionError, RuntimeError) as e:  # the client went away
+            if not s.done.done():
+                s.done.set_exception(e)
+            return False
+
+
+def _wake(fut: "asyncio.Future[None]") -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 def create_app(settings: MockSettings) -> web.Application:
     sim = MockSimulator(settings)
+    clock = StepClock(settings)
     app = web.Application()
     app[SIM_KEY] = sim
     registry = CollectorRegistry()
@@ -133,50 +245,46 @@ def create_app(settings: MockSettings) -> web.Application:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
-
-        def chunk(ids: list[int] | None, finish: str | None, role: bool = False) -> dict[str, Any]:
-            text = "".join(token_text(t) for t in ids) if ids else ""
-            c: dict[str, Any] = {"index": 0, "finish_reason": finish}
-            if chat:
-                c["delta"] = {"role": "assistant", "content": ""} if role else {"content": text}
-            else:
-                c["text"] = text
-            if ids is not None:
-                c["token_ids"] = ids
-            return {"id": rid, "object": obj, "created": created, "model": settings.model_name, "choices": [c]}
-
+        head = ('data: {"id":"%s","object":"%s","created":%d,"model":%s,"choices":[{"index":0,'
+                % (rid, obj, created, json.dumps(settings.model_name))).encode()
         if chat:
-            await resp.write(_sse(chunk(None, None, role=True)))
-        last = len(plan.chunks) - 1
-        for i, ids in enumerate(plan.chunks):
-            if plan.fault and i == plan.fault_after:
-                sim.account(partial_stats(plan.chunks[:i], k))
-                if plan.fault == "stall":
-                    await asyncio.sleep(settings.stall_s)
-                elif plan.fault == "malformed":
-                    await resp.write(b'data: {"id": "broken", "choices": [\n\n')
-                    await resp.write_eof()
-                    return resp
-                # reset (or a stall that outlived stall_s): drop the connection mid-stream
-                if request.transport is not None:
-                    request.transport.abort()
-                return resp
-            await sleep_until(arrival + (settings.ttft_ms + i * settings.step_ms) / 1000)
-            c = chunk(ids, "length" if i == last else None)
-            if i == last and include_usage and settings.stream_end == "combined":
-                c["usage"] = usage
-                if sd_payload:
-                    c["metrics"] = sd_payload
-            await resp.write(_sse(c))
-        sim.account(plan.sd)
-        if include_usage and settings.stream_end == "separate":
-            final: dict[str, Any] = {"id": rid, "object": obj, "created": created,
-                                     "model": settings.model_name, "choices": [], "usage": usage}
+            await resp.write(head + b'"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n')
+        tail = b""
+        if include_usage:
+            final: dict[str, Any] = {"usage": usage}
             if sd_payload:
                 final["metrics"] = sd_payload
-            await resp.write(_sse(final))
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
+            extra = json.dumps(final, separators=(",", ":"))[1:-1].encode()
+            if settings.stream_end == "combined":
+                tail = extra  # merged into the last content chunk
+            else:
+                tail_chunk = {"id": rid, "object": obj, "created": created, "model": settings.model_name,
+                              "choices": [], **final}
+                tail = _sse(tail_chunk)
+        stream = _Stream(resp, request, plan, head, chat, arrival, tail, settings.stream_end == "combined")
+        clock.add(stream)
+        try:
+            outcome = await stream.done
+        except asyncio.CancelledError:
+            stream.cancelled = True
+            sim.account(partial_stats(plan.chunks[: stream.i], k))
+            raise
+        except (ConnectionError, RuntimeError):  # the client went away mid-stream
+            sim.account(partial_stats(plan.chunks[: stream.i], k))
+            return resp
+        if outcome == "ok":
+            sim.account(plan.sd)
+            await resp.write_eof()
+            return resp
+        # injected faults: the steps streamed so far did happen on the "engine"
+        sim.account(partial_stats(plan.chunks[: plan.fault_after], k))
+        if outcome == "malformed":
+            await resp.write_eof()
+            return resp
+        if outcome == "stall":
+            await asyncio.sleep(settings.stall_s)
+        if request.transport is not None:  # reset (or a stall that outlived stall_s)
+            request.transport.abort()
         return resp
 
     async def chat_route(request: web.Request) -> web.StreamResponse:

@@ -17,10 +17,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 
 from speedbench.engines.base import Capabilities, Request
 from speedbench.engines.prometheus import parse_sd_counters
 from speedbench.records import Event, RequestError, SDStats
+
+json_loads = orjson.loads
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class EngineStartError(RuntimeError):
@@ -191,42 +195,48 @@ class OpenAIEngine:
         finish: str | None = None
         done = False
         try:
-            async with self._session.post(url, json=self.payload(request)) as resp:
+            body = orjson.dumps(self.payload(request))
+            async with self._session.post(url, data=body, headers=JSON_HEADERS) as resp:
                 if resp.status != 200:
                     text = (await resp.text())[:300]
                     raise RequestError(f"http_{resp.status}", text)
-                async for raw in resp.content:
-                    line = raw.strip()
-                    if not line or line.startswith(b":"):
-                        continue
-                    if not line.startswith(b"data:"):
-                        continue  # event:/id:/retry: fields carry nothing we use
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        done = True
+                buf = b""
+                async for data in resp.content.iter_any():
+                    # split what arrived into lines; a partial last line waits for the next read
+                    lines = (buf + data).split(b"\n")
+                    buf = lines.pop()
+                    for line in lines:
+                        if not line.startswith(b"data:"):
+                            continue  # blank separators, comments, event:/id:/retry: fields
+                        payload = line[5:].strip()
+                        if payload == b"[DONE]":
+                            done = True
+                            break
+                        try:
+                            obj = json_loads(payload)
+                        except ValueError as e:
+                            raise RequestError("malformed_stream", f"bad SSE data ({e}): {payload[:120]!r}") from None
+                        if not isinstance(obj, dict):
+                            raise RequestError("malformed_stream", f"SSE data is not an object: {payload[:120]!r}")
+                        if "error" in obj:
+                            raise RequestError("server_error", str(obj["error"])[:300])
+                        if obj.get("usage"):
+                            usage = obj["usage"]
+                        got_sd = self.parse_sd(obj)
+                        if got_sd is not None:
+                            sd = got_sd
+                        for choice in obj.get("choices") or ():
+                            delta = choice.get("delta")
+                            text = ((delta.get("content") or "") if isinstance(delta, dict)
+                                    else (choice.get("text") or ""))
+                            ids = choice.get("token_ids")
+                            n = len(ids) if ids is not None else (1 if text else 0)
+                            if choice.get("finish_reason"):
+                                finish = choice["finish_reason"]
+                            if n:
+                                yield Event("chunk", n_tokens=n, text=text, token_ids=ids)
+                    if done:
                         break
-                    try:
-                        obj = json.loads(data)
-                    except json.JSONDecodeError as e:
-                        raise RequestError("malformed_stream", f"bad SSE data ({e.msg}): {data[:120]!r}") from None
-                    if not isinstance(obj, dict):
-                        raise RequestError("malformed_stream", f"SSE data is not an object: {data[:120]!r}")
-                    if "error" in obj:
-                        raise RequestError("server_error", str(obj["error"])[:300])
-                    if obj.get("usage"):
-                        usage = obj["usage"]
-                    got_sd = self.parse_sd(obj)
-                    if got_sd is not None:
-                        sd = got_sd
-                    for choice in obj.get("choices") or []:
-                        delta = choice.get("delta")
-                        text = (delta.get("content") or "") if isinstance(delta, dict) else (choice.get("text") or "")
-                        ids = choice.get("token_ids")
-                        n = len(ids) if ids is not None else (1 if text else 0)
-                        if choice.get("finish_reason"):
-                            finish = choice["finish_reason"]
-                        if n:
-                            yield Event("chunk", n_tokens=n, text=text, token_ids=ids)
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ConnectionResetError) as e:
             raise RequestError("reset", f"{type(e).__name__}: {e}") from None
         except aiohttp.ClientConnectorError as e:
@@ -249,7 +259,14 @@ class OpenAIEngine:
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             self.counter_error = f"{self.metrics_url}: {type(e).__name__}: {e}"
             return None
-        snap = parse_sd_counters(text, self.counter_prefix)
+        except (UnicodeDecodeError, ValueError) as e:
+            self.counter_error = f"{self.metrics_url}: unreadable body ({e})"
+            return None
+        try:
+            snap = parse_sd_counters(text, self.counter_prefix)
+        except ValueError as e:  # 200 but not Prometheus text (an HTML page, say)
+            self.counter_error = f"{self.metrics_url}: not Prometheus text ({e})"
+            return None
         if snap is None:
             self.counter_error = f"{self.metrics_url}: no {self.counter_prefix}* counters (SD off?)"
         return snap
