@@ -91,9 +91,9 @@ def test_one_line_errors(tmp_path):
     _one_line_error(["run", "--engine", "mokc", "--out", str(tmp_path / "a")], "did you mean 'mock'")
     _one_line_error(["run", "--engine", "openai", "--base-url", "http://127.0.0.1:9/v1", "--out",
                      str(tmp_path / "b")], "http://127.0.0.1:9/v1/models")
-    _one_line_error(["run", "-E", "acceptance", "--out", str(tmp_path / "c")], "expected key=value")
-    _one_line_error(["run", "-E", "acceptance=1.5,0.2", "--out", str(tmp_path / "d")], "acceptance")
-    _one_line_error(["run", "-E", "nonsense=1", "--out", str(tmp_path / "e")], "nonsense")
+    _one_line_error(["run", "-e", "mock", "-E", "acceptance", "--out", str(tmp_path / "c")], "expected key=value")
+    _one_line_error(["run", "-e", "mock", "-E", "acceptance=1.5,0.2", "--out", str(tmp_path / "d")], "acceptance")
+    _one_line_error(["run", "-e", "mock", "-E", "nonsense=1", "--out", str(tmp_path / "e")], "nonsense")
     _one_line_error(["run", "--dataset", str(tmp_path / "none.jsonl")], "none.jsonl: file not found")
     ph = tmp_path / "ph.jsonl"
     ph.write_text(json.dumps({"question_id": "x1", "category": "qa", "turns": [PLACEHOLDER_PREFIX + "..."]}) + "\n")
@@ -111,7 +111,8 @@ def test_data_show_and_engines():
 
 def test_existing_run_dir_is_not_overwritten(tmp_path):
     out = tmp_path / "r"
-    args = ["run", "-n", "4", "--out", str(out), "-E", "step_ms=0", "-E", "ttft_ms=0", "--output-len", "8"]
+    args = ["run", "-e", "mock", "-n", "4", "--out", str(out), "-E", "step_ms=0", "-E", "ttft_ms=0",
+            "--output-len", "8"]
     assert runner.invoke(app, args).exit_code == 0
     line = _one_line_error(args, "--resume")
     assert str(out) in line

@@ -62,7 +62,8 @@ def test_resume_tolerates_a_half_written_last_line(tmp_path):
     from speedbench.cli import app
 
     out = tmp_path / "r"
-    args = ["run", "-n", "6", "--out", str(out), "-E", "step_ms=0", "-E", "ttft_ms=0", "--output-len", "8"]
+    args = ["run", "-e", "mock", "-n", "6", "--out", str(out), "-E", "step_ms=0", "-E", "ttft_ms=0",
+            "--output-len", "8"]
     assert CliRunner().invoke(app, args).exit_code == 0
     lines = (out / "records.jsonl").read_text().splitlines(keepends=True)
     # simulate a kill mid-write: drop the last two records, leave half of one

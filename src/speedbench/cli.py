@@ -25,12 +25,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
     from speedbench.data.sample import DatasetError
+    from speedbench.engines.hf_models import ModelLoadError
     from speedbench.engines.openai_http import EngineStartError
     from speedbench.engines.registry import EngineNotFound, EngineUnavailable
     from speedbench.results.rundir import RunDirError
 
-    return (DatasetError, EngineNotFound, EngineUnavailable, EngineStartError, RunDirError, ValidationError,
-            ValueError)
+    return (DatasetError, EngineNotFound, EngineUnavailable, EngineStartError, ModelLoadError, RunDirError,
+            ValidationError, ValueError)
 
 
 def _one_line(e: BaseException) -> str:
@@ -51,9 +52,11 @@ EngineOpt = Annotated[list[str], typer.Option("-E", "--engine-opt",
 
 @app.command()
 def run(
-    engine: Annotated[str, typer.Option("--engine", "-e", help="engine name (see `speedbench engines`)")] = "mock",
+    engine: Annotated[str, typer.Option("--engine", "-e", help="engine name (see `speedbench engines`)")] = "reference",
     base_url: Annotated[Optional[str], typer.Option(help="server URL for HTTP engines, e.g. http://127.0.0.1:8000/v1")] = None,
-    model: Annotated[Optional[str], typer.Option(help="model name sent to the server (default: first of /v1/models)")] = None,
+    model: Annotated[Optional[str], typer.Option(help="reference: HF folder, .gguf or 'smollm2' (default); HTTP engines: model name sent (default: first of /v1/models)")] = None,
+    sd: Annotated[Optional[str], typer.Option(help="SD method for engines that take one (reference: none|ngram|draft; default ngram)")] = None,
+    draft_model: Annotated[Optional[str], typer.Option(help="draft model for --sd draft (same tokenizer as the target)")] = None,
     metrics_url: Annotated[Optional[str], typer.Option(help="Prometheus /metrics URL (default: the server's /metrics)")] = None,
     endpoint: Annotated[str, typer.Option(help="chat or completions")] = "chat",
     engine_opt: EngineOpt = [],  # noqa: B006 - typer needs a literal default
@@ -62,7 +65,7 @@ def run(
     seed: Annotated[int, typer.Option(help="seed for the stratified pick")] = 0,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c")] = 32,
     draft_length: Annotated[int, typer.Option("--draft-length", "-k", help="draft tokens per step (engines that take it)")] = 3,
-    output_len: Annotated[int, typer.Option(help="max output tokens per turn")] = 256,
+    output_len: Annotated[Optional[int], typer.Option(help="max output tokens per turn (default 256; reference engine 64)")] = None,
     temperature: Annotated[float, typer.Option()] = 0.0,
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="ask the server to ignore EOS")] = False,
     warmup: Annotated[int, typer.Option(help="warm-up requests (not recorded)")] = 2,
@@ -80,7 +83,8 @@ def run(
     try:
         cfg = RunConfig(
             engine=EngineSpec(kind=engine, base_url=base_url, model=model, metrics_url=metrics_url,
-                              endpoint=endpoint, options=parse_engine_options(engine_opt)),  # type: ignore[arg-type]
+                              endpoint=endpoint, sd=sd, draft_model=draft_model,  # type: ignore[arg-type]
+                              options=parse_engine_options(engine_opt)),
             dataset=DatasetSpec(name=dataset, num_requests=num_requests, seed=seed),
             concurrency=concurrency, draft_length=draft_length, output_len=output_len, temperature=temperature,
             ignore_eos=ignore_eos, warmup=warmup, timeout_s=timeout, out=out)
@@ -113,8 +117,10 @@ def run(
             loop.add_signal_handler(sig, me.cancel)
         return await execute(cfg, run_dir, samples, done, manifest, on_progress)
 
-    console.print(f"speedbench run: engine={cfg.engine.kind} dataset={cfg.dataset.name} "
-                  f"conversations={len(samples)} concurrency={cfg.concurrency} k={cfg.draft_length} -> {run_dir.path}")
+    sd_text = f" sd={cfg.engine.sd}" if cfg.engine.sd else ""
+    console.print(f"speedbench run: engine={cfg.engine.kind}{sd_text} dataset={cfg.dataset.name} "
+                  f"conversations={len(samples)} concurrency={cfg.concurrency} k={cfg.draft_length} "
+                  f"output_len={cfg.output_len} -> {run_dir.path}")
     try:
         if bar is not None:
             bar.start()

@@ -11,12 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 class EngineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kind: str = "mock"
+    kind: str = "reference"
     base_url: str | None = None
     model: str | None = None
     metrics_url: str | None = None
     endpoint: Literal["chat", "completions"] = "chat"
     api_key_env: str = "OPENAI_API_KEY"
+    sd: str | None = None            # SD method for engines that take one (reference: none|ngram|draft)
+    draft_model: str | None = None
     options: dict[str, str] = Field(default_factory=dict)
 
 
@@ -42,7 +44,7 @@ class RunConfig(BaseModel):
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     concurrency: int = Field(32, ge=1)
     draft_length: int = Field(3, ge=0)
-    output_len: int = Field(256, ge=1)
+    output_len: int | None = Field(None, ge=1)  # None: the engine's default (256; reference: 64)
     temperature: float = Field(0.0, ge=0.0)
     ignore_eos: bool = False
     warmup: int = Field(2, ge=0)

@@ -40,7 +40,19 @@ def build_engine(cfg: RunConfig) -> Any:
     cls = registry.resolve(cfg.engine.kind)
     e = cfg.engine
     return cls(base_url=e.base_url, model=e.model, metrics_url=e.metrics_url, endpoint=e.endpoint,
-               api_key_env=e.api_key_env, options=dict(e.options), draft_length=cfg.draft_length)
+               api_key_env=e.api_key_env, options=dict(e.options), draft_length=cfg.draft_length,
+               sd=e.sd, draft_model=e.draft_model, concurrency=cfg.concurrency)
+
+
+DEFAULT_OUTPUT_LEN = 256
+
+
+def resolve_output_len(cfg: RunConfig) -> RunConfig:
+    """Fill output_len from the engine's default when the user gave none."""
+    if cfg.output_len is not None:
+        return cfg
+    cls = registry.resolve(cfg.engine.kind)
+    return cfg.model_copy(update={"output_len": int(getattr(cls, "default_output_len", DEFAULT_OUTPUT_LEN))})
 
 
 def summarize_dir(run_dir: RunDir) -> dict[str, Any]:
@@ -96,6 +108,7 @@ async def execute(
     """Run the load, appending records; returns False when interrupted (records kept)."""
     engine = build_engine(cfg)
     segment = len(manifest.get("counter_windows", []))
+    assert cfg.output_len is not None
     settings = LoadSettings(concurrency=cfg.concurrency, output_len=cfg.output_len, temperature=cfg.temperature,
                             ignore_eos=cfg.ignore_eos, draft_length=cfg.draft_length, timeout_s=cfg.timeout_s,
                             warmup=cfg.warmup if not done else 0, seed=None, segment=segment)
@@ -159,6 +172,7 @@ def prepare(cfg: RunConfig, resume: str | None) -> tuple[RunConfig, RunDir, list
         return cfg, run_dir, samples, done, manifest
     all_samples = load_dataset(cfg.dataset.name)
     samples = pick_stratified(all_samples, cfg.dataset.num_requests, cfg.dataset.seed)
+    cfg = resolve_output_len(cfg)
     out = cfg.out or default_out(cfg.engine.kind)
     cfg = cfg.model_copy(update={"out": out})
     run_dir = RunDir(out)

@@ -24,6 +24,9 @@ class EngineEntry:
 BUILTIN: dict[str, EngineEntry] = {
     "mock": EngineEntry("speedbench.engines.mock:MockEngine",
                         "simulated SD engine in-process (settable acceptance, TTFT, step time, faults)"),
+    "reference": EngineEntry("speedbench.engines.reference:ReferenceEngine",
+                             "real SD in-process with PyTorch + transformers (none, ngram, draft); default SmolLM2-135M",
+                             extra="hf", requires=("torch", "transformers", "gguf")),
     "openai": EngineEntry("speedbench.engines.openai_http:OpenAIEngine",
                           "any OpenAI-compatible streaming server (--base-url), counters from --metrics-url"),
 }

@@ -1,0 +1,228 @@
+"""``--engine reference``: real speculative decoding in-process (PyTorch + transformers).
+
+The batched decoder (reference_batch.py) runs in one worker thread; requests join the batch as
+others finish (continuous batching, up to the run's concurrency).  Each verification step is
+streamed as one Event carrying its 1..k+1 tokens, and each request ends with exact per-request
+SD stats (source ``per_request``).  Engine totals are exposed as counters in vLLM's shape
+(steps = target verification passes) so the usual cross-check runs too.
+
+Options (``-E key=value``): model, draft_model, sd (none|ngram|draft), dtype (float32),
+device (cpu|cuda), threads (torch threads, default: all cores), ngram_max (3), ngram_min (1),
+max_batch (default: the run's concurrency).  ``--model``, ``--sd`` and ``--draft-model`` set
+the same things from the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from speedbench.engines.base import Capabilities, Request
+from speedbench.records import Event, RequestError
+
+SD_METHODS = ("none", "ngram", "draft")
+
+
+class _Job:
+    __slots__ = ("seq", "events", "loop")
+
+    def __init__(self, seq: Any, events: "asyncio.Queue[Any]", loop: asyncio.AbstractEventLoop) -> None:
+        self.seq, self.events, self.loop = seq, events, loop
+
+
+class ReferenceEngine:
+    name = "reference"
+    capabilities = Capabilities(per_request_sd_stats=True, counters=True, in_process=True,
+                                chunks_are_steps=True, token_ids=True)
+    default_output_len = 64  # CPU-friendly default; --output-len raises it
+
+    def __init__(self, model: str | None = None, options: dict[str, str] | None = None,
+                 draft_length: int | None = 3, sd: str | None = None, draft_model: str | None = None,
+                 concurrency: int = 32, **_: Any) -> None:
+        opts = dict(options or {})
+        self.model_spec = opts.pop("model", None) or model
+        self.draft_spec = opts.pop("draft_model", None) or draft_model
+        self.method = (opts.pop("sd", None) or sd or "ngram").lower()
+        if self.method not in SD_METHODS:
+            raise ValueError(f"--sd {self.method!r}: the reference engine supports {', '.join(SD_METHODS)}")
+        if self.method == "draft" and not self.draft_spec:
+            raise ValueError("--sd draft needs --draft-model (a same-tokenizer HF folder or .gguf)")
+        self.k = int(draft_length if draft_length is not None else 3)
+        self.dtype = opts.pop("dtype", "float32")
+        self.device = opts.pop("device", "cpu")
+        self.threads = int(opts.pop("threads", 0) or (os.cpu_count() or 1))
+        self.ngram_max = int(opts.pop("ngram_max", 3))
+        self.ngram_min = int(opts.pop("ngram_min", 1))
+        self.max_batch = int(opts.pop("max_batch", concurrency))
+        if opts:
+            raise ValueError(f"unknown reference engine option(s): {', '.join(sorted(opts))} "
+                             "(model, draft_model, sd, dtype, device, threads, ngram_max, ngram_min, max_batch)")
+        self._inbox: queue.Queue[_Job | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+        self._lock = threading.Lock()
+        self._totals = {"num_drafts": 0, "num_draft_tokens": 0, "num_accepted_tokens": 0,
+                        "per_position": [0] * (self.k if self.method != "none" else 0)}
+        self.tokenizer: Any = None
+        self.folders: dict[str, str] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+        self._thread = threading.Thread(target=self._worker, name="speedbench-reference", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        import torch
+
+        from speedbench.engines import hf_models
+        from speedbench.engines.reference_batch import BatchDecoder
+
+        torch.set_num_threads(self.threads)
+        target, tok, folder = hf_models.load(self.model_spec, self.dtype, self.device)
+        self.folders["target"] = folder
+        draft = None
+        if self.method == "draft":
+            draft, dtok, dfolder = hf_models.load(self.draft_spec, self.dtype, self.device)
+            self.folders["draft"] = dfolder
+            if dtok.get_vocab() != tok.get_vocab():
+                raise hf_models.ModelLoadError(f"draft {dfolder} and target {folder} do not share a tokenizer")
+        self.tokenizer = tok
+        eos = set()
+        for src in (tok.eos_token_id, getattr(target.generation_config, "eos_token_id", None)):
+            if isinstance(src, int):
+                eos.add(src)
+            elif isinstance(src, (list, tuple)):
+                eos.update(int(x) for x in src)
+        self.eos = frozenset(eos)
+        self.decoder = BatchDecoder(target, self.method, self.k, draft=draft,
+                                    ngram_max=self.ngram_max, ngram_min=self.ngram_min)
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._inbox.put(None)
+            await asyncio.to_thread(self._thread.join, 30)
+            self._thread = None
+
+    def describe(self) -> dict[str, Any]:
+        import torch
+        import transformers
+
+        return {"engine": self.name, "sd": self.method, "k": self.k, "model": self.model_spec or "smollm2",
+                "draft_model": self.draft_spec, "folders": self.folders, "dtype": self.dtype,
+                "device": self.device, "threads": self.threads, "max_batch": self.max_batch,
+                "ngram": {"max": self.ngram_max, "min": self.ngram_min} if self.method == "ngram" else None,
+                "torch": torch.__version__, "transformers": transformers.__version__,
+                "batching": "continuous (per-row slot masks over one KV cache)"}
+
+    async def counters(self) -> dict[str, Any] | None:
+        with self._lock:
+            t = self._totals
+            return {"num_drafts": float(t["num_drafts"]), "num_draft_tokens": float(t["num_draft_tokens"]),
+                    "num_accepted_tokens": float(t["num_accepted_tokens"]),
+                    "per_position": {str(i): float(v) for i, v in enumerate(t["per_position"])}}
+
+    # ---- the worker thread -----------------------------------------------------------------
+    def _worker(self) -> None:
+        dec = self.decoder
+        jobs: dict[int, _Job] = {}
+        try:
+            while True:
+                joining = []
+                while dec.active + len(joining) < self.max_batch:
+                    try:
+                        job = self._inbox.get(block=dec.active == 0 and not joining)
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        return
+                    if job.seq.cancelled:
+                        continue
+                    jobs[id(job.seq)] = job
+                    joining.append(job.seq)
+                dec.add_many(joining)  # one batched prefill for everything that arrived
+                if dec.active:
+                    dec.step()
+                for key in [k for k, j in jobs.items() if j.seq.done or j.seq.cancelled]:
+                    jobs.pop(key)
+        except BaseException as e:  # noqa: BLE001 - every waiting request must learn the cause
+            self._failure = e
+            for job in list(jobs.values()):
+                job.loop.call_soon_threadsafe(job.events.put_nowait, e)
+            while True:
+                try:
+                    job = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job.loop.call_soon_threadsafe(job.events.put_nowait, e)
+
+    def _account(self, seq: Any) -> None:
+        s = seq.stats(self.k if self.method != "none" else 0)
+        with self._lock:
+            t = self._totals
+            t["num_drafts"] += s.steps
+            t["num_draft_tokens"] += s.drafted
+            t["num_accepted_tokens"] += s.accepted
+            for i, v in enumerate(s.per_position):
+                t["per_position"][i] += v
+
+    # ---- requests ----------------------------------------------------------------------------
+    def _prompt_ids(self, request: Request) -> list[int]:
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            ids = tok.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=True)
+            if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+                ids = ids["input_ids"]
+            return [int(x) for x in ids]
+        from speedbench.engines.openai_http import render_completion_prompt
+
+        return [int(x) for x in tok(render_completion_prompt(request.messages))["input_ids"]]
+
+    async def stream(self, request: Request) -> AsyncIterator[Event]:
+        import torch
+
+        from speedbench.engines.reference_batch import Seq
+
+        if self._failure is not None or self._thread is None:
+            raise RequestError("engine_error", f"reference engine is not running ({self._failure!r})")
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        prompt = self._prompt_ids(request)
+        seed = request.seed if request.seed is not None else hash((request.question_id, request.turn)) & 0x7FFFFFFF
+        k = self.k if self.method != "none" else 0
+
+        def emit(tokens: list[int], final: bool, finish: str | None) -> None:  # worker thread
+            stats = None
+            if final:
+                self._account(seq)
+                stats = seq.stats(k)
+            loop.call_soon_threadsafe(events.put_nowait, (tokens, final, finish, stats))
+
+        seq = Seq(rid=(request.question_id, request.turn), tokens=list(prompt), n_prompt=len(prompt),
+                  max_new=request.max_tokens, temperature=request.temperature, eos=self.eos,
+                  ignore_eos=request.ignore_eos, generator=torch.Generator().manual_seed(seed), emit=emit)
+        self._inbox.put(_Job(seq, events, loop))
+        generated: list[int] = []
+        text_so_far = ""
+        try:
+            while True:
+                item = await events.get()
+                if isinstance(item, BaseException):
+                    raise RequestError("engine_error", f"{type(item).__name__}: {item}")
+                tokens, final, finish, stats = item
+                if tokens:
+                    generated.extend(tokens)
+                    text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                    delta, text_so_far = text[len(text_so_far):], text
+                    yield Event("chunk", n_tokens=len(tokens), text=delta, token_ids=list(tokens))
+                if final:
+                    yield Event("final", finish_reason=finish, sd=stats,
+                                usage={"prompt_tokens": len(prompt), "completion_tokens": len(generated)})
+                    return
+        finally:
+            seq.cancelled = not seq.done  # a consumer that stops early frees its batch slot
