@@ -65,7 +65,7 @@ def run(
     seed: Annotated[int, typer.Option(help="seed for the stratified pick")] = 0,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c")] = 32,
     draft_length: Annotated[int, typer.Option("--draft-length", "-k", help="draft tokens per step (engines that take it)")] = 3,
-    output_len: Annotated[Optional[int], typer.Option(help="max output tokens per turn (default 256; reference engine 64)")] = None,
+    output_len: Annotated[Optional[int], typer.Option(help="max output tokens per turn (default 256; reference engine 32)")] = None,
     temperature: Annotated[float, typer.Option()] = 0.0,
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="ask the server to ignore EOS")] = False,
     warmup: Annotated[int, typer.Option(help="warm-up requests (not recorded)")] = 2,

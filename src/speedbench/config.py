@@ -44,7 +44,7 @@ class RunConfig(BaseModel):
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     concurrency: int = Field(32, ge=1)
     draft_length: int = Field(3, ge=0)
-    output_len: int | None = Field(None, ge=1)  # None: the engine's default (256; reference: 64)
+    output_len: int | None = Field(None, ge=1)  # None: the engine's default (256; reference: 32)
     temperature: float = Field(0.0, ge=0.0)
     ignore_eos: bool = False
     warmup: int = Field(2, ge=0)

@@ -65,6 +65,13 @@ class BufferLayer(DynamicLayer):
         self.device = k.device
         self.is_initialized = True
 
+    def adopt(self, buf_k: torch.Tensor, buf_v: torch.Tensor, used: int) -> None:
+        """Take ready-made buffers (already holding ``used`` slots) without copying."""
+        self.buf_k, self.buf_v, self.used = buf_k, buf_v, used
+        self._views()
+        self.device = buf_k.device
+        self.is_initialized = True
+
     def _views(self) -> None:
         assert self.buf_k is not None and self.buf_v is not None
         self.keys = self.buf_k[:, :, : self.used]
@@ -123,19 +130,6 @@ class ModelRunner:
         return out.logits.float()
 
 
-def _pad_left(kv: KV, mask: torch.Tensor, width: int) -> tuple[KV, torch.Tensor]:
-    """Left-pad slots with invalid zeros so the cache is ``width`` slots wide."""
-    extra = width - mask.shape[1]
-    if extra <= 0:
-        return kv, mask
-    out = []
-    for k, v in kv:
-        zk = k.new_zeros(k.shape[0], k.shape[1], extra, k.shape[3])
-        zv = v.new_zeros(v.shape[0], v.shape[1], extra, v.shape[3])
-        out.append((torch.cat([zk, k], dim=2), torch.cat([zv, v], dim=2)))
-    return out, torch.cat([mask.new_zeros(mask.shape[0], extra), mask], dim=1)
-
-
 @dataclass
 class CacheState:
     """One model's batched cache, with the per-row slot mask and next RoPE position."""
@@ -156,10 +150,24 @@ class CacheState:
         if self.cache is None or self.mask is None or self.pos is None or self.rows == 0:
             self.cache, self.mask, self.pos = cache, mask, pos
             return
+        # one copy: both caches go straight into new buffers, each right-aligned at ``width``
         width = max(self.mask.shape[1], mask.shape[1])
-        a_kv, a_mask = _pad_left(_kv(self.cache), self.mask, width)
-        b_kv, b_mask = _pad_left(_kv(cache), mask, width)
-        self._set([(torch.cat([ak, bk]), torch.cat([av, bv])) for (ak, av), (bk, bv) in zip(a_kv, b_kv)])
+        cap = width + max(64, width // 2)
+        b1, b2 = self.rows, mask.shape[0]
+        layers = []
+        for (ak, av), (bk, bv) in zip(_kv(self.cache), _kv(cache)):
+            _, h, _, d = ak.shape
+            nk, nv = ak.new_zeros(b1 + b2, h, cap, d), av.new_zeros(b1 + b2, h, cap, d)
+            nk[:b1, :, width - ak.shape[2]: width] = ak
+            nv[:b1, :, width - av.shape[2]: width] = av
+            nk[b1:, :, width - bk.shape[2]: width] = bk
+            nv[b1:, :, width - bv.shape[2]: width] = bv
+            layer = BufferLayer()
+            layer.adopt(nk, nv, width)
+            layers.append(layer)
+        self.cache = Cache(layers=layers)  # type: ignore[arg-type]
+        a_mask = torch.cat([self.mask.new_zeros(b1, width - self.mask.shape[1]), self.mask], dim=1)
+        b_mask = torch.cat([mask.new_zeros(b2, width - mask.shape[1]), mask], dim=1)
         self.mask = torch.cat([a_mask, b_mask])
         self.pos = torch.cat([self.pos, pos])
 
@@ -169,7 +177,9 @@ class CacheState:
         if idx.numel() == 0:
             self.cache, self.mask, self.pos = None, None, None
             return
-        self._set([(k.index_select(0, idx), v.index_select(0, idx)) for k, v in _kv(self.cache)])
+        for layer in self.cache.layers:   # one copy, keeping the spare capacity
+            assert isinstance(layer, BufferLayer) and layer.buf_k is not None and layer.buf_v is not None
+            layer.adopt(layer.buf_k.index_select(0, idx), layer.buf_v.index_select(0, idx), layer.used)
         self.mask = self.mask.index_select(0, idx)
         self.pos = self.pos.index_select(0, idx)
         self.compact()
