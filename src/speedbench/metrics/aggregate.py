@@ -75,20 +75,15 @@ def summarize(
     for r in ok:
         by_cat[r.category].append(r)
     stats_by_id = {id(r): s for r, s in pairs}
+    errors_by_cat = Counter(r.category for r in errors)
     per_category: dict[str, Any] = {}
-    for cat in sorted(by_cat):
-        rs = by_cat[cat]
+    for cat in sorted(set(by_cat) | set(errors_by_cat)):   # a category whose requests all failed is listed too
+        rs = by_cat.get(cat, [])
         cat_stats = [stats_by_id[id(r)] for r in rs if id(r) in stats_by_id]
-        entry: dict[str, Any] = {"requests": len(rs),
-                                 "errors": sum(1 for r in errors if r.category == cat)}
+        entry: dict[str, Any] = {"requests": len(rs), "errors": errors_by_cat.get(cat, 0)}
         entry.update(acceptance_summary(cat_stats, k))
         entry.update(_timing(rs))
         per_category[cat] = entry
-    for r in errors:
-        per_category.setdefault(r.category, {"requests": 0, "errors": 0})
-    for cat, entry in per_category.items():
-        if entry["requests"] == 0:
-            entry["errors"] = sum(1 for r in errors if r.category == cat)
 
     invariants = [
         inv.al_bounded(pairs, k),
