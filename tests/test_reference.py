@@ -312,6 +312,9 @@ def test_cli_reference_run_and_paired_report(tmp_path, tiny_pair_dirs):
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "sd" / "summary.json").read_text())
     assert summary["overall"]["acceptance_length"] == 4.0
+    base = json.loads((tmp_path / "base" / "summary.json").read_text())
+    assert base["k"] == 0 and base["overall"]["acceptance_length"] == 1.0 and base["overall"]["histogram"] == {
+        "1": base["overall"]["steps"]}
     manifest = json.loads((tmp_path / "sd" / "manifest.json").read_text())
     assert manifest["engine"]["sd"] == "draft" and manifest["engine"]["engine"] == "reference"
     rep = runner.invoke(app, ["report", str(tmp_path / "base"), str(tmp_path / "sd")])

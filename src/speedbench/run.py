@@ -58,7 +58,9 @@ def resolve_output_len(cfg: RunConfig) -> RunConfig:
 def summarize_dir(run_dir: RunDir) -> dict[str, Any]:
     manifest = run_dir.read_manifest()
     records = run_dir.load_records()
-    return summarize(records, k=int(manifest["config"]["draft_length"]),
+    # the engine's effective draft length (0 for --sd none) when it reports one, else the configured one
+    k = manifest.get("engine", {}).get("k", manifest["config"]["draft_length"])
+    return summarize(records, k=int(k),
                      chunks_are_steps=bool(manifest.get("engine", {}).get("chunks_are_steps", True)),
                      counter_windows=manifest.get("counter_windows", []))
 

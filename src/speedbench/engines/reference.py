@@ -113,7 +113,8 @@ class ReferenceEngine:
         import torch
         import transformers
 
-        return {"engine": self.name, "sd": self.method, "k": self.k, "model": self.model_spec or "smollm2",
+        k = self.k if self.method != "none" else 0
+        return {"engine": self.name, "sd": self.method, "k": k, "model": self.model_spec or "smollm2",
                 "draft_model": self.draft_spec, "folders": self.folders, "dtype": self.dtype,
                 "device": self.device, "threads": self.threads, "max_batch": self.max_batch,
                 "ngram": {"max": self.ngram_max, "min": self.ngram_min} if self.method == "ngram" else None,
