@@ -13,7 +13,8 @@ def _modules(code: str) -> list[str]:
 
 def test_import_speedbench_pulls_no_engine_library():
     mods = _modules("import speedbench, speedbench.run, speedbench.engines.registry, speedbench.engines.mock, "
-                    "speedbench.engines.openai_http, speedbench.engines.mock_server")
+                    "speedbench.engines.openai_http, speedbench.engines.mock_server, speedbench.engines.reference, "
+                    "speedbench.engines.hf_models")
     assert [m for m in mods if m.split(".")[0] in HEAVY] == []
 
 
