@@ -299,6 +299,7 @@ class BatchDecoder:
         # KV head n_rep times per layer and step (halved the CPU step time at batch 32)
         os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
         self.seqs: list[Seq] = []
+        self._draft_fed = 0   # draft-cache slots appended for d1..d_{K-1} by the last proposal
         self.tc = CacheState(self.target.n_layers)
         self.dc = CacheState(self.draft.n_layers if self.draft is not None else 0)
 
@@ -515,7 +516,7 @@ class BatchDecoder:
     def _draft_commit(self, props: list[list[int]], results: list[tuple[int, list[int]]]) -> None:
         """Switch off draft-cache slots of rejected drafts; queue what the draft has not seen."""
         assert self.dc.mask is not None and self.dc.pos is not None
-        fed = getattr(self, "_draft_fed", 0)
+        fed = self._draft_fed
         if fed > 0:
             # the last ``fed`` slots hold d1..d_fed; keep d_i only if it was accepted
             tail = self.dc.mask[:, -fed:].clone()
