@@ -5,7 +5,7 @@ import pytest
 from speedbench.metrics import invariants as inv
 from speedbench.metrics.acceptance import (
     acceptance_length, acceptance_rate, acceptance_summary, conditional_acceptance, histogram_dict,
-    joint_acceptance, macro_acceptance_length, per_position_from_histogram, sum_stats,
+    joint_acceptance, macro_acceptance_length, sum_stats,
 )
 from speedbench.metrics.aggregate import summarize
 from speedbench.metrics.counters import counter_delta
@@ -13,7 +13,7 @@ from speedbench.metrics.latency import (
     distribution, e2e_s, itl_s, output_tps, step_times_s, tpot_s, ttft_s, user_tps,
 )
 from speedbench.metrics.sources import chunk_stats, request_stats
-from speedbench.records import RequestRecord, SDStats
+from speedbench.records import RequestRecord, SDStats, per_position_from_histogram
 
 MS = 1_000_000  # ns per ms
 

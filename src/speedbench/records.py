@@ -17,6 +17,11 @@ from typing import Any, Literal
 AcceptanceSource = Literal["per_request", "counter_delta", "chunks", "none"]
 
 
+def per_position_from_histogram(histogram: list[int] | tuple[int, ...]) -> list[int]:
+    """per_position[i] = #steps with >= i+1 accepted drafts = sum(histogram[i+1:])."""
+    return [sum(histogram[i + 1 :]) for i in range(len(histogram) - 1)]
+
+
 @dataclass(slots=True)
 class SDStats:
     """Speculative-decoding counts for one request (or one counter window).
@@ -57,9 +62,34 @@ class SDStats:
         hist = list(histogram) + [0] * max(0, k + 1 - len(histogram))
         steps = sum(hist)
         accepted = sum(j * n for j, n in enumerate(hist))
-        per_pos = [sum(hist[i + 1 :]) for i in range(k)]
+        per_pos = per_position_from_histogram(hist)[:k]
         return cls(drafted=steps * k, accepted=accepted, steps=steps, per_position=per_pos,
                    histogram=hist, source=source)
+
+
+class SDCounterTotals:
+    """An engine's running SD totals, read as a counter snapshot (the shape metrics/counters.py takes:
+    num_drafts = steps, num_draft_tokens, num_accepted_tokens, per_position {"0": n, ...})."""
+
+    def __init__(self, k: int) -> None:
+        self.num_drafts = 0
+        self.num_draft_tokens = 0
+        self.num_accepted_tokens = 0
+        self.per_position = [0] * k
+
+    def add(self, sd: SDStats) -> None:
+        self.num_drafts += sd.steps
+        self.num_draft_tokens += sd.drafted
+        self.num_accepted_tokens += sd.accepted
+        for i, v in enumerate(sd.per_position):
+            if i >= len(self.per_position):
+                self.per_position.append(0)
+            self.per_position[i] += v
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"num_drafts": float(self.num_drafts), "num_draft_tokens": float(self.num_draft_tokens),
+                "num_accepted_tokens": float(self.num_accepted_tokens),
+                "per_position": {str(i): float(v) for i, v in enumerate(self.per_position)}}
 
 
 @dataclass(slots=True)

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from speedbench.engines.base import Capabilities, Request
-from speedbench.records import Event, RequestError, SDStats
+from speedbench.records import Event, RequestError, SDCounterTotals, SDStats
 
 
 class MockSettings(BaseModel):
@@ -112,12 +112,10 @@ def token_text(tid: int) -> str:
 class MockSimulator:
     settings: MockSettings
     _seen: dict[str, int] = field(default_factory=dict)
-    totals: dict[str, Any] = field(default_factory=dict)
+    totals: SDCounterTotals = field(init=False)
 
     def __post_init__(self) -> None:
-        k = self.settings.k
-        self.totals = {"num_drafts": 0, "num_draft_tokens": 0, "num_accepted_tokens": 0,
-                       "per_position": {str(i): 0 for i in range(k)}}
+        self.totals = SDCounterTotals(self.settings.k)
 
     def plan(self, prompt_key: str, max_tokens: int) -> Plan:
         s = self.settings
@@ -162,18 +160,10 @@ class MockSimulator:
 
     def account(self, sd: SDStats) -> None:
         """Add a finished (or partly streamed) request's steps to the server counters."""
-        t = self.totals
-        t["num_drafts"] += sd.steps
-        t["num_draft_tokens"] += sd.drafted
-        t["num_accepted_tokens"] += sd.accepted
-        for i, v in enumerate(sd.per_position):
-            t["per_position"][str(i)] = t["per_position"].get(str(i), 0) + v
+        self.totals.add(sd)
 
     def snapshot(self) -> dict[str, Any]:
-        t = self.totals
-        return {"num_drafts": float(t["num_drafts"]), "num_draft_tokens": float(t["num_draft_tokens"]),
-                "num_accepted_tokens": float(t["num_accepted_tokens"]),
-                "per_position": {p: float(v) for p, v in t["per_position"].items()}}
+        return self.totals.snapshot()
 
 
 def prompt_key(messages: list[dict[str, str]] | str) -> str:

@@ -34,18 +34,17 @@ class _SpecDecodeCollector:
         self.sim, self.model = sim, model
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        t = self.sim.totals
+        snap = self.sim.snapshot()
         labels = ["model_name", "engine"]
         base = [self.model, "0"]
-        for name, key in (("num_drafts", "num_drafts"), ("num_draft_tokens", "num_draft_tokens"),
-                          ("num_accepted_tokens", "num_accepted_tokens")):
+        for name in ("num_drafts", "num_draft_tokens", "num_accepted_tokens"):
             c = CounterMetricFamily(f"vllm:spec_decode_{name}", f"mock {name}", labels=labels)
-            c.add_metric(base, float(t[key]))
+            c.add_metric(base, snap[name])
             yield c
         c = CounterMetricFamily("vllm:spec_decode_num_accepted_tokens_per_pos",
                                 "mock accepted tokens per draft position", labels=labels + ["position"])
-        for pos, v in sorted(t["per_position"].items(), key=lambda kv: int(kv[0])):
-            c.add_metric(base + [pos], float(v))
+        for pos, v in snap["per_position"].items():
+            c.add_metric(base + [pos], v)
         yield c
 
 

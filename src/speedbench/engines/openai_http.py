@@ -21,7 +21,7 @@ import orjson
 
 from speedbench.engines.base import Capabilities, Request
 from speedbench.engines.prometheus import parse_sd_counters
-from speedbench.records import Event, RequestError, SDStats
+from speedbench.records import Event, RequestError, SDStats, per_position_from_histogram
 
 json_loads = orjson.loads
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -58,7 +58,7 @@ def parse_vllm_sd(m: dict[str, Any] | None, k: int | None) -> SDStats | None:
         hist = [int(v) for v in raw_hist]
     per_pos = [int(v) for v in m.get("num_accepted_tokens_per_pos") or []]
     if not per_pos and hist:
-        per_pos = [sum(hist[i + 1:]) for i in range(len(hist) - 1)]
+        per_pos = per_position_from_histogram(hist)
     return SDStats(drafted=drafted, accepted=accepted, steps=steps, per_position=per_pos,
                    histogram=hist, source="per_request")
 

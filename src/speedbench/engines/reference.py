@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from speedbench.engines.base import Capabilities, Request
-from speedbench.records import Event, RequestError
+from speedbench.records import Event, RequestError, SDCounterTotals
 
 SD_METHODS = ("none", "ngram", "draft")
 
@@ -66,8 +66,7 @@ class ReferenceEngine:
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
         self._lock = threading.Lock()
-        self._totals = {"num_drafts": 0, "num_draft_tokens": 0, "num_accepted_tokens": 0,
-                        "per_position": [0] * (self.k if self.method != "none" else 0)}
+        self._totals = SDCounterTotals(self.k if self.method != "none" else 0)
         self.tokenizer: Any = None
         self.folders: dict[str, str] = {}
 
@@ -123,10 +122,7 @@ class ReferenceEngine:
 
     async def counters(self) -> dict[str, Any] | None:
         with self._lock:
-            t = self._totals
-            return {"num_drafts": float(t["num_drafts"]), "num_draft_tokens": float(t["num_draft_tokens"]),
-                    "num_accepted_tokens": float(t["num_accepted_tokens"]),
-                    "per_position": {str(i): float(v) for i, v in enumerate(t["per_position"])}}
+            return self._totals.snapshot()
 
     # ---- the worker thread -----------------------------------------------------------------
     def _worker(self) -> None:
@@ -165,15 +161,9 @@ class ReferenceEngine:
                 if job is not None:
                     job.loop.call_soon_threadsafe(job.events.put_nowait, e)
 
-    def _account(self, seq: Any) -> None:
-        s = seq.stats(self.k if self.method != "none" else 0)
+    def _account(self, stats: Any) -> None:
         with self._lock:
-            t = self._totals
-            t["num_drafts"] += s.steps
-            t["num_draft_tokens"] += s.drafted
-            t["num_accepted_tokens"] += s.accepted
-            for i, v in enumerate(s.per_position):
-                t["per_position"][i] += v
+            self._totals.add(stats)
 
     # ---- requests ----------------------------------------------------------------------------
     def _prompt_ids(self, request: Request) -> list[int]:
@@ -203,8 +193,8 @@ class ReferenceEngine:
         def emit(tokens: list[int], final: bool, finish: str | None) -> None:  # worker thread
             stats = None
             if final:
-                self._account(seq)
                 stats = seq.stats(k)
+                self._account(stats)
             loop.call_soon_threadsafe(events.put_nowait, (tokens, final, finish, stats))
 
         seq = Seq(rid=(request.question_id, request.turn), tokens=list(prompt), n_prompt=len(prompt),

@@ -63,11 +63,6 @@ def conditional_acceptance(per_position: Sequence[int], steps: int) -> list[floa
     return out
 
 
-def per_position_from_histogram(histogram: Sequence[int]) -> list[int]:
-    """per_position[i] = #steps with >= i+1 accepted = sum(histogram[i+1:])."""
-    return [sum(histogram[i + 1 :]) for i in range(len(histogram) - 1)]
-
-
 def histogram_dict(histogram: Sequence[int]) -> dict[str, int]:
     """{"L": steps} keyed by tokens per step L = 1..k+1 (SPEED-Bench's histogram form)."""
     return {str(j + 1): int(n) for j, n in enumerate(histogram)}
