@@ -51,3 +51,26 @@ def spec_bench_path() -> Path:
     if not SPEC_BENCH.exists():
         pytest.skip(f"{SPEC_BENCH} not present (shared data is optional)")
     return SPEC_BENCH
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_dir(tmp_path_factory):
+    """SmolLM2-135M-Instruct converted to an HF folder (shared cache, converted once); its tokenizer
+    serves the tiny models too."""
+    pytest.importorskip("torch")
+    pytest.importorskip("gguf")
+    from speedbench.engines import hf_models
+
+    try:
+        kind, path = hf_models.resolve(None)
+    except hf_models.ModelLoadError as e:
+        pytest.skip(str(e))
+    return hf_models.converted_gguf(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_pair_dirs(tmp_path_factory, smollm2_tokenizer_dir):
+    """HF folders for a tiny same-tokenizer trio (head_dim 16) sharing SmolLM2's tokenizer."""
+    from tiny_models import save_trio
+
+    return save_trio(tmp_path_factory.mktemp("tiny"), smollm2_tokenizer_dir)

@@ -135,8 +135,15 @@ def test_invariants_flag_violations():
     assert inv.al_bounded([(r, too_high)], k=3)["ok"] is False
     assert inv.histogram_sums([(r, good)])["ok"] is True
     assert inv.histogram_sums([(r, SDStats(9, 3, 3, histogram=[1, 1, 0, 0]))])["ok"] is False
-    assert inv.tokens_match_steps([(r, good)])["ok"] is True
-    assert inv.tokens_match_steps([(r, SDStats(9, 2, 3))])["ok"] is False
+    assert inv.tokens_match_steps([(r, good)])["ok"] is True          # 7 = 1 + 3 steps + 3 accepted
+    # more tokens than 1 + steps + accepted: decode steps without a draft (vLLM/llama.cpp count only
+    # steps that verified a draft) -- allowed, and counted in the detail
+    undrafted = inv.tokens_match_steps([(r, SDStats(9, 2, 3))])
+    assert undrafted["ok"] is True and "1 requests had 1 decode steps without a draft" in undrafted["detail"]
+    # fewer tokens than the steps and accepted drafts imply is impossible
+    assert inv.tokens_match_steps([(r, SDStats(12, 4, 4))])["ok"] is False   # 7 < 1 + 4 + 4
+    # steps a source inferred from the token count are not checked against it
+    assert inv.tokens_match_steps([(r, SDStats(12, 4, 4, inferred=["steps"]))])["ok"] is None
     assert inv.histogram_sums([])["ok"] is None
     ok = inv.per_request_vs_counters(SDStats(100, 50, 40), SDStats(100, 50, 40), 0)
     assert ok["ok"] is True
@@ -144,6 +151,18 @@ def test_invariants_flag_violations():
     assert near["ok"] is True  # within 1 %
     off = inv.per_request_vs_counters(SDStats(100, 50, 40), SDStats(200, 90, 80), 0)
     assert off["ok"] is False and "other traffic" in off["detail"]
+    # llama.cpp: steps inferred per request are not compared; drafted/accepted are
+    inferred = inv.per_request_vs_counters(SDStats(30, 12, 11, inferred=["steps"]), SDStats(30, 12, 10), 0)
+    assert inferred["ok"] is True and "steps:" not in inferred["detail"]
+    assert inv.per_request_vs_counters(SDStats(30, 12, 11, inferred=["steps"]), SDStats(33, 12, 11), 0)["ok"] is False
+    # counters beyond what our requests could produce: 7 tokens -> at most 6 steps + accepted
+    assert inv.counters_within_traffic(SDStats(9, 3, 3), [r], 0)["ok"] is True
+    extra = inv.counters_within_traffic(SDStats(30, 10, 20), [r], 0)
+    assert extra["ok"] is False and "other traffic" in extra["detail"]
+    # chunk estimate vs per-request totals: steps and accepted only
+    ch = inv.chunks_vs(SDStats(9, 3, 3), "per_request", SDStats(12, 3, 4), 0)
+    assert ch["ok"] is False and "steps: chunks 4 vs per_request 3" in ch["detail"]
+    assert inv.chunks_vs(SDStats(9, 3, 3), "per_request", SDStats(12, 3, 3), 0)["ok"] is True
 
 
 def test_summarize_contract_and_sources():

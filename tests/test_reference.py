@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 from conftest import make_samples  # noqa: E402
+from tiny_models import tiny_models  # noqa: E402
 
 from speedbench.engines.reference import ReferenceEngine  # noqa: E402
 from speedbench.engines.reference_batch import BatchDecoder, Seq, ngram_propose  # noqa: E402
@@ -23,68 +24,6 @@ from speedbench.metrics.aggregate import summarize  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 torch.set_num_threads(2)
-
-
-def tiny_config(vocab: int, layers: int):
-    from transformers import LlamaConfig
-
-    return LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
-                       bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
-
-
-def tiny_models(vocab: int, seed: int = 0, sharpen: float = 1.0):
-    """(draft, target, unrelated): target = draft + 2 layers whose outputs are zeroed, so it
-    computes exactly what the draft computes; unrelated has its own random weights."""
-    from transformers import LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    draft = LlamaForCausalLM(tiny_config(vocab, 2)).eval()
-    if sharpen != 1.0:
-        with torch.no_grad():
-            draft.lm_head.weight.mul_(sharpen)
-    target = LlamaForCausalLM(tiny_config(vocab, 4)).eval()
-    sd = target.state_dict()
-    sd.update({k: v.clone() for k, v in draft.state_dict().items()})
-    for i in (2, 3):
-        sd[f"model.layers.{i}.self_attn.o_proj.weight"].zero_()
-        sd[f"model.layers.{i}.mlp.down_proj.weight"].zero_()
-    target.load_state_dict(sd)
-    unrelated = LlamaForCausalLM(tiny_config(vocab, 2)).eval()
-    if sharpen != 1.0:
-        with torch.no_grad():
-            unrelated.lm_head.weight.mul_(sharpen)
-    return draft, target, unrelated
-
-
-@pytest.fixture(scope="session")
-def smollm2_tokenizer_dir(tmp_path_factory):
-    """SmolLM2's tokenizer, from the converted default model (shared cache, converted once)."""
-    pytest.importorskip("gguf")
-    from speedbench.engines import hf_models
-
-    try:
-        kind, path = hf_models.resolve(None)
-    except hf_models.ModelLoadError as e:
-        pytest.skip(str(e))
-    return hf_models.converted_gguf(path)
-
-
-@pytest.fixture(scope="session")
-def tiny_pair_dirs(tmp_path_factory, smollm2_tokenizer_dir):
-    """HF folders for a tiny same-tokenizer trio sharing SmolLM2's tokenizer."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(smollm2_tokenizer_dir))
-    root = tmp_path_factory.mktemp("tiny")
-    draft, target, unrelated = tiny_models(len(tok), seed=1)
-    out = {}
-    for name, model in (("draft", draft), ("target", target), ("unrelated", unrelated)):
-        d = root / name
-        model.save_pretrained(str(d))
-        tok.save_pretrained(str(d))
-        out[name] = str(d)
-    return out
 
 
 # ---- the decoder on token ids ----------------------------------------------------------------

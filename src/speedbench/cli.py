@@ -26,7 +26,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     from speedbench.data.sample import DatasetError
     from speedbench.engines.hf_models import ModelLoadError
-    from speedbench.engines.openai_http import EngineStartError
+    from speedbench.engines.errors import EngineStartError
     from speedbench.engines.registry import EngineNotFound, EngineUnavailable
     from speedbench.results.rundir import RunDirError
 
@@ -43,6 +43,10 @@ def _one_line(e: BaseException) -> str:
             loc = ".".join(str(x) for x in err["loc"]) or "value"
             parts.append(f"{loc}: {err['msg']}")
         return "; ".join(parts)
+    from speedbench.engines.errors import EngineStartError
+
+    if isinstance(e, EngineStartError):  # a launched server's failure quotes its log below the first line
+        return str(e)
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
@@ -55,7 +59,10 @@ def run(
     engine: Annotated[str, typer.Option("--engine", "-e", help="engine name (see `speedbench engines`)")] = "reference",
     base_url: Annotated[Optional[str], typer.Option(help="server URL for HTTP engines, e.g. http://127.0.0.1:8000/v1")] = None,
     model: Annotated[Optional[str], typer.Option(help="reference: HF folder, .gguf or 'smollm2' (default); HTTP engines: model name sent (default: first of /v1/models)")] = None,
-    sd: Annotated[Optional[str], typer.Option(help="SD method for engines that take one (reference: none|ngram|draft; default ngram)")] = None,
+    sd: Annotated[Optional[str], typer.Option(help="SD method (reference: none|ngram|draft, default ngram; vllm: none|ngram|draft|eagle|eagle3|mtp; llamacpp: none|ngram|draft; sglang/trtllm: see docs/engines.md)")] = None,
+    launch: Annotated[bool, typer.Option("--launch", help="start the engine's server (vllm, llamacpp, sglang, trtllm) on a free port, log in the run dir, stop it at the end")] = False,
+    server_bin: Annotated[Optional[str], typer.Option(help="with --launch: the server executable (llama-server, trtllm-serve) or the Python that has vllm/sglang")] = None,
+    server_arg: Annotated[list[str], typer.Option("--server-arg", help="with --launch: extra server argument, verbatim (repeatable), e.g. --server-arg=--enforce-eager")] = [],  # noqa: B006
     draft_model: Annotated[Optional[str], typer.Option(help="draft model for --sd draft (same tokenizer as the target)")] = None,
     metrics_url: Annotated[Optional[str], typer.Option(help="Prometheus /metrics URL (default: the server's /metrics)")] = None,
     endpoint: Annotated[str, typer.Option(help="chat or completions")] = "chat",
@@ -84,6 +91,7 @@ def run(
         cfg = RunConfig(
             engine=EngineSpec(kind=engine, base_url=base_url, model=model, metrics_url=metrics_url,
                               endpoint=endpoint, sd=sd, draft_model=draft_model,  # type: ignore[arg-type]
+                              launch=launch, server_bin=server_bin, server_args=server_arg,
                               options=parse_engine_options(engine_opt)),
             dataset=DatasetSpec(name=dataset, num_requests=num_requests, seed=seed),
             concurrency=concurrency, draft_length=draft_length, output_len=output_len, temperature=temperature,

@@ -19,6 +19,9 @@ class EngineSpec(BaseModel):
     api_key_env: str = "OPENAI_API_KEY"
     sd: str | None = None            # SD method for engines that take one (reference: none|ngram|draft)
     draft_model: str | None = None
+    launch: bool = False             # start the engine's server (vllm, llamacpp, sglang, trtllm) instead of attaching
+    server_bin: str | None = None    # the server executable, or for Python servers the interpreter that has them
+    server_args: list[str] = Field(default_factory=list)   # extra server arguments, passed verbatim
     options: dict[str, str] = Field(default_factory=dict)
 
 

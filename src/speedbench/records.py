@@ -37,6 +37,9 @@ class SDStats:
     per_position: list[int] = field(default_factory=list)
     histogram: list[int] = field(default_factory=list)
     source: AcceptanceSource = "per_request"
+    # fields the engine did not report but speedbench derived (e.g. llama.cpp gives no step count:
+    # steps = completion_tokens - 1 - accepted); named here so reports can label them
+    inferred: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,6 +53,7 @@ class SDStats:
             per_position=[int(x) for x in d.get("per_position") or []],
             histogram=[int(x) for x in d.get("histogram") or []],
             source=d.get("source", "per_request"),
+            inferred=[str(x) for x in d.get("inferred") or []],
         )
 
     @classmethod

@@ -39,9 +39,13 @@ def default_out(engine: str) -> str:
 def build_engine(cfg: RunConfig) -> Any:
     cls = registry.resolve(cfg.engine.kind)
     e = cfg.engine
+    if e.launch and not getattr(cls, "can_launch", False):
+        launchable = ", ".join(n for n in sorted(registry.BUILTIN) if n in registry.LAUNCHABLE)
+        raise ValueError(f"engine {e.kind!r} cannot --launch a server (engines that can: {launchable})")
     return cls(base_url=e.base_url, model=e.model, metrics_url=e.metrics_url, endpoint=e.endpoint,
                api_key_env=e.api_key_env, options=dict(e.options), draft_length=cfg.draft_length,
-               sd=e.sd, draft_model=e.draft_model, concurrency=cfg.concurrency)
+               sd=e.sd, draft_model=e.draft_model, concurrency=cfg.concurrency, launch=e.launch,
+               server_bin=e.server_bin, server_args=list(e.server_args), log_dir=cfg.out)
 
 
 DEFAULT_OUTPUT_LEN = 256

@@ -11,6 +11,7 @@ record is marked ``chunk_tokens_exact=False`` unless the server's usage total co
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import AsyncIterator
@@ -20,15 +21,12 @@ import aiohttp
 import orjson
 
 from speedbench.engines.base import Capabilities, Request
+from speedbench.engines.errors import EngineStartError
 from speedbench.engines.prometheus import parse_sd_counters
 from speedbench.records import Event, RequestError, SDStats, per_position_from_histogram
 
 json_loads = orjson.loads
 JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-class EngineStartError(RuntimeError):
-    """The engine could not be reached or started; the message says what to do."""
 
 
 def _int(d: dict[str, Any], *keys: str) -> int | None:
@@ -106,8 +104,7 @@ class OpenAIEngine:
         self.chunks_are_steps = self.options.pop("chunks_are_steps", "true").lower() in ("1", "true", "yes")
         # every other -E key=value goes into the request body (JSON values parsed: -E top_p=0.9)
         self.body_extra = {k: _json_or_str(v) for k, v in self.options.items()}
-        self.capabilities = Capabilities(per_request_sd_stats=True, counters=True,
-                                         chunks_are_steps=self.chunks_are_steps, token_ids=True)
+        self.capabilities = dataclasses.replace(type(self).capabilities, chunks_are_steps=self.chunks_are_steps)
         self._session: aiohttp.ClientSession | None = None
         self.counter_error: str | None = None
         self.server_version: str | None = None
@@ -186,6 +183,10 @@ class OpenAIEngine:
             return parse_vllm_sd(metrics.get("speculative_decoding"), self.draft_length)
         return None
 
+    def finish_sd(self, sd: SDStats | None, usage: dict[str, Any] | None, tokens_seen: int) -> SDStats | None:
+        """Complete the engine's per-request stats once the stream ended (llama.cpp infers steps here)."""
+        return sd
+
     # ---- streaming -------------------------------------------------------------------------
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         assert self._session is not None, "start() first"
@@ -194,6 +195,7 @@ class OpenAIEngine:
         sd: SDStats | None = None
         finish: str | None = None
         done = False
+        tokens_seen = 0
         try:
             body = orjson.dumps(self.payload(request))
             async with self._session.post(url, data=body, headers=JSON_HEADERS) as resp:
@@ -234,6 +236,7 @@ class OpenAIEngine:
                             if choice.get("finish_reason"):
                                 finish = choice["finish_reason"]
                             if n:
+                                tokens_seen += n
                                 yield Event("chunk", n_tokens=n, text=text, token_ids=ids)
                     if done:
                         break
@@ -245,7 +248,7 @@ class OpenAIEngine:
             raise RequestError("client_error", f"{type(e).__name__}: {e}") from None
         if not done and finish is None:
             raise RequestError("reset", "stream ended without [DONE] or finish_reason")
-        yield Event("final", finish_reason=finish, usage=usage, sd=sd)
+        yield Event("final", finish_reason=finish, usage=usage, sd=self.finish_sd(sd, usage, tokens_seen))
 
     async def counters(self) -> dict[str, Any] | None:
         if self._session is None:

@@ -29,7 +29,17 @@ BUILTIN: dict[str, EngineEntry] = {
                              extra="hf", requires=("torch", "transformers", "gguf")),
     "openai": EngineEntry("speedbench.engines.openai_http:OpenAIEngine",
                           "any OpenAI-compatible streaming server (--base-url), counters from --metrics-url"),
+    "vllm": EngineEntry("speedbench.engines.vllm:VLLMEngine",
+                        "vLLM server: attach (--base-url) or --launch (none, ngram, draft, eagle, eagle3, mtp)"),
+    "llamacpp": EngineEntry("speedbench.engines.llamacpp:LlamaCppEngine",
+                            "llama.cpp llama-server: attach or --launch (none, ngram, draft)"),
+    "sglang": EngineEntry("speedbench.engines.sglang:SGLangEngine",
+                          "SGLang server: attach or --launch (GPU only; parsing tested on recorded formats)"),
+    "trtllm": EngineEntry("speedbench.engines.trtllm:TRTLLMEngine",
+                          "TensorRT-LLM trtllm-serve: attach or --launch (GPU only; parsing tested on recorded formats)"),
 }
+# engines whose adapters can start the server themselves (--launch)
+LAUNCHABLE = frozenset({"vllm", "llamacpp", "sglang", "trtllm"})
 
 
 class EngineNotFound(LookupError):

@@ -45,6 +45,7 @@ def sum_stats(stats: Iterable[SDStats], source: str | None = None) -> SDStats | 
         per_position=per_pos,
         histogram=hist,
         source=source or items[0].source,  # type: ignore[arg-type]
+        inferred=sorted({f for s in items for f in s.inferred}),
     )
 
 

