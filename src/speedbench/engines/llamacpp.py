@@ -70,10 +70,11 @@ class LlamaCppEngine(LaunchedEngine):
         body["timings_per_token"] = False
         return body
 
-    def parse_sd(self, obj: dict[str, Any]) -> SDStats | None:
+    def parse_sd(self, obj: dict[str, Any], state: dict[str, Any]) -> SDStats | None:
         return parse_llamacpp_timings(obj.get("timings"))
 
-    def finish_sd(self, sd: SDStats | None, usage: dict[str, Any] | None, tokens_seen: int) -> SDStats | None:
+    def finish_sd(self, sd: SDStats | None, usage: dict[str, Any] | None, tokens_seen: int,
+                  state: dict[str, Any]) -> SDStats | None:
         if sd is None:
             return None
         tokens = int(usage["completion_tokens"]) if usage and usage.get("completion_tokens") is not None \

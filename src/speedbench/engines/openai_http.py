@@ -177,13 +177,20 @@ class OpenAIEngine:
             body["prompt"] = render_completion_prompt(request.messages)
         return body
 
-    def parse_sd(self, obj: dict[str, Any]) -> SDStats | None:
+    def parse_sd(self, obj: dict[str, Any], state: dict[str, Any]) -> SDStats | None:
+        """One SSE object -> the request's SD stats when it carries them.  ``state`` is a dict private
+        to this request (adapters keep running values there, e.g. TRT-LLM's per-chunk average)."""
         metrics = obj.get("metrics")
         if isinstance(metrics, dict):
             return parse_vllm_sd(metrics.get("speculative_decoding"), self.draft_length)
         return None
 
-    def finish_sd(self, sd: SDStats | None, usage: dict[str, Any] | None, tokens_seen: int) -> SDStats | None:
+    def parse_counters(self, text: str) -> dict[str, Any] | None:
+        """A /metrics page -> counter snapshot (metrics/counters.py shape), or None without SD counters."""
+        return parse_sd_counters(text, self.counter_prefix)
+
+    def finish_sd(self, sd: SDStats | None, usage: dict[str, Any] | None, tokens_seen: int,
+                  state: dict[str, Any]) -> SDStats | None:
         """Complete the engine's per-request stats once the stream ended (llama.cpp infers steps here)."""
         return sd
 
@@ -196,6 +203,7 @@ class OpenAIEngine:
         finish: str | None = None
         done = False
         tokens_seen = 0
+        state: dict[str, Any] = {}
         try:
             body = orjson.dumps(self.payload(request))
             async with self._session.post(url, data=body, headers=JSON_HEADERS) as resp:
@@ -224,7 +232,7 @@ class OpenAIEngine:
                             raise RequestError("server_error", str(obj["error"])[:300])
                         if obj.get("usage"):
                             usage = obj["usage"]
-                        got_sd = self.parse_sd(obj)
+                        got_sd = self.parse_sd(obj, state)
                         if got_sd is not None:
                             sd = got_sd
                         for choice in obj.get("choices") or ():
@@ -248,7 +256,7 @@ class OpenAIEngine:
             raise RequestError("client_error", f"{type(e).__name__}: {e}") from None
         if not done and finish is None:
             raise RequestError("reset", "stream ended without [DONE] or finish_reason")
-        yield Event("final", finish_reason=finish, usage=usage, sd=self.finish_sd(sd, usage, tokens_seen))
+        yield Event("final", finish_reason=finish, usage=usage, sd=self.finish_sd(sd, usage, tokens_seen, state))
 
     async def counters(self) -> dict[str, Any] | None:
         if self._session is None:
@@ -266,7 +274,7 @@ class OpenAIEngine:
             self.counter_error = f"{self.metrics_url}: unreadable body ({e})"
             return None
         try:
-            snap = parse_sd_counters(text, self.counter_prefix)
+            snap = self.parse_counters(text)
         except ValueError as e:  # 200 but not Prometheus text (an HTML page, say)
             self.counter_error = f"{self.metrics_url}: not Prometheus text ({e})"
             return None

@@ -2,7 +2,9 @@
 
 A snapshot is ``{"num_drafts": float, "num_draft_tokens": float, "num_accepted_tokens": float,
 "per_position": {"0": float, ...}}`` (engine adapters map their own counter names onto these;
-vLLM: vllm:spec_decode_num_drafts_total -> num_drafts, ...).  steps = drafts.
+vLLM: vllm:spec_decode_num_drafts_total -> num_drafts, ...).  steps = drafts.  An optional
+``"inferred": [field, ...]`` names fields the adapter derived rather than read (SGLang has no
+accepted-token counter, TensorRT-LLM no step counter); the delta carries the label on.
 """
 
 from __future__ import annotations
@@ -31,5 +33,6 @@ def counter_delta(before: dict[str, Any] | None, after: dict[str, Any] | None) -
             hist.append(prev - p)
             prev = p
         hist.append(per_pos[-1])
+    inferred = sorted(set(after.get("inferred") or []) | set(before.get("inferred") or []))
     return SDStats(drafted=drafted, accepted=accepted, steps=steps, per_position=per_pos,
-                   histogram=hist, source="counter_delta")
+                   histogram=hist, source="counter_delta", inferred=inferred)
