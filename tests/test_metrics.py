@@ -135,15 +135,18 @@ def test_invariants_flag_violations():
     assert inv.al_bounded([(r, too_high)], k=3)["ok"] is False
     assert inv.histogram_sums([(r, good)])["ok"] is True
     assert inv.histogram_sums([(r, SDStats(9, 3, 3, histogram=[1, 1, 0, 0]))])["ok"] is False
-    assert inv.tokens_match_steps([(r, good)])["ok"] is True          # 7 = 1 + 3 steps + 3 accepted
+    assert inv.tokens_match_steps([(r, good)], k=3)["ok"] is True          # 7 = 1 + 3 steps + 3 accepted
     # more tokens than 1 + steps + accepted: decode steps without a draft (vLLM/llama.cpp count only
     # steps that verified a draft) -- allowed, and counted in the detail
-    undrafted = inv.tokens_match_steps([(r, SDStats(9, 2, 3))])
+    undrafted = inv.tokens_match_steps([(r, SDStats(9, 2, 3))], k=3)
     assert undrafted["ok"] is True and "1 requests had 1 decode steps without a draft" in undrafted["detail"]
-    # fewer tokens than the steps and accepted drafts imply is impossible
-    assert inv.tokens_match_steps([(r, SDStats(12, 4, 4))])["ok"] is False   # 7 < 1 + 4 + 4
+    # fewer: the last step's drafts accepted past the stop point, at most k: 7 = 1 + 3 + 5 - 2
+    cut = inv.tokens_match_steps([(r, SDStats(12, 5, 3))], k=3)
+    assert cut["ok"] is True and "1 requests had 2 accepted drafts past the stop point" in cut["detail"]
+    # more than k short is impossible: 7 < 1 + 4 + 6 - 3
+    assert inv.tokens_match_steps([(r, SDStats(12, 6, 4))], k=3)["ok"] is False
     # steps a source inferred from the token count are not checked against it
-    assert inv.tokens_match_steps([(r, SDStats(12, 4, 4, inferred=["steps"]))])["ok"] is None
+    assert inv.tokens_match_steps([(r, SDStats(12, 6, 4, inferred=["steps"]))], k=3)["ok"] is None
     assert inv.histogram_sums([])["ok"] is None
     ok = inv.per_request_vs_counters(SDStats(100, 50, 40), SDStats(100, 50, 40), 0)
     assert ok["ok"] is True
@@ -159,10 +162,15 @@ def test_invariants_flag_violations():
     assert inv.counters_within_traffic(SDStats(9, 3, 3), [r], 0)["ok"] is True
     extra = inv.counters_within_traffic(SDStats(30, 10, 20), [r], 0)
     assert extra["ok"] is False and "other traffic" in extra["detail"]
-    # chunk estimate vs per-request totals: steps and accepted only
-    ch = inv.chunks_vs(SDStats(9, 3, 3), "per_request", SDStats(12, 3, 4), 0)
-    assert ch["ok"] is False and "steps: chunks 4 vs per_request 3" in ch["detail"]
-    assert inv.chunks_vs(SDStats(9, 3, 3), "per_request", SDStats(12, 3, 3), 0)["ok"] is True
+    # chunk estimate vs an engine source: accepted must agree up to k per request cut at the stop point;
+    # steps are reported (chunks also count decode steps without a draft)
+    ch = inv.chunks_vs(SDStats(30, 10, 10), "per_request", SDStats(60, 8, 20), 0, n_requests=1, k=3)
+    assert ch["ok"] is True and "10 without a draft" in ch["detail"] and "gap 2" in ch["detail"]
+    merged = inv.chunks_vs(SDStats(30, 10, 10), "per_request", SDStats(27, 12, 9), 0, n_requests=1, k=3)
+    assert merged["ok"] is False and "merged chunks" in merged["detail"]      # chunks saw 2 more accepted
+    too_far = inv.chunks_vs(SDStats(300, 100, 100), "counter_delta", SDStats(300, 90, 100), 0, n_requests=2, k=3)
+    assert too_far["ok"] is False                                           # gap 10 > 2 x 3 + 1
+    assert inv.chunks_vs(None, "per_request", SDStats(1, 1, 1), 0, 1, 3)["ok"] is None
 
 
 def test_summarize_contract_and_sources():

@@ -54,29 +54,53 @@ EngineOpt = Annotated[list[str], typer.Option("-E", "--engine-opt",
                       help="engine option key=value (repeatable), e.g. -E acceptance=0.8,0.6,0.4 -E step_ms=5")]
 
 
+# Options shared by `run` and `check-lossless` (one definition each).
+EngineName = Annotated[str, typer.Option("--engine", "-e", help="engine name (see `speedbench engines`)")]
+BaseUrl = Annotated[Optional[str], typer.Option(help="server URL for HTTP engines, e.g. http://127.0.0.1:8000/v1")]
+ModelOpt = Annotated[Optional[str], typer.Option(help="reference: HF folder, .gguf or 'smollm2' (default); --launch: the model the server loads; attached HTTP engines: model name sent (default: first of /v1/models)")]
+SdOpt = Annotated[Optional[str], typer.Option(help="SD method (reference: none|ngram|draft, default ngram; vllm: none|ngram|draft|eagle|eagle3|mtp; llamacpp: none|ngram|draft; sglang, trtllm: docs/engines.md)")]
+LaunchOpt = Annotated[bool, typer.Option("--launch", help="start the engine's server (vllm, llamacpp, sglang, trtllm) on a free port, log in the run dir, stop it at the end")]
+ServerBin = Annotated[Optional[str], typer.Option(help="with --launch: the server executable (llama-server, trtllm-serve) or the Python that has vllm/sglang")]
+ServerArg = Annotated[list[str], typer.Option("--server-arg", help="with --launch: extra server argument, verbatim (repeatable), e.g. --server-arg=--enforce-eager")]
+DraftModel = Annotated[Optional[str], typer.Option(help="draft model (or EAGLE head) for --sd draft/eagle (same tokenizer as the target)")]
+MetricsUrl = Annotated[Optional[str], typer.Option(help="Prometheus /metrics URL (default: the server's /metrics)")]
+EndpointOpt = Annotated[str, typer.Option(help="chat or completions")]
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="embedded name (starter) or .jsonl/.parquet path")]
+NumRequests = Annotated[Optional[int], typer.Option("--num-requests", "-n", help="conversations to run, picked round-robin over categories")]
+SeedOpt = Annotated[int, typer.Option(help="seed for the stratified pick")]
+Concurrency = Annotated[int, typer.Option("--concurrency", "-c")]
+DraftLength = Annotated[int, typer.Option("--draft-length", "-k", help="draft tokens per step (engines that take it)")]
+OutputLen = Annotated[Optional[int], typer.Option(help="max output tokens per turn (default 256; reference engine 32)")]
+Temperature = Annotated[float, typer.Option()]
+IgnoreEos = Annotated[bool, typer.Option("--ignore-eos", help="ask the server to ignore EOS")]
+Warmup = Annotated[int, typer.Option(help="warm-up requests (not recorded)")]
+Timeout = Annotated[float, typer.Option(help="per-request timeout, seconds")]
+
+
 @app.command()
 def run(
-    engine: Annotated[str, typer.Option("--engine", "-e", help="engine name (see `speedbench engines`)")] = "reference",
-    base_url: Annotated[Optional[str], typer.Option(help="server URL for HTTP engines, e.g. http://127.0.0.1:8000/v1")] = None,
-    model: Annotated[Optional[str], typer.Option(help="reference: HF folder, .gguf or 'smollm2' (default); HTTP engines: model name sent (default: first of /v1/models)")] = None,
-    sd: Annotated[Optional[str], typer.Option(help="SD method (reference: none|ngram|draft, default ngram; vllm: none|ngram|draft|eagle|eagle3|mtp; llamacpp: none|ngram|draft; sglang/trtllm: see docs/engines.md)")] = None,
-    launch: Annotated[bool, typer.Option("--launch", help="start the engine's server (vllm, llamacpp, sglang, trtllm) on a free port, log in the run dir, stop it at the end")] = False,
-    server_bin: Annotated[Optional[str], typer.Option(help="with --launch: the server executable (llama-server, trtllm-serve) or the Python that has vllm/sglang")] = None,
-    server_arg: Annotated[list[str], typer.Option("--server-arg", help="with --launch: extra server argument, verbatim (repeatable), e.g. --server-arg=--enforce-eager")] = [],  # noqa: B006
-    draft_model: Annotated[Optional[str], typer.Option(help="draft model for --sd draft (same tokenizer as the target)")] = None,
-    metrics_url: Annotated[Optional[str], typer.Option(help="Prometheus /metrics URL (default: the server's /metrics)")] = None,
-    endpoint: Annotated[str, typer.Option(help="chat or completions")] = "chat",
-    engine_opt: EngineOpt = [],  # noqa: B006 - typer needs a literal default
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="embedded name (starter) or .jsonl/.parquet path")] = "starter",
-    num_requests: Annotated[Optional[int], typer.Option("--num-requests", "-n", help="conversations to run, picked round-robin over categories")] = None,
-    seed: Annotated[int, typer.Option(help="seed for the stratified pick")] = 0,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c")] = 32,
-    draft_length: Annotated[int, typer.Option("--draft-length", "-k", help="draft tokens per step (engines that take it)")] = 3,
-    output_len: Annotated[Optional[int], typer.Option(help="max output tokens per turn (default 256; reference engine 32)")] = None,
-    temperature: Annotated[float, typer.Option()] = 0.0,
-    ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="ask the server to ignore EOS")] = False,
-    warmup: Annotated[int, typer.Option(help="warm-up requests (not recorded)")] = 2,
-    timeout: Annotated[float, typer.Option(help="per-request timeout, seconds")] = 300.0,
+    engine: EngineName = "reference",
+    base_url: BaseUrl = None,
+    model: ModelOpt = None,
+    sd: SdOpt = None,
+    launch: LaunchOpt = False,
+    server_bin: ServerBin = None,
+    server_arg: ServerArg = [],  # noqa: B006 - typer needs a literal default
+    draft_model: DraftModel = None,
+    metrics_url: MetricsUrl = None,
+    endpoint: EndpointOpt = "chat",
+    engine_opt: EngineOpt = [],  # noqa: B006
+    dataset: DatasetOpt = "starter",
+    num_requests: NumRequests = None,
+    seed: SeedOpt = 0,
+    max_turns: Annotated[Optional[int], typer.Option(help="keep only the first N turns of each conversation")] = None,
+    concurrency: Concurrency = 32,
+    draft_length: DraftLength = 3,
+    output_len: OutputLen = None,
+    temperature: Temperature = 0.0,
+    ignore_eos: IgnoreEos = False,
+    warmup: Warmup = 2,
+    timeout: Timeout = 300.0,
     out: Annotated[Optional[str], typer.Option(help="run directory (default runs/<UTC time>-<engine>)")] = None,
     resume: Annotated[Optional[str], typer.Option(help="finish an interrupted run in this directory")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
@@ -93,7 +117,7 @@ def run(
                               endpoint=endpoint, sd=sd, draft_model=draft_model,  # type: ignore[arg-type]
                               launch=launch, server_bin=server_bin, server_args=server_arg,
                               options=parse_engine_options(engine_opt)),
-            dataset=DatasetSpec(name=dataset, num_requests=num_requests, seed=seed),
+            dataset=DatasetSpec(name=dataset, num_requests=num_requests, seed=seed, max_turns=max_turns),
             concurrency=concurrency, draft_length=draft_length, output_len=output_len, temperature=temperature,
             ignore_eos=ignore_eos, warmup=warmup, timeout_s=timeout, out=out)
         if resume is None:
@@ -176,6 +200,60 @@ def report(
         console.print(comparison_table(summaries[0], summaries[1], "A", "B"))
         console.print(f"A = {run_dirs[0]}, B = {run_dirs[1]}; speedup = mean user tok/s B / A "
                       "(paired by category; confidence intervals come later)")
+
+
+@app.command("check-lossless")
+def check_lossless(
+    engine: EngineName = "reference",
+    sd: SdOpt = None,
+    base_url: Annotated[Optional[str], typer.Option(help="attached: the server with SD on")] = None,
+    baseline_url: Annotated[Optional[str], typer.Option(help="attached: the same target with SD off")] = None,
+    model: ModelOpt = None,
+    launch: LaunchOpt = False,
+    server_bin: ServerBin = None,
+    server_arg: ServerArg = [],  # noqa: B006
+    draft_model: DraftModel = None,
+    engine_opt: EngineOpt = [],  # noqa: B006
+    endpoint: EndpointOpt = "chat",
+    dataset: DatasetOpt = "starter",
+    num_requests: NumRequests = 22,
+    seed: SeedOpt = 0,
+    concurrency: Concurrency = 32,
+    draft_length: DraftLength = 3,
+    output_len: OutputLen = None,
+    temperature: Temperature = 0.0,
+    ignore_eos: IgnoreEos = False,
+    warmup: Warmup = 2,
+    timeout: Timeout = 300.0,
+    score_model: Annotated[Optional[str], typer.Option(help="temperature > 0: the target model (HF folder, .gguf) that scores both runs' outputs (default --model)")] = None,
+    out: Annotated[str, typer.Option(help="directory for baseline/, sd/ and lossless.json")] = "runs/lossless",
+) -> None:
+    """Run the same first turns with SD off and on; greedy: identical outputs? sampling: same target
+    log-probability? Exit 0 when lossless, 1 when not."""
+    from speedbench.check_lossless import check
+    from speedbench.config import DatasetSpec, EngineSpec, RunConfig, parse_engine_options
+    from speedbench.report.console import lossless_table, make_console
+
+    console = make_console()
+    try:
+        cfg = RunConfig(
+            engine=EngineSpec(kind=engine, base_url=base_url, model=model, endpoint=endpoint,  # type: ignore[arg-type]
+                              sd=sd, draft_model=draft_model, launch=launch, server_bin=server_bin,
+                              server_args=server_arg, options=parse_engine_options(engine_opt)),
+            dataset=DatasetSpec(name=dataset, num_requests=num_requests, seed=seed, max_turns=1),
+            concurrency=concurrency, draft_length=draft_length, output_len=output_len, temperature=temperature,
+            ignore_eos=ignore_eos, warmup=warmup, timeout_s=timeout, out=out)
+        from speedbench.engines import registry
+        registry.resolve(cfg.engine.kind)
+        console.print(f"speedbench check-lossless: engine={engine} sd={sd} k={draft_length} T={temperature} -> {out}")
+        result = check(cfg, baseline_url=baseline_url, score_model=score_model)
+    except _user_errors() as e:
+        fail(_one_line(e))
+        return
+    console.print(lossless_table(result))
+    console.print(f"written: {out}/lossless.json")
+    if not result["lossless"]:
+        raise typer.Exit(1)
 
 
 @app.command()

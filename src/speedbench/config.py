@@ -31,6 +31,7 @@ class DatasetSpec(BaseModel):
     name: str = "starter"
     num_requests: int | None = None
     seed: int = 0
+    max_turns: int | None = Field(None, ge=1)   # keep only the first N turns of each conversation
 
     @field_validator("num_requests")
     @classmethod

@@ -28,6 +28,14 @@ from speedbench.records import RequestRecord
 from speedbench.results.rundir import RunDir, RunDirError
 
 
+def limit_turns(samples: list[Sample], max_turns: int | None) -> list[Sample]:
+    """Keep the first ``max_turns`` turns of each conversation (all when None)."""
+    if max_turns is None:
+        return samples
+    return [dataclasses.replace(s, turns=s.turns[:max_turns], multiturn=min(len(s.turns), max_turns) > 1)
+            for s in samples]
+
+
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -172,12 +180,13 @@ def prepare(cfg: RunConfig, resume: str | None) -> tuple[RunConfig, RunDir, list
         if content_hash(all_samples) != manifest["dataset"]["content_hash"]:
             raise RunDirError(f"{run_dir.manifest_path}: dataset {cfg.dataset.name!r} changed since the run started "
                               "(content hash differs); cannot resume")
-        samples = [by_id[q] for q in manifest["dataset"]["question_ids"]]
+        samples = limit_turns([by_id[q] for q in manifest["dataset"]["question_ids"]], cfg.dataset.max_turns)
         done = {(r.question_id, r.turn): r for r in run_dir.load_records()}
         manifest["resumed_utc"] = manifest.get("resumed_utc", []) + [utc_now()]
         return cfg, run_dir, samples, done, manifest
     all_samples = load_dataset(cfg.dataset.name)
-    samples = pick_stratified(all_samples, cfg.dataset.num_requests, cfg.dataset.seed)
+    samples = limit_turns(pick_stratified(all_samples, cfg.dataset.num_requests, cfg.dataset.seed),
+                          cfg.dataset.max_turns)
     cfg = resolve_output_len(cfg)
     out = cfg.out or default_out(cfg.engine.kind)
     cfg = cfg.model_copy(update={"out": out})

@@ -3,7 +3,8 @@
 
 Acceptance sources (all under speedbench's definitions, docs/engines.md):
 - per request: ``metrics.speculative_decoding`` {num_spec_steps, num_draft_tokens,
-  num_accepted_draft_tokens, acceptance_histogram} when the server offers it -> steps, drafted,
+  num_accepted_draft_tokens, acceptance_histogram} on the final usage chunk, when the server runs with
+  ``--per-request-spec-decode-metrics summary`` (vLLM >= 0.32; added by --launch) -> steps, drafted,
   accepted, histogram (source per_request);
 - counters: ``vllm:spec_decode_num_drafts_total`` (= steps), ``..._num_draft_tokens_total``,
   ``..._num_accepted_tokens_total``, ``..._num_accepted_tokens_per_pos_total{position}`` (deltas around
@@ -33,6 +34,8 @@ class VLLMEngine(LaunchedEngine):
         self.ngram_min = int(opts.pop("ngram_min", 2))
         raw = opts.pop("spec_config", None)  # -E spec_config='{"...": ...}' merged over the built config
         self.spec_extra: dict[str, Any] = json.loads(raw) if raw else {}
+        # older vLLM lacks --per-request-spec-decode-metrics: -E per_request_metrics=false
+        self.per_request_metrics = opts.pop("per_request_metrics", "true").lower() in ("1", "true", "yes")
         super().__init__(*args, options=opts, **kw)
 
     def speculative_config(self) -> dict[str, Any] | None:
@@ -62,4 +65,6 @@ class VLLMEngine(LaunchedEngine):
         spec = self.speculative_config()
         if spec is not None:
             cmd += ["--speculative-config", json.dumps(spec, separators=(",", ":"))]
+            if self.per_request_metrics:   # vLLM >= 0.32: per-request stats on the final usage chunk
+                cmd += ["--per-request-spec-decode-metrics", "summary"]
         return cmd + self.server_args   # user's --server-arg last: they win over ours

@@ -88,7 +88,7 @@ def summarize(
     invariants = [
         inv.al_bounded(pairs, k),
         inv.histogram_sums(pairs),
-        inv.tokens_match_steps([(r, s) for r, s in pairs if s.source == "per_request"]),
+        inv.tokens_match_steps([(r, s) for r, s in pairs if s.source == "per_request"], k),
     ]
     # Cross-check the three sources per measured window: per-request totals, counter deltas, and the
     # chunk estimate (engines that stream one chunk per step).  A source is only summed over a segment
@@ -109,9 +109,9 @@ def summarize(
             invariants.append(inv.counters_within_traffic(d, [r for r in records if r.segment == seg], seg))
         if seg_chunks is not None and (seg_req is not None or d is not None):
             if d is not None:
-                invariants.append(inv.chunks_vs(d, "counter_delta", seg_chunks, seg))
+                invariants.append(inv.chunks_vs(d, "counter_delta", seg_chunks, seg, len(seg_ok), k))
             if seg_req is not None:
-                invariants.append(inv.chunks_vs(seg_req, "per_request", seg_chunks, seg))
+                invariants.append(inv.chunks_vs(seg_req, "per_request", seg_chunks, seg, len(seg_ok), k))
 
     return {
         "k": k,

@@ -36,23 +36,27 @@ def histogram_sums(pairs: Sequence[tuple[RequestRecord, SDStats]]) -> dict[str, 
                 f"{len(bad)} of {len(with_hist)} requests: sum(histogram) != steps" + (f": {bad[:5]}" if bad else ""))
 
 
-def tokens_match_steps(pairs: Sequence[tuple[RequestRecord, SDStats]]) -> dict[str, Any]:
-    """completion tokens >= accepted + steps + 1 (the first token comes from prefill; a decode step on
-    which the engine drafted nothing yields one token and is no verification step).  Fewer tokens than
-    that is impossible (violation); more is reported as steps without a draft."""
+def tokens_match_steps(pairs: Sequence[tuple[RequestRecord, SDStats]], k: int) -> dict[str, Any]:
+    """completion tokens vs 1 + steps + accepted (the first token comes from prefill).
+
+    More tokens: decode steps on which the engine drafted nothing (one token each, no verification;
+    vLLM's ngram with no match) -- allowed and counted.  Fewer: only the last step may have accepted
+    drafts past the stop point (max_tokens or EOS) that the engine counted but did not emit, at most
+    k; anything beyond that is a violation."""
     checked = [(r, s) for r, s in pairs if r.completion_tokens is not None and s.steps > 0
                and "steps" not in s.inferred]   # inferred steps come from this very equation
     if not checked:
-        return _inv("tokens_ge_accepted_plus_steps", None, "no server token counts with reported SD stats")
+        return _inv("tokens_vs_accepted_plus_steps", None, "no server token counts with reported SD stats")
     bad = [(r.question_id, r.turn, r.completion_tokens, s.accepted, s.steps) for r, s in checked
-           if r.completion_tokens < s.accepted + s.steps + 1]
-    undrafted = sum(r.completion_tokens - (s.accepted + s.steps + 1) for r, s in checked
-                    if r.completion_tokens > s.accepted + s.steps + 1)
-    n_und = sum(1 for r, s in checked if r.completion_tokens > s.accepted + s.steps + 1)
-    detail = (f"{len(bad)} of {len(checked)} requests: completion_tokens < accepted + steps + 1 (prefill token)"
+           if r.completion_tokens < s.accepted + s.steps + 1 - k]
+    over = [r.completion_tokens - (s.accepted + s.steps + 1) for r, s in checked]
+    undrafted = sum(v for v in over if v > 0)
+    cut = sum(-v for v in over if v < 0)
+    detail = (f"{len(bad)} of {len(checked)} requests: completion_tokens < 1 + steps + accepted - k"
               + (f"; first (qid, turn, tokens, accepted, steps): {bad[:5]}" if bad else ""))
-    detail += f"; {n_und} requests had {undrafted} decode steps without a draft (tokens > 1 + steps + accepted)"
-    return _inv("tokens_ge_accepted_plus_steps", not bad, detail)
+    detail += (f"; {sum(1 for v in over if v > 0)} requests had {undrafted} decode steps without a draft; "
+               f"{sum(1 for v in over if v < 0)} requests had {cut} accepted drafts past the stop point")
+    return _inv("tokens_vs_accepted_plus_steps", not bad, detail)
 
 
 FIELDS = ("drafted", "accepted", "steps")
@@ -84,13 +88,27 @@ def per_request_vs_counters(per_request: SDStats | None, delta: SDStats | None, 
                            "counters", [f for f in FIELDS if f not in inferred], note)
 
 
-def chunks_vs(other: SDStats | None, other_label: str, chunks: SDStats | None, segment: int) -> dict[str, Any]:
-    """The chunk estimate (one chunk = one step) against another source: steps and accepted only
-    (chunks cannot tell how many tokens were drafted).  A step with no draft looks like a step
-    whose drafts were all rejected, and chunks a server merged look like one long step."""
-    return compare_sources(f"chunks_vs_{other_label}[segment {segment}]", chunks, "chunks", other, other_label,
-                           ("accepted", "steps"),
-                           "chunk estimate differs: merged chunks or decode steps without a draft")
+def chunks_vs(other: SDStats | None, other_label: str, chunks: SDStats | None, segment: int,
+              n_requests: int, k: int) -> dict[str, Any]:
+    """The chunk estimate (one chunk = one decode step) against an engine source.
+
+    Accepted drafts must agree: a chunk of n tokens holds n-1 accepted drafts, so a decode step
+    without a draft (1 token) adds none, and only two steps merged into one chunk (or drafts
+    accepted past the stop point, at most k per request, which the engine counts but never sends)
+    make them differ.  Steps are reported, not compared: chunks count every decode step, engines
+    only the steps that verified a draft."""
+    name = f"chunks_vs_{other_label}[segment {segment}]"
+    if other is None or chunks is None:
+        return _inv(name, None, f"needs both chunks and {other_label}")
+    gap = other.accepted - chunks.accepted          # >= 0: drafts past the stop point; < 0: merged chunks
+    allowed = k * n_requests + REL_TOL * max(other.accepted, 1)
+    ok = -REL_TOL * max(other.accepted, 1) <= gap <= allowed and chunks.steps >= other.steps * (1 - REL_TOL)
+    detail = (f"accepted: chunks {chunks.accepted} vs {other_label} {other.accepted} (gap {gap}; allowed 0..{allowed:.0f}"
+              f" = up to k per request cut at the stop point + 1%); steps: chunks {chunks.steps} decode steps vs "
+              f"{other_label} {other.steps} verification steps ({chunks.steps - other.steps} without a draft)")
+    if not ok:
+        detail += " [chunk estimate disagrees: merged chunks, or the engine's counts are off]"
+    return _inv(name, ok, detail)
 
 
 def counters_within_traffic(delta: SDStats | None, records: Sequence[RequestRecord], segment: int) -> dict[str, Any]:

@@ -105,3 +105,31 @@ def comparison_table(base: dict[str, Any], other: dict[str, Any], base_name: str
         t.add_row(name, _f(a.get("acceptance_length")), _f(b.get("acceptance_length")), _f(ua, 1), _f(ub, 1),
                   "-" if sp is None else f"{sp:.2f}x", style="bold" if name == "overall" else None)
     return t
+
+
+def lossless_table(result: dict[str, Any]) -> Table:
+    """check-lossless: the verdict, the identical share and the first mismatches (or the score test)."""
+    o = result["outputs"]
+    verdict = "LOSSLESS" if result["lossless"] else "NOT LOSSLESS"
+    t = Table(title=f"check-lossless: {result['engine']} sd={result['sd']} k={result['k']} "
+                    f"T={result['temperature']}: {verdict}")
+    t.add_column("figure")
+    t.add_column("value")
+    t.add_row("mode", result["mode"])
+    share = o["identical_share"]
+    t.add_row("identical outputs", f"{o['identical']}/{o['pairs']}" + ("" if share is None else f" ({share:.1%})"))
+    t.add_row("request errors (either run)", str(len(o["errors"])))
+    t.add_row("SD run AL (token-weighted) / AR", f"{_f(result['sd_acceptance_length'])} / "
+                                                 f"{_f(result['sd_acceptance_rate'])}")
+    for m in o["mismatches"][:10]:
+        t.add_row(f"mismatch {m['question_id']} turn {m['turn']}",
+                  f"first divergence at {m['unit']} {m['first_divergence']} "
+                  f"(lengths {m['baseline_len']}/{m['sd_len']}): {m['baseline_at']!r} vs {m['sd_at']!r}")
+    if len(o["mismatches"]) > 10:
+        t.add_row("…", f"{len(o['mismatches']) - 10} more in lossless.json")
+    sc = result.get("scores")
+    if sc:
+        t.add_row("mean log-prob/token under target", f"baseline {_f(sc['baseline_mean_logprob'])} (n={sc['n_baseline']}) "
+                                                      f"vs SD {_f(sc['sd_mean_logprob'])} (n={sc['n_sd']})")
+        t.add_row("Welch z (|z| <= 3 is consistent)", _f(sc["welch_z"], 2))
+    return t

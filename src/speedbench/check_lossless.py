@@ -1,0 +1,80 @@
+"""``speedbench check-lossless``: the same prompts with SD off and on, outputs compared.
+
+Two runs go into ``<out>/baseline`` and ``<out>/sd`` (ordinary run directories: report works on
+them), first turns only (a later turn's prompt holds the model's own earlier reply, so one early
+divergence would make every later turn differ).  The verdict goes to ``<out>/lossless.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from speedbench.analysis.lossless import TargetScorer, compare_outputs, compare_scores
+from speedbench.config import RunConfig
+from speedbench.results.rundir import atomic_write
+from speedbench.run import execute, finish, prepare
+
+
+def pair_configs(cfg: RunConfig, baseline_url: str | None) -> tuple[RunConfig, RunConfig]:
+    """(baseline, sd) configs: the same everything, SD off in the baseline.  Attaching needs two
+    servers (``baseline_url`` serves the target without SD); launching starts each in turn."""
+    e = cfg.engine
+    if e.sd in (None, "none"):
+        raise ValueError("check-lossless needs --sd METHOD (the run to check; the baseline runs with SD off)")
+    out = Path(cfg.out or "runs/lossless")
+    ds = cfg.dataset.model_copy(update={"max_turns": 1})
+    if e.launch:
+        base_engine = e.model_copy(update={"sd": "none", "draft_model": None})
+    elif e.kind in ("reference", "mock"):
+        base_engine = e.model_copy(update={"sd": "none"})
+    else:
+        if not baseline_url:
+            raise ValueError("attached to a server: pass --baseline-url (the same target with SD off), "
+                             "or use --launch to start both")
+        base_engine = e.model_copy(update={"base_url": baseline_url, "sd": "none", "metrics_url": None})
+    base = cfg.model_copy(update={"engine": base_engine, "dataset": ds, "out": str(out / "baseline")})
+    sd = cfg.model_copy(update={"dataset": ds, "out": str(out / "sd")})
+    return base, sd
+
+
+def run_one(cfg: RunConfig) -> tuple[dict[str, Any], list[Any], list[Any]]:
+    cfg, run_dir, samples, done, manifest = prepare(cfg, None)
+    asyncio.run(execute(cfg, run_dir, samples, done, manifest))
+    summary = finish(run_dir)
+    return summary, run_dir.load_records(), samples
+
+
+def check(cfg: RunConfig, baseline_url: str | None = None, score_model: str | None = None) -> dict[str, Any]:
+    base_cfg, sd_cfg = pair_configs(cfg, baseline_url)
+    base_summary, base_recs, samples = run_one(base_cfg)
+    sd_summary, sd_recs, _ = run_one(sd_cfg)
+    result: dict[str, Any] = {
+        "engine": cfg.engine.kind, "sd": cfg.engine.sd, "k": cfg.draft_length, "temperature": cfg.temperature,
+        "baseline_dir": base_cfg.out, "sd_dir": sd_cfg.out,
+        "sd_acceptance_length": sd_summary["overall"].get("acceptance_length_token_weighted"),
+        "sd_acceptance_rate": sd_summary["overall"].get("acceptance_rate"),
+        "outputs": compare_outputs(base_recs, sd_recs),
+    }
+    if cfg.temperature == 0:
+        share = result["outputs"]["identical_share"]
+        result["mode"] = "greedy: outputs must be identical"
+        result["lossless"] = share == 1.0 and not result["outputs"]["errors"]
+    else:
+        model = score_model or cfg.engine.model
+        scorer = TargetScorer(model, cfg.temperature)
+        messages = {s.question_id: [{"role": "user", "content": s.turns[0]}] for s in samples}
+
+        def scores(recs: list[Any]) -> list[float]:
+            vals = [scorer.score(messages[r.question_id], r) for r in recs if r.ok and r.turn == 0]
+            return [v for v in vals if v is not None]
+
+        result["mode"] = (f"sampling: mean log-prob per token under the target ({scorer.folder}, T={cfg.temperature}) "
+                          "must not differ (Welch |z| <= 3)")
+        result["scores"] = compare_scores(scores(base_recs), scores(sd_recs))
+        result["lossless"] = bool(result["scores"]["consistent"])
+    out = Path(cfg.out or "runs/lossless")
+    atomic_write(out / "lossless.json", json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")
+    return result
