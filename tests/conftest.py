@@ -74,3 +74,30 @@ def tiny_pair_dirs(tmp_path_factory, smollm2_tokenizer_dir):
     from tiny_models import save_trio
 
     return save_trio(tmp_path_factory.mktemp("tiny"), smollm2_tokenizer_dir)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def engine_binary(env_var: str, default: Path, what: str, install: str) -> str:
+    """A real engine for the `engines` tests: $ENV_VAR, else the repo's .engines/ install.  Missing:
+    skip, unless SPEEDBENCH_REQUIRE_ENGINES=1 (CI and the README's test command), then fail."""
+    path = os.environ.get(env_var) or str(default)
+    if Path(path).exists():
+        return path
+    msg = f"{what} not found at {path} (set {env_var} or run {install})"
+    if os.environ.get("SPEEDBENCH_REQUIRE_ENGINES") == "1":
+        pytest.fail(msg + "; SPEEDBENCH_REQUIRE_ENGINES=1 makes this a failure")
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> str:
+    return engine_binary("SPEEDBENCH_VLLM_PYTHON", REPO / ".engines" / "vllm" / "bin" / "python", "vLLM",
+                         "scripts/install-vllm .engines/vllm")
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> str:
+    return engine_binary("SPEEDBENCH_LLAMA_SERVER", REPO / ".engines" / "llamacpp" / "bin" / "llama-server",
+                         "llama-server", "scripts/install-llamacpp .engines/llamacpp")

