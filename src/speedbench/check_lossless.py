@@ -47,9 +47,17 @@ def run_one(cfg: RunConfig) -> tuple[dict[str, Any], list[Any], list[Any]]:
     return summary, run_dir.load_records(), samples
 
 
-def check(cfg: RunConfig, baseline_url: str | None = None, score_model: str | None = None) -> dict[str, Any]:
+def check(cfg: RunConfig, baseline_url: str | None = None, score_model: str | None = None,
+          control: bool = False) -> dict[str, Any]:
+    """``control``: run the baseline a second time (``<out>/control``) to measure the engine's own
+    run-to-run nondeterminism (batch composition, kernel choice), so SD mismatches can be told apart
+    from it."""
     base_cfg, sd_cfg = pair_configs(cfg, baseline_url)
     base_summary, base_recs, samples = run_one(base_cfg)
+    control_recs = None
+    if control:
+        ctl_cfg = base_cfg.model_copy(update={"out": str(Path(cfg.out or "runs/lossless") / "control")})
+        _, control_recs, _ = run_one(ctl_cfg)
     sd_summary, sd_recs, _ = run_one(sd_cfg)
     result: dict[str, Any] = {
         "engine": cfg.engine.kind, "sd": cfg.engine.sd, "k": cfg.draft_length, "temperature": cfg.temperature,
@@ -58,21 +66,27 @@ def check(cfg: RunConfig, baseline_url: str | None = None, score_model: str | No
         "sd_acceptance_rate": sd_summary["overall"].get("acceptance_rate"),
         "outputs": compare_outputs(base_recs, sd_recs),
     }
+    if control_recs is not None:
+        result["control"] = compare_outputs(base_recs, control_recs)
     if cfg.temperature == 0:
         share = result["outputs"]["identical_share"]
         result["mode"] = "greedy: outputs must be identical"
         result["lossless"] = share == 1.0 and not result["outputs"]["errors"]
+        ctl = result.get("control")
+        if not result["lossless"] and ctl is not None and ctl["identical_share"] != 1.0:
+            result["note"] = (f"inconclusive: the engine is not deterministic without SD either (control: "
+                              f"{ctl['identical']}/{ctl['pairs']} identical); try --concurrency 1")
     else:
         model = score_model or cfg.engine.model
         scorer = TargetScorer(model, cfg.temperature)
         messages = {s.question_id: [{"role": "user", "content": s.turns[0]}] for s in samples}
 
-        def scores(recs: list[Any]) -> list[float]:
-            vals = [scorer.score(messages[r.question_id], r) for r in recs if r.ok and r.turn == 0]
-            return [v for v in vals if v is not None]
+        def scores(recs: list[Any]) -> dict[str, float]:
+            vals = {r.question_id: scorer.score(messages[r.question_id], r) for r in recs if r.ok and r.turn == 0}
+            return {q: v for q, v in vals.items() if v is not None}
 
         result["mode"] = (f"sampling: mean log-prob per token under the target ({scorer.folder}, T={cfg.temperature}) "
-                          "must not differ (Welch |z| <= 3)")
+                          "must not differ (paired by prompt, |z| <= 3)")
         result["scores"] = compare_scores(scores(base_recs), scores(sd_recs))
         result["lossless"] = bool(result["scores"]["consistent"])
     out = Path(cfg.out or "runs/lossless")

@@ -226,7 +226,8 @@ def check_lossless(
     warmup: Warmup = 2,
     timeout: Timeout = 300.0,
     score_model: Annotated[Optional[str], typer.Option(help="temperature > 0: the target model (HF folder, .gguf) that scores both runs' outputs (default --model)")] = None,
-    out: Annotated[str, typer.Option(help="directory for baseline/, sd/ and lossless.json")] = "runs/lossless",
+    control: Annotated[bool, typer.Option("--control", help="run the baseline twice to measure the engine's own run-to-run nondeterminism")] = False,
+    out: Annotated[str, typer.Option(help="directory for baseline/, sd/ (control/) and lossless.json")] = "runs/lossless",
 ) -> None:
     """Run the same first turns with SD off and on; greedy: identical outputs? sampling: same target
     log-probability? Exit 0 when lossless, 1 when not."""
@@ -246,7 +247,7 @@ def check_lossless(
         from speedbench.engines import registry
         registry.resolve(cfg.engine.kind)
         console.print(f"speedbench check-lossless: engine={engine} sd={sd} k={draft_length} T={temperature} -> {out}")
-        result = check(cfg, baseline_url=baseline_url, score_model=score_model)
+        result = check(cfg, baseline_url=baseline_url, score_model=score_model, control=control)
     except _user_errors() as e:
         fail(_one_line(e))
         return

@@ -7,8 +7,8 @@ diverging position (in token ids when both runs have them, else in characters).
 Sampling (temperature > 0): outputs differ by chance, so compare distributions instead.  Each
 output is scored under the *target* model (``TargetScorer``: mean log-probability per token at the
 run's temperature, computed in-process with transformers); lossless SD leaves the distribution of
-those scores unchanged.  ``compare_scores`` gives Welch's z for the difference of the two means
-(|z| > 3 -> not lossless).  Broken sampling SD (vLLM-CPU at temperature > 0) produces tokens the
+those scores unchanged.  ``compare_scores`` pairs the runs by prompt and gives the paired z of the
+per-prompt differences (|z| > 3 -> not lossless).  Broken sampling SD (vLLM-CPU at temperature > 0) produces tokens the
 target finds unlikely: a large negative z.
 """
 
@@ -82,11 +82,28 @@ def welch_z(a: Sequence[float], b: Sequence[float]) -> float | None:
     return (mb - ma) / se
 
 
-def compare_scores(base: Sequence[float], sd: Sequence[float]) -> dict[str, Any]:
-    z = welch_z(base, sd)
+def paired_z(base: dict[Any, float], sd: dict[Any, float]) -> tuple[float | None, int]:
+    """Paired z for prompts scored in both runs: mean(sd - base) / (sd(diff) / sqrt(n)).  Pairing by
+    prompt removes the prompt-to-prompt spread (a code prompt scores higher than a poem) that
+    swamps an unpaired test at small n."""
+    keys = sorted(set(base) & set(sd), key=str)
+    diffs = [sd[q] - base[q] for q in keys]
+    if len(diffs) < 2:
+        return None, len(diffs)
+    m = sum(diffs) / len(diffs)
+    var = sum((d - m) ** 2 for d in diffs) / (len(diffs) - 1)
+    if var == 0:
+        return (0.0 if m == 0 else math.copysign(math.inf, m)), len(diffs)
+    return m / math.sqrt(var / len(diffs)), len(diffs)
+
+
+def compare_scores(base: dict[Any, float], sd: dict[Any, float]) -> dict[str, Any]:
+    """Scores keyed by prompt; the verdict uses the paired z (Welch's unpaired z is shown beside it)."""
+    z, n = paired_z(base, sd)
     mean = (lambda v: sum(v) / len(v) if v else None)
-    return {"baseline_mean_logprob": mean(base), "sd_mean_logprob": mean(sd), "n_baseline": len(base),
-            "n_sd": len(sd), "welch_z": z, "z_limit": Z_LIMIT,
+    return {"baseline_mean_logprob": mean(list(base.values())), "sd_mean_logprob": mean(list(sd.values())),
+            "n_baseline": len(base), "n_sd": len(sd), "n_paired": n, "paired_z": z,
+            "welch_z": welch_z(list(base.values()), list(sd.values())), "z_limit": Z_LIMIT,
             "consistent": None if z is None else abs(z) <= Z_LIMIT}
 
 

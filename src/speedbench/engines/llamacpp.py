@@ -39,6 +39,7 @@ class LlamaCppEngine(LaunchedEngine):
     counter_prefix = "llamacpp:spec_decode_"
     sd_methods = ("none", "ngram", "draft")
     capabilities = Capabilities(per_request_sd_stats=True, counters=True, chunks_are_steps=False, token_ids=False)
+    keepalive_timeout_s = 2.0   # llama-server drops idle connections after 5 s
 
     def __init__(self, *args: Any, options: dict[str, str] | None = None, **kw: Any) -> None:
         opts = dict(options or {})

@@ -79,6 +79,9 @@ class OpenAIEngine:
     counter_prefix = "vllm:spec_decode_"
     # what the client can read when the server offers it (vLLM does all of these)
     capabilities = Capabilities(per_request_sd_stats=True, counters=True, chunks_are_steps=True, token_ids=True)
+    # idle pooled connections are dropped after this; keep it below the server's own keep-alive timeout
+    # (llama-server closes idle connections after 5 s) so a request never goes out on a closing socket
+    keepalive_timeout_s = 15.0
 
     def __init__(
         self,
@@ -112,7 +115,7 @@ class OpenAIEngine:
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        conn = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        conn = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=self.keepalive_timeout_s)
         self._session = aiohttp.ClientSession(connector=conn, headers=headers,
                                               timeout=aiohttp.ClientTimeout(total=None, sock_connect=30))
         url = f"{self.base_url}/models"
@@ -194,6 +197,17 @@ class OpenAIEngine:
         """Complete the engine's per-request stats once the stream ended (llama.cpp infers steps here)."""
         return sd
 
+    async def _post(self, url: str, body: bytes) -> aiohttp.ClientResponse:
+        """POST, retried once when a pooled keep-alive connection turns out closed before the server
+        answered (the server never saw the request, so the retry cannot double-count it)."""
+        assert self._session is not None
+        try:
+            return await self._session.post(url, data=body, headers=JSON_HEADERS)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+            if isinstance(e, aiohttp.ClientConnectorError):   # could not connect at all: no retry
+                raise
+            return await self._session.post(url, data=body, headers=JSON_HEADERS)
+
     # ---- streaming -------------------------------------------------------------------------
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         assert self._session is not None, "start() first"
@@ -206,7 +220,7 @@ class OpenAIEngine:
         state: dict[str, Any] = {}
         try:
             body = orjson.dumps(self.payload(request))
-            async with self._session.post(url, data=body, headers=JSON_HEADERS) as resp:
+            async with await self._post(url, body) as resp:
                 if resp.status != 200:
                     text = (await resp.text())[:300]
                     raise RequestError(f"http_{resp.status}", text)

@@ -85,7 +85,7 @@ def acceptance_summary(stats: list[SDStats], k: int | None = None) -> dict[str, 
             "histogram": {}, "steps": 0, "drafted": 0, "accepted": 0,
         }
     per_pos = total.per_position
-    if k is not None:
+    if k is not None and per_pos:   # empty = not reported (llama.cpp per request): no per-position figures
         per_pos = (list(per_pos) + [0] * k)[:k]
     return {
         "acceptance_length": macro_acceptance_length(stats),

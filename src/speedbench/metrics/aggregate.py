@@ -16,12 +16,14 @@ from speedbench.metrics.sources import chunk_stats, request_stats
 from speedbench.records import RequestRecord, SDStats
 
 
-def _timing(records: Sequence[RequestRecord]) -> dict[str, Any]:
+def _timing(records: Sequence[RequestRecord], chunks_are_steps: bool = True) -> dict[str, Any]:
+    """Client-timestamp figures.  Step time (gaps between chunks) only where a chunk is a step."""
     return {
         "ttft_s": distribution(ttft_s(r) for r in records),
         "tpot_s": distribution(tpot_s(r) for r in records),
         "itl_s": distribution(v for r in records for v in itl_s(r)),
-        "step_time_s": distribution(v for r in records for v in step_times_s(r)),
+        "step_time_s": distribution(v for r in records for v in step_times_s(r)) if chunks_are_steps
+        else distribution([]),
         "e2e_s": distribution(e2e_s(r) for r in records),
         "user_tps": distribution(user_tps(r) for r in records),
         "output_tps": output_tps(records),
@@ -68,8 +70,16 @@ def summarize(
         acc_c = acceptance_summary([total_delta], k)
         acc_c["acceptance_length"] = acc["acceptance_length"]
         acc = acc_c
+    per_position_source = overall_source if acc["conditional_acceptance_rate"] else "none"
+    if not acc["conditional_acceptance_rate"] and total_delta is not None and total_delta.per_position:
+        # per-request stats without per-position counts (llama.cpp): the counters have them
+        acc_c = acceptance_summary([total_delta], k)
+        acc["conditional_acceptance_rate"] = acc_c["conditional_acceptance_rate"]
+        acc["joint_acceptance_rate"] = acc_c["joint_acceptance_rate"]
+        acc["histogram"] = acc_c["histogram"]
+        per_position_source = "counter_delta"
     overall.update(acc)
-    overall.update(_timing(ok))
+    overall.update(_timing(ok, chunks_are_steps))
 
     by_cat: dict[str, list[RequestRecord]] = defaultdict(list)
     for r in ok:
@@ -82,7 +92,7 @@ def summarize(
         cat_stats = [stats_by_id[id(r)] for r in rs if id(r) in stats_by_id]
         entry: dict[str, Any] = {"requests": len(rs), "errors": errors_by_cat.get(cat, 0)}
         entry.update(acceptance_summary(cat_stats, k))
-        entry.update(_timing(rs))
+        entry.update(_timing(rs, chunks_are_steps))
         per_category[cat] = entry
 
     invariants = [
@@ -121,6 +131,7 @@ def summarize(
         "sources": {
             "acceptance": overall_source,
             "acceptance_per_category": "+".join(req_sources) if req_sources else "none",
+            "acceptance_per_position": per_position_source,
             "timing": "client perf_counter_ns timestamps",
             "tokens": sorted({r.completion_tokens_source for r in ok}),
         },

@@ -46,7 +46,7 @@ def tokens_match_steps(pairs: Sequence[tuple[RequestRecord, SDStats]], k: int) -
     checked = [(r, s) for r, s in pairs if r.completion_tokens is not None and s.steps > 0
                and "steps" not in s.inferred]   # inferred steps come from this very equation
     if not checked:
-        return _inv("tokens_vs_accepted_plus_steps", None, "no server token counts with reported SD stats")
+        return _inv("tokens_vs_accepted_plus_steps", None, "no request with a server token count and reported (not inferred) steps")
     bad = [(r.question_id, r.turn, r.completion_tokens, s.accepted, s.steps) for r, s in checked
            if r.completion_tokens < s.accepted + s.steps + 1 - k]
     over = [r.completion_tokens - (s.accepted + s.steps + 1) for r, s in checked]

@@ -77,7 +77,8 @@ def print_summary(summary: dict[str, Any], console: Console | None = None) -> No
     o = summary["overall"]
     src = summary["sources"]
     console.print(f"output throughput: {_f(o.get('output_tps'), 1)} tok/s over {o.get('output_tokens')} tokens; "
-                  f"acceptance source: overall={src['acceptance']}, per category={src['acceptance_per_category']}; "
+                  f"acceptance source: overall={src['acceptance']}, per category={src['acceptance_per_category']}, "
+                  f"per position={src.get('acceptance_per_position', src['acceptance'])}; "
                   f"AL = 1 + accepted/steps (bonus token counted)")
     if summary["errors_by_cause"]:
         console.print("errors by cause: " + ", ".join(f"{c}={n}" for c, n in sorted(summary["errors_by_cause"].items())),
@@ -119,17 +120,26 @@ def lossless_table(result: dict[str, Any]) -> Table:
     share = o["identical_share"]
     t.add_row("identical outputs", f"{o['identical']}/{o['pairs']}" + ("" if share is None else f" ({share:.1%})"))
     t.add_row("request errors (either run)", str(len(o["errors"])))
+    ctl = result.get("control")
+    if ctl is not None:
+        t.add_row("control: baseline vs baseline again", f"{ctl['identical']}/{ctl['pairs']} identical "
+                                                         "(the engine's own run-to-run determinism)")
+    if result.get("note"):
+        t.add_row("note", result["note"])
     t.add_row("SD run AL (token-weighted) / AR", f"{_f(result['sd_acceptance_length'])} / "
                                                  f"{_f(result['sd_acceptance_rate'])}")
-    for m in o["mismatches"][:10]:
+    sampling = result.get("scores") is not None
+    shown = [] if sampling else o["mismatches"][:10]   # with sampling, outputs differ by chance
+    for m in shown:
         t.add_row(f"mismatch {m['question_id']} turn {m['turn']}",
                   f"first divergence at {m['unit']} {m['first_divergence']} "
                   f"(lengths {m['baseline_len']}/{m['sd_len']}): {m['baseline_at']!r} vs {m['sd_at']!r}")
-    if len(o["mismatches"]) > 10:
-        t.add_row("…", f"{len(o['mismatches']) - 10} more in lossless.json")
+    if len(o["mismatches"]) > len(shown):
+        t.add_row("…", f"{len(o['mismatches']) - len(shown)} mismatches (first divergence each) in lossless.json")
     sc = result.get("scores")
     if sc:
         t.add_row("mean log-prob/token under target", f"baseline {_f(sc['baseline_mean_logprob'])} (n={sc['n_baseline']}) "
                                                       f"vs SD {_f(sc['sd_mean_logprob'])} (n={sc['n_sd']})")
-        t.add_row("Welch z (|z| <= 3 is consistent)", _f(sc["welch_z"], 2))
+        t.add_row("paired z over prompts (|z| <= 3 is consistent)", f"{_f(sc['paired_z'], 2)} "
+                  f"(n={sc['n_paired']}; unpaired Welch z {_f(sc['welch_z'], 2)})")
     return t
