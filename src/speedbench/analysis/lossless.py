@@ -97,14 +97,21 @@ def paired_z(base: dict[Any, float], sd: dict[Any, float]) -> tuple[float | None
     return m / math.sqrt(var / len(diffs)), len(diffs)
 
 
-def compare_scores(base: dict[Any, float], sd: dict[Any, float]) -> dict[str, Any]:
-    """Scores keyed by prompt; the verdict uses the paired z (Welch's unpaired z is shown beside it)."""
-    z, n = paired_z(base, sd)
+def compare_scores(base: dict[Any, dict[str, float]], sd: dict[Any, dict[str, float]]) -> dict[str, Any]:
+    """Scores keyed by prompt.  Verdict: the SD run's surprise z within +-Z_LIMIT, with the baseline's
+    as the control (a baseline outside the limit means the scorer does not reproduce the server's
+    sampling -- other top_p/top_k, another model -- and the test is inconclusive).  The paired z of
+    per-prompt mean log-probabilities is shown beside it."""
+    zb, zs = surprise_z(list(base.values())), surprise_z(list(sd.values()))
+    pz, n = paired_z({q: v["mean_logprob"] for q, v in base.items()}, {q: v["mean_logprob"] for q, v in sd.items()})
     mean = (lambda v: sum(v) / len(v) if v else None)
-    return {"baseline_mean_logprob": mean(list(base.values())), "sd_mean_logprob": mean(list(sd.values())),
-            "n_baseline": len(base), "n_sd": len(sd), "n_paired": n, "paired_z": z,
-            "welch_z": welch_z(list(base.values()), list(sd.values())), "z_limit": Z_LIMIT,
-            "consistent": None if z is None else abs(z) <= Z_LIMIT}
+    control_ok = zb is not None and abs(zb) <= Z_LIMIT
+    return {"baseline_mean_logprob": mean([v["mean_logprob"] for v in base.values()]),
+            "sd_mean_logprob": mean([v["mean_logprob"] for v in sd.values()]),
+            "n_baseline": len(base), "n_sd": len(sd), "tokens_baseline": sum(v["tokens"] for v in base.values()),
+            "tokens_sd": sum(v["tokens"] for v in sd.values()), "baseline_surprise_z": zb, "sd_surprise_z": zs,
+            "n_paired": n, "paired_z": pz, "z_limit": Z_LIMIT, "control_ok": control_ok,
+            "consistent": None if zs is None or not control_ok else abs(zs) <= Z_LIMIT}
 
 
 class TargetScorer:
@@ -130,7 +137,11 @@ class TargetScorer:
 
         return [int(x) for x in tok(render_completion_prompt(messages))["input_ids"]]
 
-    def score(self, messages: list[dict[str, str]], rec: RequestRecord) -> float | None:
+    def score(self, messages: list[dict[str, str]], rec: RequestRecord) -> dict[str, float] | None:
+        """Per-output token figures under the target at temperature T: the mean log-probability, and the
+        summed *surprise* log p(x_t) + H_t with its variance sum Var_t(log p).  For tokens sampled from
+        the target, each surprise has mean 0 given its prefix (a martingale difference), so
+        z = sum(surprise) / sqrt(sum(variance)) is ~N(0, 1): a test that needs no second run."""
         import torch
 
         out = rec.output_token_ids
@@ -141,7 +152,19 @@ class TargetScorer:
         prompt = self.prompt_ids(messages)
         ids = torch.tensor([prompt + list(out)], device=self.device)
         with torch.no_grad():
-            logits = self.model(ids).logits[0, len(prompt) - 1:-1].float() / self.temperature
+            logits = self.model(ids).logits[0, len(prompt) - 1:-1].double() / self.temperature
         logp = torch.log_softmax(logits, dim=-1)
+        p = logp.exp()
+        entropy = -(p * logp).sum(-1)
+        second = (p * logp * logp).sum(-1)
         picked = logp.gather(1, torch.tensor(out, device=self.device)[:, None])[:, 0]
-        return float(picked.mean())
+        return {"mean_logprob": float(picked.mean()), "surprise": float((picked + entropy).sum()),
+                "variance": float((second - entropy ** 2).sum()), "tokens": len(out)}
+
+
+def surprise_z(scores: Sequence[dict[str, float]]) -> float | None:
+    """Pooled z = sum(surprise) / sqrt(sum(variance)) over a run's outputs (see TargetScorer.score)."""
+    var = sum(s["variance"] for s in scores)
+    if var <= 0:
+        return None
+    return sum(s["surprise"] for s in scores) / math.sqrt(var)

@@ -140,6 +140,8 @@ def lossless_table(result: dict[str, Any]) -> Table:
     if sc:
         t.add_row("mean log-prob/token under target", f"baseline {_f(sc['baseline_mean_logprob'])} (n={sc['n_baseline']}) "
                                                       f"vs SD {_f(sc['sd_mean_logprob'])} (n={sc['n_sd']})")
-        t.add_row("paired z over prompts (|z| <= 3 is consistent)", f"{_f(sc['paired_z'], 2)} "
-                  f"(n={sc['n_paired']}; unpaired Welch z {_f(sc['welch_z'], 2)})")
+        t.add_row("surprise z (|z| <= 3: sampled from the target)",
+                  f"SD {_f(sc['sd_surprise_z'], 2)} over {sc['tokens_sd']} tokens; baseline (control) "
+                  f"{_f(sc['baseline_surprise_z'], 2)} over {sc['tokens_baseline']} tokens")
+        t.add_row("paired z of per-prompt mean log-prob", f"{_f(sc['paired_z'], 2)} (n={sc['n_paired']})")
     return t
