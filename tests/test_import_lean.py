@@ -14,7 +14,9 @@ def _modules(code: str) -> list[str]:
 def test_import_speedbench_pulls_no_engine_library():
     mods = _modules("import speedbench, speedbench.run, speedbench.engines.registry, speedbench.engines.mock, "
                     "speedbench.engines.openai_http, speedbench.engines.mock_server, speedbench.engines.reference, "
-                    "speedbench.engines.hf_models")
+                    "speedbench.engines.hf_models, speedbench.engines.vllm, speedbench.engines.llamacpp, "
+                    "speedbench.engines.sglang, speedbench.engines.trtllm, speedbench.check_lossless, "
+                    "speedbench.analysis.lossless")
     assert [m for m in mods if m.split(".")[0] in HEAVY] == []
 
 

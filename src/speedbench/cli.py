@@ -54,6 +54,24 @@ EngineOpt = Annotated[list[str], typer.Option("-E", "--engine-opt",
                       help="engine option key=value (repeatable), e.g. -E acceptance=0.8,0.6,0.4 -E step_ms=5")]
 
 
+def _config(flags: dict[str, Any]) -> Any:
+    """The RunConfig that the flags of `run` / `check-lossless` (their locals) describe."""
+    from speedbench.config import DatasetSpec, EngineSpec, RunConfig, parse_engine_options
+
+    f = flags
+    return RunConfig(
+        engine=EngineSpec(kind=f["engine"], base_url=f.get("base_url"), model=f.get("model"),
+                          metrics_url=f.get("metrics_url"), endpoint=f.get("endpoint", "chat"), sd=f.get("sd"),
+                          draft_model=f.get("draft_model"), launch=f.get("launch", False),
+                          server_bin=f.get("server_bin"), server_args=list(f.get("server_arg") or []),
+                          options=parse_engine_options(list(f.get("engine_opt") or []))),
+        dataset=DatasetSpec(name=f["dataset"], num_requests=f.get("num_requests"), seed=f.get("seed", 0),
+                            max_turns=f.get("max_turns")),
+        concurrency=f["concurrency"], draft_length=f["draft_length"], output_len=f.get("output_len"),
+        temperature=f["temperature"], ignore_eos=f["ignore_eos"], warmup=f["warmup"], timeout_s=f["timeout"],
+        out=f.get("out"))
+
+
 # Options shared by `run` and `check-lossless` (one definition each).
 EngineName = Annotated[str, typer.Option("--engine", "-e", help="engine name (see `speedbench engines`)")]
 BaseUrl = Annotated[Optional[str], typer.Option(help="server URL for HTTP engines, e.g. http://127.0.0.1:8000/v1")]
@@ -106,20 +124,12 @@ def run(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Run a benchmark and write a run directory (manifest, records, summary)."""
-    from speedbench.config import DatasetSpec, EngineSpec, RunConfig, parse_engine_options
     from speedbench.report.console import make_console, print_summary
     from speedbench.run import execute, finish, prepare
 
     console = make_console()
     try:
-        cfg = RunConfig(
-            engine=EngineSpec(kind=engine, base_url=base_url, model=model, metrics_url=metrics_url,
-                              endpoint=endpoint, sd=sd, draft_model=draft_model,  # type: ignore[arg-type]
-                              launch=launch, server_bin=server_bin, server_args=server_arg,
-                              options=parse_engine_options(engine_opt)),
-            dataset=DatasetSpec(name=dataset, num_requests=num_requests, seed=seed, max_turns=max_turns),
-            concurrency=concurrency, draft_length=draft_length, output_len=output_len, temperature=temperature,
-            ignore_eos=ignore_eos, warmup=warmup, timeout_s=timeout, out=out)
+        cfg = _config(locals())
         if resume is None:
             from speedbench.engines import registry
             registry.resolve(cfg.engine.kind)  # fail fast on a bad engine name
@@ -232,18 +242,11 @@ def check_lossless(
     """Run the same first turns with SD off and on; greedy: identical outputs? sampling: same target
     log-probability? Exit 0 when lossless, 1 when not."""
     from speedbench.check_lossless import check
-    from speedbench.config import DatasetSpec, EngineSpec, RunConfig, parse_engine_options
     from speedbench.report.console import lossless_table, make_console
 
     console = make_console()
     try:
-        cfg = RunConfig(
-            engine=EngineSpec(kind=engine, base_url=base_url, model=model, endpoint=endpoint,  # type: ignore[arg-type]
-                              sd=sd, draft_model=draft_model, launch=launch, server_bin=server_bin,
-                              server_args=server_arg, options=parse_engine_options(engine_opt)),
-            dataset=DatasetSpec(name=dataset, num_requests=num_requests, seed=seed, max_turns=1),
-            concurrency=concurrency, draft_length=draft_length, output_len=output_len, temperature=temperature,
-            ignore_eos=ignore_eos, warmup=warmup, timeout_s=timeout, out=out)
+        cfg = _config({**locals(), "max_turns": 1})
         from speedbench.engines import registry
         registry.resolve(cfg.engine.kind)
         console.print(f"speedbench check-lossless: engine={engine} sd={sd} k={draft_length} T={temperature} -> {out}")

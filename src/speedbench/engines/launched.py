@@ -63,7 +63,6 @@ class LaunchedEngine(OpenAIEngine):
             self.log_path = Path(log_dir or tempfile.mkdtemp(prefix="speedbench-")) / "server.log"
             model = self.served_model_name()
         super().__init__(base_url=base_url, model=model, options=opts, draft_length=self.k, **kw)
-        self.name = type(self).name
         if launch:
             self.server = ServerProcess(self.server_name, self.server_command(), self.root_url + self.health_path,
                                         self.log_path, env=self.server_env(), startup_timeout_s=self.startup_timeout_s)
