@@ -46,6 +46,7 @@ def test_llamacpp_synthetic_acceptance_recovered_and_timings_match_counters(tmp_
              "--no-progress", "--out", str(out))
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["overall"]["errors"] == 0, summary["errors_by_cause"]
     d = summary["counter_delta"]
     assert d["steps"] >= 900, d                     # enough verification steps for +-0.05
     joint = joint_acceptance(d["per_position"], d["steps"])
@@ -68,26 +69,34 @@ def test_llamacpp_synthetic_acceptance_recovered_and_timings_match_counters(tmp_
     assert all(r["sd"]["inferred"] == ["steps"] for r in recs)
 
 
-def test_llamacpp_check_lossless_reports_each_divergence_against_a_deterministic_control(
+def test_llamacpp_check_lossless_reports_each_divergence_and_the_engines_own_nondeterminism(
         tmp_path, llama_server, smollm2_gguf):
-    # Measured: llama.cpp's ngram SD at concurrency 1 gave 9/11 and 4/11 identical greedy outputs in
-    # two runs on this Q4_1 model (some diverge at the first token, which prefill produces), while the
-    # baseline repeated on a fresh server is identical 11/11.  The tool must report exactly that: the
-    # control, and each mismatch with its first diverging position.
+    # Measured on this Q4_1 model at concurrency 1: ngram SD vs baseline 9/11, 4/11 and 9/11 identical in three
+    # runs; the control (baseline repeated on a fresh server) was 11/11 twice and 4/11 once, with the same
+    # divergences as an SD run -- llama.cpp itself is not run-to-run deterministic here (prompt-cache reuse is
+    # one suspect; -E cache_prompt=false is passed).  So the test asserts what the tool must report, whatever
+    # the engine does: both comparisons, every first-divergence position, the verdict and its exit code.
     out = tmp_path / "lossless"
     p = _run("check-lossless", "--engine", "llamacpp", "--launch", "--model", smollm2_gguf, "--sd", "ngram",
              "--server-bin", llama_server, *SERVER, "-n", "11", "-c", "1", "--output-len", "64", "--control",
-             "--out", str(out))
+             "-E", "cache_prompt=false", "--out", str(out))
     result = json.loads((out / "lossless.json").read_text())
-    o = result["outputs"]
-    assert result["control"]["identical_share"] == 1.0          # deterministic at concurrency 1
-    assert o["pairs"] == 11 and o["identical"] + len(o["mismatches"]) == 11
-    assert p.returncode == (0 if not o["mismatches"] else 1), p.stdout[-2000:]
-    base = {json.loads(x)["question_id"]: json.loads(x) for x in (out / "baseline" / "records.jsonl").read_text().splitlines()}
-    sd = {json.loads(x)["question_id"]: json.loads(x) for x in (out / "sd" / "records.jsonl").read_text().splitlines()}
-    for m in o["mismatches"]:
-        a, b = base[m["question_id"]]["output_text"], sd[m["question_id"]]["output_text"]
-        i = m["first_divergence"]
-        assert m["unit"] == "char" and a[:i] == b[:i] and a[i:i + 1] != b[i:i + 1]
+
+    def texts(sub):
+        return {json.loads(x)["question_id"]: json.loads(x)["output_text"]
+                for x in (out / sub / "records.jsonl").read_text().splitlines()}
+
+    base, sd, ctl = texts("baseline"), texts("sd"), texts("control")
+    for cmp, other in ((result["outputs"], sd), (result["control"], ctl)):
+        assert cmp["pairs"] == 11 and cmp["identical"] + len(cmp["mismatches"]) == 11 and not cmp["errors"]
+        assert cmp["identical"] == sum(base[q] == other[q] for q in base)
+        for m in cmp["mismatches"]:
+            a, b = base[m["question_id"]], other[m["question_id"]]
+            i = m["first_divergence"]
+            assert m["unit"] == "char" and a[:i] == b[:i] and a[i:i + 1] != b[i:i + 1]
+    lossless = result["outputs"]["identical_share"] == 1.0
+    assert result["lossless"] is lossless and p.returncode == (0 if lossless else 1), p.stdout[-2000:]
+    if not lossless and result["control"]["identical_share"] != 1.0:
+        assert result["note"].startswith("inconclusive")
     sd_summary = json.loads((out / "sd" / "summary.json").read_text())
     assert sd_summary["overall"]["acceptance_length_token_weighted"] > 1.0

@@ -39,7 +39,9 @@ class LlamaCppEngine(LaunchedEngine):
     counter_prefix = "llamacpp:spec_decode_"
     sd_methods = ("none", "ngram", "draft")
     capabilities = Capabilities(per_request_sd_stats=True, counters=True, chunks_are_steps=False, token_ids=False)
-    keepalive_timeout_s = 2.0   # llama-server drops idle connections after 5 s
+    # llama-server closed pooled keep-alive connections while aiohttp reused them ("Can not write request
+    # body", 1 request in 22-44, even with a 2 s idle limit and one retry): one connection per request
+    reuse_connections = False
 
     def __init__(self, *args: Any, options: dict[str, str] | None = None, **kw: Any) -> None:
         opts = dict(options or {})

@@ -82,6 +82,8 @@ class OpenAIEngine:
     # idle pooled connections are dropped after this; keep it below the server's own keep-alive timeout
     # (llama-server closes idle connections after 5 s) so a request never goes out on a closing socket
     keepalive_timeout_s = 15.0
+    # False: a new connection per request (llama-server closes kept-alive connections under aiohttp's feet)
+    reuse_connections = True
 
     def __init__(
         self,
@@ -115,7 +117,8 @@ class OpenAIEngine:
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        conn = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=self.keepalive_timeout_s)
+        conn = (aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=self.keepalive_timeout_s)
+                if self.reuse_connections else aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, force_close=True))
         self._session = aiohttp.ClientSession(connector=conn, headers=headers,
                                               timeout=aiohttp.ClientTimeout(total=None, sock_connect=30))
         url = f"{self.base_url}/models"
