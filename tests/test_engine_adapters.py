@@ -107,7 +107,7 @@ def test_sglang_details_without_accepted_infer_it_from_tokens_and_no_counters_me
     sd = parse_sglang_details({"spec_verify_ct": 5, "spec_accept_length": 2.4}, k=3)
     assert sd.inferred == ["drafted", "accepted"] and sd.drafted == 15
     eng = SGLangEngine(base_url="http://127.0.0.1:1/v1", draft_length=3)
-    done = eng.finish_sd(sd, {"completion_tokens": 12}, 12, {})
+    done = eng.finish_sd(sd, 12, {})
     assert (done.steps, done.accepted) == (5, 6)
     assert parse_sglang_details(None, 3) is None and parse_sglang_details([], 3) is None
     assert parse_sglang_counters("sglang:num_requests_total 3\n", 3) is None   # SD off: no verify counter
@@ -143,7 +143,7 @@ def test_llamacpp_timings_steps_inferred_from_tokens():
     assert (sd.drafted, sd.accepted) == (27, 10) and sd.inferred == ["steps"]
     eng = LlamaCppEngine(base_url="http://127.0.0.1:1/v1", draft_length=3)
     assert eng.capabilities.chunks_are_steps is False      # one token per chunk
-    done = eng.finish_sd(sd, {"completion_tokens": 20}, 20, {})
+    done = eng.finish_sd(sd, 20, {})
     assert done.steps == 9          # 20 tokens = 1 (prefill) + 9 steps + 10 accepted
     assert parse_llamacpp_timings({"predicted_n": 20}) is None   # no drafting: no SD stats
 

@@ -69,18 +69,14 @@ class LlamaCppEngine(LaunchedEngine):
 
     def payload(self, request: Any) -> dict[str, Any]:
         body = super().payload(request)
-        body.pop("return_token_ids", None)
         body["timings_per_token"] = False
         return body
 
     def parse_sd(self, obj: dict[str, Any], state: dict[str, Any]) -> SDStats | None:
         return parse_llamacpp_timings(obj.get("timings"))
 
-    def finish_sd(self, sd: SDStats | None, usage: dict[str, Any] | None, tokens_seen: int,
-                  state: dict[str, Any]) -> SDStats | None:
+    def finish_sd(self, sd: SDStats | None, completion_tokens: int, state: dict[str, Any]) -> SDStats | None:
         if sd is None:
             return None
-        tokens = int(usage["completion_tokens"]) if usage and usage.get("completion_tokens") is not None \
-            else tokens_seen
-        sd.steps = max(tokens - 1 - sd.accepted, 0)
+        sd.steps = max(completion_tokens - 1 - sd.accepted, 0)
         return sd

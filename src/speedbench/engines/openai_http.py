@@ -170,8 +170,9 @@ class OpenAIEngine:
             "temperature": request.temperature,
             "stream": True,
             "stream_options": {"include_usage": True},
-            "return_token_ids": True,
         }
+        if self.capabilities.token_ids:   # vLLM's extension; servers without it do not get it
+            body["return_token_ids"] = True
         if request.ignore_eos:
             body["ignore_eos"] = True
         if request.seed is not None:
@@ -195,9 +196,9 @@ class OpenAIEngine:
         """A /metrics page -> counter snapshot (metrics/counters.py shape), or None without SD counters."""
         return parse_sd_counters(text, self.counter_prefix)
 
-    def finish_sd(self, sd: SDStats | None, usage: dict[str, Any] | None, tokens_seen: int,
-                  state: dict[str, Any]) -> SDStats | None:
-        """Complete the engine's per-request stats once the stream ended (llama.cpp infers steps here)."""
+    def finish_sd(self, sd: SDStats | None, completion_tokens: int, state: dict[str, Any]) -> SDStats | None:
+        """Complete the engine's per-request stats once the stream ended (llama.cpp infers steps here).
+        ``completion_tokens``: the server's usage count, else the tokens the stream carried."""
         return sd
 
     async def _post(self, url: str, body: bytes) -> aiohttp.ClientResponse:
@@ -273,7 +274,9 @@ class OpenAIEngine:
             raise RequestError("client_error", f"{type(e).__name__}: {e}") from None
         if not done and finish is None:
             raise RequestError("reset", "stream ended without [DONE] or finish_reason")
-        yield Event("final", finish_reason=finish, usage=usage, sd=self.finish_sd(sd, usage, tokens_seen, state))
+        n_tokens = int(usage["completion_tokens"]) if usage and usage.get("completion_tokens") is not None \
+            else tokens_seen
+        yield Event("final", finish_reason=finish, usage=usage, sd=self.finish_sd(sd, n_tokens, state))
 
     async def counters(self) -> dict[str, Any] | None:
         if self._session is None:

@@ -26,9 +26,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from speedbench.engines.base import Request
+from speedbench.engines.base import Capabilities, Request
 from speedbench.engines.launched import LaunchedEngine, require_model_path
-from speedbench.records import SDStats
+from speedbench.records import SDStats, per_position_from_histogram
 
 ALGORITHM = {"ngram": "NGRAM", "draft": "STANDALONE", "eagle": "EAGLE", "eagle3": "EAGLE3", "mtp": "NEXTN"}
 
@@ -61,8 +61,6 @@ def parse_sglang_details(d: dict[str, Any] | list[Any] | None, k: int | None) ->
     sd = SDStats(drafted=int(drafted), accepted=-1 if accepted is None else int(accepted), steps=steps,
                  histogram=hist, source="per_request", inferred=inferred)
     if hist:
-        from speedbench.records import per_position_from_histogram
-
         sd.per_position = per_position_from_histogram(hist)
     return sd
 
@@ -88,6 +86,7 @@ class SGLangEngine(LaunchedEngine):
     name = "sglang"
     server_name = "SGLang"
     sd_methods = ("none", "ngram", "draft", "eagle", "eagle3", "mtp")
+    capabilities = Capabilities(per_request_sd_stats=True, counters=True, chunks_are_steps=True, token_ids=False)
 
     def server_command(self) -> list[str]:
         assert self.launched_model is not None
@@ -106,7 +105,6 @@ class SGLangEngine(LaunchedEngine):
 
     def payload(self, request: Request) -> dict[str, Any]:
         body = super().payload(request)
-        body.pop("return_token_ids", None)
         body["return_spec_tokens_details"] = True
         return body
 
@@ -116,12 +114,9 @@ class SGLangEngine(LaunchedEngine):
             return parse_sglang_details(ext.get("spec_tokens_details"), self.k)
         return None
 
-    def finish_sd(self, sd: SDStats | None, usage: dict[str, Any] | None, tokens_seen: int,
-                  state: dict[str, Any]) -> SDStats | None:
+    def finish_sd(self, sd: SDStats | None, completion_tokens: int, state: dict[str, Any]) -> SDStats | None:
         if sd is not None and sd.accepted < 0:
-            tokens = int(usage["completion_tokens"]) if usage and usage.get("completion_tokens") is not None \
-                else tokens_seen
-            sd.accepted = max(tokens - 1 - sd.steps, 0)
+            sd.accepted = max(completion_tokens - 1 - sd.steps, 0)
         return sd
 
     def parse_counters(self, text: str) -> dict[str, Any] | None:

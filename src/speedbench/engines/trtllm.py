@@ -24,7 +24,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from speedbench.engines.base import Request
+from speedbench.engines.base import Capabilities
 from speedbench.engines.launched import LaunchedEngine, require_model_path
 from speedbench.records import SDStats
 
@@ -71,7 +71,7 @@ class TRTLLMEngine(LaunchedEngine):
     name = "trtllm"
     server_name = "trtllm-serve"
     sd_methods = ("none", "ngram", "draft", "eagle3", "mtp")
-    default_server_bin = ""
+    capabilities = Capabilities(per_request_sd_stats=True, counters=True, chunks_are_steps=True, token_ids=False)
 
     def __init__(self, *args: Any, metrics_url: str | None = None, **kw: Any) -> None:
         super().__init__(*args, metrics_url=metrics_url, **kw)
@@ -102,11 +102,6 @@ class TRTLLMEngine(LaunchedEngine):
         return [binary, self.launched_model, "--host", "127.0.0.1", "--port", str(self.port), "--backend", "pytorch",
                 "--config", str(config)] + self.server_args
 
-    def payload(self, request: Request) -> dict[str, Any]:
-        body = super().payload(request)
-        body.pop("return_token_ids", None)
-        return body
-
     def parse_sd(self, obj: dict[str, Any], state: dict[str, Any]) -> SDStats | None:
         for choice in obj.get("choices") or ():
             got = parse_trtllm_spec(choice.get("speculative_decoding"))
@@ -116,16 +111,13 @@ class TRTLLMEngine(LaunchedEngine):
                 state["avg"] = float(choice["avg_decoded_tokens_per_iter"])  # running value: keep the last
         return None
 
-    def finish_sd(self, sd: SDStats | None, usage: dict[str, Any] | None, tokens_seen: int,
-                  state: dict[str, Any]) -> SDStats | None:
-        tokens = int(usage["completion_tokens"]) if usage and usage.get("completion_tokens") is not None \
-            else tokens_seen
+    def finish_sd(self, sd: SDStats | None, completion_tokens: int, state: dict[str, Any]) -> SDStats | None:
         if sd is not None:
             if sd.steps < 0:
-                sd.steps = max(tokens - 1 - sd.accepted, 0)
+                sd.steps = max(completion_tokens - 1 - sd.accepted, 0)
             return sd
         if "avg" in state:
-            return stats_from_avg(state["avg"], tokens, self.k)
+            return stats_from_avg(state["avg"], completion_tokens, self.k)
         return None
 
     def parse_counters(self, text: str) -> dict[str, Any] | None:
