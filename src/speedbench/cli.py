@@ -9,45 +9,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from speedbench.cli_common import one_line, user_errors, fail
+from speedbench.cli_data import data_app
+
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="Benchmark speculative decoding in LLM serving engines (SPEED-Bench and beyond).")
-data_app = typer.Typer(add_completion=False, help="Inspect datasets.")
 app.add_typer(data_app, name="data")
-
-
-def fail(message: str, code: int = 2) -> None:
-    """One clear line on stderr, then exit."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from pydantic import ValidationError
-
-    from speedbench.data.sample import DatasetError
-    from speedbench.engines.hf_models import ModelLoadError
-    from speedbench.engines.errors import EngineStartError
-    from speedbench.engines.registry import EngineNotFound, EngineUnavailable
-    from speedbench.results.rundir import RunDirError
-
-    return (DatasetError, EngineNotFound, EngineUnavailable, EngineStartError, ModelLoadError, RunDirError,
-            ValidationError, ValueError)
-
-
-def _one_line(e: BaseException) -> str:
-    from pydantic import ValidationError
-
-    if isinstance(e, ValidationError):
-        parts = []
-        for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"]) or "value"
-            parts.append(f"{loc}: {err['msg']}")
-        return "; ".join(parts)
-    from speedbench.engines.errors import EngineStartError
-
-    if isinstance(e, EngineStartError):  # a launched server's failure quotes its log below the first line
-        return str(e)
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 EngineOpt = Annotated[list[str], typer.Option("-E", "--engine-opt",
@@ -134,8 +101,8 @@ def run(
             from speedbench.engines import registry
             registry.resolve(cfg.engine.kind)  # fail fast on a bad engine name
         cfg, run_dir, samples, done, manifest = prepare(cfg, resume)
-    except _user_errors() as e:
-        fail(_one_line(e))
+    except user_errors() as e:
+        fail(one_line(e))
         return
 
     bar: Any = None
@@ -169,8 +136,8 @@ def run(
         completed = asyncio.run(main())
     except asyncio.CancelledError:
         completed = False
-    except _user_errors() as e:
-        fail(_one_line(e))
+    except user_errors() as e:
+        fail(one_line(e))
         return
     finally:
         if bar is not None:
@@ -201,8 +168,8 @@ def report(
     for d in run_dirs:
         try:
             summaries.append(finish(RunDir(d)))
-        except _user_errors() as e:
-            fail(_one_line(e))
+        except user_errors() as e:
+            fail(one_line(e))
     for d, s in zip(run_dirs, summaries):
         console.print(f"[bold]{d}[/bold]")
         print_summary(s, console)
@@ -251,8 +218,8 @@ def check_lossless(
         registry.resolve(cfg.engine.kind)
         console.print(f"speedbench check-lossless: engine={engine} sd={sd} k={draft_length} T={temperature} -> {out}")
         result = check(cfg, baseline_url=baseline_url, score_model=score_model, control=control)
-    except _user_errors() as e:
-        fail(_one_line(e))
+    except user_errors() as e:
+        fail(one_line(e))
         return
     console.print(lossless_table(result))
     console.print(f"written: {out}/lossless.json")
@@ -300,8 +267,8 @@ def serve_mock(
                                 "seed": seed, "output_len": output_len}
         opts.update(parse_engine_options(engine_opt))
         settings = MockSettings(**opts)
-    except _user_errors() as e:
-        fail(_one_line(e))
+    except user_errors() as e:
+        fail(one_line(e))
         return
     try:
         asyncio.run(serve(settings, host, port))
@@ -309,37 +276,6 @@ def serve_mock(
         pass
     except OSError as e:
         fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
-
-
-@data_app.command("show")
-def data_show(dataset: Annotated[str, typer.Argument(help="embedded name or file")] = "starter") -> None:
-    """Counts per category and turn statistics."""
-    from rich.table import Table
-
-    from speedbench.data.readers import content_hash, load_dataset
-    from speedbench.report.console import make_console
-
-    try:
-        samples = load_dataset(dataset)
-    except _user_errors() as e:
-        fail(_one_line(e))
-        return
-    t = Table(title=f"{dataset}: {len(samples)} samples ({content_hash(samples)[:19]}…)")
-    for c in ("category", "samples", "multi-turn", "turns", "mean words/turn", "max words/turn"):
-        t.add_column(c, justify="left" if c == "category" else "right")
-    cats: dict[str, list[Any]] = {}
-    for s in samples:
-        cats.setdefault(s.category, []).append(s)
-
-    def row(name: str, ss: list[Any]) -> list[str]:
-        words = [len(turn.split()) for s in ss for turn in s.turns]
-        return [name, str(len(ss)), str(sum(s.multiturn for s in ss)), str(len(words)),
-                f"{sum(words) / len(words):.1f}", str(max(words))]
-
-    for cat in sorted(cats):
-        t.add_row(*row(cat, cats[cat]))
-    t.add_row(*row("all", samples), style="bold")
-    make_console().print(t)
 
 
 def main() -> None:

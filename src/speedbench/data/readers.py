@@ -136,9 +136,14 @@ def embedded_path(name: str) -> Path:
 
 
 def load_dataset(name_or_path: str) -> list[Sample]:
-    """An embedded dataset by name (``starter``) or a file path (.jsonl / .parquet)."""
+    """An embedded dataset by name (``starter``), a fetched SPEED-Bench config (``speed:qualitative``,
+    see ``speedbench data fetch``) or a file path (.jsonl / .parquet)."""
     if name_or_path in EMBEDDED:
         return read_file(embedded_path(name_or_path))
+    if name_or_path.startswith("speed:"):
+        from speedbench.data.speed_bench import resolve_name
+
+        return read_file(resolve_name(name_or_path))
     return read_file(name_or_path)
 
 

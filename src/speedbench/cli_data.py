@@ -1,0 +1,200 @@
+"""``speedbench data …``: inspect, fetch, build, select and audit datasets.  Heavy imports stay inside."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from speedbench.cli_common import fail, one_line, user_errors
+
+data_app = typer.Typer(add_completion=False, help="Fetch, build, select, audit and inspect datasets.")
+
+EmbedderOpt = Annotated[str, typer.Option(
+    help="minilm (offline all-MiniLM-L6-v2), openai:text-embedding-3-small|-3-large (OPENAI_API_KEY), tfidf (no model)")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="do not read or write the embedding cache")]
+
+
+def _console() -> Any:
+    from speedbench.report.console import make_console
+
+    return make_console()
+
+
+def _split(values: list[str]) -> list[str]:
+    """Repeatable options that also take comma lists: --from a,b --from c -> [a, b, c]."""
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def _embedder(spec: str, no_cache: bool) -> Any:
+    from speedbench.embed import get_embedder
+
+    return get_embedder(spec, cache=not no_cache)
+
+
+def _pool(specs: list[str]) -> Any:
+    from speedbench.data.pools import build_pool
+
+    pool = build_pool(specs)
+    if pool.duplicates:
+        typer.echo(f"note: {len(pool.duplicates)} prompts appear in two sources and are kept once "
+                   f"(e.g. {pool.duplicates[0][0]} = {pool.duplicates[0][1]})", err=True)
+    return pool
+
+
+@data_app.command("show")
+def data_show(dataset: Annotated[str, typer.Argument(help="embedded name, file, speed:<config>, mtbench, humaneval or specbench:PATH")] = "starter") -> None:
+    """Counts per category and turn statistics."""
+    from rich.table import Table
+
+    from speedbench.data.pools import read_source
+    from speedbench.data.readers import content_hash
+
+    try:
+        samples = read_source(dataset)
+    except user_errors() as e:
+        fail(one_line(e))
+        return
+    t = Table(title=f"{dataset}: {len(samples)} samples ({content_hash(samples)[:19]}…)")
+    for c in ("category", "samples", "multi-turn", "turns", "mean words/turn", "max words/turn"):
+        t.add_column(c, justify="left" if c == "category" else "right")
+    cats: dict[str, list[Any]] = {}
+    for s in samples:
+        cats.setdefault(s.category, []).append(s)
+
+    def row(name: str, ss: list[Any]) -> list[str]:
+        words = [len(turn.split()) for s in ss for turn in s.turns]
+        return [name, str(len(ss)), str(sum(s.multiturn for s in ss)), str(len(words)),
+                f"{sum(words) / len(words):.1f}", str(max(words))]
+
+    for cat in sorted(cats):
+        t.add_row(*row(cat, cats[cat]))
+    t.add_row(*row("all", samples), style="bold")
+    _console().print(t)
+
+
+@data_app.command("build")
+def data_build(
+    sources: Annotated[list[str], typer.Option("--from", help="mtbench, humaneval, specbench:PATH or a .jsonl/.parquet file (repeatable or comma-separated)")],
+    out: Annotated[str, typer.Option(help="output file (.jsonl with turns, or .parquet)")],
+) -> None:
+    """Pool offline real data into one candidate file with SPEED-Bench's categories."""
+    from collections import Counter
+
+    from speedbench.data.readers import content_hash
+    from speedbench.data.writers import write_samples
+
+    try:
+        pool = _pool(_split(sources))
+        write_samples(pool.samples, out)
+    except user_errors() as e:
+        fail(one_line(e))
+        return
+    counts = Counter(s.category for s in pool.samples)
+    typer.echo(f"wrote {out}: {len(pool.samples)} prompts ({content_hash(pool.samples)[:19]}…): "
+               + ", ".join(f"{c} {n}" for c, n in sorted(counts.items())))
+
+
+@data_app.command("select")
+def data_select(
+    pool_specs: Annotated[list[str], typer.Argument(metavar="POOL...", help="candidate pool(s): a .jsonl/.parquet file, speed:<config>, mtbench, humaneval, specbench:PATH")],
+    out: Annotated[str, typer.Option(help="selected prompts (.jsonl or .parquet); the record goes to OUT.selection.json")],
+    k: Annotated[int, typer.Option("--k", "-k", help="prompts per category")] = 80,
+    method: Annotated[str, typer.Option(help="greedy+swap (default), greedy, or qp (the relaxation baseline)")] = "greedy+swap",
+    embedder: EmbedderOpt = "minilm",
+    seed: Annotated[int, typer.Option(help="seed of each category's first greedy pick")] = 0,
+    max_iter: Annotated[int, typer.Option(help="most swaps per category")] = 10_000,
+    allow_short: Annotated[bool, typer.Option("--allow-short", help="take all of a category that has fewer than k")] = False,
+    no_cache: NoCache = False,
+) -> None:
+    """Pick k prompts per category minimising the sum of pairwise cosine similarities."""
+    from rich.table import Table
+
+    from speedbench.data.readers import content_hash
+    from speedbench.data.select import select, sample_text
+    from speedbench.data.writers import atomic_write_with, write_samples
+
+    console = _console()
+    try:
+        specs = _split(pool_specs)
+        samples = _pool(specs).samples
+        emb = _embedder(embedder, no_cache)
+        t0 = time.perf_counter()
+        with console.status(f"embedding {len(samples)} prompts with {emb.id}"):
+            E = emb.embed([sample_text(s) for s in samples])
+        t_embed = time.perf_counter() - t0
+        with console.status(f"selecting {k} per category ({method})"):
+            picked, sel = select(samples, E, k=k, method=method, seed=seed, max_iter=max_iter, embedder=emb.id,
+                                 pool_hash=content_hash(samples), allow_short=allow_short)
+        write_samples(picked, out)
+        record = {**sel.to_dict(), "pool": specs, "pool_size": len(samples), "output": out,
+                  "output_hash": content_hash(picked), "embed_seconds": round(t_embed, 3)}
+        atomic_write_with(f"{out}.selection.json", lambda f: f.write(json.dumps(record, indent=2) + "\n"))
+    except user_errors() as e:
+        fail(one_line(e))
+        return
+    t = Table(title=f"{method} selection, k={k}, {emb.id}")
+    for c in ("category", "candidates", "selected", "mean cos", "greedy mean cos", "swaps", "s"):
+        t.add_column(c, justify="left" if c == "category" else "right")
+    for c in sel.categories:
+        pairs = len(c.selected) * (len(c.selected) - 1) / 2
+        g = f"{c.greedy_objective / pairs:.4f}" if c.greedy_objective is not None and pairs else "—"
+        t.add_row(c.category, str(c.candidates), str(len(c.selected)), f"{c.mean_cosine:.4f}", g, str(c.swaps),
+                  f"{c.seconds:.2f}")
+    console.print(t)
+    console.print(f"wrote {out} ({len(picked)} prompts) and {out}.selection.json ({sel.selection_hash()[:19]}…); "
+                  f"embedding took {t_embed:.1f} s")
+
+
+@data_app.command("audit")
+def data_audit(
+    files: Annotated[list[str], typer.Argument(metavar="FILE...", help="prompt sets: files, speed:<config>, mtbench, humaneval, specbench:PATH")],
+    pool: Annotated[Optional[str], typer.Option(help="the candidate pool the sets were chosen from (random subsets come from it)")] = None,
+    embedder: EmbedderOpt = "minilm",
+    draws: Annotated[int, typer.Option(help="random subsets per baseline (>= 10)")] = 20,
+    seed: Annotated[int, typer.Option()] = 0,
+    threshold: Annotated[float, typer.Option(help="near-duplicate cosine threshold")] = 0.95,
+    plot: Annotated[str, typer.Option(help="PNG to write")] = "diversity-audit.png",
+    json_out: Annotated[Optional[str], typer.Option("--json", help="also write the figures as JSON")] = None,
+    no_cache: NoCache = False,
+) -> None:
+    """Mean pairwise cosine per category and overall vs random subsets; near-duplicates; a plot."""
+    from rich.table import Table
+
+    from speedbench.data.audit import audit, plot as draw
+    from speedbench.data.pools import read_source
+
+    console = _console()
+    try:
+        sets = {f: read_source(f) for f in files}
+        ref = read_source(pool) if pool else None
+        emb = _embedder(embedder, no_cache)
+        with console.status(f"embedding with {emb.id}"):
+            result = audit(sets, emb, pool=ref, pool_name=pool or "pool", draws=draws, seed=seed, threshold=threshold)
+        png = draw(result, plot)
+        if json_out:
+            from speedbench.data.writers import atomic_write_with
+
+            atomic_write_with(json_out, lambda f: f.write(json.dumps(result.to_dict(), indent=2) + "\n"))
+    except user_errors() as e:
+        fail(one_line(e))
+        return
+    t = Table(title=f"diversity audit — {result.embedder} (mean pairwise cosine; lower = more diverse)")
+    for c in ("file", "category", "n", "mean cos", "random mean ± sd", "z", "random from", "near-dups"):
+        t.add_column(c, justify="left" if c in ("file", "category", "random from") else "right")
+    for r in result.rows:
+        rnd = f"{r.random_mean:.4f} ± {r.random_sd:.4f}" if r.random_mean is not None else "—"
+        z = f"{r.z:+.1f}" if r.z is not None else "—"
+        nd = str(len(result.near_duplicates[r.file])) if r.category == "all" else ""
+        t.add_row(Path(r.file).name, r.category, str(r.n), f"{r.mean_cos:.4f}", rnd, z, r.reference, nd,
+                  style="bold" if r.category == "all" else None)
+    console.print(t)
+    for f, pairs in result.near_duplicates.items():
+        for a, b, c in pairs[:10]:
+            console.print(f"near-duplicate in {Path(f).name}: {a} ~ {b} (cos {c:.3f})")
+        if len(pairs) > 10:
+            console.print(f"… {len(pairs) - 10} more near-duplicate pairs in {Path(f).name} (see --json)")
+    console.print(f"plot: {png}")
