@@ -198,3 +198,52 @@ def data_audit(
         if len(pairs) > 10:
             console.print(f"… {len(pairs) - 10} more near-duplicate pairs in {Path(f).name} (see --json)")
     console.print(f"plot: {png}")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    config: Annotated[list[str], typer.Option("--config", help="qualitative, throughput_1k|2k|8k|16k|32k or all (repeatable or comma-separated)")] = ["qualitative"],  # noqa: B006
+    revision: Annotated[Optional[str], typer.Option(help="nvidia/SPEED-Bench revision (default: the pinned commit)")] = None,
+    source: Annotated[Optional[str], typer.Option(help="a local copy of nvidia/SPEED-Bench instead of the Hub")] = None,
+    sources_dir: Annotated[Optional[str], typer.Option(help="local copies of the upstream sources, as DIR/<repo id>")] = None,
+    out_dir: Annotated[Optional[str], typer.Option(help="cache folder (default: <speedbench cache>/datasets/speed-bench)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the per-row random choices some resolvers make")] = 0,
+    source_revision: Annotated[list[str], typer.Option("--source-revision", help="NAME=REV: override one resolver's pinned source revision (repeatable)")] = [],  # noqa: B006
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Download SPEED-Bench, resolve its placeholder rows from their sources, write parquet + jsonl."""
+    from speedbench.data import speed_bench as sb
+
+    console = _console()
+    try:
+        pins = {}
+        for item in source_revision:
+            name, sep, rev = item.partition("=")
+            if not sep or not name or not rev:
+                raise ValueError(f"--source-revision {item!r}: expected NAME=REV")
+            pins[name.strip()] = rev.strip()
+        configs = sb.expand_configs(_split(config))
+        status = console.status("loading SPEED-Bench") if progress else None
+
+        def on_progress(cfg: str, resolver: str, done: int, total: int) -> None:
+            if status is not None:
+                status.update(f"{cfg}: resolving {resolver} {done}/{total}")
+
+        if status is not None:
+            status.start()
+        try:
+            result = sb.fetch(configs, revision=revision, source=source, sources_dir=sources_dir, out_dir=out_dir,
+                              seed=seed, progress=on_progress, source_revisions=pins or None)
+        finally:
+            if status is not None:
+                status.stop()
+    except user_errors() as e:
+        fail(one_line(e))
+        return
+    for c in result.configs.values():
+        resolved = ", ".join(f"{k} {v}" for k, v in c.resolved.items()) or "none"
+        console.print(f"{c.config}: {c.rows} rows ({c.content_hash[:19]}…), resolved from sources: {resolved}")
+        console.print(f"  {c.parquet}\n  {c.jsonl}")
+    names = ", ".join(f"speed:{c}" for c in result.configs)
+    console.print(f"revision {result.revision}; use with `speedbench run --dataset {names.split(', ')[0]}`"
+                  + (f" (or {names})" if len(result.configs) > 1 else ""))
