@@ -29,10 +29,28 @@ def _split(values: list[str]) -> list[str]:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
-def _embedder(spec: str, no_cache: bool) -> Any:
+class _Status:
+    """A rich status line that embedders and selection report progress to."""
+
+    def __init__(self, console: Any, text: str) -> None:
+        self.status = console.status(text)
+        self.text = text
+
+    def __enter__(self) -> "_Status":
+        self.status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.status.stop()
+
+    def embedded(self, done: int, total: int) -> None:
+        self.status.update(f"{self.text}: {done}/{total} texts embedded")
+
+
+def _embedder(spec: str, no_cache: bool, status: _Status) -> Any:
     from speedbench.embed import get_embedder
 
-    return get_embedder(spec, cache=not no_cache)
+    return get_embedder(spec, cache=not no_cache, progress=status.embedded)
 
 
 def _pool(specs: list[str]) -> Any:
@@ -121,9 +139,9 @@ def data_select(
     try:
         specs = _split(pool_specs)
         samples = _pool(specs).samples
-        emb = _embedder(embedder, no_cache)
         t0 = time.perf_counter()
-        with console.status(f"embedding {len(samples)} prompts with {emb.id}"):
+        with _Status(console, f"embedding {len(samples)} prompts with {embedder}") as status:
+            emb = _embedder(embedder, no_cache, status)
             E = emb.embed([sample_text(s) for s in samples])
         t_embed = time.perf_counter() - t0
         with console.status(f"selecting {k} per category ({method})"):
@@ -171,9 +189,8 @@ def data_audit(
     try:
         sets = {f: read_source(f) for f in files}
         ref = read_source(pool) if pool else None
-        emb = _embedder(embedder, no_cache)
-        with console.status(f"embedding with {emb.id}"):
-            result = audit(sets, emb, pool=ref, pool_name=pool or "pool", draws=draws, seed=seed, threshold=threshold)
+        with _Status(console, f"embedding with {embedder}") as status:
+            result = audit(sets, _embedder(embedder, no_cache, status), pool=ref, pool_name=pool or "pool", draws=draws, seed=seed, threshold=threshold)
         png = draw(result, plot)
         if json_out:
             from speedbench.data.writers import atomic_write_with

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from speedbench.data.sample import DatasetError, Sample
+from speedbench.embed.diversity import pairwise_sum
 
 METHODS = ("greedy+swap", "greedy", "qp")
 
@@ -42,10 +43,8 @@ def sample_text(s: Sample) -> str:
 
 
 def objective(E: np.ndarray, idx: list[int] | np.ndarray) -> float:
-    """f(S) = sum over distinct pairs of e_i . e_j (float64)."""
-    X = np.asarray(E, dtype=np.float64)[np.asarray(idx, dtype=np.int64)]
-    s = X.sum(axis=0)
-    return float((s @ s - np.einsum("ij,ij->", X, X)) / 2.0)
+    """f(S) = sum over distinct pairs of e_i . e_j."""
+    return pairwise_sum(np.asarray(E)[np.asarray(idx, dtype=np.int64)])
 
 
 def greedy(E: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
