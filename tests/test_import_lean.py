@@ -2,7 +2,8 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("torch", "transformers", "vllm", "sglang", "tensorrt_llm", "datasets", "sentence_transformers")
+HEAVY = ("torch", "transformers", "vllm", "sglang", "tensorrt_llm", "datasets", "sentence_transformers", "sklearn",
+         "tiktoken", "matplotlib")
 
 
 def _modules(code: str) -> list[str]:
@@ -16,7 +17,10 @@ def test_import_speedbench_pulls_no_engine_library():
                     "speedbench.engines.openai_http, speedbench.engines.mock_server, speedbench.engines.reference, "
                     "speedbench.engines.hf_models, speedbench.engines.vllm, speedbench.engines.llamacpp, "
                     "speedbench.engines.sglang, speedbench.engines.trtllm, speedbench.check_lossless, "
-                    "speedbench.analysis.lossless")
+                    "speedbench.analysis.lossless, speedbench.data.speed_bench, speedbench.data.resolvers, "
+                    "speedbench.data.tokens, speedbench.data.throughput, speedbench.data.offline_text, "
+                    "speedbench.data.synthetic, speedbench.data.pools, speedbench.data.select, speedbench.data.audit, "
+                    "speedbench.embed, speedbench.cli_data")
     assert [m for m in mods if m.split(".")[0] in HEAVY] == []
 
 

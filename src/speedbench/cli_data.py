@@ -264,3 +264,91 @@ def data_fetch(
     names = ", ".join(f"speed:{c}" for c in result.configs)
     console.print(f"revision {result.revision}; use with `speedbench run --dataset {names.split(', ')[0]}`"
                   + (f" (or {names})" if len(result.configs) > 1 else ""))
+
+
+@data_app.command("build-throughput")
+def data_build_throughput(
+    out: Annotated[Optional[str], typer.Option(help="output folder: throughput_<bucket>.parquet (+ .meta.jsonl) per bucket")] = None,
+    bucket: Annotated[list[str], typer.Option("--bucket", "-b", help="1k, 2k, 8k, 16k, 32k (repeatable or comma-separated; default all)")] = [],  # noqa: B006
+    tier: Annotated[list[str], typer.Option(help="low_entropy, mixed, high_entropy (default all)")] = [],  # noqa: B006
+    count_per_tier: Annotated[int, typer.Option(help="prompts per bucket and tier (official: 512, 1,536 a bucket)")] = 512,
+    seed: Annotated[int, typer.Option()] = 0,
+    source: Annotated[list[str], typer.Option(help="limit to these offline text sources (see --list-sources)")] = [],  # noqa: B006
+    list_sources: Annotated[bool, typer.Option("--list-sources", help="list the offline text sources and exit")] = False,
+    target_tokenizer: Annotated[Optional[str], typer.Option(help="HF tokenizer folder or smollm2: report the ISL the engine sees (chat template applied)")] = None,
+    repad_to_target: Annotated[bool, typer.Option("--repad-to-target", help="re-cut/re-pad so the templated ISL under --target-tokenizer equals the bucket")] = False,
+) -> None:
+    """Build the throughput split offline: exactly N×1000 o200k_base tokens per prompt, three entropy tiers."""
+    from rich.table import Table
+
+    from speedbench.data import offline_text
+    from speedbench.data.throughput import BUCKETS, TIERS, build_throughput, throughput_report, write_throughput
+
+    console = _console()
+    if list_sources:
+        for t in TIERS:
+            for name in offline_text.source_names(t):
+                console.print(f"{t:13s} {name:24s} {offline_text.origin_of(name)}")
+        return
+    if out is None:
+        fail("--out is required: the folder to write throughput_<bucket>.parquet into")
+        return
+    buckets = _split(bucket) or list(BUCKETS)
+    tiers = _split(tier) or list(TIERS)
+    rows: list[dict[str, Any]] = []
+    try:
+        for b in buckets:
+            if b not in BUCKETS:
+                raise ValueError(f"--bucket {b!r}: use one of {', '.join(BUCKETS)}")
+        for t in tiers:
+            if t not in TIERS:
+                raise ValueError(f"--tier {t!r}: use one of {', '.join(TIERS)}")
+        with _Status(console, "building throughput prompts") as status:
+            for b in buckets:
+                def on_progress(done: int, total: int, label: str, b: str = b) -> None:
+                    status.status.update(f"throughput_{b}: {done}/{total} prompts ({label})")
+
+                build = build_throughput([b], tiers, count_per_tier, seed=seed, sources=_split(source) or None,
+                                         target_tokenizer=target_tokenizer, repad_to_target=repad_to_target,
+                                         progress=on_progress)
+                dest = Path(out) / f"throughput_{b}.parquet"
+                write_throughput(build, dest)
+                rows += throughput_report(build)
+                for note in build.notes:
+                    console.print(f"note: {note}")
+                console.print(f"wrote {dest} ({len(build)} prompts, {build.timings.get(b, 0.0):.0f} s)")
+    except user_errors() as e:
+        fail(one_line(e))
+        return
+    t = Table(title="throughput split (lengths in o200k_base tokens" + (f"; ISL = {target_tokenizer} after its chat template)" if target_tokenizer else ")"))
+    for c in ("bucket", "tier", "prompts", "o200k min..max", "exact", "padded", "ISL min/mean/max"):
+        t.add_column(c, justify="left" if c in ("bucket", "tier") else "right")
+    for r in rows:
+        isl = "—" if r["target_isl_min"] is None else f"{r['target_isl_min']}/{r['target_isl_mean']}/{r['target_isl_max']}"
+        exact = ("yes" if r["exact"] else "NO") + ("" if r["sized_by"] == "o200k_base" else " (by ISL)")
+        t.add_row(r["bucket"], r["tier"], str(r["count"]), f"{r['o200k_min']}..{r['o200k_max']}", exact,
+                  str(r["padded_rows"]), isl)
+    console.print(t)
+
+
+@data_app.command("synthetic")
+def data_synthetic(
+    isl: Annotated[int, typer.Option(help="prompt length in tokens of --tokenizer")],
+    out: Annotated[str, typer.Option(help="output file (.jsonl or .parquet)")],
+    count: Annotated[int, typer.Option(help="prompts")] = 512,
+    tokenizer: Annotated[str, typer.Option(help="o200k_base, a HF tokenizer folder, or smollm2")] = "o200k_base",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Random-token prompts (vLLM-style, seeded) of exactly --isl tokens, for synthetic-vs-real comparisons."""
+    from speedbench.data.synthetic import synthetic_prompts
+    from speedbench.data.writers import write_samples
+
+    try:
+        if isl < 1 or count < 1:
+            raise ValueError("--isl and --count must be >= 1")
+        samples = synthetic_prompts(isl, count, tokenizer, seed=seed)
+        write_samples(samples, out)
+    except user_errors() as e:
+        fail(one_line(e))
+        return
+    typer.echo(f"wrote {out}: {len(samples)} random-token prompts of {isl} {tokenizer} tokens (seed {seed})")

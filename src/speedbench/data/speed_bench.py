@@ -31,7 +31,7 @@ from typing import Any
 
 from speedbench.data.readers import content_hash, row_to_sample
 from speedbench.data.resolvers import (
-    HLE_PAGE, Registry, ResolveContext, ResolveError, SourceLoader, TiktokenTokenizer, Tokenizer,
+    HLE_PAGE, Registry, ResolveContext, ResolveError, SourceLoader, Tokenizer, o200k_tokenizer,
     build_registry, row_is_placeholder,
 )
 from speedbench.data.resolvers.base import is_placeholder
@@ -302,7 +302,7 @@ def fetch(configs: str | Sequence[str], *, revision: str | None = None, source: 
 
     def get_tokenizer() -> Tokenizer:
         if not shared:
-            shared.append(TiktokenTokenizer())
+            shared.append(o200k_tokenizer())
         return shared[0]
 
     with _quiet_datasets():

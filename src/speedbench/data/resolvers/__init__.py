@@ -18,7 +18,7 @@ from speedbench.data.resolvers.loading import SourceLoader, load_source
 from speedbench.data.resolvers.long_context import AdaLEvalStackSelect, AdaLEvalTextSort, Bamboo
 from speedbench.data.resolvers.roleplay import CoSER, RoleBench
 from speedbench.data.resolvers.templated import CnnDailyMail, CodeContests, LiveCodeBench, Opus100
-from speedbench.data.resolvers.tokens import TiktokenTokenizer, Tokenizer, pad_or_truncate
+from speedbench.data.resolvers.tokens import Tokenizer, o200k_tokenizer, pad_or_truncate
 
 RESOLVER_CLASSES: tuple[type[Resolver], ...] = (
     Bamboo, CnnDailyMail, HLE, LiveCodeBench, CodeContests, MTBench101, Opus100, ChatRAGBench, MMLUPro,
@@ -27,7 +27,7 @@ RESOLVER_CLASSES: tuple[type[Resolver], ...] = (
 
 __all__ = [
     "HLE_PAGE", "PLACEHOLDER", "RESOLVER_CLASSES", "Registry", "ResolveContext", "ResolveError", "Resolver",
-    "SourceLoader", "SourcePin", "TiktokenTokenizer", "Tokenizer", "build_registry", "load_source",
+    "SourceLoader", "SourcePin", "Tokenizer", "o200k_tokenizer", "build_registry", "load_source",
     "pad_or_truncate", "row_is_placeholder",
 ]
 
