@@ -110,9 +110,13 @@ def test_cli_select_then_audit(tmp_path) -> None:
     assert sorted(rec["categories"][0]) and rec["embedder"].startswith("tfidf")
     assert sorted(s.question_id for s in chosen) == sorted(q for c in rec["categories"] for q in c["selected"])
     res = runner.invoke(app, ["data", "audit", str(out), "--pool", str(pool), "--embedder", "tfidf",
-                              "--plot", str(tmp_path / "p.png")])
+                              "--plot", str(tmp_path / "p.png"), "--json", str(tmp_path / "a.json")])
     assert res.exit_code == 0, res.output
-    assert "pool.jsonl[coding] (174)" in res.output.replace("\n", "") or "coding" in res.output
+    rows = {r["category"]: r for r in json.loads((tmp_path / "a.json").read_text())["rows"]}
+    assert rows["coding"]["reference"] == f"{pool}[coding] (174)"      # 10 MT-Bench + 164 HumanEval
+    assert rows["writing"]["reference"] == f"{pool}[writing] (10)"
+    assert rows["all"]["reference"] == f"{pool} (244)"
+    assert rows["coding"]["mean_cos"] < rows["coding"]["random_mean"]  # the selection beats chance
     res = runner.invoke(app, ["data", "select", str(pool), "--k", "50", "--embedder", "tfidf", "--out",
                               str(tmp_path / "x.jsonl")])
     assert res.exit_code == 2 and "fewer than k=50" in res.output

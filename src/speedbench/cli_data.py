@@ -164,7 +164,7 @@ def data_select(
                   f"{c.seconds:.2f}")
     console.print(t)
     console.print(f"wrote {out} ({len(picked)} prompts) and {out}.selection.json ({sel.selection_hash()[:19]}…); "
-                  f"embedding took {t_embed:.1f} s")
+                  f"embedding took {t_embed:.1f} s", markup=False)
 
 
 @data_app.command("audit")
@@ -181,6 +181,8 @@ def data_audit(
 ) -> None:
     """Mean pairwise cosine per category and overall vs random subsets; near-duplicates; a plot."""
     from rich.table import Table
+
+    from rich.markup import escape
 
     from speedbench.data.audit import audit, plot as draw
     from speedbench.data.pools import read_source
@@ -206,15 +208,16 @@ def data_audit(
         rnd = f"{r.random_mean:.4f} ± {r.random_sd:.4f}" if r.random_mean is not None else "—"
         z = f"{r.z:+.1f}" if r.z is not None else "—"
         nd = str(len(result.near_duplicates[r.file])) if r.category == "all" else ""
-        t.add_row(Path(r.file).name, r.category, str(r.n), f"{r.mean_cos:.4f}", rnd, z, r.reference, nd,
+        t.add_row(escape(Path(r.file).name), escape(r.category), str(r.n), f"{r.mean_cos:.4f}", rnd, z,
+                  escape(r.reference), nd,
                   style="bold" if r.category == "all" else None)
     console.print(t)
     for f, pairs in result.near_duplicates.items():
         for a, b, c in pairs[:10]:
-            console.print(f"near-duplicate in {Path(f).name}: {a} ~ {b} (cos {c:.3f})")
+            console.print(f"near-duplicate in {Path(f).name}: {a} ~ {b} (cos {c:.3f})", markup=False)
         if len(pairs) > 10:
-            console.print(f"… {len(pairs) - 10} more near-duplicate pairs in {Path(f).name} (see --json)")
-    console.print(f"plot: {png}")
+            console.print(f"… {len(pairs) - 10} more near-duplicate pairs in {Path(f).name} (see --json)", markup=False)
+    console.print(f"plot: {png}", markup=False)
 
 
 @data_app.command("fetch")
@@ -259,11 +262,11 @@ def data_fetch(
         return
     for c in result.configs.values():
         resolved = ", ".join(f"{k} {v}" for k, v in c.resolved.items()) or "none"
-        console.print(f"{c.config}: {c.rows} rows ({c.content_hash[:19]}…), resolved from sources: {resolved}")
-        console.print(f"  {c.parquet}\n  {c.jsonl}")
+        console.print(f"{c.config}: {c.rows} rows ({c.content_hash[:19]}…), resolved from sources: {resolved}", markup=False)
+        console.print(f"  {c.parquet}\n  {c.jsonl}", markup=False)
     names = ", ".join(f"speed:{c}" for c in result.configs)
     console.print(f"revision {result.revision}; use with `speedbench run --dataset {names.split(', ')[0]}`"
-                  + (f" (or {names})" if len(result.configs) > 1 else ""))
+                  + (f" (or {names})" if len(result.configs) > 1 else ""), markup=False)
 
 
 @data_app.command("build-throughput")
@@ -288,7 +291,7 @@ def data_build_throughput(
     if list_sources:
         for t in TIERS:
             for name in offline_text.source_names(t):
-                console.print(f"{t:13s} {name:24s} {offline_text.origin_of(name)}")
+                console.print(f"{t:13s} {name:24s} {offline_text.origin_of(name)}", markup=False)
         return
     if out is None:
         fail("--out is required: the folder to write throughput_<bucket>.parquet into")
@@ -315,8 +318,8 @@ def data_build_throughput(
                 write_throughput(build, dest)
                 rows += throughput_report(build)
                 for note in build.notes:
-                    console.print(f"note: {note}")
-                console.print(f"wrote {dest} ({len(build)} prompts, {build.timings.get(b, 0.0):.0f} s)")
+                    console.print(f"note: {note}", markup=False)
+                console.print(f"wrote {dest} ({len(build)} prompts, {build.timings.get(b, 0.0):.0f} s)", markup=False)
     except user_errors() as e:
         fail(one_line(e))
         return
