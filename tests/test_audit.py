@@ -57,6 +57,30 @@ def test_audit_figures_by_hand() -> None:
     assert emb.calls == 1
 
 
+def test_pool_reference_no_choice_and_stratified_all() -> None:
+    """A category the pool holds no more of has no baseline; 'all' draws the set's count per category."""
+    emb = Table({"a": [1, 0], "b": [0.6, 0.8], "c": [0, 1], "d": [0.8, 0.6], "e": [-1, 0]})
+    pool = [_s("1", "x", "a"), _s("2", "x", "b"), _s("3", "y", "c"), _s("4", "y", "d"), _s("5", "y", "e")]
+    chosen = [pool[0], pool[1], pool[2], pool[4]]          # all of x; c and e of y
+    res = audit({"sel": chosen}, emb, pool=pool, pool_name="P", draws=10)
+    rows = {r.category: r for r in res.rows}
+    assert rows["x"].random_mean is None and rows["x"].reference == "n/a (P[x] has 2: no choice)"
+    assert rows["y"].reference == "P[y] (3)"
+    assert rows["y"].mean_cos == pytest.approx(-0.0)       # c.e = 0
+    # y pairs from {c, d, e}: cd .6, ce 0, de -.8 -> mean over draws lies in [-.8, .6]
+    assert -0.8 <= rows["y"].random_mean <= 0.6
+    assert rows["all"].reference == "P, same count per category"
+    # every stratified draw holds a, b and two of {c, d, e}: the draws' values are from three sets
+    ab = {"a", "b"}
+    values = []
+    for pair in (("c", "d"), ("c", "e"), ("d", "e")):
+        X = np.asarray([emb.vectors[t] for t in sorted(ab | set(pair))])
+        G = X @ X.T
+        values.append((G.sum() - np.trace(G)) / 12)
+    assert min(values) - 1e-9 <= rows["all"].random_mean <= max(values) + 1e-9
+    assert rows["all"].random_sd > 0
+
+
 def test_audit_against_a_pool_and_plot(tmp_path) -> None:
     rng = np.random.default_rng(0)
     raw = rng.standard_normal((40, 2)) + [3, 0]
@@ -115,7 +139,7 @@ def test_cli_select_then_audit(tmp_path) -> None:
     rows = {r["category"]: r for r in json.loads((tmp_path / "a.json").read_text())["rows"]}
     assert rows["coding"]["reference"] == f"{pool}[coding] (174)"      # 10 MT-Bench + 164 HumanEval
     assert rows["writing"]["reference"] == f"{pool}[writing] (10)"
-    assert rows["all"]["reference"] == f"{pool} (244)"
+    assert rows["all"]["reference"] == f"{pool}, same count per category"
     assert rows["coding"]["mean_cos"] < rows["coding"]["random_mean"]  # the selection beats chance
     res = runner.invoke(app, ["data", "select", str(pool), "--k", "50", "--embedder", "tfidf", "--out",
                               str(tmp_path / "x.jsonl")])

@@ -534,3 +534,14 @@ def test_cli_fetch_then_run_on_speed_name(world: dict[str, Path], monkeypatch: p
     assert sorted(manifest["dataset"]["question_ids"]) == sorted(s.question_id for s in fetched)
     res = runner.invoke(app, ["data", "fetch", "--config", "qualitative", "--source-revision", "nope"])
     assert res.exit_code == 2 and "expected NAME=REV" in res.output
+
+
+def test_revision_override_of_a_row_url_source_is_refused() -> None:
+    from speedbench.data.resolvers import RESOLVER_CLASSES, build_registry
+
+    url_sources = [cls.name for cls in RESOLVER_CLASSES if cls.default_pin.from_row]
+    assert url_sources  # BAMBOO, MT-Bench-101, ... name their file (and revision) in each row
+    with pytest.raises(ValueError, match="comes from each row's source URL"):
+        build_registry({url_sources[0]: "abc"})
+    pinned = next(cls.name for cls in RESOLVER_CLASSES if not cls.default_pin.from_row)
+    assert build_registry({pinned: "abc"}).by_name(pinned).pin.revision == "abc"

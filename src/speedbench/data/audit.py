@@ -7,10 +7,14 @@ For each file, per category and overall:
   set is more diverse than chance);
 - near-duplicate pairs (cosine >= threshold).
 
-The reference set: with ``--pool`` (the candidates a selection was made from), the pool's rows of
-the same category (the whole pool for "all"); without one, the whole file for each category (is this
-category tighter than the file?) and no baseline for "all" (a file is not a random draw from itself).
-The reference used is named in every row.
+The reference set, named in every row:
+- with ``--pool`` (the candidates a selection was made from): per category, the pool's rows of that
+  category; where the pool holds no more of a category than the set, there was no choice and there is
+  no baseline ("n/a"); a category the pool lacks is compared with the whole pool.  For "all": random
+  subsets with the set's count per category, each drawn from the pool's rows of that category
+  (stratified), so the category mix is the same and only the choice within categories differs.
+- without one: per category, the whole file (is this category tighter than the file?); no baseline
+  for "all" (a file is not a random draw from itself).
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import numpy as np
 from speedbench.data.sample import Sample
 from speedbench.data.select import sample_text
 from speedbench.embed.base import Embedder
-from speedbench.embed.diversity import mean_pairwise_cosine, near_duplicates, random_subset_baseline
+from speedbench.embed.diversity import (
+    mean_pairwise_cosine, near_duplicates, random_subset_baseline, stratified_subset_baseline,
+)
 
 
 @dataclass
@@ -87,6 +93,27 @@ def _baseline(ref: np.ndarray, size: int, draws: int, seed: int) -> tuple[float 
     return random_subset_baseline(ref, size, draws=draws, seed=seed)
 
 
+def _category_reference(cat: str, size: int, P: np.ndarray | None, pool_cats: dict[str, list[int]],
+                        E: np.ndarray, pool_name: str) -> tuple[np.ndarray | None, str]:
+    """(rows to draw random subsets from, or None when there was no choice; the label)."""
+    if P is None:
+        return E, f"whole file ({len(E)})"
+    if cat not in pool_cats:
+        return P, f"{pool_name} ({len(P)}; no {cat} in it)"
+    if len(pool_cats[cat]) <= size:
+        return None, f"n/a ({pool_name}[{cat}] has {len(pool_cats[cat])}: no choice)"
+    return P[pool_cats[cat]], f"{pool_name}[{cat}] ({len(pool_cats[cat])})"
+
+
+def _stratified(cats: dict[str, list[int]], P: np.ndarray, pool_cats: dict[str, list[int]], draws: int,
+                seed: int) -> tuple[float | None, float | None]:
+    groups = [P[pool_cats[c]] if c in pool_cats and len(pool_cats[c]) >= len(ix) else P for c, ix in cats.items()]
+    sizes = [len(ix) for ix in cats.values()]
+    if sum(sizes) < 2:
+        return None, None
+    return stratified_subset_baseline(groups, sizes, draws=draws, seed=seed)
+
+
 def audit(files: dict[str, list[Sample]], embedder: Embedder, *, pool: list[Sample] | None = None,
           pool_name: str = "pool", draws: int = 20, seed: int = 0, threshold: float = 0.95) -> AuditResult:
     if draws < 10:
@@ -98,20 +125,16 @@ def audit(files: dict[str, list[Sample]], embedder: Embedder, *, pool: list[Samp
     pool_cats = _by_category(pool) if pool else {}
     result = AuditResult(embedder=embedder.id, draws=draws, seed=seed, threshold=threshold)
     for name, samples, E in zip(names, groups, embedded):
-        for cat, ix in sorted(_by_category(samples).items()):
-            X = E[ix]
-            if P is not None and cat in pool_cats and len(pool_cats[cat]) > len(ix):
-                ref, ref_name = P[pool_cats[cat]], f"{pool_name}[{cat}] ({len(pool_cats[cat])})"
-            elif P is not None:
-                ref, ref_name = P, f"{pool_name} ({len(P)})"
-            else:
-                ref, ref_name = E, f"whole file ({len(E)})"
-            m, sd = _baseline(ref, len(ix), draws, seed)
-            result.rows.append(AuditRow(name, cat, len(ix), mean_pairwise_cosine(X), m, sd,
-                                        ref_name if m is not None else "n/a"))
+        cats = dict(sorted(_by_category(samples).items()))
+        for cat, ix in cats.items():
+            ref, ref_name = _category_reference(cat, len(ix), P, pool_cats, E, pool_name)
+            m, sd = _baseline(ref, len(ix), draws, seed) if ref is not None else (None, None)
+            if m is None and ref is not None:
+                ref_name = f"n/a ({ref_name}: too small)"
+            result.rows.append(AuditRow(name, cat, len(ix), mean_pairwise_cosine(E[ix]), m, sd, ref_name))
         if P is not None:
-            m, sd = _baseline(P, len(samples), draws, seed)
-            ref_name = f"{pool_name} ({len(P)})" if m is not None else "n/a"
+            m, sd = _stratified(cats, P, pool_cats, draws, seed)
+            ref_name = f"{pool_name}, same count per category" if m is not None else "n/a"
         else:
             m, sd, ref_name = None, None, "n/a (no --pool)"
         result.rows.append(AuditRow(name, "all", len(samples), mean_pairwise_cosine(E), m, sd, ref_name))

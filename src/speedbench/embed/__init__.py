@@ -9,10 +9,12 @@ from speedbench.embed.base import (
     KNOWN_SPECS, Embedder, EmbedderError, EmbedderUnavailable, Progress, get_embedder, normalize_rows, zero_rows,
 )
 from speedbench.embed.cache import CachedEmbedder, EmbeddingCache
-from speedbench.embed.diversity import mean_pairwise_cosine, near_duplicates, pairwise_sum, random_subset_baseline
+from speedbench.embed.diversity import (
+    mean_pairwise_cosine, near_duplicates, pairwise_sum, random_subset_baseline, stratified_subset_baseline,
+)
 
 __all__ = [
     "KNOWN_SPECS", "CachedEmbedder", "Embedder", "EmbedderError", "EmbedderUnavailable", "EmbeddingCache",
     "Progress", "get_embedder", "mean_pairwise_cosine", "near_duplicates", "normalize_rows", "pairwise_sum",
-    "random_subset_baseline", "zero_rows",
+    "random_subset_baseline", "stratified_subset_baseline", "zero_rows",
 ]

@@ -58,14 +58,28 @@ def random_subset_baseline(e: np.ndarray, size: int, draws: int = 100, seed: int
     The yardstick for a selection: a selected subset should sit well below the random mean.
     Reproducible for a given ``seed`` (numpy ``default_rng``).
     """
-    x = _rows(e)
-    n = len(x)
+    return stratified_subset_baseline([e], [size], draws=draws, seed=seed)
+
+
+def stratified_subset_baseline(groups: Sequence[np.ndarray], sizes: Sequence[int], draws: int = 100,
+                               seed: int = 0) -> tuple[float, float]:
+    """(mean, sample sd) of ``mean_pairwise_cosine`` over ``draws`` random subsets that take ``sizes[g]``
+    rows uniformly from each ``groups[g]`` (e.g. the same count per category as a selection).  With
+    one group this is :func:`random_subset_baseline`."""
+    xs = [_rows(g) for g in groups]
     if draws < 10:
         raise ValueError("draws must be >= 10")
-    if not 2 <= size <= n:
-        raise ValueError(f"size must be between 2 and the number of rows ({n}), got {size}")
+    if len(xs) != len(sizes):
+        raise ValueError(f"{len(xs)} groups but {len(sizes)} sizes")
+    for x, size in zip(xs, sizes):
+        if not 0 <= size <= len(x):
+            raise ValueError(f"size must be between 2 and the number of rows ({len(x)}), got {size}")
+    if sum(sizes) < 2:
+        raise ValueError(f"size must be between 2 and the number of rows ({sum(len(x) for x in xs)}), got {sum(sizes)}")
     rng = np.random.default_rng(seed)
-    vals = np.array([_pair_mean(x[rng.choice(n, size=size, replace=False)]) for _ in range(draws)])
+    vals = np.array([_pair_mean(np.concatenate([x[rng.choice(len(x), size=size, replace=False)]
+                                                for x, size in zip(xs, sizes)]))
+                     for _ in range(draws)])
     return float(vals.mean()), float(vals.std(ddof=1))
 
 

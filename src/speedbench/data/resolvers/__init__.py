@@ -60,4 +60,8 @@ def build_registry(revisions: Mapping[str, str] | None = None) -> Registry:
     unknown = sorted(set(revisions) - names)
     if unknown:
         raise ValueError(f"unknown resolver(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    from_row = sorted(cls.name for cls in RESOLVER_CLASSES if cls.name in revisions and cls.default_pin.from_row)
+    if from_row:
+        raise ValueError(f"{', '.join(from_row)}: the revision comes from each row's source URL; "
+                         "a revision override does not apply")
     return Registry([cls(revisions.get(cls.name)) for cls in RESOLVER_CLASSES])

@@ -33,4 +33,7 @@ def pad_or_truncate(prompt: str, target: int, tok: Tokenizer, padding: str = PAD
     (a cut inside a character or a word) it is cut or padded again until the count is exact."""
     if not tok.encode(padding):
         raise ResolveError("padding text encodes to no tokens")
-    return _exact_pad_or_truncate(prompt, target, tok, padding)
+    try:
+        return _exact_pad_or_truncate(prompt, target, tok, padding)
+    except ValueError as e:  # the length could not be made exact
+        raise ResolveError(f"cannot fit the prompt to {target} tokens: {e}") from None
