@@ -14,7 +14,7 @@ from typing import Any
 
 from speedbench.analysis.lossless import TargetScorer, compare_outputs, compare_scores
 from speedbench.config import RunConfig
-from speedbench.results.rundir import atomic_write
+from speedbench.atomic import atomic_write
 from speedbench.run import execute, finish, prepare
 
 

@@ -186,12 +186,17 @@ def stdlib_source() -> list[Document]:
     return _source_docs(_stdlib_dir(), "stdlib")
 
 
-def package_source(package: str) -> Callable[[], list[Document]]:
+def _from_package(package: str, docs: Callable[[Path, str], list[Document]]) -> Callable[[], list[Document]]:
+    """A source listing ``docs(package folder, package)``, or nothing when the package is not installed."""
     def list_docs() -> list[Document]:
         root = _package_dir(package)
-        return _source_docs(root, package) if root else []
+        return docs(root, package) if root else []
 
     return list_docs
+
+
+def package_source(package: str) -> Callable[[], list[Document]]:
+    return _from_package(package, _source_docs)
 
 
 UNICODE_BLOCK = 256
@@ -258,11 +263,7 @@ def stdlib_docstrings() -> list[Document]:
 
 
 def package_docstrings(package: str) -> Callable[[], list[Document]]:
-    def list_docs() -> list[Document]:
-        root = _package_dir(package)
-        return _docstring_docs(root, package) if root else []
-
-    return list_docs
+    return _from_package(package, _docstring_docs)
 
 
 def mtbench_dir() -> Path | None:

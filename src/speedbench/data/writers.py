@@ -8,34 +8,15 @@ disk or a crash leave the destination untouched and the temporary file removed).
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Iterable
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
+from speedbench.atomic import atomic_path, atomic_write_with
 from speedbench.data.sample import Sample
 
-
-@contextmanager
-def atomic_path(dest: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; on success it is fsynced and renamed onto ``dest``."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_with(dest: str | Path, write: Callable[[IO[str]], None]) -> None:
-    with atomic_path(dest) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        write(f)
+__all__ = ["atomic_path", "atomic_write_with", "sample_messages", "write_jsonl", "write_messages_jsonl",
+           "write_parquet", "write_samples"]
 
 
 def sample_messages(s: Sample) -> dict[str, Any]:

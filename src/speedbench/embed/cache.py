@@ -19,12 +19,11 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from speedbench.atomic import atomic_path
 from speedbench.embed.base import Embedder, EmbedderError, Progress, normalize_rows, zero_rows
 
 log = logging.getLogger("speedbench.embed")
@@ -49,19 +48,6 @@ def slug(embedder_id: str) -> str:
 
 def text_key(embedder_id: str, text: str) -> bytes:
     return hashlib.sha256(embedder_id.encode() + b"\0" + text.encode("utf-8", "surrogatepass")).digest()
-
-
-@contextmanager
-def _atomic(dest: Path) -> Iterator[Path]:
-    """A temporary path beside ``dest``, fsynced and renamed onto it if the block succeeds."""
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _shard_dtype(dim: int) -> np.dtype:
@@ -118,7 +104,7 @@ class EmbeddingCache:
         arr["key"] = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
         arr["vec"] = vecs
         name = f"shard-{time.time_ns()}-{os.getpid()}-{secrets.token_hex(3)}.npy"
-        with _atomic(self.dir / name) as tmp, open(tmp, "wb") as f:
+        with atomic_path(self.dir / name) as tmp, open(tmp, "wb") as f:
             np.save(f, arr, allow_pickle=False)
         self._index(keys, vecs)
 
@@ -133,7 +119,7 @@ class EmbeddingCache:
         arr = np.empty(len(keys), dtype=_shard_dtype(self.dim))
         arr["key"] = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
         arr["vec"] = vecs
-        with _atomic(self.dir / f"shard-{time.time_ns()}-{os.getpid()}-merged.npy") as tmp, open(tmp, "wb") as f:
+        with atomic_path(self.dir / f"shard-{time.time_ns()}-{os.getpid()}-merged.npy") as tmp, open(tmp, "wb") as f:
             np.save(f, arr, allow_pickle=False)
         for p in old:
             p.unlink(missing_ok=True)
@@ -158,7 +144,7 @@ class EmbeddingCache:
 
     def _write_meta(self, dim: int) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        with _atomic(self.dir / "meta.json") as tmp:
+        with atomic_path(self.dir / "meta.json") as tmp:
             tmp.write_text(json.dumps({"format": FORMAT, "id": self.id, "dim": dim}) + "\n")
         self.dim = dim
 

@@ -14,20 +14,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from speedbench.atomic import atomic_write, atomic_write_with
 from speedbench.records import RequestRecord
 
 
 class RunDirError(ValueError):
     pass
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class RunDir:
@@ -102,12 +94,13 @@ class RunDir:
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write(self.summary_path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         rows = summary_rows(summary)
-        tmp = self.csv_path.with_name(self.csv_path.name + ".tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as f:
+
+        def write_csv(f: Any) -> None:
             w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
             w.writeheader()
             w.writerows(rows)
-        os.replace(tmp, self.csv_path)
+
+        atomic_write_with(self.csv_path, write_csv, newline="")
 
 
 def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
