@@ -320,7 +320,7 @@ def fetch(configs: str | Sequence[str], *, revision: str | None = None, source: 
             except ResolveError as e:  # e.g. the tokenizer cannot load
                 raise DatasetError(display, None, None, str(e)) from None
             samples = rows_to_samples(rows, display)
-            tok_name = ctx._tokenizer.name if ctx._tokenizer is not None else None
+            tok_name = ctx.tokenizer_used
             manifest = _manifest(config, revision, seed=seed, local_dataset=source is not None,
                                  local_sources=sources_dir is not None, registry=registry, counts=counts,
                                  used=loader.take_touched(), tokenizer=tok_name, samples=samples)

@@ -113,6 +113,11 @@ class ResolveContext:
             self._tokenizer = self.tokenizer_factory()
         return self._tokenizer
 
+    @property
+    def tokenizer_used(self) -> str | None:
+        """The tokenizer's name if any resolver needed one (for the manifest), else None."""
+        return self._tokenizer.name if self._tokenizer is not None else None
+
     def rng(self, resolver: str, question_id: str) -> random.Random:
         """The row's own RNG: depends only on (seed, resolver, question_id), never on order."""
         return random.Random(f"{self.seed}:{resolver}:{question_id}")
