@@ -30,21 +30,27 @@ def _split(values: list[str]) -> list[str]:
 
 
 class _Status:
-    """A rich status line that embedders and selection report progress to."""
+    """A rich status line that long work reports progress to (off: updates are dropped)."""
 
-    def __init__(self, console: Any, text: str) -> None:
-        self.status = console.status(text)
+    def __init__(self, console: Any, text: str, enabled: bool = True) -> None:
+        self.status = console.status(text) if enabled else None
         self.text = text
 
     def __enter__(self) -> "_Status":
-        self.status.start()
+        if self.status is not None:
+            self.status.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.status.stop()
+        if self.status is not None:
+            self.status.stop()
+
+    def update(self, text: str) -> None:
+        if self.status is not None:
+            self.status.update(text)
 
     def embedded(self, done: int, total: int) -> None:
-        self.status.update(f"{self.text}: {done}/{total} texts embedded")
+        self.update(f"{self.text}: {done}/{total} texts embedded")
 
 
 def _embedder(spec: str, no_cache: bool, status: _Status) -> Any:
@@ -180,9 +186,8 @@ def data_audit(
     no_cache: NoCache = False,
 ) -> None:
     """Mean pairwise cosine per category and overall vs random subsets; near-duplicates; a plot."""
-    from rich.table import Table
-
     from rich.markup import escape
+    from rich.table import Table
 
     from speedbench.data.audit import audit, plot as draw
     from speedbench.data.pools import read_source
@@ -192,7 +197,8 @@ def data_audit(
         sets = {f: read_source(f) for f in files}
         ref = read_source(pool) if pool else None
         with _Status(console, f"embedding with {embedder}") as status:
-            result = audit(sets, _embedder(embedder, no_cache, status), pool=ref, pool_name=pool or "pool", draws=draws, seed=seed, threshold=threshold)
+            result = audit(sets, _embedder(embedder, no_cache, status), pool=ref, pool_name=pool or "pool",
+                           draws=draws, seed=seed, threshold=threshold)
         png = draw(result, plot)
         if json_out:
             from speedbench.data.writers import atomic_write_with
@@ -243,20 +249,12 @@ def data_fetch(
                 raise ValueError(f"--source-revision {item!r}: expected NAME=REV")
             pins[name.strip()] = rev.strip()
         configs = sb.expand_configs(_split(config))
-        status = console.status("loading SPEED-Bench") if progress else None
-
-        def on_progress(cfg: str, resolver: str, done: int, total: int) -> None:
-            if status is not None:
+        with _Status(console, "loading SPEED-Bench", enabled=progress) as status:
+            def on_progress(cfg: str, resolver: str, done: int, total: int) -> None:
                 status.update(f"{cfg}: resolving {resolver} {done}/{total}")
 
-        if status is not None:
-            status.start()
-        try:
             result = sb.fetch(configs, revision=revision, source=source, sources_dir=sources_dir, out_dir=out_dir,
                               seed=seed, progress=on_progress, source_revisions=pins or None)
-        finally:
-            if status is not None:
-                status.stop()
     except user_errors() as e:
         fail(one_line(e))
         return
@@ -309,7 +307,7 @@ def data_build_throughput(
         with _Status(console, "building throughput prompts") as status:
             for b in buckets:
                 def on_progress(done: int, total: int, label: str, b: str = b) -> None:
-                    status.status.update(f"throughput_{b}: {done}/{total} prompts ({label})")
+                    status.update(f"throughput_{b}: {done}/{total} prompts ({label})")
 
                 build = build_throughput([b], tiers, count_per_tier, seed=seed, sources=_split(source) or None,
                                          target_tokenizer=target_tokenizer, repad_to_target=repad_to_target,

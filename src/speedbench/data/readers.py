@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from speedbench.data.sample import PLACEHOLDER_PREFIX, DatasetError, Sample
+from speedbench.data.sample import DatasetError, Sample, is_placeholder
 
 EMBEDDED = {"starter": "starter.jsonl"}
 
@@ -69,7 +69,7 @@ def row_to_sample(row: Any, file: str, line: int) -> Sample:
         raise DatasetError(file, line, "turns", "missing (expected 'turns' or 'messages')")
 
     for i, t in enumerate(turns):
-        if t.lstrip().startswith(PLACEHOLDER_PREFIX):
+        if is_placeholder(t):
             raise DatasetError(
                 file, line, f"{field}[{i}]",
                 f"question {qid} is the SPEED-Bench placeholder text, not a prompt; "

@@ -13,6 +13,11 @@ CATEGORIES = (
 PLACEHOLDER_PREFIX = "FULL BENCHMARK DATA SHOULD BE FETCHED FROM THE SOURCE"
 
 
+def is_placeholder(text: Any) -> bool:
+    """The SPEED-Bench placeholder instead of a prompt (the official rows start with this text)."""
+    return isinstance(text, str) and text.lstrip().startswith(PLACEHOLDER_PREFIX)
+
+
 class DatasetError(ValueError):
     """Bad dataset input; the message is one line: FILE:LINE: field X: what is wrong."""
 

@@ -34,9 +34,9 @@ from speedbench.data.resolvers import (
     HLE_PAGE, Registry, ResolveContext, ResolveError, SourceLoader, Tokenizer, o200k_tokenizer,
     build_registry, row_is_placeholder,
 )
-from speedbench.data.resolvers.base import is_placeholder
 from speedbench.data.sample import DatasetError, Sample
-from speedbench.data.writers import atomic_write_with, write_messages_jsonl, write_parquet
+from speedbench.atomic import atomic_write
+from speedbench.data.writers import write_messages_jsonl, write_parquet
 from speedbench.paths import cache_dir
 
 REPO_ID = "nvidia/SPEED-Bench"
@@ -222,8 +222,7 @@ def resolve_rows(config: str, rows: list[dict[str, Any]], registry: Registry, ct
             counts[name] += 1
             if progress is not None:
                 progress(config, name, done, len(positions))
-    left = sorted(str(r.get("question_id")) for r in out
-                  if any(is_placeholder(t) for t in (r.get("turns") or [])) or not r.get("turns"))
+    left = sorted(str(r.get("question_id")) for r in out if row_is_placeholder(r) or not r.get("turns"))
     if left:
         raise DatasetError(display, None, "turns",
                            f"rows still hold the placeholder after resolution (question_id: {_listed(left)})")
@@ -251,7 +250,7 @@ def _publish(dest: Path, config: str, samples: list[Sample], manifest: dict[str,
         write_parquet(samples, staging / names["parquet"])
         write_messages_jsonl(samples, staging / names["jsonl"])
         text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        atomic_write_with(staging / names["manifest"], lambda f: f.write(text))
+        atomic_write(staging / names["manifest"], text)
         for key in ("parquet", "jsonl", "manifest"):
             os.replace(staging / names[key], dest / names[key])
     finally:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from speedbench.data.sample import PLACEHOLDER_PREFIX
+from speedbench.data.sample import PLACEHOLDER_PREFIX, is_placeholder
 
 if TYPE_CHECKING:
     from speedbench.data.resolvers.loading import SourceLoader
@@ -29,10 +29,6 @@ PLACEHOLDER = PLACEHOLDER_PREFIX + " USING SPECDEC_BENCH"
 
 class ResolveError(Exception):
     """A row could not be rebuilt from its source; the fetcher adds the file, row and question_id."""
-
-
-def is_placeholder(text: Any) -> bool:
-    return isinstance(text, str) and text.lstrip().startswith(PLACEHOLDER_PREFIX)
 
 
 def row_is_placeholder(row: dict[str, Any]) -> bool:
