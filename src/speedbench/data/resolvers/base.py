@@ -31,12 +31,17 @@ class ResolveError(Exception):
     """A row could not be rebuilt from its source; the fetcher adds the file, row and question_id."""
 
 
-def row_is_placeholder(row: dict[str, Any]) -> bool:
-    """The reference checks the first turn only; any turn holding the placeholder counts here."""
-    turns = row.get("turns") or []
+def row_turns(row: dict[str, Any]) -> list[Any]:
+    """A row's ``turns`` as a list (a parquet-backed row may hold a numpy array), empty when absent."""
+    turns = row.get("turns")
     if hasattr(turns, "tolist"):
         turns = turns.tolist()
-    return any(is_placeholder(t) for t in turns)
+    return list(turns or [])
+
+
+def row_is_placeholder(row: dict[str, Any]) -> bool:
+    """The reference checks the first turn only; any turn holding the placeholder counts here."""
+    return any(is_placeholder(t) for t in row_turns(row))
 
 
 def template_of(turn: str) -> str:
@@ -158,14 +163,11 @@ def src_id_of(row: dict[str, Any]) -> str:
 
 
 def first_turn(row: dict[str, Any]) -> str:
-    turns = row.get("turns")
-    if hasattr(turns, "tolist"):
-        turns = turns.tolist()
+    turns = row_turns(row)
     if not turns or not isinstance(turns[0], str):
         raise ResolveError("placeholder row has no turns")
     return turns[0]
 
 
 def n_turns(row: dict[str, Any]) -> int:
-    turns = row.get("turns")
-    return len(turns) if turns is not None else 0
+    return len(row_turns(row))

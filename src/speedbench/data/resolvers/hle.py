@@ -16,7 +16,7 @@ from typing import Any
 
 from speedbench.data.resolvers import prompts
 from speedbench.data.resolvers.base import ResolveContext, ResolveError, Resolver, SourcePin, field_of, src_id_of
-from speedbench.data.resolvers.loading import index_by, row_at
+from speedbench.data.resolvers.loading import index_by, row_at, row_by
 
 HLE_PAGE = "https://huggingface.co/datasets/cais/hle"
 
@@ -31,10 +31,8 @@ class HLE(Resolver):
         ds = ctx.sources.dataset(self.name, self.pin.repo_id, self.pin.revision)
         key = src_id_of(row)
         if "qualitative" in ctx.config:
-            index = ctx.sources.derived((self.name, "index"), lambda: index_by(ds, "id"))
-            if key not in index:
-                raise ResolveError(f"no row with id == {key!r} in cais/hle")
-            return [str(field_of(row_at(ds, index[key]), "question"))]
+            src = row_by(ctx.sources, (self.name, "index"), ds, "id", key, where="cais/hle")
+            return [str(field_of(src, "question"))]
         if "throughput" in ctx.config:
             return [self._throughput(row, key, ds, ctx)]
         raise ResolveError(f"HLE rows are only defined for qualitative and throughput configs, not {ctx.config!r}")

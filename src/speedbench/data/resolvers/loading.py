@@ -133,6 +133,15 @@ def index_by(ds: Any, column: str) -> dict[Any, int]:
     return out
 
 
+def row_by(sources: SourceLoader, memo: Any, ds: Any, column: str, key: Any, where: str = "the source") -> dict[str, Any]:
+    """The first row of ``ds`` whose ``column`` equals ``key``; the column's index is built once per fetch
+    under ``memo`` (a key naming the resolver and the data set)."""
+    index = sources.derived(memo, lambda: index_by(ds, column))
+    if key not in index:
+        raise ResolveError(f"no row with {column} == {key!r} in {where}")
+    return row_at(ds, index[key])
+
+
 def row_at(ds: Any, i: int) -> dict[str, Any]:
     if not 0 <= i < len(ds):
         raise ResolveError(f"row {i} is out of range (source has {len(ds)} rows)")

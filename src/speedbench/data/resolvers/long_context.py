@@ -18,7 +18,7 @@ from speedbench.data.resolvers import prompts
 from speedbench.data.resolvers.base import (
     ResolveContext, ResolveError, Resolver, SourcePin, field_of, index_part, ints_after_underscores, src_id_of,
 )
-from speedbench.data.resolvers.loading import index_by, row_at, source_file
+from speedbench.data.resolvers.loading import row_at, row_by, source_file
 from speedbench.data.resolvers.tokens import Tokenizer, pad_or_truncate
 
 
@@ -71,11 +71,7 @@ class AdaLEvalStackSelect(Resolver):
     def resolve(self, row: dict[str, Any], ctx: ResolveContext) -> list[str]:
         ref = source_file(str(row["source"]), self.pin.repo_id)
         ds = ctx.sources.files(self.name, [ref])
-        index = ctx.sources.derived((self.name, ref.url), lambda: index_by(ds, "question_id"))
-        key = src_id_of(row)
-        if key not in index:
-            raise ResolveError(f"no row with question_id == {key!r} in {ref.url}")
-        src = row_at(ds, index[key])
+        src = row_by(ctx.sources, (self.name, ref.url), ds, "question_id", src_id_of(row), where=ref.url)
         budget = ctx.num_tokens
         prompt = stackselect_prompt(str(field_of(src, "question")), [str(a) for a in field_of(src, "all_answers")],
                                     str(field_of(src, "answer")), budget, ctx.tokenizer,

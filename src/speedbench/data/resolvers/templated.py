@@ -14,14 +14,11 @@ from typing import Any
 from speedbench.data.resolvers.base import (
     ResolveContext, ResolveError, Resolver, SourcePin, field_of, fill, first_turn, src_id_of, template_of,
 )
-from speedbench.data.resolvers.loading import SourceFile, index_by, row_at
+from speedbench.data.resolvers.loading import SourceFile, row_at, row_by
 
 
 def _by_key(ctx: ResolveContext, name: str, ds: Any, column: str, key: str) -> dict[str, Any]:
-    index = ctx.sources.derived((name, "index", column), lambda: index_by(ds, column))
-    if key not in index:
-        raise ResolveError(f"no row with {column} == {key!r} in the source")
-    return row_at(ds, index[key])
+    return row_by(ctx.sources, (name, "index", column), ds, column, key)
 
 
 class CnnDailyMail(Resolver):

@@ -31,9 +31,7 @@ def pad_or_truncate(prompt: str, target: int, tok: Tokenizer, padding: str = PAD
     """Exactly ``target`` tokens: cut the prompt, or repeat ``padding`` after it and cut (the reference's
     ``_pad_or_truncate_prompt``), then re-checked: where a decoded prefix re-encodes to another count
     (a cut inside a character or a word) it is cut or padded again until the count is exact."""
-    if not tok.encode(padding):
-        raise ResolveError("padding text encodes to no tokens")
     try:
         return _exact_pad_or_truncate(prompt, target, tok, padding)
-    except ValueError as e:  # the length could not be made exact
+    except ValueError as e:  # the length could not be made exact (or the padding encodes to no tokens)
         raise ResolveError(f"cannot fit the prompt to {target} tokens: {e}") from None
