@@ -73,8 +73,9 @@ def retry_after(headers: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _public_host(base_url: str) -> str:
-    parts = urlsplit(base_url)
+def _public_host(url: str) -> str:
+    """host[:port] of a URL, without any user:password@."""
+    parts = urlsplit(url)
     host = parts.hostname or ""
     return f"{host}:{parts.port}" if parts.port else host
 
@@ -150,11 +151,8 @@ class OpenAIEmbedder:
         return f"OpenAIEmbedder(id={self.id!r}, url={self._safe_url()!r}, batch_size={self.batch_size})"
 
     def _safe_url(self) -> str:
-        parts = urlsplit(self.url)
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc += f":{parts.port}"
-        return redact(parts._replace(netloc=netloc, query="").geturl(), self._key)
+        parts = urlsplit(self.url)  # without user:password@ and the query
+        return redact(parts._replace(netloc=_public_host(self.url), query="").geturl(), self._key)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         sendable = [i for i, t in enumerate(texts) if t.strip()]
