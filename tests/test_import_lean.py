@@ -13,14 +13,14 @@ def _modules(code: str) -> list[str]:
 
 
 def test_import_speedbench_pulls_no_engine_library():
-    mods = _modules("import speedbench, speedbench.run, speedbench.engines.registry, speedbench.engines.mock, "
+    mods = _modules("import speedbench, speedbench.usecases.run, speedbench.engines.registry, speedbench.engines.mock, "
                     "speedbench.engines.openai_http, speedbench.engines.mock_server, speedbench.engines.reference, "
                     "speedbench.engines.hf_models, speedbench.engines.vllm, speedbench.engines.llamacpp, "
-                    "speedbench.engines.sglang, speedbench.engines.trtllm, speedbench.check_lossless, "
-                    "speedbench.analysis.lossless, speedbench.data.speed_bench, speedbench.data.resolvers, "
-                    "speedbench.data.tokens, speedbench.data.throughput, speedbench.data.offline_text, "
-                    "speedbench.data.synthetic, speedbench.data.pools, speedbench.data.select, speedbench.data.audit, "
-                    "speedbench.embed, speedbench.cli_data")
+                    "speedbench.engines.sglang, speedbench.engines.trtllm, speedbench.usecases.check_lossless, "
+                    "speedbench.analysis.lossless, speedbench.data.build.speed_bench, speedbench.data.build.resolvers, "
+                    "speedbench.data.build.tokens, speedbench.data.build.throughput, speedbench.data.build.offline_text, "
+                    "speedbench.data.build.synthetic, speedbench.data.build.pools, speedbench.data.build.select, speedbench.data.build.audit, "
+                    "speedbench.embed, speedbench.cli.data")
     assert [m for m in mods if m.split(".")[0] in HEAVY] == []
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from speedbench.metrics import invariants as inv
 from speedbench.metrics.acceptance import (
-    acceptance_length, acceptance_rate, acceptance_summary, conditional_acceptance, histogram_dict,
+    acceptance_length, acceptance_rate, acceptance_stats, conditional_acceptance, histogram_dict,
     joint_acceptance, macro_acceptance_length, sum_stats,
 )
 from speedbench.metrics.aggregate import summarize
@@ -50,10 +50,10 @@ def test_macro_vs_token_weighted():
     a = SDStats(drafted=30, accepted=20, steps=10)   # AL 3.0
     b = SDStats(drafted=90, accepted=0, steps=30)    # AL 1.0
     assert macro_acceptance_length([a, b]) == pytest.approx(2.0)
-    summ = acceptance_summary([a, b], k=3)
-    assert summ["acceptance_length"] == pytest.approx(2.0)
-    assert summ["acceptance_length_token_weighted"] == pytest.approx(1 + 20 / 40)
-    assert summ["acceptance_rate"] == pytest.approx(20 / 120)
+    summ = acceptance_stats([a, b], k=3)
+    assert summ.acceptance_length == pytest.approx(2.0)
+    assert summ.acceptance_length_token_weighted == pytest.approx(1 + 20 / 40)
+    assert summ.acceptance_rate == pytest.approx(20 / 120)
 
 
 def test_sum_stats_pads_lists():
@@ -91,9 +91,9 @@ def test_output_tps_and_distribution():
     bad = RequestRecord("x", "c", 0, start_ns=0, end_ns=9000 * MS, error={"cause": "timeout", "detail": ""})
     assert output_tps([r1, r2, bad]) == pytest.approx(40 / 2.0)
     d = distribution([1.0, 2.0, 3.0, 4.0, None])
-    assert d["mean"] == 2.5 and d["p50"] == 2.5 and d["n"] == 4
-    assert d["p90"] == pytest.approx(3.7)
-    assert distribution([None])["mean"] is None
+    assert d.mean == 2.5 and d.p50 == 2.5 and d.n == 4
+    assert d.p90 == pytest.approx(3.7)
+    assert distribution([None]).mean is None
 
 
 def test_chunk_stats_treat_first_chunk_as_prefill():
@@ -130,47 +130,47 @@ def test_counter_delta():
 def test_invariants_flag_violations():
     r = _record(completion_tokens=7)
     good = SDStats(drafted=9, accepted=3, steps=3, histogram=[1, 1, 1, 0])
-    assert inv.al_bounded([(r, good)], k=3)["ok"] is True
+    assert inv.al_bounded([(r, good)], k=3).ok is True
     too_high = SDStats(drafted=9, accepted=12, steps=3)
-    assert inv.al_bounded([(r, too_high)], k=3)["ok"] is False
-    assert inv.histogram_sums([(r, good)])["ok"] is True
-    assert inv.histogram_sums([(r, SDStats(9, 3, 3, histogram=[1, 1, 0, 0]))])["ok"] is False
-    assert inv.tokens_match_steps([(r, good)], k=3)["ok"] is True          # 7 = 1 + 3 steps + 3 accepted
+    assert inv.al_bounded([(r, too_high)], k=3).ok is False
+    assert inv.histogram_sums([(r, good)]).ok is True
+    assert inv.histogram_sums([(r, SDStats(9, 3, 3, histogram=[1, 1, 0, 0]))]).ok is False
+    assert inv.tokens_match_steps([(r, good)], k=3).ok is True          # 7 = 1 + 3 steps + 3 accepted
     # more tokens than 1 + steps + accepted: decode steps without a draft (vLLM/llama.cpp count only
     # steps that verified a draft) -- allowed, and counted in the detail
     undrafted = inv.tokens_match_steps([(r, SDStats(9, 2, 3))], k=3)
-    assert undrafted["ok"] is True and "1 requests had 1 decode steps without a draft" in undrafted["detail"]
+    assert undrafted.ok is True and "1 requests had 1 decode steps without a draft" in undrafted.detail
     # fewer: the last step's drafts accepted past the stop point, at most k: 7 = 1 + 3 + 5 - 2
     cut = inv.tokens_match_steps([(r, SDStats(12, 5, 3))], k=3)
-    assert cut["ok"] is True and "1 requests had 2 accepted drafts past the stop point" in cut["detail"]
+    assert cut.ok is True and "1 requests had 2 accepted drafts past the stop point" in cut.detail
     # more than k short is impossible: 7 < 1 + 4 + 6 - 3
-    assert inv.tokens_match_steps([(r, SDStats(12, 6, 4))], k=3)["ok"] is False
+    assert inv.tokens_match_steps([(r, SDStats(12, 6, 4))], k=3).ok is False
     # steps a source inferred from the token count are not checked against it
-    assert inv.tokens_match_steps([(r, SDStats(12, 6, 4, inferred=["steps"]))], k=3)["ok"] is None
-    assert inv.histogram_sums([])["ok"] is None
+    assert inv.tokens_match_steps([(r, SDStats(12, 6, 4, inferred=["steps"]))], k=3).ok is None
+    assert inv.histogram_sums([]).ok is None
     ok = inv.per_request_vs_counters(SDStats(100, 50, 40), SDStats(100, 50, 40), 0)
-    assert ok["ok"] is True
+    assert ok.ok is True
     near = inv.per_request_vs_counters(SDStats(1000, 500, 400), SDStats(1005, 503, 402), 0)
-    assert near["ok"] is True  # within 1 %
+    assert near.ok is True  # within 1 %
     off = inv.per_request_vs_counters(SDStats(100, 50, 40), SDStats(200, 90, 80), 0)
-    assert off["ok"] is False and "other traffic" in off["detail"]
+    assert off.ok is False and "other traffic" in off.detail
     # llama.cpp: steps inferred per request are not compared; drafted/accepted are
     inferred = inv.per_request_vs_counters(SDStats(30, 12, 11, inferred=["steps"]), SDStats(30, 12, 10), 0)
-    assert inferred["ok"] is True and "steps:" not in inferred["detail"]
-    assert inv.per_request_vs_counters(SDStats(30, 12, 11, inferred=["steps"]), SDStats(33, 12, 11), 0)["ok"] is False
+    assert inferred.ok is True and "steps:" not in inferred.detail
+    assert inv.per_request_vs_counters(SDStats(30, 12, 11, inferred=["steps"]), SDStats(33, 12, 11), 0).ok is False
     # counters beyond what our requests could produce: 7 tokens -> at most 6 steps + accepted
-    assert inv.counters_within_traffic(SDStats(9, 3, 3), [r], 0)["ok"] is True
+    assert inv.counters_within_traffic(SDStats(9, 3, 3), [r], 0).ok is True
     extra = inv.counters_within_traffic(SDStats(30, 10, 20), [r], 0)
-    assert extra["ok"] is False and "other traffic" in extra["detail"]
+    assert extra.ok is False and "other traffic" in extra.detail
     # chunk estimate vs an engine source: accepted must agree up to k per request cut at the stop point;
     # steps are reported (chunks also count decode steps without a draft)
     ch = inv.chunks_vs(SDStats(30, 10, 10), "per_request", SDStats(60, 8, 20), 0, n_requests=1, k=3)
-    assert ch["ok"] is True and "10 without a draft" in ch["detail"] and "gap 2" in ch["detail"]
+    assert ch.ok is True and "10 without a draft" in ch.detail and "gap 2" in ch.detail
     merged = inv.chunks_vs(SDStats(30, 10, 10), "per_request", SDStats(27, 12, 9), 0, n_requests=1, k=3)
-    assert merged["ok"] is False and "merged chunks" in merged["detail"]      # chunks saw 2 more accepted
+    assert merged.ok is False and "merged chunks" in merged.detail      # chunks saw 2 more accepted
     too_far = inv.chunks_vs(SDStats(300, 100, 100), "counter_delta", SDStats(300, 90, 100), 0, n_requests=2, k=3)
-    assert too_far["ok"] is False                                           # gap 10 > 2 x 3 + 1
-    assert inv.chunks_vs(None, "per_request", SDStats(1, 1, 1), 0, 1, 3)["ok"] is None
+    assert too_far.ok is False                                           # gap 10 > 2 x 3 + 1
+    assert inv.chunks_vs(None, "per_request", SDStats(1, 1, 1), 0, 1, 3).ok is None
 
 
 def test_summarize_contract_and_sources():
@@ -181,33 +181,33 @@ def test_summarize_contract_and_sources():
         RequestRecord("c", "coding", 0, start_ns=0, end_ns=1, error={"cause": "http_500", "detail": ""}),
     ]
     s = summarize(recs, k=3)
-    o = s["overall"]
-    assert o["requests"] == 2 and o["errors"] == 1
-    assert o["acceptance_length"] == pytest.approx(2.0)
-    assert o["acceptance_length_token_weighted"] == pytest.approx(2.0)
-    assert o["acceptance_rate"] == pytest.approx(6 / 18)
-    assert o["conditional_acceptance_rate"] == pytest.approx([2 / 3, 1 / 2, 0.0])
-    assert o["joint_acceptance_rate"] == pytest.approx([2 / 3, 1 / 3, 0.0])
-    assert o["histogram"] == {"1": 2, "2": 2, "3": 2, "4": 0}
+    o = s.overall
+    assert o.requests == 2 and o.errors == 1
+    assert o.acceptance_length == pytest.approx(2.0)
+    assert o.acceptance_length_token_weighted == pytest.approx(2.0)
+    assert o.acceptance_rate == pytest.approx(6 / 18)
+    assert o.conditional_acceptance_rate == pytest.approx([2 / 3, 1 / 2, 0.0])
+    assert o.joint_acceptance_rate == pytest.approx([2 / 3, 1 / 3, 0.0])
+    assert o.histogram == {"1": 2, "2": 2, "3": 2, "4": 0}
     for key in ("ttft_s", "tpot_s", "itl_s", "step_time_s", "e2e_s", "user_tps"):
-        assert set(o[key]) >= {"mean", "p50", "p90", "p99"}
-    assert o["output_tps"] is not None
-    assert s["errors_by_cause"] == {"http_500": 1}
-    assert s["per_category"]["coding"]["requests"] == 1 and s["per_category"]["coding"]["errors"] == 1
-    assert s["sources"]["acceptance"] == "per_request"
-    assert all(i["ok"] for i in s["invariants"] if i["ok"] is not None)
+        assert set(getattr(o, key).to_dict()) >= {"mean", "p50", "p90", "p99"}
+    assert o.output_tps is not None
+    assert s.errors_by_cause == {"http_500": 1}
+    assert s.per_category["coding"].requests == 1 and s.per_category["coding"].errors == 1
+    assert s.sources.acceptance == "per_request"
+    assert all(i.ok for i in s.invariants if i.ok is not None)
 
 
 def test_summarize_falls_back_to_counters_then_chunks():
     recs = [_record(question_id="a"), _record(question_id="b")]  # no per-request stats
     s = summarize(recs, k=3)
-    assert s["sources"]["acceptance"] == "chunks"
-    assert s["overall"]["acceptance_length_token_weighted"] == pytest.approx(2.0)
+    assert s.sources.acceptance == "chunks"
+    assert s.overall.acceptance_length_token_weighted == pytest.approx(2.0)
     window = {"segment": 0,
               "before": {"num_drafts": 0, "num_draft_tokens": 0, "num_accepted_tokens": 0, "per_position": {}},
               "after": {"num_drafts": 6, "num_draft_tokens": 18, "num_accepted_tokens": 6, "per_position": {}}}
     s2 = summarize(recs, k=3, counter_windows=[window])
-    assert s2["sources"]["acceptance"] == "counter_delta"
-    assert s2["sources"]["acceptance_per_category"] == "chunks"
-    check = [i for i in s2["invariants"] if i["name"].startswith("chunks_vs_counter_delta")]
-    assert check and check[0]["ok"] is True
+    assert s2.sources.acceptance == "counter_delta"
+    assert s2.sources.acceptance_per_category == "chunks"
+    check = [i for i in s2.invariants if i.name.startswith("chunks_vs_counter_delta")]
+    assert check and check[0].ok is True

@@ -30,7 +30,7 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write_with(dest: str | Path, write: Callable[[IO[str]], None], *, newline: str | None = None) -> None:
+def atomic_write_with(dest: str | Path, write: Callable[[IO[str]], object], *, newline: str | None = None) -> None:
     """Write text through ``write(f)`` atomically."""
     with atomic_path(dest) as tmp, open(tmp, "w", encoding="utf-8", newline=newline) as f:
         write(f)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from speedbench.metrics.models import AcceptanceStats
 from speedbench.records import SDStats
 
 
@@ -75,26 +76,22 @@ def macro_acceptance_length(stats: Iterable[SDStats]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def acceptance_summary(stats: list[SDStats], k: int | None = None) -> dict[str, object]:
-    """The acceptance fields of summary.json for a group of requests."""
+def acceptance_stats(stats: list[SDStats], k: int | None = None) -> AcceptanceStats:
+    """The acceptance figures of a group of requests (or of one counter delta), per the definitions above."""
     total = sum_stats(stats)
     if total is None:
-        return {
-            "acceptance_length": None, "acceptance_length_token_weighted": None,
-            "acceptance_rate": None, "conditional_acceptance_rate": [], "joint_acceptance_rate": [],
-            "histogram": {}, "steps": 0, "drafted": 0, "accepted": 0,
-        }
+        return AcceptanceStats()
     per_pos = total.per_position
     if k is not None and per_pos:   # empty = not reported (llama.cpp per request): no per-position figures
         per_pos = (list(per_pos) + [0] * k)[:k]
-    return {
-        "acceptance_length": macro_acceptance_length(stats),
-        "acceptance_length_token_weighted": acceptance_length(total.accepted, total.steps),
-        "acceptance_rate": acceptance_rate(total.accepted, total.drafted),
-        "conditional_acceptance_rate": conditional_acceptance(per_pos, total.steps),
-        "joint_acceptance_rate": joint_acceptance(per_pos, total.steps),
-        "histogram": histogram_dict(total.histogram),
-        "steps": total.steps,
-        "drafted": total.drafted,
-        "accepted": total.accepted,
-    }
+    return AcceptanceStats(
+        acceptance_length=macro_acceptance_length(stats),
+        acceptance_length_token_weighted=acceptance_length(total.accepted, total.steps),
+        acceptance_rate=acceptance_rate(total.accepted, total.drafted),
+        conditional_acceptance_rate=conditional_acceptance(per_pos, total.steps),
+        joint_acceptance_rate=joint_acceptance(per_pos, total.steps),
+        histogram=histogram_dict(total.histogram),
+        steps=total.steps,
+        drafted=total.drafted,
+        accepted=total.accepted,
+    )

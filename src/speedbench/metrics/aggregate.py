@@ -1,110 +1,132 @@
-"""Aggregate records into the summary.json contract (see docs/results.md)."""
+"""Aggregate records into typed results (RunSummary = summary.json, see docs/results.md).
+
+Small functions that the analysis layer calls on any subset of records (a category, a bootstrap
+resample): ``group_acceptance`` and ``group_timing`` (and ``group_stats`` combining them), the run-level
+acceptance with its source choice (``overall_acceptance``), the counter deltas per measured window
+(``window_deltas``) and the cross-checks (``cross_checks``); ``summarize`` composes them.
+"""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from speedbench.metrics import invariants as inv
-from speedbench.metrics.acceptance import acceptance_summary, sum_stats
+from speedbench.metrics.acceptance import acceptance_stats, sum_stats
 from speedbench.metrics.counters import counter_delta
-from speedbench.metrics.latency import (
-    distribution, e2e_s, itl_s, output_tps, step_times_s, tpot_s, ttft_s, user_tps,
+from speedbench.metrics.latency import distribution, e2e_s, itl_s, output_tps, step_times_s, tpot_s, ttft_s, user_tps
+from speedbench.metrics.models import (
+    AcceptanceStats, CountStats, GroupStats, Invariant, RunSummary, SDTotals, Sources, TimingStats,
 )
 from speedbench.metrics.sources import chunk_stats, request_stats
 from speedbench.records import RequestRecord, SDStats
 
-
-def _timing(records: Sequence[RequestRecord], chunks_are_steps: bool = True) -> dict[str, Any]:
-    """Client-timestamp figures.  Step time (gaps between chunks) only where a chunk is a step."""
-    return {
-        "ttft_s": distribution(ttft_s(r) for r in records),
-        "tpot_s": distribution(tpot_s(r) for r in records),
-        "itl_s": distribution(v for r in records for v in itl_s(r)),
-        "step_time_s": distribution(v for r in records for v in step_times_s(r)) if chunks_are_steps
-        else distribution([]),
-        "e2e_s": distribution(e2e_s(r) for r in records),
-        "user_tps": distribution(user_tps(r) for r in records),
-        "output_tps": output_tps(records),
-        "output_tokens": sum(r.tokens for r in records),
-    }
+Pair = tuple[RequestRecord, SDStats]
 
 
-def summarize(
-    records: Sequence[RequestRecord],
-    k: int,
-    chunks_are_steps: bool = True,
-    counter_windows: Sequence[dict[str, Any]] = (),
-) -> dict[str, Any]:
+def request_pairs(records: Sequence[RequestRecord], k: int, chunks_are_steps: bool = True) -> list[Pair]:
+    """(record, its acceptance stats) for each successful request that has stats from its best source."""
+    out: list[Pair] = []
+    for r in records:
+        if r.ok and (s := request_stats(r, k, chunks_are_steps)) is not None:
+            out.append((r, s))
+    return out
+
+
+def group_acceptance(records: Sequence[RequestRecord], k: int, chunks_are_steps: bool = True) -> AcceptanceStats:
+    """Acceptance of the successful requests among ``records`` from their per-request sources."""
+    return acceptance_stats([s for _, s in request_pairs(records, k, chunks_are_steps)], k)
+
+
+def group_timing(records: Sequence[RequestRecord], chunks_are_steps: bool = True) -> TimingStats:
+    """Client-timestamp figures of the successful requests.  Step time only where a chunk is a step."""
     ok = [r for r in records if r.ok]
-    errors = [r for r in records if not r.ok]
-    pairs: list[tuple[RequestRecord, SDStats]] = []
-    for r in ok:
-        s = request_stats(r, k, chunks_are_steps)
-        if s is not None:
-            pairs.append((r, s))
-    req_sources = sorted({s.source for _, s in pairs})
+    return TimingStats(
+        ttft_s=distribution(ttft_s(r) for r in ok),
+        tpot_s=distribution(tpot_s(r) for r in ok),
+        itl_s=distribution(v for r in ok for v in itl_s(r)),
+        step_time_s=distribution(v for r in ok for v in step_times_s(r)) if chunks_are_steps else distribution([]),
+        e2e_s=distribution(e2e_s(r) for r in ok),
+        user_tps=distribution(user_tps(r) for r in ok),
+        output_tps=output_tps(ok),
+        output_tokens=sum(r.tokens for r in ok),
+    )
 
-    # Counter deltas per segment (a resumed run has one measured window per segment).
+
+def group_counts(records: Sequence[RequestRecord]) -> CountStats:
+    ok = sum(1 for r in records if r.ok)
+    return CountStats(requests=ok, errors=len(records) - ok)
+
+
+def group_stats(records: Sequence[RequestRecord], k: int, chunks_are_steps: bool = True) -> GroupStats:
+    """Counts, acceptance (per-request sources) and timing of any group of records."""
+    return GroupStats.combine(group_counts(records), group_acceptance(records, k, chunks_are_steps),
+                              group_timing(records, chunks_are_steps))
+
+
+def window_deltas(counter_windows: Sequence[dict[str, Any]]) -> dict[int, SDStats]:
+    """Counter delta per measured window (a resumed run has one window per segment)."""
     deltas: dict[int, SDStats] = {}
     for w in counter_windows:
         d = counter_delta(w.get("before"), w.get("after"))
         if d is not None:
             deltas[int(w.get("segment", 0))] = d
-    total_delta = sum_stats(deltas.values(), source="counter_delta")
+    return deltas
 
-    overall_stats = [s for _, s in pairs]
-    overall_source = "none"
-    if pairs and req_sources == ["per_request"] and len(pairs) == len(ok):
-        overall_source = "per_request"
+
+@dataclass(frozen=True)
+class OverallAcceptance:
+    stats: AcceptanceStats
+    source: str                 # the run-level figures' source
+    per_position_source: str    # where the per-position figures came from
+
+
+def overall_acceptance(pairs: Sequence[Pair], n_ok: int, total_delta: SDStats | None, k: int) -> OverallAcceptance:
+    """Run-level acceptance: per-request stats when every ok request has them, else the counter delta
+    (macro AL still from the requests), else whatever per-request source there is (chunks).  Per-position
+    figures missing from the requests (llama.cpp) come from the counters when they have them."""
+    stats = [s for _, s in pairs]
+    req_sources = sorted({s.source for s in stats})
+    source = "none"
+    if pairs and req_sources == ["per_request"] and len(pairs) == n_ok:
+        source = "per_request"
     elif total_delta is not None and total_delta.steps > 0:
-        overall_source = "counter_delta"
+        source = "counter_delta"
     elif pairs:
-        overall_source = req_sources[0] if len(req_sources) == 1 else "+".join(req_sources)
+        source = req_sources[0] if len(req_sources) == 1 else "+".join(req_sources)
 
-    overall: dict[str, Any] = {"requests": len(ok), "errors": len(errors)}
-    acc = acceptance_summary(overall_stats, k)
-    if overall_source == "counter_delta" and total_delta is not None:
-        # Run-level figures from the counters; the macro (per-request) AL needs per-request data.
-        acc_c = acceptance_summary([total_delta], k)
-        acc_c["acceptance_length"] = acc["acceptance_length"]
-        acc = acc_c
-    per_position_source = overall_source if acc["conditional_acceptance_rate"] else "none"
-    if not acc["conditional_acceptance_rate"] and total_delta is not None and total_delta.per_position:
-        # per-request stats without per-position counts (llama.cpp): the counters have them
-        acc_c = acceptance_summary([total_delta], k)
-        acc["conditional_acceptance_rate"] = acc_c["conditional_acceptance_rate"]
-        acc["joint_acceptance_rate"] = acc_c["joint_acceptance_rate"]
-        acc["histogram"] = acc_c["histogram"]
+    acc = acceptance_stats(stats, k)
+    if source == "counter_delta" and total_delta is not None:
+        # run-level figures from the counters; the macro (per-request) AL needs per-request data
+        acc = acceptance_stats([total_delta], k).model_copy(update={"acceptance_length": acc.acceptance_length})
+    per_position_source = source if acc.conditional_acceptance_rate else "none"
+    if not acc.conditional_acceptance_rate and total_delta is not None and total_delta.per_position:
+        c = acceptance_stats([total_delta], k)
+        acc = acc.model_copy(update={"conditional_acceptance_rate": c.conditional_acceptance_rate,
+                                     "joint_acceptance_rate": c.joint_acceptance_rate, "histogram": c.histogram})
         per_position_source = "counter_delta"
-    overall.update(acc)
-    overall.update(_timing(ok, chunks_are_steps))
+    return OverallAcceptance(acc, source, per_position_source)
 
-    by_cat: dict[str, list[RequestRecord]] = defaultdict(list)
-    for r in ok:
-        by_cat[r.category].append(r)
-    stats_by_id = {id(r): s for r, s in pairs}
-    errors_by_cat = Counter(r.category for r in errors)
-    per_category: dict[str, Any] = {}
-    for cat in sorted(set(by_cat) | set(errors_by_cat)):   # a category whose requests all failed is listed too
-        rs = by_cat.get(cat, [])
-        cat_stats = [stats_by_id[id(r)] for r in rs if id(r) in stats_by_id]
-        entry: dict[str, Any] = {"requests": len(rs), "errors": errors_by_cat.get(cat, 0)}
-        entry.update(acceptance_summary(cat_stats, k))
-        entry.update(_timing(rs, chunks_are_steps))
-        per_category[cat] = entry
 
-    invariants = [
+def per_request_checks(pairs: Sequence[Pair], k: int) -> list[Invariant]:
+    """Checks of each request's own figures."""
+    return [
         inv.al_bounded(pairs, k),
         inv.histogram_sums(pairs),
         inv.tokens_match_steps([(r, s) for r, s in pairs if s.source == "per_request"], k),
     ]
-    # Cross-check the three sources per measured window: per-request totals, counter deltas, and the
-    # chunk estimate (engines that stream one chunk per step).  A source is only summed over a segment
-    # when every ok request of it has that source, so partial sums never pass for disagreement.
-    segments = sorted(set(deltas) | {r.segment for r in ok})
-    for seg in segments:
+
+
+def cross_checks(records: Sequence[RequestRecord], deltas: dict[int, SDStats], k: int,
+                 chunks_are_steps: bool = True) -> list[Invariant]:
+    """The three sources compared per measured window: per-request totals, counter deltas and the chunk
+    estimate (engines that stream one chunk per step).  A source is only summed over a segment when
+    every ok request of it has that source, so partial sums never pass for disagreement."""
+    ok = [r for r in records if r.ok]
+    out: list[Invariant] = []
+    for seg in sorted(set(deltas) | {r.segment for r in ok}):
         seg_ok = [r for r in ok if r.segment == seg]
         req_stats = [r.sd for r in seg_ok if r.sd is not None and r.sd.source == "per_request"]
         seg_req = sum_stats(req_stats) if req_stats and len(req_stats) == len(seg_ok) else None
@@ -115,26 +137,49 @@ def summarize(
                 seg_chunks = sum_stats([c for c in ch if c is not None])
         d = deltas.get(seg)
         if d is not None:
-            invariants.append(inv.per_request_vs_counters(seg_req, d, seg))
-            invariants.append(inv.counters_within_traffic(d, [r for r in records if r.segment == seg], seg))
+            out.append(inv.per_request_vs_counters(seg_req, d, seg))
+            out.append(inv.counters_within_traffic(d, [r for r in records if r.segment == seg], seg))
         if seg_chunks is not None and (seg_req is not None or d is not None):
             if d is not None:
-                invariants.append(inv.chunks_vs(d, "counter_delta", seg_chunks, seg, len(seg_ok), k))
+                out.append(inv.chunks_vs(d, "counter_delta", seg_chunks, seg, len(seg_ok), k))
             if seg_req is not None:
-                invariants.append(inv.chunks_vs(seg_req, "per_request", seg_chunks, seg, len(seg_ok), k))
+                out.append(inv.chunks_vs(seg_req, "per_request", seg_chunks, seg, len(seg_ok), k))
+    return out
 
-    return {
-        "k": k,
-        "overall": overall,
-        "per_category": per_category,
-        "errors_by_cause": dict(Counter(r.error["cause"] for r in errors if r.error)),
-        "sources": {
-            "acceptance": overall_source,
-            "acceptance_per_category": "+".join(req_sources) if req_sources else "none",
-            "acceptance_per_position": per_position_source,
-            "timing": "client perf_counter_ns timestamps",
-            "tokens": sorted({r.completion_tokens_source for r in ok}),
-        },
-        "counter_delta": total_delta.to_dict() if total_delta else None,
-        "invariants": invariants,
-    }
+
+def per_category(records: Sequence[RequestRecord], k: int, chunks_are_steps: bool = True) -> dict[str, GroupStats]:
+    """Group stats per category, sorted by name; a category whose requests all failed is listed too."""
+    by_cat: dict[str, list[RequestRecord]] = defaultdict(list)
+    for r in records:
+        by_cat[r.category].append(r)
+    return {cat: group_stats(by_cat[cat], k, chunks_are_steps) for cat in sorted(by_cat)}
+
+
+def summarize(
+    records: Sequence[RequestRecord],
+    k: int,
+    chunks_are_steps: bool = True,
+    counter_windows: Sequence[dict[str, Any]] = (),
+) -> RunSummary:
+    """Every figure of a run from its records and the counter snapshots around its measured windows."""
+    ok = [r for r in records if r.ok]
+    pairs = request_pairs(ok, k, chunks_are_steps)
+    deltas = window_deltas(counter_windows)
+    total_delta = sum_stats(deltas.values(), source="counter_delta")
+    overall_acc = overall_acceptance(pairs, len(ok), total_delta, k)
+    overall = GroupStats.combine(group_counts(records), overall_acc.stats, group_timing(ok, chunks_are_steps))
+    req_sources = sorted({s.source for _, s in pairs})
+    return RunSummary(
+        k=k,
+        overall=overall,
+        per_category=per_category(records, k, chunks_are_steps),
+        errors_by_cause=dict(Counter(r.error["cause"] for r in records if not r.ok and r.error)),
+        sources=Sources(
+            acceptance=overall_acc.source,
+            acceptance_per_category="+".join(req_sources) if req_sources else "none",
+            acceptance_per_position=overall_acc.per_position_source,
+            tokens=sorted({r.completion_tokens_source for r in ok}),
+        ),
+        counter_delta=SDTotals(**total_delta.to_dict()) if total_delta else None,
+        invariants=per_request_checks(pairs, k) + cross_checks(records, deltas, k, chunks_are_steps),
+    )

@@ -1,4 +1,4 @@
-"""Invariant checks run on every summary; each returns {name, ok, detail}.
+"""Invariant checks run on every summary; each returns an Invariant {name, ok, detail}.
 
 ok is True (holds), False (violated: the figures are in detail) or None (not applicable).
 """
@@ -6,19 +6,19 @@ ok is True (holds), False (violated: the figures are in detail) or None (not app
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from speedbench.metrics.acceptance import acceptance_length
+from speedbench.metrics.models import Invariant
 from speedbench.records import RequestRecord, SDStats
 
 REL_TOL = 0.01
 
 
-def _inv(name: str, ok: bool | None, detail: str) -> dict[str, Any]:
-    return {"name": name, "ok": ok, "detail": detail}
+def _inv(name: str, ok: bool | None, detail: str) -> Invariant:
+    return Invariant(name=name, ok=ok, detail=detail)
 
 
-def al_bounded(pairs: Sequence[tuple[RequestRecord, SDStats]], k: int) -> dict[str, Any]:
+def al_bounded(pairs: Sequence[tuple[RequestRecord, SDStats]], k: int) -> Invariant:
     bad = [(r.question_id, r.turn, acceptance_length(s.accepted, s.steps)) for r, s in pairs
            if s.steps > 0 and 1.0 + s.accepted / s.steps > k + 1 + 1e-9]
     if not pairs:
@@ -27,7 +27,7 @@ def al_bounded(pairs: Sequence[tuple[RequestRecord, SDStats]], k: int) -> dict[s
                 f"{len(bad)} of {len(pairs)} requests have AL > k+1={k + 1}" + (f": {bad[:5]}" if bad else ""))
 
 
-def histogram_sums(pairs: Sequence[tuple[RequestRecord, SDStats]]) -> dict[str, Any]:
+def histogram_sums(pairs: Sequence[tuple[RequestRecord, SDStats]]) -> Invariant:
     with_hist = [(r, s) for r, s in pairs if s.histogram]
     if not with_hist:
         return _inv("histogram_sum_eq_steps", None, "no per-step histogram reported")
@@ -36,7 +36,7 @@ def histogram_sums(pairs: Sequence[tuple[RequestRecord, SDStats]]) -> dict[str, 
                 f"{len(bad)} of {len(with_hist)} requests: sum(histogram) != steps" + (f": {bad[:5]}" if bad else ""))
 
 
-def tokens_match_steps(pairs: Sequence[tuple[RequestRecord, SDStats]], k: int) -> dict[str, Any]:
+def tokens_match_steps(pairs: Sequence[tuple[RequestRecord, SDStats]], k: int) -> Invariant:
     """completion tokens vs 1 + steps + accepted (the first token comes from prefill).
 
     More tokens: decode steps on which the engine drafted nothing (one token each, no verification;
@@ -47,9 +47,10 @@ def tokens_match_steps(pairs: Sequence[tuple[RequestRecord, SDStats]], k: int) -
                and "steps" not in s.inferred]   # inferred steps come from this very equation
     if not checked:
         return _inv("tokens_vs_accepted_plus_steps", None, "no request with a server token count and reported (not inferred) steps")
-    bad = [(r.question_id, r.turn, r.completion_tokens, s.accepted, s.steps) for r, s in checked
-           if r.completion_tokens < s.accepted + s.steps + 1 - k]
-    over = [r.completion_tokens - (s.accepted + s.steps + 1) for r, s in checked]
+    # r.tokens is the server's completion_tokens here (checked keeps only requests that have it)
+    bad = [(r.question_id, r.turn, r.tokens, s.accepted, s.steps) for r, s in checked
+           if r.tokens < s.accepted + s.steps + 1 - k]
+    over = [r.tokens - (s.accepted + s.steps + 1) for r, s in checked]
     undrafted = sum(v for v in over if v > 0)
     cut = sum(-v for v in over if v < 0)
     detail = (f"{len(bad)} of {len(checked)} requests: completion_tokens < 1 + steps + accepted - k"
@@ -63,11 +64,12 @@ FIELDS = ("drafted", "accepted", "steps")
 
 
 def compare_sources(name: str, a: SDStats | None, a_label: str, b: SDStats | None, b_label: str,
-                    fields: Sequence[str] = FIELDS, note: str = "") -> dict[str, Any]:
+                    fields: Sequence[str] = FIELDS, note: str = "") -> Invariant:
     """Two sources of the same window agree within REL_TOL on each field (relative to b)."""
     if a is None or b is None:
         return _inv(name, None, f"needs both {a_label} and {b_label}")
-    diffs, same = [], []
+    diffs: list[str] = []
+    same: list[str] = []
     for field in fields:
         x, y = getattr(a, field), getattr(b, field)
         rel = abs(x - y) / max(abs(y), 1)
@@ -77,7 +79,7 @@ def compare_sources(name: str, a: SDStats | None, a_label: str, b: SDStats | Non
     return _inv(name, not diffs, detail)
 
 
-def per_request_vs_counters(per_request: SDStats | None, delta: SDStats | None, segment: int) -> dict[str, Any]:
+def per_request_vs_counters(per_request: SDStats | None, delta: SDStats | None, segment: int) -> Invariant:
     """Per-request totals against counter deltas; fields a source inferred (llama.cpp's steps) are not
     compared (they would only repeat the inference), and the label says so."""
     inferred = list(per_request.inferred) if per_request is not None else []
@@ -89,7 +91,7 @@ def per_request_vs_counters(per_request: SDStats | None, delta: SDStats | None, 
 
 
 def chunks_vs(other: SDStats | None, other_label: str, chunks: SDStats | None, segment: int,
-              n_requests: int, k: int) -> dict[str, Any]:
+              n_requests: int, k: int) -> Invariant:
     """The chunk estimate (one chunk = one decode step) against an engine source.
 
     Accepted drafts must agree: a chunk of n tokens holds n-1 accepted drafts, so a decode step
@@ -111,7 +113,7 @@ def chunks_vs(other: SDStats | None, other_label: str, chunks: SDStats | None, s
     return _inv(name, ok, detail)
 
 
-def counters_within_traffic(delta: SDStats | None, records: Sequence[RequestRecord], segment: int) -> dict[str, Any]:
+def counters_within_traffic(delta: SDStats | None, records: Sequence[RequestRecord], segment: int) -> Invariant:
     """Counter deltas cannot exceed what our requests produced: every verification step and every
     accepted draft yields at least one output token beyond each request's first."""
     name = f"counters_within_our_traffic[segment {segment}]"

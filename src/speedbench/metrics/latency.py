@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from speedbench.metrics.models import Distribution
 from speedbench.records import RequestRecord
 
 NS = 1e9
@@ -63,11 +64,10 @@ def output_tps(records: Sequence[RequestRecord]) -> float | None:
     return sum(r.tokens for r in ok) / span if span > 0 else None
 
 
-def distribution(values: Iterable[float | None]) -> dict[str, float | None]:
+def distribution(values: Iterable[float | None]) -> Distribution:
     """{mean, p50, p90, p99, n} of the non-None values (all None when there are none)."""
     arr = np.asarray([v for v in values if v is not None], dtype=float)
     if arr.size == 0:
-        return {"mean": None, "p50": None, "p90": None, "p99": None, "n": 0}
+        return Distribution()
     p50, p90, p99 = np.percentile(arr, [50, 90, 99])
-    return {"mean": float(arr.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99),
-            "n": int(arr.size)}
+    return Distribution(mean=float(arr.mean()), p50=float(p50), p90=float(p90), p99=float(p99), n=int(arr.size))

@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from speedbench.metrics.models import Distribution, GroupStats, RunSummary
+
 
 def _f(v: Any, digits: int = 3) -> str:
     if v is None:
@@ -22,8 +24,8 @@ def _ms(v: Any) -> str:
     return "-" if v is None else f"{v * 1000:.2f}"
 
 
-def acceptance_table(summary: dict[str, Any], title: str = "Acceptance per category") -> Table:
-    k = int(summary.get("k") or 0)
+def acceptance_table(summary: RunSummary, title: str = "Acceptance per category") -> Table:
+    k = summary.k
     t = Table(title=title)
     t.add_column("category")
     t.add_column("requests", justify="right")
@@ -35,32 +37,33 @@ def acceptance_table(summary: dict[str, Any], title: str = "Acceptance per categ
         t.add_column(f"cAR{i + 1}", justify="right")
     t.add_column("user tok/s", justify="right")
 
-    def row(name: str, e: dict[str, Any], style: str | None = None) -> None:
-        cond = e.get("conditional_acceptance_rate") or []
-        cells = [name, _f(e.get("requests")), _f(e.get("errors")), _f(e.get("acceptance_length")),
-                 _f(e.get("acceptance_length_token_weighted")), _f(e.get("acceptance_rate"))]
+    def row(name: str, e: GroupStats, style: str | None = None) -> None:
+        cond = e.conditional_acceptance_rate
+        cells = [name, _f(e.requests), _f(e.errors), _f(e.acceptance_length),
+                 _f(e.acceptance_length_token_weighted), _f(e.acceptance_rate)]
         cells += [_f(cond[i]) if i < len(cond) else "-" for i in range(k)]
-        cells.append(_f((e.get("user_tps") or {}).get("mean"), 1))
+        cells.append(_f(e.user_tps.mean, 1))
         t.add_row(*cells, style=style)
 
-    for cat, e in summary["per_category"].items():
+    for cat, e in summary.per_category.items():
         row(cat, e)
-    row("overall", summary["overall"], style="bold")
+    row("overall", summary.overall, style="bold")
     return t
 
 
-def timing_table(summary: dict[str, Any]) -> Table:
-    o = summary["overall"]
+def timing_table(summary: RunSummary) -> Table:
+    o = summary.overall
     t = Table(title="Timing (client timestamps)")
     t.add_column("metric")
     for c in ("mean", "p50", "p90", "p99"):
         t.add_column(c, justify="right")
-    for key, label in (("ttft_s", "TTFT ms"), ("tpot_s", "TPOT ms"), ("itl_s", "ITL ms"),
-                       ("step_time_s", "step time ms"), ("e2e_s", "E2E ms")):
-        d = o.get(key) or {}
-        t.add_row(label, *(_ms(d.get(c)) for c in ("mean", "p50", "p90", "p99")))
-    d = o.get("user_tps") or {}
-    t.add_row("user tok/s", *(_f(d.get(c), 1) for c in ("mean", "p50", "p90", "p99")))
+    rows: tuple[tuple[str, Distribution], ...] = (
+        ("TTFT ms", o.ttft_s), ("TPOT ms", o.tpot_s), ("ITL ms", o.itl_s), ("step time ms", o.step_time_s),
+        ("E2E ms", o.e2e_s))
+    for label, d in rows:
+        t.add_row(label, *(_ms(v) for v in (d.mean, d.p50, d.p90, d.p99)))
+    u = o.user_tps
+    t.add_row("user tok/s", *(_f(v, 1) for v in (u.mean, u.p50, u.p90, u.p99)))
     return t
 
 
@@ -70,25 +73,25 @@ def make_console() -> Console:
     return c if c.is_terminal else Console(width=160)
 
 
-def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     console = console or make_console()
     console.print(acceptance_table(summary))
     console.print(timing_table(summary))
-    o = summary["overall"]
-    src = summary["sources"]
-    console.print(f"output throughput: {_f(o.get('output_tps'), 1)} tok/s over {o.get('output_tokens')} tokens; "
-                  f"acceptance source: overall={src['acceptance']}, per category={src['acceptance_per_category']}, "
-                  f"per position={src.get('acceptance_per_position', src['acceptance'])}; "
+    o = summary.overall
+    src = summary.sources
+    console.print(f"output throughput: {_f(o.output_tps, 1)} tok/s over {o.output_tokens} tokens; "
+                  f"acceptance source: overall={src.acceptance}, per category={src.acceptance_per_category}, "
+                  f"per position={src.acceptance_per_position}; "
                   f"AL = 1 + accepted/steps (bonus token counted)")
-    if summary["errors_by_cause"]:
-        console.print("errors by cause: " + ", ".join(f"{c}={n}" for c, n in sorted(summary["errors_by_cause"].items())),
+    if summary.errors_by_cause:
+        console.print("errors by cause: " + ", ".join(f"{c}={n}" for c, n in sorted(summary.errors_by_cause.items())),
                       style="yellow")
-    for inv in summary["invariants"]:
-        mark = {True: "[green]ok[/green]", False: "[red]FAILED[/red]", None: "[dim]n/a[/dim]"}[inv["ok"]]
-        console.print(f"  invariant {escape(inv['name'])}: {mark} - {escape(inv['detail'])}")
+    for inv in summary.invariants:
+        mark = {True: "[green]ok[/green]", False: "[red]FAILED[/red]", None: "[dim]n/a[/dim]"}[inv.ok]
+        console.print(f"  invariant {escape(inv.name)}: {mark} - {escape(inv.detail)}")
 
 
-def comparison_table(base: dict[str, Any], other: dict[str, Any], base_name: str, other_name: str) -> Table:
+def comparison_table(base: RunSummary, other: RunSummary, base_name: str, other_name: str) -> Table:
     """Per-category paired comparison: AL of each run and the ratio of mean user tok/s."""
     t = Table(title=f"{other_name} vs {base_name}")
     t.add_column("category")
@@ -97,13 +100,13 @@ def comparison_table(base: dict[str, Any], other: dict[str, Any], base_name: str
     t.add_column(f"user tok/s {base_name}", justify="right")
     t.add_column(f"user tok/s {other_name}", justify="right")
     t.add_column("speedup", justify="right")
-    cats = sorted(set(base["per_category"]) | set(other["per_category"]))
-    for name, a, b in [(c, base["per_category"].get(c, {}), other["per_category"].get(c, {})) for c in cats] + [
-            ("overall", base["overall"], other["overall"])]:
-        ua = (a.get("user_tps") or {}).get("mean")
-        ub = (b.get("user_tps") or {}).get("mean")
+    empty = GroupStats()
+    cats = sorted(set(base.per_category) | set(other.per_category))
+    rows = [(c, base.per_category.get(c, empty), other.per_category.get(c, empty)) for c in cats]
+    for name, a, b in [*rows, ("overall", base.overall, other.overall)]:
+        ua, ub = a.user_tps.mean, b.user_tps.mean
         sp = ub / ua if ua and ub else None
-        t.add_row(name, _f(a.get("acceptance_length")), _f(b.get("acceptance_length")), _f(ua, 1), _f(ub, 1),
+        t.add_row(name, _f(a.acceptance_length), _f(b.acceptance_length), _f(ua, 1), _f(ub, 1),
                   "-" if sp is None else f"{sp:.2f}x", style="bold" if name == "overall" else None)
     return t
 
@@ -144,4 +147,16 @@ def lossless_table(result: dict[str, Any]) -> Table:
                   f"SD {_f(sc['sd_surprise_z'], 2)} over {sc['tokens_sd']} tokens; baseline (control) "
                   f"{_f(sc['baseline_surprise_z'], 2)} over {sc['tokens_baseline']} tokens")
         t.add_row("paired z of per-prompt mean log-prob", f"{_f(sc['paired_z'], 2)} (n={sc['n_paired']})")
+    return t
+
+
+def engines_table(rows: list[dict[str, str]]) -> Table:
+    """`speedbench engines`: one row per engine (engines.registry.listing())."""
+    t = Table(title="engines")
+    columns = (("name", "name"), ("installed", "installed"), ("extra", "extra"), ("capabilities", "capabilities"),
+               ("sd", "--sd"), ("summary", "what it is"))
+    for _, header in columns:
+        t.add_column(header)
+    for row in rows:
+        t.add_row(*(escape(row[key]) for key, _ in columns))
     return t

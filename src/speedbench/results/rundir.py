@@ -12,10 +12,14 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from speedbench.atomic import atomic_write, atomic_write_with
+from speedbench.metrics.models import GroupStats, RunSummary
 from speedbench.records import RequestRecord
+
+if TYPE_CHECKING:
+    from speedbench.results.manifest import Manifest
 
 
 class RunDirError(ValueError):
@@ -31,18 +35,10 @@ class RunDir:
         self.csv_path = self.path / "summary.csv"
         self._fh: Any = None
 
-    # ---- manifest ----------------------------------------------------------------------------
-    def read_manifest(self) -> dict[str, Any]:
-        if not self.manifest_path.exists():
-            raise RunDirError(f"{self.manifest_path}: not found; is {self.path} a speedbench run directory?")
-        try:
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise RunDirError(f"{self.manifest_path}: not valid JSON ({e.msg})") from None
-
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
+    # ---- manifest (read it with results.loader.read_manifest: typed, refusing what it cannot read) ------
+    def write_manifest(self, manifest: Manifest) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.manifest_path, json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n")
+        atomic_write(self.manifest_path, json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
     # ---- records -----------------------------------------------------------------------------
     def open_for_append(self) -> None:
@@ -91,8 +87,8 @@ class RunDir:
         return out
 
     # ---- summaries ---------------------------------------------------------------------------
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write(self.summary_path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    def write_summary(self, summary: RunSummary) -> None:
+        atomic_write(self.summary_path, json.dumps(summary.to_dict(), indent=2, ensure_ascii=False) + "\n")
         rows = summary_rows(summary)
 
         def write_csv(f: Any) -> None:
@@ -103,27 +99,26 @@ class RunDir:
         atomic_write_with(self.csv_path, write_csv, newline="")
 
 
-def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+def summary_rows(summary: RunSummary) -> list[dict[str, Any]]:
     """Flat rows (overall first, then each category) for summary.csv."""
-    k = int(summary.get("k") or 0)
-    scopes = [("overall", summary["overall"])] + list(summary["per_category"].items())
+    scopes: list[tuple[str, GroupStats]] = [("overall", summary.overall), *summary.per_category.items()]
     rows = []
     for name, e in scopes:
         row: dict[str, Any] = {
             "scope": name,
-            "requests": e.get("requests"),
-            "errors": e.get("errors"),
-            "acceptance_length": e.get("acceptance_length"),
-            "acceptance_length_token_weighted": e.get("acceptance_length_token_weighted"),
-            "acceptance_rate": e.get("acceptance_rate"),
+            "requests": e.requests,
+            "errors": e.errors,
+            "acceptance_length": e.acceptance_length,
+            "acceptance_length_token_weighted": e.acceptance_length_token_weighted,
+            "acceptance_rate": e.acceptance_rate,
         }
-        cond = e.get("conditional_acceptance_rate") or []
-        for i in range(k):
+        cond = e.conditional_acceptance_rate
+        for i in range(summary.k):
             row[f"conditional_ar_{i + 1}"] = cond[i] if i < len(cond) else None
-        for m in ("ttft_s", "tpot_s", "itl_s", "e2e_s", "user_tps"):
-            d = e.get(m) or {}
-            row[f"{m}_mean"] = d.get("mean")
-            row[f"{m}_p99"] = d.get("p99")
-        row["output_tokens"] = e.get("output_tokens")
+        for m, d in (("ttft_s", e.ttft_s), ("tpot_s", e.tpot_s), ("itl_s", e.itl_s), ("e2e_s", e.e2e_s),
+                     ("user_tps", e.user_tps)):
+            row[f"{m}_mean"] = d.mean
+            row[f"{m}_p99"] = d.p99
+        row["output_tokens"] = e.output_tokens
         rows.append(row)
     return rows

@@ -1,4 +1,7 @@
-"""``speedbench data …``: inspect, fetch, build, select and audit datasets.  Heavy imports stay inside."""
+"""``speedbench data …``: inspect, fetch, build, select and audit datasets.  Heavy imports stay inside.
+
+Every command takes dataset names through :func:`speedbench.data.readers.load_dataset` (the one resolver
+``speedbench run --dataset`` uses too); a missing optional dependency is one line naming the extra."""
 
 from __future__ import annotations
 
@@ -9,13 +12,24 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from speedbench.cli_common import fail, one_line, user_errors
+from speedbench.cli.common import fail, one_line, user_errors
 
 data_app = typer.Typer(add_completion=False, help="Fetch, build, select, audit and inspect datasets.")
 
+NAMES = "starter, a .jsonl/.parquet file, speed:<config>[@rev], mtbench, humaneval or specbench:PATH"
+
 EmbedderOpt = Annotated[str, typer.Option(
-    help="minilm (offline all-MiniLM-L6-v2), openai:text-embedding-3-small|-3-large (OPENAI_API_KEY), tfidf (no model)")]
+    help="minilm (offline all-MiniLM-L6-v2), openai:text-embedding-3-small|-3-large (OPENAI_API_KEY), "
+         "tfidf (no model)")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="do not read or write the embedding cache")]
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    """What a data command reports as one line: the user errors, a missing extra, a tokenizer that cannot load."""
+    from speedbench.data.build.tokens import TokenizerError
+    from speedbench.extras import MissingExtra
+
+    return (*user_errors(), MissingExtra, TokenizerError)
 
 
 def _console() -> Any:
@@ -36,7 +50,7 @@ class _Status:
         self.status = console.status(text) if enabled else None
         self.text = text
 
-    def __enter__(self) -> "_Status":
+    def __enter__(self) -> _Status:
         if self.status is not None:
             self.status.start()
         return self
@@ -60,7 +74,7 @@ def _embedder(spec: str, no_cache: bool, status: _Status) -> Any:
 
 
 def _pool(specs: list[str]) -> Any:
-    from speedbench.data.pools import build_pool
+    from speedbench.data.build.pools import build_pool
 
     pool = build_pool(specs)
     if pool.duplicates:
@@ -70,16 +84,15 @@ def _pool(specs: list[str]) -> Any:
 
 
 @data_app.command("show")
-def data_show(dataset: Annotated[str, typer.Argument(help="embedded name, file, speed:<config>, mtbench, humaneval or specbench:PATH")] = "starter") -> None:
+def data_show(dataset: Annotated[str, typer.Argument(help=NAMES)] = "starter") -> None:
     """Counts per category and turn statistics."""
     from rich.table import Table
 
-    from speedbench.data.pools import read_source
-    from speedbench.data.readers import content_hash
+    from speedbench.data.readers import content_hash, load_dataset
 
     try:
-        samples = read_source(dataset)
-    except user_errors() as e:
+        samples = load_dataset(dataset)
+    except _errors() as e:
         fail(one_line(e))
         return
     t = Table(title=f"{dataset}: {len(samples)} samples ({content_hash(samples)[:19]}…)")
@@ -102,19 +115,19 @@ def data_show(dataset: Annotated[str, typer.Argument(help="embedded name, file, 
 
 @data_app.command("build")
 def data_build(
-    sources: Annotated[list[str], typer.Option("--from", help="mtbench, humaneval, specbench:PATH or a .jsonl/.parquet file (repeatable or comma-separated)")],
+    sources: Annotated[list[str], typer.Option("--from", help=f"{NAMES} (repeatable or comma-separated)")],
     out: Annotated[str, typer.Option(help="output file (.jsonl with turns, or .parquet)")],
 ) -> None:
     """Pool offline real data into one candidate file with SPEED-Bench's categories."""
     from collections import Counter
 
+    from speedbench.data.build.writers import write_samples
     from speedbench.data.readers import content_hash
-    from speedbench.data.writers import write_samples
 
     try:
         pool = _pool(_split(sources))
         write_samples(pool.samples, out)
-    except user_errors() as e:
+    except _errors() as e:
         fail(one_line(e))
         return
     counts = Counter(s.category for s in pool.samples)
@@ -124,23 +137,26 @@ def data_build(
 
 @data_app.command("select")
 def data_select(
-    pool_specs: Annotated[list[str], typer.Argument(metavar="POOL...", help="candidate pool(s): a .jsonl/.parquet file, speed:<config>, mtbench, humaneval, specbench:PATH")],
-    out: Annotated[str, typer.Option(help="selected prompts (.jsonl or .parquet); the record goes to OUT.selection.json")],
+    pool_specs: Annotated[list[str], typer.Argument(metavar="POOL...", help=f"candidate pool(s): {NAMES}")],
+    out: Annotated[str, typer.Option(
+        help="selected prompts (.jsonl or .parquet); the record goes to OUT.selection.json")],
     k: Annotated[int, typer.Option("--k", "-k", help="prompts per category")] = 80,
-    method: Annotated[str, typer.Option(help="greedy+swap (default), greedy, or qp (the relaxation baseline)")] = "greedy+swap",
+    method: Annotated[str, typer.Option(
+        help="greedy+swap (default), greedy, or qp (the relaxation baseline)")] = "greedy+swap",
     embedder: EmbedderOpt = "minilm",
     seed: Annotated[int, typer.Option(help="seed of each category's first greedy pick")] = 0,
     max_iter: Annotated[int, typer.Option(help="most swaps per category")] = 10_000,
-    allow_short: Annotated[bool, typer.Option("--allow-short", help="take all of a category that has fewer than k")] = False,
+    allow_short: Annotated[bool, typer.Option(
+        "--allow-short", help="take all of a category that has fewer than k")] = False,
     no_cache: NoCache = False,
 ) -> None:
     """Pick k prompts per category minimising the sum of pairwise cosine similarities."""
     from rich.table import Table
 
-    from speedbench.data.readers import content_hash
-    from speedbench.data.select import select, sample_text
     from speedbench.atomic import atomic_write
-    from speedbench.data.writers import write_samples
+    from speedbench.data.build.select import sample_text, select
+    from speedbench.data.build.writers import write_samples
+    from speedbench.data.readers import content_hash
 
     console = _console()
     try:
@@ -158,7 +174,7 @@ def data_select(
         record = {**sel.to_dict(), "pool": specs, "pool_size": len(samples), "output": out,
                   "output_hash": content_hash(picked), "embed_seconds": round(t_embed, 3)}
         atomic_write(f"{out}.selection.json", json.dumps(record, indent=2) + "\n")
-    except user_errors() as e:
+    except _errors() as e:
         fail(one_line(e))
         return
     t = Table(title=f"{method} selection, k={k}, {emb.id}")
@@ -176,36 +192,45 @@ def data_select(
 
 @data_app.command("audit")
 def data_audit(
-    files: Annotated[list[str], typer.Argument(metavar="FILE...", help="prompt sets: files, speed:<config>, mtbench, humaneval, specbench:PATH")],
-    pool: Annotated[Optional[str], typer.Option(help="the candidate pool the sets were chosen from (random subsets come from it)")] = None,
+    files: Annotated[list[str], typer.Argument(metavar="FILE...", help=f"prompt sets: {NAMES}")],
+    pool: Annotated[Optional[str], typer.Option(
+        help="the candidate pool the sets were chosen from (random subsets come from it)")] = None,
     embedder: EmbedderOpt = "minilm",
     draws: Annotated[int, typer.Option(help="random subsets per baseline (>= 10)")] = 20,
     seed: Annotated[int, typer.Option()] = 0,
     threshold: Annotated[float, typer.Option(help="near-duplicate cosine threshold")] = 0.95,
-    plot: Annotated[str, typer.Option(help="PNG to write")] = "diversity-audit.png",
+    plot: Annotated[Optional[str], typer.Option(
+        help="also draw the figures into this PNG (needs the report extra)")] = None,
     json_out: Annotated[Optional[str], typer.Option("--json", help="also write the figures as JSON")] = None,
     no_cache: NoCache = False,
 ) -> None:
-    """Mean pairwise cosine per category and overall vs random subsets; near-duplicates; a plot."""
+    """Mean pairwise cosine per category and overall vs random subsets; near-duplicates; a plot with --plot."""
     from rich.markup import escape
     from rich.table import Table
 
-    from speedbench.data.audit import audit, plot as draw
-    from speedbench.data.pools import read_source
+    from speedbench.data.build.audit import PLOT_NEEDS, audit
+    from speedbench.data.readers import load_dataset
+    from speedbench.extras import require
 
     console = _console()
+    png = None
     try:
-        sets = {f: read_source(f) for f in files}
-        ref = read_source(pool) if pool else None
+        if plot:  # before the embedding: a missing plotting library fails at once
+            require(*PLOT_NEEDS, "data audit --plot")
+        sets = {f: load_dataset(f) for f in files}
+        ref = load_dataset(pool) if pool else None
         with _Status(console, f"embedding with {embedder}") as status:
             result = audit(sets, _embedder(embedder, no_cache, status), pool=ref, pool_name=pool or "pool",
                            draws=draws, seed=seed, threshold=threshold)
-        png = draw(result, plot)
+        if plot:
+            from speedbench.data.build.audit import plot as draw
+
+            png = draw(result, plot)
         if json_out:
             from speedbench.atomic import atomic_write
 
             atomic_write(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
-    except user_errors() as e:
+    except _errors() as e:
         fail(one_line(e))
         return
     t = Table(title=f"diversity audit — {result.embedder} (mean pairwise cosine; lower = more diverse)")
@@ -224,22 +249,30 @@ def data_audit(
             console.print(f"near-duplicate in {Path(f).name}: {a} ~ {b} (cos {c:.3f})", markup=False)
         if len(pairs) > 10:
             console.print(f"… {len(pairs) - 10} more near-duplicate pairs in {Path(f).name} (see --json)", markup=False)
-    console.print(f"plot: {png}", markup=False)
+    if png is not None:
+        console.print(f"plot: {png}", markup=False)
 
 
 @data_app.command("fetch")
 def data_fetch(
-    config: Annotated[list[str], typer.Option("--config", help="qualitative, throughput_1k|2k|8k|16k|32k or all (repeatable or comma-separated)")] = ["qualitative"],  # noqa: B006
-    revision: Annotated[Optional[str], typer.Option(help="nvidia/SPEED-Bench revision (default: the pinned commit)")] = None,
+    config: Annotated[list[str], typer.Option(
+        "--config", help="qualitative, throughput_1k|2k|8k|16k|32k or all (repeatable or comma-separated)",
+    )] = ["qualitative"],  # noqa: B006
+    revision: Annotated[Optional[str], typer.Option(
+        help="nvidia/SPEED-Bench revision (default: the pinned commit)")] = None,
     source: Annotated[Optional[str], typer.Option(help="a local copy of nvidia/SPEED-Bench instead of the Hub")] = None,
-    sources_dir: Annotated[Optional[str], typer.Option(help="local copies of the upstream sources, as DIR/<repo id>")] = None,
-    out_dir: Annotated[Optional[str], typer.Option(help="cache folder (default: <speedbench cache>/datasets/speed-bench)")] = None,
+    sources_dir: Annotated[Optional[str], typer.Option(
+        help="local copies of the upstream sources, as DIR/<repo id>")] = None,
+    out_dir: Annotated[Optional[str], typer.Option(
+        help="cache folder (default: <speedbench cache>/datasets/speed-bench)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the per-row random choices some resolvers make")] = 0,
-    source_revision: Annotated[list[str], typer.Option("--source-revision", help="NAME=REV: override one resolver's pinned source revision (repeatable)")] = [],  # noqa: B006
+    source_revision: Annotated[list[str], typer.Option(
+        "--source-revision", help="NAME=REV: override one resolver's pinned source revision (repeatable)",
+    )] = [],  # noqa: B006
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Download SPEED-Bench, resolve its placeholder rows from their sources, write parquet + jsonl."""
-    from speedbench.data import speed_bench as sb
+    from speedbench.data.build import speed_bench as sb
 
     console = _console()
     try:
@@ -256,12 +289,13 @@ def data_fetch(
 
             result = sb.fetch(configs, revision=revision, source=source, sources_dir=sources_dir, out_dir=out_dir,
                               seed=seed, progress=on_progress, source_revisions=pins or None)
-    except user_errors() as e:
+    except _errors() as e:
         fail(one_line(e))
         return
     for c in result.configs.values():
         resolved = ", ".join(f"{k} {v}" for k, v in c.resolved.items()) or "none"
-        console.print(f"{c.config}: {c.rows} rows ({c.content_hash[:19]}…), resolved from sources: {resolved}", markup=False)
+        console.print(f"{c.config}: {c.rows} rows ({c.content_hash[:19]}…), resolved from sources: {resolved}",
+                      markup=False)
         console.print(f"  {c.parquet}\n  {c.jsonl}", markup=False)
     names = ", ".join(f"speed:{c}" for c in result.configs)
     console.print(f"revision {result.revision}; use with `speedbench run --dataset {names.split(', ')[0]}`"
@@ -270,22 +304,37 @@ def data_fetch(
 
 @data_app.command("build-throughput")
 def data_build_throughput(
-    out: Annotated[Optional[str], typer.Option(help="output folder: throughput_<bucket>.parquet (+ .meta.jsonl) per bucket")] = None,
-    bucket: Annotated[list[str], typer.Option("--bucket", "-b", help="1k, 2k, 8k, 16k, 32k (repeatable or comma-separated; default all)")] = [],  # noqa: B006
+    out: Annotated[Optional[str], typer.Option(
+        help="output folder: throughput_<bucket>.parquet (+ .meta.jsonl) per bucket")] = None,
+    bucket: Annotated[list[str], typer.Option(
+        "--bucket", "-b", help="1k, 2k, 8k, 16k, 32k (repeatable or comma-separated; default all)",
+    )] = [],  # noqa: B006
     tier: Annotated[list[str], typer.Option(help="low_entropy, mixed, high_entropy (default all)")] = [],  # noqa: B006
-    count_per_tier: Annotated[int, typer.Option(help="prompts per bucket and tier (official: 512, 1,536 a bucket)")] = 512,
+    count_per_tier: Annotated[int, typer.Option(
+        help="prompts per bucket and tier (official: 512, 1,536 a bucket)")] = 512,
     seed: Annotated[int, typer.Option()] = 0,
-    source: Annotated[list[str], typer.Option(help="limit to these offline text sources (see --list-sources)")] = [],  # noqa: B006
-    list_sources: Annotated[bool, typer.Option("--list-sources", help="list the offline text sources and exit")] = False,
-    target_tokenizer: Annotated[Optional[str], typer.Option(help="HF tokenizer folder or smollm2: report the ISL the engine sees (chat template applied)")] = None,
-    repad_to_target: Annotated[bool, typer.Option("--repad-to-target", help="re-cut/re-pad so the templated ISL under --target-tokenizer equals the bucket")] = False,
+    source: Annotated[list[str], typer.Option(
+        help="limit to these offline text sources (see --list-sources)")] = [],  # noqa: B006
+    list_sources: Annotated[bool, typer.Option(
+        "--list-sources", help="list the offline text sources and exit")] = False,
+    target_tokenizer: Annotated[Optional[str], typer.Option(
+        help="HF tokenizer folder or smollm2: report the ISL the engine sees (chat template applied)")] = None,
+    repad_to_target: Annotated[bool, typer.Option(
+        "--repad-to-target", help="re-cut/re-pad so the templated ISL under --target-tokenizer equals the bucket",
+    )] = False,
 ) -> None:
     """Build the throughput split offline: exactly N×1000 o200k_base tokens per prompt, three entropy tiers."""
     from rich.table import Table
 
-    from speedbench.data import offline_text
-    from speedbench.data.throughput import (
-        BUCKETS, REPORT_COLUMNS, TIERS, build_throughput, report_cells, throughput_report, write_throughput,
+    from speedbench.data.build import offline_text
+    from speedbench.data.build.throughput import (
+        BUCKETS,
+        REPORT_COLUMNS,
+        TIERS,
+        build_throughput,
+        report_cells,
+        throughput_report,
+        write_throughput,
     )
 
     console = _console()
@@ -321,10 +370,11 @@ def data_build_throughput(
                 for note in build.notes:
                     console.print(f"note: {note}", markup=False)
                 console.print(f"wrote {dest} ({len(build)} prompts, {build.timings.get(b, 0.0):.0f} s)", markup=False)
-    except user_errors() as e:
+    except _errors() as e:
         fail(one_line(e))
         return
-    t = Table(title="throughput split (lengths in o200k_base tokens" + (f"; ISL = {target_tokenizer} after its chat template)" if target_tokenizer else ")"))
+    isl = f"; ISL = {target_tokenizer} after its chat template" if target_tokenizer else ""
+    t = Table(title=f"throughput split (lengths in o200k_base tokens{isl})")
     for c in REPORT_COLUMNS:
         t.add_column(c, justify="left" if c in ("bucket", "tier") else "right")
     for r in rows:
@@ -341,15 +391,15 @@ def data_synthetic(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Random-token prompts (vLLM-style, seeded) of exactly --isl tokens, for synthetic-vs-real comparisons."""
-    from speedbench.data.synthetic import synthetic_prompts
-    from speedbench.data.writers import write_samples
+    from speedbench.data.build.synthetic import synthetic_prompts
+    from speedbench.data.build.writers import write_samples
 
     try:
         if isl < 1 or count < 1:
             raise ValueError("--isl and --count must be >= 1")
         samples = synthetic_prompts(isl, count, tokenizer, seed=seed)
         write_samples(samples, out)
-    except user_errors() as e:
+    except _errors() as e:
         fail(one_line(e))
         return
     typer.echo(f"wrote {out}: {len(samples)} random-token prompts of {isl} {tokenizer} tokens (seed {seed})")

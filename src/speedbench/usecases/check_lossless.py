@@ -14,22 +14,25 @@ from typing import Any
 
 from speedbench.analysis.lossless import TargetScorer, compare_outputs, compare_scores
 from speedbench.config import RunConfig
+from speedbench.data.sample import Sample
+from speedbench.engines import registry
+from speedbench.metrics.models import RunSummary
+from speedbench.records import RequestRecord
 from speedbench.atomic import atomic_write
-from speedbench.run import execute, finish, prepare
+from speedbench.usecases.run import execute, finish, prepare
 
 
 def pair_configs(cfg: RunConfig, baseline_url: str | None) -> tuple[RunConfig, RunConfig]:
     """(baseline, sd) configs: the same everything, SD off in the baseline.  Attaching needs two
-    servers (``baseline_url`` serves the target without SD); launching starts each in turn."""
+    servers (``baseline_url`` serves the target without SD); launching starts each in turn; an in-process
+    engine runs the baseline with ``--sd none``."""
     e = cfg.engine
     if e.sd in (None, "none"):
         raise ValueError("check-lossless needs --sd METHOD (the run to check; the baseline runs with SD off)")
     out = Path(cfg.out or "runs/lossless")
     ds = cfg.dataset.model_copy(update={"max_turns": 1})
-    if e.launch:
+    if e.launch or registry.capabilities(e.kind).in_process:   # speedbench sets the engine's SD itself
         base_engine = e.model_copy(update={"sd": "none", "draft_model": None})
-    elif e.kind in ("reference", "mock"):
-        base_engine = e.model_copy(update={"sd": "none"})
     else:
         if not baseline_url:
             raise ValueError("attached to a server: pass --baseline-url (the same target with SD off), "
@@ -40,7 +43,7 @@ def pair_configs(cfg: RunConfig, baseline_url: str | None) -> tuple[RunConfig, R
     return base, sd
 
 
-def run_one(cfg: RunConfig) -> tuple[dict[str, Any], list[Any], list[Any]]:
+def run_one(cfg: RunConfig) -> tuple[RunSummary, list[RequestRecord], list[Sample]]:
     cfg, run_dir, samples, done, manifest = prepare(cfg, None)
     asyncio.run(execute(cfg, run_dir, samples, done, manifest))
     summary = finish(run_dir)
@@ -62,8 +65,8 @@ def check(cfg: RunConfig, baseline_url: str | None = None, score_model: str | No
     result: dict[str, Any] = {
         "engine": cfg.engine.kind, "sd": cfg.engine.sd, "k": cfg.draft_length, "temperature": cfg.temperature,
         "baseline_dir": base_cfg.out, "sd_dir": sd_cfg.out,
-        "sd_acceptance_length": sd_summary["overall"].get("acceptance_length_token_weighted"),
-        "sd_acceptance_rate": sd_summary["overall"].get("acceptance_rate"),
+        "sd_acceptance_length": sd_summary.overall.acceptance_length_token_weighted,
+        "sd_acceptance_rate": sd_summary.overall.acceptance_rate,
         "outputs": compare_outputs(base_recs, sd_recs),
     }
     if control_recs is not None:

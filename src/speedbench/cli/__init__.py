@@ -1,0 +1,26 @@
+"""The ``speedbench`` command line (typer): one module per command group; heavy modules are imported
+inside commands so ``--help`` stays instant.  The use cases the commands call live in usecases/."""
+
+from __future__ import annotations
+
+import typer
+
+from speedbench.cli import engines as _engines
+from speedbench.cli import report as _report
+from speedbench.cli import run as _run
+from speedbench.cli.data import data_app
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+                  help="Benchmark speculative decoding in LLM serving engines (SPEED-Bench and beyond).")
+_run.register(app)
+_report.register(app)
+_engines.register(app)
+app.add_typer(data_app, name="data")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

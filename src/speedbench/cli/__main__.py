@@ -1,0 +1,5 @@
+"""``python -m speedbench.cli``."""
+
+from speedbench.cli import main
+
+main()

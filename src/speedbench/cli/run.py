@@ -1,0 +1,160 @@
+"""``speedbench run`` and ``speedbench check-lossless``: flags -> RunConfig -> the use cases in usecases/."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated, Any, Optional
+
+import typer
+
+from speedbench.cli.common import fail, one_line, user_errors
+from speedbench.cli.options import (BaseUrl, Concurrency, DatasetOpt, DraftLength, DraftModel, EndpointOpt, EngineName,
+                                    EngineOpt, IgnoreEos, LaunchOpt, MetricsUrl, ModelOpt, NumRequests, OutputLen,
+                                    RequestSeed, SdOpt, SeedOpt, ServerArg, ServerBin, Temperature, Timeout, Warmup,
+                                    build_config)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(run)
+    app.command("check-lossless")(check_lossless)
+
+
+def run(
+    engine: EngineName = "reference",
+    base_url: BaseUrl = None,
+    model: ModelOpt = None,
+    sd: SdOpt = None,
+    launch: LaunchOpt = False,
+    server_bin: ServerBin = None,
+    server_arg: ServerArg = [],  # noqa: B006 - typer needs a literal default
+    draft_model: DraftModel = None,
+    metrics_url: MetricsUrl = None,
+    endpoint: EndpointOpt = "chat",
+    engine_opt: EngineOpt = [],  # noqa: B006
+    dataset: DatasetOpt = "starter",
+    num_requests: NumRequests = None,
+    seed: SeedOpt = 0,
+    request_seed: RequestSeed = False,
+    max_turns: Annotated[Optional[int], typer.Option(help="keep only the first N turns of each conversation")] = None,
+    concurrency: Concurrency = 32,
+    draft_length: DraftLength = 3,
+    output_len: OutputLen = None,
+    temperature: Temperature = 0.0,
+    ignore_eos: IgnoreEos = False,
+    warmup: Warmup = 2,
+    timeout: Timeout = 300.0,
+    out: Annotated[Optional[str], typer.Option(help="run directory (default runs/<UTC time>-<engine>)")] = None,
+    resume: Annotated[Optional[str], typer.Option(help="finish an interrupted run in this directory")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Run a benchmark and write a run directory (manifest, records, summary)."""
+    from speedbench.report.console import make_console, print_summary
+    from speedbench.usecases.run import execute, finish, prepare
+
+    console = make_console()
+    try:
+        cfg = build_config(locals())
+        if resume is None:
+            from speedbench.engines import registry
+            registry.resolve(cfg.engine.kind)  # fail fast on a bad engine name
+        cfg, run_dir, samples, done, manifest = prepare(cfg, resume)
+    except user_errors() as e:
+        fail(one_line(e))
+        return
+
+    bar: Any = None
+    task_id: Any = None
+    if progress and console.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), TextColumn("{task.fields[live]}"), console=console)
+        total = sum(len(s.turns) for s in samples)
+        task_id = bar.add_task(f"{cfg.engine.kind}", total=total, live="")
+
+    def on_progress(p: Any) -> None:
+        if bar is not None:
+            bar.update(task_id, completed=p.done, live=p.line())
+
+    async def main() -> bool:
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        assert me is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, me.cancel)
+        return await execute(cfg, run_dir, samples, done, manifest, on_progress)
+
+    sd_text = f" sd={cfg.engine.sd}" if cfg.engine.sd else ""
+    console.print(f"speedbench run: engine={cfg.engine.kind}{sd_text} dataset={cfg.dataset.name} "
+                  f"conversations={len(samples)} concurrency={cfg.concurrency} k={cfg.draft_length} "
+                  f"output_len={cfg.output_len} -> {run_dir.path}")
+    try:
+        if bar is not None:
+            bar.start()
+        completed = asyncio.run(main())
+    except asyncio.CancelledError:
+        completed = False
+    except user_errors() as e:
+        fail(one_line(e))
+        return
+    finally:
+        if bar is not None:
+            bar.stop()
+    summary = finish(run_dir)
+    print_summary(summary, console)
+    console.print(f"run directory: {run_dir.path}")
+    if not completed:
+        console.print(f"interrupted: {summary.overall.requests + summary.overall.errors} finished records "
+                      f"kept in {run_dir.records_path}; finish with: speedbench run --resume {run_dir.path}",
+                      style="yellow")
+        raise typer.Exit(130)
+
+
+def check_lossless(
+    engine: EngineName = "reference",
+    sd: SdOpt = None,
+    base_url: Annotated[Optional[str], typer.Option(help="attached: the server with SD on")] = None,
+    baseline_url: Annotated[Optional[str], typer.Option(help="attached: the same target with SD off")] = None,
+    model: ModelOpt = None,
+    launch: LaunchOpt = False,
+    server_bin: ServerBin = None,
+    server_arg: ServerArg = [],  # noqa: B006
+    draft_model: DraftModel = None,
+    engine_opt: EngineOpt = [],  # noqa: B006
+    endpoint: EndpointOpt = "chat",
+    dataset: DatasetOpt = "starter",
+    num_requests: NumRequests = 22,
+    seed: SeedOpt = 0,
+    request_seed: RequestSeed = False,
+    concurrency: Concurrency = 32,
+    draft_length: DraftLength = 3,
+    output_len: OutputLen = None,
+    temperature: Temperature = 0.0,
+    ignore_eos: IgnoreEos = False,
+    warmup: Warmup = 2,
+    timeout: Timeout = 300.0,
+    score_model: Annotated[Optional[str], typer.Option(help="temperature > 0: the target model (HF folder, .gguf) that scores both runs' outputs (default --model)")] = None,
+    control: Annotated[bool, typer.Option("--control", help="run the baseline twice to measure the engine's own run-to-run nondeterminism")] = False,
+    out: Annotated[str, typer.Option(help="directory for baseline/, sd/ (control/) and lossless.json")] = "runs/lossless",
+) -> None:
+    """Run the same first turns with SD off and on; greedy: identical outputs? sampling: same target
+    log-probability? Exit 0 when lossless, 1 when not."""
+    from speedbench.usecases.check_lossless import check
+    from speedbench.report.console import lossless_table, make_console
+
+    console = make_console()
+    try:
+        cfg = build_config({**locals(), "max_turns": 1})
+        from speedbench.engines import registry
+        registry.resolve(cfg.engine.kind)
+        console.print(f"speedbench check-lossless: engine={engine} sd={sd} k={draft_length} T={temperature} -> {out}")
+        result = check(cfg, baseline_url=baseline_url, score_model=score_model, control=control)
+    except user_errors() as e:
+        fail(one_line(e))
+        return
+    console.print(lossless_table(result))
+    console.print(f"written: {out}/lossless.json")
+    if not result["lossless"]:
+        raise typer.Exit(1)
+
+

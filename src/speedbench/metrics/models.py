@@ -1,0 +1,132 @@
+"""Typed results: the figures of one group of requests and of a whole run (summary.json).
+
+Every model serialises (``to_dict``) to exactly the keys and order of summary.json as documented in
+docs/results.md; ``schema_version`` is the one key added by the typed form.  Readers validate with
+``RunSummary.model_validate`` and get typed fields all the way down.
+
+Definitions (docs/metrics.md): AL = 1 + accepted/steps (bonus token counted), AR = accepted/drafted,
+joint AR_i = P(L >= i+1), conditional AR_i = P(L >= i+1) / P(L >= i); timings from client timestamps.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# 1: the typed form (adds schema_version); summaries written before it have no such key and read as 0.
+SUMMARY_SCHEMA_VERSION = 1
+
+AcceptanceSourceName = str   # per_request | counter_delta | chunks | none, or a "+"-join of request sources
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class Distribution(_Model):
+    """{mean, p50, p90, p99, n} of the values that exist (all None and n = 0 when there are none)."""
+
+    mean: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+    n: int = 0
+
+
+class Invariant(_Model):
+    """One check: ok True (holds), False (violated; the figures are in detail) or None (not applicable)."""
+
+    name: str
+    ok: bool | None
+    detail: str
+
+
+class CountStats(_Model):
+    requests: int = Field(0, description="successful requests")
+    errors: int = Field(0, description="failed requests")
+
+
+class AcceptanceStats(_Model):
+    """Acceptance of a group of requests (per-request SD stats, or a counter delta at run level)."""
+
+    acceptance_length: float | None = Field(None, description="macro: mean over requests of 1 + accepted/steps")
+    acceptance_length_token_weighted: float | None = Field(None, description="1 + sum(accepted)/sum(steps)")
+    acceptance_rate: float | None = Field(None, description="sum(accepted)/sum(drafted)")
+    conditional_acceptance_rate: list[float | None] = Field(default_factory=list, description="P(L>=i+1)/P(L>=i)")
+    joint_acceptance_rate: list[float | None] = Field(default_factory=list, description="P(L>=i+1)")
+    histogram: dict[str, int] = Field(default_factory=dict, description='{"L": steps that produced L tokens}')
+    steps: int = 0
+    drafted: int = 0
+    accepted: int = 0
+
+
+class TimingStats(_Model):
+    """Client-timestamp figures of a group of requests (seconds; tokens per second)."""
+
+    ttft_s: Distribution = Field(default_factory=Distribution)
+    tpot_s: Distribution = Field(default_factory=Distribution)
+    itl_s: Distribution = Field(default_factory=Distribution)
+    step_time_s: Distribution = Field(default_factory=Distribution)
+    e2e_s: Distribution = Field(default_factory=Distribution)
+    user_tps: Distribution = Field(default_factory=Distribution)
+    output_tps: float | None = None
+    output_tokens: int = 0
+
+
+class GroupStats(TimingStats, AcceptanceStats, CountStats):
+    """Counts, acceptance and timing of one group (overall, a category, a resample), in summary.json order."""
+
+    @classmethod
+    def combine(cls, counts: CountStats, acceptance: AcceptanceStats, timing: TimingStats) -> GroupStats:
+        return cls(**dict(counts), **dict(acceptance), **dict(timing))
+
+    @property
+    def acceptance(self) -> AcceptanceStats:
+        return AcceptanceStats(**{f: getattr(self, f) for f in AcceptanceStats.model_fields})
+
+    @property
+    def timing(self) -> TimingStats:
+        return TimingStats(**{f: getattr(self, f) for f in TimingStats.model_fields})
+
+
+class Sources(_Model):
+    """Where each figure came from."""
+
+    acceptance: AcceptanceSourceName = "none"
+    acceptance_per_category: AcceptanceSourceName = "none"
+    acceptance_per_position: AcceptanceSourceName = "none"
+    timing: str = "client perf_counter_ns timestamps"
+    tokens: list[str] = Field(default_factory=list)
+
+
+class SDTotals(_Model):
+    """Summed SD counts (the ``counter_delta`` of summary.json; records.SDStats in typed form)."""
+
+    drafted: int
+    accepted: int
+    steps: int
+    per_position: list[int] = Field(default_factory=list)
+    histogram: list[int] = Field(default_factory=list)
+    source: Literal["per_request", "counter_delta", "chunks", "none"] = "counter_delta"
+    inferred: list[str] = Field(default_factory=list)
+
+
+class RunSummary(_Model):
+    """summary.json: every figure of a run, derived from records.jsonl + manifest.json."""
+
+    schema_version: int = SUMMARY_SCHEMA_VERSION
+    k: int
+    overall: GroupStats
+    per_category: dict[str, GroupStats]
+    errors_by_cause: dict[str, int]
+    sources: Sources
+    counter_delta: SDTotals | None
+    invariants: list[Invariant]
+
+    @property
+    def failed_invariants(self) -> list[Invariant]:
+        return [i for i in self.invariants if i.ok is False]

@@ -1,0 +1,74 @@
+"""Read a run directory into typed results: the one way ``report``, ``compare`` and the analysis read runs.
+
+``load_run(path)`` returns a ``RunResult`` (manifest, records and the summary recomputed from them) or
+refuses, with one line naming the file and what to do, a directory it cannot read: no manifest, no
+records, a manifest that is not valid, or one written by a newer speedbench (a future schema).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from speedbench.metrics.aggregate import summarize
+from speedbench.metrics.models import RunSummary
+from speedbench.records import RequestRecord
+from speedbench.results.manifest import MANIFEST_SCHEMA_VERSION, Manifest
+from speedbench.results.rundir import RunDir, RunDirError
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One run directory, read and summarized."""
+
+    path: Path
+    manifest: Manifest
+    records: list[RequestRecord]
+    summary: RunSummary
+
+
+def parse_manifest(path: Path, text: str) -> Manifest:
+    """A manifest from its JSON text; one-line RunDirError when it cannot be read."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(raw, dict):
+        raise RunDirError(f"{path}: not a speedbench manifest (a JSON object is expected)")
+    version = raw.get("schema_version", 0)
+    if not isinstance(version, int) or version > MANIFEST_SCHEMA_VERSION:
+        raise RunDirError(f"{path}: written by a newer speedbench (manifest schema {version}; this one reads up to "
+                          f"{MANIFEST_SCHEMA_VERSION}): upgrade speedbench to read it")
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "value"
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise RunDirError(f"{path}: field {loc}: {err['msg']}{more}; is this a speedbench run directory?") from None
+
+
+def read_manifest(run_dir: RunDir) -> Manifest:
+    if not run_dir.manifest_path.exists():
+        raise RunDirError(f"{run_dir.manifest_path}: not found; is {run_dir.path} a speedbench run directory?")
+    return parse_manifest(run_dir.manifest_path, run_dir.manifest_path.read_text(encoding="utf-8"))
+
+
+def summarize_records(manifest: Manifest, records: list[RequestRecord]) -> RunSummary:
+    return summarize(records, k=manifest.k, chunks_are_steps=manifest.chunks_are_steps,
+                     counter_windows=manifest.counter_window_dicts())
+
+
+def load_run(path: str | Path) -> RunResult:
+    """Manifest, records and summary of one run directory (the summary recomputed from the records)."""
+    run_dir = RunDir(path)
+    manifest = read_manifest(run_dir)
+    if not run_dir.records_path.exists():
+        raise RunDirError(f"{run_dir.records_path}: not found; the run wrote no records (it never started, or the "
+                          "file was moved): rerun it, or finish it with speedbench run --resume "
+                          f"{run_dir.path}")
+    records = run_dir.load_records()
+    return RunResult(run_dir.path, manifest, records, summarize_records(manifest, records))

@@ -1,0 +1,189 @@
+"""The run manifest (manifest.json) as a typed model, built in one place.
+
+A manifest is created once (``Manifest.new``) and then moves through its states by methods that
+return a new manifest (``started``, ``finished``, ``resumed``): nothing edits it in place.  The
+engine's own description (``engine``) keeps the engine-specific facts it reports next to the typed
+fields every engine has.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import socket
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from speedbench import __version__
+from speedbench.config import RunConfig, redact
+
+# 0: manifests written before the typed form (no schema_version key); 1: the typed form.
+MANIFEST_SCHEMA_VERSION = 1
+
+Status = Literal["created", "running", "complete", "interrupted"]
+
+DEFINITIONS = {
+    "AL": "1 + accepted/steps (bonus token counted)",
+    "AR": "accepted/drafted",
+    "step": "one target verification; the first token comes from prefill",
+    "timestamps": "time.perf_counter_ns() in the load generator as chunks arrive",
+}
+PACKAGES = ("aiohttp", "numpy", "pydantic", "typer", "rich", "prometheus_client")
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetInfo(_Model):
+    name: str
+    content_hash: str
+    rows: int
+    selected: int
+    question_ids: list[str]
+
+
+class HostInfo(_Model):
+    hostname: str
+    platform: str
+    python: str
+    cpus: int
+
+    @classmethod
+    def here(cls) -> HostInfo:
+        return cls(hostname=socket.gethostname(), platform=platform.platform(), python=sys.version.split()[0],
+                   cpus=os.cpu_count() or 0)
+
+
+class CounterSnapshot(_Model):
+    """An engine's SD counter totals at one moment (metrics/counters.py); ``inferred`` names the fields an
+    adapter derived rather than read."""
+
+    num_drafts: float
+    num_draft_tokens: float
+    num_accepted_tokens: float
+    per_position: dict[str, float] = Field(default_factory=dict)
+    inferred: list[str] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class CounterWindow(_Model):
+    """Counter snapshots around one measured window (one per segment: a resumed run has several)."""
+
+    segment: int = 0
+    before: CounterSnapshot | None = None
+    after: CounterSnapshot | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"segment": self.segment, "before": self.before.as_dict() if self.before else None,
+                "after": self.after.as_dict() if self.after else None}
+
+
+class EngineInfo(BaseModel):
+    """What the engine said about itself (``describe()``, secrets redacted) plus what the run read from it.
+    Typed where every engine has the field; engine-specific facts (settings, server command, versions)
+    are kept as the engine reported them."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    engine: str
+    sd: str | None = None
+    k: int | None = None                      # the effective draft length (0 with SD off) when the engine says
+    chunks_are_steps: bool = True
+    capabilities: dict[str, Any] = Field(default_factory=dict)
+
+
+class Manifest(_Model):
+    """manifest.json: what was run, on what, and in which state the run is."""
+
+    schema_version: int = 0
+    speedbench_version: str
+    created_utc: str
+    config: RunConfig
+    dataset: DatasetInfo
+    host: HostInfo
+    packages: dict[str, str]
+    definitions: dict[str, str]
+    counter_windows: list[CounterWindow] = Field(default_factory=list)
+    engine: EngineInfo | None = None
+    status: Status = "created"
+    warmup_errors: list[str] = Field(default_factory=list)
+    counter_error: str | None = None
+    finished_utc: str | None = None
+    resumed_utc: list[str] = Field(default_factory=list)
+
+    # ---- building ----------------------------------------------------------------------------
+    @classmethod
+    def new(cls, cfg: RunConfig, dataset: DatasetInfo) -> Manifest:
+        return cls(schema_version=MANIFEST_SCHEMA_VERSION, speedbench_version=__version__, created_utc=utc_now(),
+                   config=RunConfig.model_validate(redact(cfg.model_dump())), dataset=dataset, host=HostInfo.here(),
+                   packages=package_versions(PACKAGES), definitions=dict(DEFINITIONS))
+
+    def started(self, engine: dict[str, Any]) -> Manifest:
+        """The engine is up: its description (redacted) and status running."""
+        return self.model_copy(update={"engine": EngineInfo.model_validate(redact(engine)), "status": "running"})
+
+    def finished(self, completed: bool, window: CounterWindow, warmup_errors: Sequence[str] = (),
+                 counter_error: str | None = None) -> Manifest:
+        """The measured window is over (completed, or interrupted with its records kept)."""
+        return self.model_copy(update={
+            "status": "complete" if completed else "interrupted",
+            "counter_windows": [*self.counter_windows, window],
+            "warmup_errors": list(warmup_errors) if completed else self.warmup_errors,
+            "counter_error": counter_error or self.counter_error,
+            "finished_utc": utc_now()})
+
+    def resumed(self) -> Manifest:
+        return self.model_copy(update={"resumed_utc": [*self.resumed_utc, utc_now()]})
+
+    # ---- reading -----------------------------------------------------------------------------
+    @property
+    def k(self) -> int:
+        """The engine's effective draft length (0 for --sd none) when it reported one, else the configured one."""
+        if self.engine is not None and self.engine.k is not None:
+            return int(self.engine.k)
+        return self.config.draft_length
+
+    @property
+    def chunks_are_steps(self) -> bool:
+        return self.engine.chunks_are_steps if self.engine is not None else True
+
+    @property
+    def next_segment(self) -> int:
+        return len(self.counter_windows)
+
+    def counter_window_dicts(self) -> list[dict[str, Any]]:
+        return [w.as_dict() for w in self.counter_windows]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.model_dump(mode="json", exclude_none=False)
+        d["counter_windows"] = self.counter_window_dicts()
+        if self.engine is not None:
+            d["engine"] = self.engine.model_dump(mode="json")
+        for optional in ("counter_error", "finished_utc"):
+            if d[optional] is None:
+                del d[optional]
+        if not d["resumed_utc"]:
+            del d["resumed_utc"]
+        return d
+
+
+def package_versions(names: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = "not installed"
+    return out

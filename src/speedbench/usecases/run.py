@@ -1,0 +1,198 @@
+"""One benchmark run: dataset -> engine -> load generator -> run directory -> summary.
+
+Used by ``speedbench run``, ``check-lossless`` and tests; ``report`` recomputes summaries from the run
+directory alone through ``results.loader.load_run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from speedbench.config import EngineSpec, RunConfig
+from speedbench.data.readers import content_hash, load_dataset, pick_stratified
+from speedbench.data.sample import Sample
+from speedbench.engines import registry
+from speedbench.engines.base import Engine
+from speedbench.load.generator import LoadResult, LoadSettings, run_load
+from speedbench.metrics.acceptance import acceptance_length
+from speedbench.metrics.models import RunSummary
+from speedbench.metrics.sources import request_stats
+from speedbench.records import RequestRecord
+from speedbench.results.loader import load_run, read_manifest
+from speedbench.results.manifest import CounterWindow, DatasetInfo, Manifest
+from speedbench.results.rundir import RunDir, RunDirError
+
+
+def limit_turns(samples: list[Sample], max_turns: int | None) -> list[Sample]:
+    """Keep the first ``max_turns`` turns of each conversation (all when None)."""
+    if max_turns is None:
+        return samples
+    return [dataclasses.replace(s, turns=s.turns[:max_turns], multiturn=min(len(s.turns), max_turns) > 1)
+            for s in samples]
+
+
+def default_out(engine: str) -> str:
+    return f"runs/{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{engine}"
+
+
+def build_engine(spec: EngineSpec) -> Engine:
+    """The engine for a spec (``RunConfig.engine_spec()``), not started; its constructor validates the spec
+    (``-E`` keys and types, ``--sd``, launch settings) before anything starts."""
+    if spec.launch and not registry.capabilities(spec.kind).can_launch:
+        raise ValueError(f"engine {spec.kind!r} cannot --launch a server "
+                         f"(engines that can: {', '.join(registry.launchable())})")
+    engine: Engine = registry.resolve(spec.kind)(spec)
+    return engine
+
+
+@asynccontextmanager
+async def open_engine(spec: EngineSpec) -> AsyncIterator[Engine]:
+    """Build and start an engine, close it on exit: one engine (one launched server) can serve several runs
+    in a row (``execute(..., engine=...)``); ``spec.max_concurrency`` must cover the largest of them."""
+    engine = build_engine(spec)
+    try:
+        await engine.start()
+        yield engine
+    finally:
+        await engine.close()
+
+
+def resolve_output_len(cfg: RunConfig) -> RunConfig:
+    """Fill output_len from the engine's declared default when the user gave none."""
+    if cfg.output_len is not None:
+        return cfg
+    return cfg.model_copy(update={"output_len": registry.capabilities(cfg.engine.kind).default_output_len})
+
+
+@dataclass
+class Progress:
+    """Live figures for the progress bar, updated as each record lands."""
+
+    total: int
+    done: int = 0
+    errors: int = 0
+    tokens: int = 0
+    accepted: int = 0
+    steps: int = 0
+    first_start_ns: int | None = None
+    last_end_ns: int = 0
+
+    def add(self, rec: RequestRecord, k: int, chunks_are_steps: bool) -> None:
+        self.done += 1
+        if not rec.ok:
+            self.errors += 1
+            return
+        self.tokens += rec.tokens
+        self.first_start_ns = rec.start_ns if self.first_start_ns is None else min(self.first_start_ns, rec.start_ns)
+        self.last_end_ns = max(self.last_end_ns, rec.end_ns)
+        s = request_stats(rec, k, chunks_are_steps)
+        if s is not None:
+            self.accepted += s.accepted
+            self.steps += s.steps
+
+    def line(self) -> str:
+        al = acceptance_length(self.accepted, self.steps)
+        span = (self.last_end_ns - (self.first_start_ns or 0)) / 1e9
+        tps = self.tokens / span if span > 0 and self.first_start_ns is not None else 0.0
+        al_text = "-" if al is None else f"{al:.3f}"
+        return f"AL {al_text} | {tps:,.0f} tok/s | errors {self.errors}"
+
+
+async def execute(
+    cfg: RunConfig,
+    run_dir: RunDir,
+    samples: list[Sample],
+    done: dict[tuple[str, int], RequestRecord],
+    manifest: Manifest,
+    on_progress: Any = None,
+    engine: Engine | None = None,
+) -> bool:
+    """Run the load, appending records; returns False when interrupted (records kept).  ``engine``: an
+    already started engine (``open_engine``), which this run neither starts nor closes; None: one is built
+    from ``cfg.engine_spec()``, started and closed here."""
+    if engine is None:
+        async with open_engine(cfg.engine_spec()) as own:
+            return await execute(cfg, run_dir, samples, done, manifest, on_progress, own)
+    segment = manifest.next_segment
+    assert cfg.output_len is not None
+    settings = LoadSettings(concurrency=cfg.concurrency, output_len=cfg.output_len, temperature=cfg.temperature,
+                            ignore_eos=cfg.ignore_eos, timeout_s=cfg.timeout_s,
+                            warmup=cfg.warmup if not done else 0, seed=cfg.seed, segment=segment)
+    chunks_are_steps = engine.capabilities.chunks_are_steps
+    total = sum(len(s.turns) for s in samples)
+    prog = Progress(total=total)
+    for rec in done.values():
+        prog.add(rec, cfg.draft_length, chunks_are_steps)
+
+    def on_record(rec: RequestRecord) -> None:
+        run_dir.append(rec)
+        prog.add(rec, cfg.draft_length, chunks_are_steps)
+        if on_progress:
+            on_progress(prog)
+
+    manifest = manifest.started({**engine.describe(), "chunks_are_steps": chunks_are_steps,
+                                 "capabilities": dataclasses.asdict(engine.capabilities)})
+    run_dir.write_manifest(manifest)
+    run_dir.open_for_append()
+    if on_progress:
+        on_progress(prog)
+    completed = False
+    result: LoadResult | None = None
+    try:
+        result = await run_load(engine, samples, settings, on_record, done)
+        completed = True
+        return True
+    except asyncio.CancelledError:
+        return False
+    finally:
+        run_dir.close()
+        window = CounterWindow(segment=segment,
+                               before=result.counters_before if result else None,
+                               after=result.counters_after if result else None)
+        manifest = manifest.finished(completed, window, result.warmup_errors if result else (),
+                                     engine.counter_error)
+        run_dir.write_manifest(manifest)
+
+
+def prepare(cfg: RunConfig, resume: str | None
+            ) -> tuple[RunConfig, RunDir, list[Sample], dict[tuple[str, int], RequestRecord], Manifest]:
+    """Resolve dataset, run dir and (for --resume) what is already done; the manifest is built here."""
+    if resume:
+        run_dir = RunDir(resume)
+        manifest = read_manifest(run_dir)
+        # the saved config wins (same protocol); secrets were never saved: they come from the environment
+        cfg = manifest.config
+        all_samples = load_dataset(cfg.dataset.name)
+        by_id = {s.question_id: s for s in all_samples}
+        if content_hash(all_samples) != manifest.dataset.content_hash:
+            raise RunDirError(f"{run_dir.manifest_path}: dataset {cfg.dataset.name!r} changed since the run started "
+                              "(content hash differs); cannot resume")
+        samples = limit_turns([by_id[q] for q in manifest.dataset.question_ids], cfg.dataset.max_turns)
+        done = {(r.question_id, r.turn): r for r in run_dir.load_records()}
+        return cfg, run_dir, samples, done, manifest.resumed()
+    all_samples = load_dataset(cfg.dataset.name)
+    samples = limit_turns(pick_stratified(all_samples, cfg.dataset.num_requests, cfg.seed),
+                          cfg.dataset.max_turns)
+    cfg = resolve_output_len(cfg)
+    out = cfg.out or default_out(cfg.engine.kind)
+    cfg = cfg.model_copy(update={"out": out})
+    run_dir = RunDir(out)
+    if run_dir.records_path.exists() and run_dir.records_path.stat().st_size > 0:
+        raise RunDirError(f"{run_dir.path} already holds records; use --resume {run_dir.path} to finish it "
+                          "or pick another --out")
+    dataset = DatasetInfo(name=cfg.dataset.name, content_hash=content_hash(all_samples), rows=len(all_samples),
+                          selected=len(samples), question_ids=[s.question_id for s in samples])
+    return cfg, run_dir, samples, {}, Manifest.new(cfg, dataset)
+
+
+def finish(run_dir: RunDir) -> RunSummary:
+    """Recompute the summary from the run directory alone and write summary.json/csv."""
+    summary = load_run(run_dir.path).summary
+    run_dir.write_summary(summary)
+    return summary
