@@ -51,6 +51,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from speedbench.config import EngineSpec
 from speedbench.data.sample import Sample
 from speedbench.engines.openai_http import OpenAIEngine
 from speedbench.load.generator import LoadSettings, run_load
@@ -188,7 +189,7 @@ class MockServer:
                 self.proc.kill()
                 self.proc.wait()
 
-    def __enter__(self) -> "MockServer":
+    def __enter__(self) -> MockServer:
         try:
             self.start()
         except BaseException:
@@ -310,12 +311,11 @@ def make_samples(n: int, tag: str) -> list[Sample]:
 async def drive(base_url: str, concurrency: int, n_requests: int, output_len: int, tag: str,
                 server: MockServer) -> dict[str, Any]:
     """One measured run_load through a fresh OpenAIEngine; returns raw figures and the records."""
-    engine = OpenAIEngine(base_url=base_url, model="mock", options={}, draft_length=0)
+    engine = OpenAIEngine(EngineSpec(kind="openai", base_url=base_url, model="mock", draft_length=0))
     await engine.start()
     records: list[RequestRecord] = []
     samples = make_samples(n_requests, tag)
-    settings = LoadSettings(concurrency=concurrency, output_len=output_len, warmup=0, draft_length=0,
-                            timeout_s=120)
+    settings = LoadSettings(concurrency=concurrency, output_len=output_len, warmup=0, timeout_s=120)
     try:
         cpu0, csch0, srv0, ssch0 = client_cpu_s(), sched_s(), server.cpu_s(), server.sched()
         wall0 = time.perf_counter()
@@ -394,7 +394,8 @@ def verdict(fig: dict[str, Any]) -> str:
     parts = []
     for name in hot:
         cpu, wait = fig[f"{name}_cpu_pct"], fig[f"{name}_runq_wait_s"]
-        starved = f", {wait:.2f} s waiting for its CPU (other processes)" if wait and wait > 0.05 * fig["wall_s"] else ""
+        starved = (f", {wait:.2f} s waiting for its CPU (other processes)" if wait and wait > 0.05 * fig["wall_s"]
+                   else "")
         parts.append(f"{name} busy {busy[name]:.0f}% (on CPU {cpu:.0f}% of wall{starved})")
     if len(hot) == 2:
         return f"both sides near saturation, {hot[0]} the tighter: " + "; ".join(parts)

@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 
+from speedbench.config import EngineSpec
 from speedbench.data.sample import Sample
 from speedbench.engines.mock import MockEngine, MockSettings
 from speedbench.engines.openai_http import OpenAIEngine
@@ -32,7 +33,7 @@ def run(engine, n: int, output_len: int) -> dict:
         await engine.start()
         try:
             return await run_load(engine, samples, LoadSettings(concurrency=32, output_len=output_len, warmup=0,
-                                                                draft_length=3, timeout_s=120), records.append)
+                                                                timeout_s=120), records.append)
         finally:
             await engine.close()
 
@@ -56,14 +57,16 @@ def main() -> None:
     ap.add_argument("--output-len", type=int, default=1024)
     a = ap.parse_args()
     print(f"expected AL {MockSettings(acceptance=[0.8, 0.6, 0.4]).expected_al():.4f}, conditional AR 0.8 / 0.6 / 0.4")
-    show("in-process", run(MockEngine({"acceptance": "0.8,0.6,0.4", "ttft_ms": "0", "step_ms": "0"},
-                                      draft_length=3), a.requests, a.output_len))
+    options = {"acceptance": "0.8,0.6,0.4", "ttft_ms": "0", "step_ms": "0"}
+    show("in-process", run(MockEngine(EngineSpec(kind="mock", options=options, draft_length=3)), a.requests,
+                           a.output_len))
     proc = subprocess.Popen([sys.executable, "-m", "speedbench.cli", "serve-mock", "--port", "0", "--ttft-ms", "0",
                              "--step-ms", "0", "--acceptance", "0.8,0.6,0.4"], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         url = re.search(r"(http://\S+/v1)", proc.stdout.readline()).group(1)  # type: ignore[union-attr]
-        show("HTTP c32", run(OpenAIEngine(base_url=url, model="mock", draft_length=3), a.requests, a.output_len))
+        engine = OpenAIEngine(EngineSpec(kind="openai", base_url=url, model="mock", draft_length=3))
+        show("HTTP c32", run(engine, a.requests, a.output_len))
     finally:
         proc.terminate()
         proc.wait(timeout=10)

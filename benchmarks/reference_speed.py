@@ -56,7 +56,7 @@ def part_hf(n_prompts: int, output_len: int, k: int, threads: int) -> None:
             dec = BatchDecoder(model, method, k)
             got: list[int] = []
             dec.add(Seq(0, list(p), len(p), output_len, 0.0, eos, False, torch.Generator(),
-                        lambda t, f, r: got.extend(t)))
+                        lambda t, f, r, got=got: got.extend(t)))
             while dec.active:
                 dec.step()
             outs.append(got)
@@ -88,11 +88,12 @@ def part_hf(n_prompts: int, output_len: int, k: int, threads: int) -> None:
     ours_tps = n_tokens / runs["ours ngram"][0]
     hf_tps = sum(len(o) for o in runs["hf prompt lookup"][1]) / runs["hf prompt lookup"][0]
     print(f"ours ngram / hf prompt lookup: {ours_tps / hf_tps:.2f}x (goal >= 1.0x)")
-    same = sum(a == b for a, b in zip(runs["ours ngram"][1], runs["hf none"][1]))
+    same = sum(a == b for a, b in zip(runs["ours ngram"][1], runs["hf none"][1], strict=True))
     print(f"token-identical to hf greedy: {same}/{len(prompts)} prompts")
 
 
 def part_batch(levels: list[int], output_len: int, k: int, threads: int, n: int) -> None:
+    from speedbench.config import EngineSpec
     from speedbench.engines.reference import ReferenceEngine
     from speedbench.load.generator import LoadSettings, run_load
     from speedbench.metrics.aggregate import summarize
@@ -105,13 +106,14 @@ def part_batch(levels: list[int], output_len: int, k: int, threads: int, n: int)
     for sd in ("none", "ngram"):
         for c in levels:
             records = []
-            eng = ReferenceEngine(sd=sd, draft_length=k, options={"threads": str(threads)}, concurrency=c)
+            eng = ReferenceEngine(EngineSpec(kind="reference", sd=sd, draft_length=k, options={"threads": str(threads)},
+                                             max_concurrency=c))
 
-            async def go():
+            async def go(eng=eng, c=c, records=records):
                 await eng.start()
                 try:
                     await run_load(eng, samples, LoadSettings(concurrency=c, output_len=output_len, warmup=0,
-                                                              timeout_s=3600, draft_length=k), records.append)
+                                                              timeout_s=3600), records.append)
                 finally:
                     await eng.close()
 

@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
+from speedbench.data.builders.select import select
 from speedbench.data.sample import CATEGORIES, Sample
-from speedbench.data.select import select
 from speedbench.embed.diversity import random_subset_baseline
 
 

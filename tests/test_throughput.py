@@ -12,10 +12,11 @@ import pytest
 
 pytest.importorskip("tiktoken")
 
-from speedbench.data import offline_text, throughput, tokens  # noqa: E402
+from speedbench.data.builders import exact_length, offline_text, throughput, tokens  # noqa: E402
+from speedbench.data.builders.exact_length import PAD, pad_or_truncate  # noqa: E402
+from speedbench.data.builders.synthetic import synthetic_prompts  # noqa: E402
+from speedbench.data.builders.throughput import BUCKETS, TIERS  # noqa: E402
 from speedbench.data.sample import DatasetError  # noqa: E402
-from speedbench.data.synthetic import synthetic_prompts  # noqa: E402
-from speedbench.data.throughput import BUCKETS, PAD, TIERS, pad_or_truncate  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_converted_quicktok_vocab_has_tiktokens_own_hash(tmp_path):
     dest = tokens.write_o200k_cache(tmp_path, vocab)
     assert dest.name == hashlib.sha1(url.encode()).hexdigest()  # tiktoken's cache file name
     assert hashlib.sha256(dest.read_bytes()).hexdigest() == pinned
-    assert tokens.O200K_SHA256 == pinned and tokens.O200K_URL == url
+    assert pinned == tokens.O200K_SHA256 and url == tokens.O200K_URL
 
 
 def test_o200k_is_the_real_tiktoken_and_agrees_with_quicktok(enc):
@@ -185,7 +186,7 @@ def test_pad_or_truncate_fixes_where_the_official_step_is_off(enc):
     """Trailing whitespace swallows the first pad token, so the official one-shot result re-encodes
     one token short; the exact version corrects it."""
     codec = tokens.as_codec(enc)
-    official = throughput._official_pad_or_truncate("Done. \t", 4, codec, PAD)
+    official = exact_length._official_pad_or_truncate("Done. \t", 4, codec, PAD)
     assert n_o200k(official, enc) != 4
     assert n_o200k(pad_or_truncate("Done. \t", 4, enc), enc) == 4
 
@@ -256,7 +257,8 @@ def test_low_entropy_text_is_more_compressible_than_high_entropy(enc):
 
     low, mixed, high = (mean(t, _compress_ratio) for t in TIERS)
     assert low < high, (low, mixed, high)
-    assert mean("low_entropy", lambda t: _distinct_ratio(t, enc)) < mean("high_entropy", lambda t: _distinct_ratio(t, enc))
+    assert (mean("low_entropy", lambda t: _distinct_ratio(t, enc))
+            < mean("high_entropy", lambda t: _distinct_ratio(t, enc)))
 
 
 def test_a_long_bucket(enc):
@@ -376,8 +378,8 @@ def test_cli_build_throughput_and_synthetic_write_runnable_files(tmp_path) -> No
     from typer.testing import CliRunner
 
     from speedbench.cli import app
+    from speedbench.data.builders.tokens import count_tokens
     from speedbench.data.readers import read_file
-    from speedbench.data.tokens import count_tokens
 
     runner = CliRunner()
     res = runner.invoke(app, ["data", "build-throughput", "--out", str(tmp_path), "-b", "1k", "--count-per-tier", "2",

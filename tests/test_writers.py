@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from speedbench.data.builders.writers import write_messages_jsonl, write_samples
 from speedbench.data.readers import read_file
 from speedbench.data.sample import Sample
-from speedbench.data.writers import write_messages_jsonl, write_samples
 
 S = [Sample("a", "coding", "x", ("write code", "now test it"), "src", "1", None, True),
      Sample("b", "math", None, ("2+2?",), None, None, "easy", False)]
@@ -24,7 +24,8 @@ def test_round_trip(tmp_path, name) -> None:
 def test_messages_form(tmp_path) -> None:
     write_messages_jsonl(S, tmp_path / "m.jsonl")
     rows = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
-    assert rows[0]["messages"] == [{"role": "user", "content": "write code"}, {"role": "user", "content": "now test it"}]
+    assert rows[0]["messages"] == [{"role": "user", "content": "write code"},
+                                   {"role": "user", "content": "now test it"}]
     assert "turns" not in rows[0] and rows[1]["difficulty"] == "easy"
     assert read_file(tmp_path / "m.jsonl") == S
 
@@ -38,7 +39,7 @@ def test_failure_mid_write_keeps_the_old_file(tmp_path) -> None:
         yield S[1].to_dict()
         raise KeyboardInterrupt
 
-    from speedbench.data.writers import write_jsonl
+    from speedbench.data.builders.writers import write_jsonl
 
     with pytest.raises(KeyboardInterrupt):
         write_jsonl(rows(), dest)

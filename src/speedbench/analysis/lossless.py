@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from speedbench.prompts import render_completion_prompt
 from speedbench.records import RequestRecord
 
 Z_LIMIT = 3.0
@@ -120,9 +121,9 @@ class TargetScorer:
     servers do.  Needs the ``hf`` extra."""
 
     def __init__(self, model: str | None, temperature: float, device: str = "cpu") -> None:
-        from speedbench.engines import hf_models
+        from speedbench import models
 
-        self.model, self.tokenizer, self.folder = hf_models.load(model, "float32", device)
+        self.model, self.tokenizer, self.folder = models.load(model, "float32", device)
         self.temperature = temperature if temperature > 0 else 1.0
         self.device = device
 
@@ -133,8 +134,6 @@ class TargetScorer:
             if isinstance(ids, dict) or hasattr(ids, "input_ids"):
                 ids = ids["input_ids"]
             return [int(x) for x in ids]
-        from speedbench.engines.openai_http import render_completion_prompt
-
         return [int(x) for x in tok(render_completion_prompt(messages))["input_ids"]]
 
     def score(self, messages: list[dict[str, str]], rec: RequestRecord) -> dict[str, float] | None:

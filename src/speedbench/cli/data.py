@@ -16,7 +16,8 @@ from speedbench.cli.common import fail, one_line, user_errors
 
 data_app = typer.Typer(add_completion=False, help="Fetch, build, select, audit and inspect datasets.")
 
-NAMES = "starter, a .jsonl/.parquet file, speed:<config>[@rev], mtbench, humaneval or specbench:PATH"
+# dataset names in help texts (rich markup: "\\[" shows a bracket)
+NAMES = "starter, a .jsonl/.parquet file, speed:<config>\\[@rev], mtbench, humaneval or specbench:PATH"
 
 EmbedderOpt = Annotated[str, typer.Option(
     help="minilm (offline all-MiniLM-L6-v2), openai:text-embedding-3-small|-3-large (OPENAI_API_KEY), "
@@ -26,7 +27,7 @@ NoCache = Annotated[bool, typer.Option("--no-cache", help="do not read or write 
 
 def _errors() -> tuple[type[BaseException], ...]:
     """What a data command reports as one line: the user errors, a missing extra, a tokenizer that cannot load."""
-    from speedbench.data.build.tokens import TokenizerError
+    from speedbench.data.builders.tokens import TokenizerError
     from speedbench.extras import MissingExtra
 
     return (*user_errors(), MissingExtra, TokenizerError)
@@ -74,7 +75,7 @@ def _embedder(spec: str, no_cache: bool, status: _Status) -> Any:
 
 
 def _pool(specs: list[str]) -> Any:
-    from speedbench.data.build.pools import build_pool
+    from speedbench.data.builders.pools import build_pool
 
     pool = build_pool(specs)
     if pool.duplicates:
@@ -121,7 +122,7 @@ def data_build(
     """Pool offline real data into one candidate file with SPEED-Bench's categories."""
     from collections import Counter
 
-    from speedbench.data.build.writers import write_samples
+    from speedbench.data.builders.writers import write_samples
     from speedbench.data.readers import content_hash
 
     try:
@@ -154,8 +155,8 @@ def data_select(
     from rich.table import Table
 
     from speedbench.atomic import atomic_write
-    from speedbench.data.build.select import sample_text, select
-    from speedbench.data.build.writers import write_samples
+    from speedbench.data.builders.select import sample_text, select
+    from speedbench.data.builders.writers import write_samples
     from speedbench.data.readers import content_hash
 
     console = _console()
@@ -177,15 +178,15 @@ def data_select(
     except _errors() as e:
         fail(one_line(e))
         return
-    t = Table(title=f"{method} selection, k={k}, {emb.id}")
-    for c in ("category", "candidates", "selected", "mean cos", "greedy mean cos", "swaps", "s"):
-        t.add_column(c, justify="left" if c == "category" else "right")
+    table = Table(title=f"{method} selection, k={k}, {emb.id}")
+    for col in ("category", "candidates", "selected", "mean cos", "greedy mean cos", "swaps", "s"):
+        table.add_column(col, justify="left" if col == "category" else "right")
     for c in sel.categories:
         pairs = len(c.selected) * (len(c.selected) - 1) / 2
         g = f"{c.greedy_objective / pairs:.4f}" if c.greedy_objective is not None and pairs else "—"
-        t.add_row(c.category, str(c.candidates), str(len(c.selected)), f"{c.mean_cosine:.4f}", g, str(c.swaps),
-                  f"{c.seconds:.2f}")
-    console.print(t)
+        table.add_row(c.category, str(c.candidates), str(len(c.selected)), f"{c.mean_cosine:.4f}", g, str(c.swaps),
+                      f"{c.seconds:.2f}")
+    console.print(table)
     console.print(f"wrote {out} ({len(picked)} prompts) and {out}.selection.json ({sel.selection_hash()[:19]}…); "
                   f"embedding took {t_embed:.1f} s", markup=False)
 
@@ -208,7 +209,7 @@ def data_audit(
     from rich.markup import escape
     from rich.table import Table
 
-    from speedbench.data.build.audit import PLOT_NEEDS, audit
+    from speedbench.data.builders.audit import PLOT_NEEDS, audit
     from speedbench.data.readers import load_dataset
     from speedbench.extras import require
 
@@ -223,7 +224,7 @@ def data_audit(
             result = audit(sets, _embedder(embedder, no_cache, status), pool=ref, pool_name=pool or "pool",
                            draws=draws, seed=seed, threshold=threshold)
         if plot:
-            from speedbench.data.build.audit import plot as draw
+            from speedbench.data.builders.audit import plot as draw
 
             png = draw(result, plot)
         if json_out:
@@ -245,8 +246,8 @@ def data_audit(
                   style="bold" if r.category == "all" else None)
     console.print(t)
     for f, pairs in result.near_duplicates.items():
-        for a, b, c in pairs[:10]:
-            console.print(f"near-duplicate in {Path(f).name}: {a} ~ {b} (cos {c:.3f})", markup=False)
+        for a, b, cos in pairs[:10]:
+            console.print(f"near-duplicate in {Path(f).name}: {a} ~ {b} (cos {cos:.3f})", markup=False)
         if len(pairs) > 10:
             console.print(f"… {len(pairs) - 10} more near-duplicate pairs in {Path(f).name} (see --json)", markup=False)
     if png is not None:
@@ -272,7 +273,7 @@ def data_fetch(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Download SPEED-Bench, resolve its placeholder rows from their sources, write parquet + jsonl."""
-    from speedbench.data.build import speed_bench as sb
+    from speedbench.data.builders import speed_bench as sb
 
     console = _console()
     try:
@@ -326,8 +327,8 @@ def data_build_throughput(
     """Build the throughput split offline: exactly N×1000 o200k_base tokens per prompt, three entropy tiers."""
     from rich.table import Table
 
-    from speedbench.data.build import offline_text
-    from speedbench.data.build.throughput import (
+    from speedbench.data.builders import offline_text
+    from speedbench.data.builders.throughput import (
         BUCKETS,
         REPORT_COLUMNS,
         TIERS,
@@ -374,12 +375,12 @@ def data_build_throughput(
         fail(one_line(e))
         return
     isl = f"; ISL = {target_tokenizer} after its chat template" if target_tokenizer else ""
-    t = Table(title=f"throughput split (lengths in o200k_base tokens{isl})")
-    for c in REPORT_COLUMNS:
-        t.add_column(c, justify="left" if c in ("bucket", "tier") else "right")
+    table = Table(title=f"throughput split (lengths in o200k_base tokens{isl})")
+    for col in REPORT_COLUMNS:
+        table.add_column(col, justify="left" if col in ("bucket", "tier") else "right")
     for r in rows:
-        t.add_row(*report_cells(r))
-    console.print(t)
+        table.add_row(*report_cells(r))
+    console.print(table)
 
 
 @data_app.command("synthetic")
@@ -391,8 +392,8 @@ def data_synthetic(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Random-token prompts (vLLM-style, seeded) of exactly --isl tokens, for synthetic-vs-real comparisons."""
-    from speedbench.data.build.synthetic import synthetic_prompts
-    from speedbench.data.build.writers import write_samples
+    from speedbench.data.builders.synthetic import synthetic_prompts
+    from speedbench.data.builders.writers import write_samples
 
     try:
         if isl < 1 or count < 1:

@@ -2,16 +2,19 @@
 
 ``get_embedder("minilm" | "openai:<model>" | "tfidf")`` builds one; ``embed(texts)`` returns float32
 unit rows.  Model libraries (torch, sentence-transformers, scikit-learn) load on first use only.
-This package knows nothing else in speedbench (``paths.cache_dir`` aside).
+This package knows nothing else in speedbench (``paths``, ``atomic`` and ``extras`` aside).
 """
 
-from speedbench.embed.base import (
-    KNOWN_SPECS, Embedder, EmbedderError, EmbedderUnavailable, Progress, get_embedder, normalize_rows, zero_rows,
-)
+from speedbench.embed.base import Embedder, EmbedderError, EmbedderUnavailable, Progress, normalize_rows, zero_rows
 from speedbench.embed.cache import CachedEmbedder, EmbeddingCache
 from speedbench.embed.diversity import (
-    mean_pairwise_cosine, near_duplicates, pairwise_sum, random_subset_baseline, stratified_subset_baseline,
+    mean_pairwise_cosine,
+    near_duplicates,
+    pairwise_sum,
+    random_subset_baseline,
+    stratified_subset_baseline,
 )
+from speedbench.embed.factory import KNOWN_SPECS, get_embedder
 
 __all__ = [
     "KNOWN_SPECS", "CachedEmbedder", "Embedder", "EmbedderError", "EmbedderUnavailable", "EmbeddingCache",

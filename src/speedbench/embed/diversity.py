@@ -71,14 +71,14 @@ def stratified_subset_baseline(groups: Sequence[np.ndarray], sizes: Sequence[int
         raise ValueError("draws must be >= 10")
     if len(xs) != len(sizes):
         raise ValueError(f"{len(xs)} groups but {len(sizes)} sizes")
-    for x, size in zip(xs, sizes):
+    for x, size in zip(xs, sizes, strict=True):
         if not 0 <= size <= len(x):
             raise ValueError(f"size must be between 0 and the number of rows of its group ({len(x)}), got {size}")
     if sum(sizes) < 2:
         raise ValueError(f"size must be between 2 and the number of rows ({sum(len(x) for x in xs)}), got {sum(sizes)}")
     rng = np.random.default_rng(seed)
     vals = np.array([_pair_mean(np.concatenate([x[rng.choice(len(x), size=size, replace=False)]
-                                                for x, size in zip(xs, sizes)]))
+                                                for x, size in zip(xs, sizes, strict=True)]))
                      for _ in range(draws)])
     return float(vals.mean()), float(vals.std(ddof=1))
 
@@ -100,6 +100,6 @@ def near_duplicates(e: np.ndarray, ids: Sequence[str], threshold: float = 0.95) 
         sims = x[start:stop] @ x[start:].T  # rows start..stop against columns start..n
         sims[np.tril_indices(stop - start, m=n - start)] = -np.inf  # keep j > i only
         bi, bj = np.nonzero(sims >= threshold)
-        found.extend((float(sims[a, b]), start + int(a), start + int(b)) for a, b in zip(bi, bj))
+        found.extend((float(sims[a, b]), start + int(a), start + int(b)) for a, b in zip(bi, bj, strict=True))
     found.sort(key=lambda t: (-t[0], t[1], t[2]))
     return [(ids[i], ids[j], c) for c, i, j in found]

@@ -244,7 +244,8 @@ class OpenAIEmbedder:
             data = json.loads(text)["data"]
             pairs = sorted(((int(d["index"]), self._vector(d["embedding"])) for d in data), key=lambda p: p[0])
         except (ValueError, KeyError, TypeError) as e:
-            raise EmbedderError(self._msg(f"malformed reply ({type(e).__name__}: {e}): {self._snippet(text)}")) from None
+            what = f"malformed reply ({type(e).__name__}: {e}): {self._snippet(text)}"
+            raise EmbedderError(self._msg(what)) from None
         if [i for i, _ in pairs] != list(range(n)):
             raise EmbedderError(self._msg(f"reply indices {[i for i, _ in pairs][:10]}... do not cover 0..{n - 1}"))
         if len({len(v) for _, v in pairs}) != 1:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from speedbench.data.builders.tokens import Codec, load_tokenizer
 from speedbench.data.sample import Sample
-from speedbench.data.tokens import Codec, load_tokenizer
 
 MAX_ROUNDS = 64
 
@@ -53,7 +53,7 @@ def synthetic_prompts(isl: int, count: int, tokenizer: Any = "o200k_base", *, se
     """``count`` random-token prompts of exactly ``isl`` tokens under ``tokenizer``.
 
     ``tokenizer``: ``o200k_base`` (default), a HF tokenizer or model folder, ``smollm2``, or an
-    already loaded tiktoken Encoding / :class:`~speedbench.data.tokens.TargetTokenizer`.  The count is
+    already loaded tiktoken Encoding / :class:`~speedbench.data.builders.tokens.TargetTokenizer`.  The count is
     of the raw prompt; an engine's chat template adds its own tokens around it
     (``TargetTokenizer.template_overhead``).  Same seed and tokenizer: the same prompts.
     """

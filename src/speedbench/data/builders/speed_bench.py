@@ -1,10 +1,11 @@
-"""Fetch the official SPEED-Bench data (``speedbench data fetch``) and find it again (``speed:<config>``).
+"""Fetch the official SPEED-Bench data (``speedbench data fetch``); :mod:`speedbench.data.fetched` finds it
+again (``speed:<config>``).
 
 SPEED-Bench (``nvidia/SPEED-Bench``, paper arXiv 2604.09557) ships some rows as a placeholder that names
 an upstream source (``source``, ``src_id``) instead of the prompt, because of the upstream licences.
 NVIDIA's reference client (Model-Optimizer ``examples/specdec_bench``: ``prepare_data.py`` and
 ``specdec_bench/datasets/speed.py``) rebuilds them; :func:`fetch` does the same through
-:mod:`speedbench.data.resolvers` and writes, per config, under ``<out_dir>/<revision>/``:
+:mod:`speedbench.data.builders.resolvers` and writes, per config, under ``<out_dir>/<revision>/``:
 
 - ``<config>.parquet``: the eight official fields with ``turns``;
 - ``<config>.jsonl``: the same rows in the NeMo-Skills ``messages`` form;
@@ -29,23 +30,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from speedbench.data.readers import content_hash, row_to_sample
-from speedbench.data.resolvers import (
-    HLE_PAGE, Registry, ResolveContext, ResolveError, SourceLoader, Tokenizer, o200k_tokenizer,
-    build_registry, row_is_placeholder,
-)
-from speedbench.data.sample import DatasetError, Sample
 from speedbench.atomic import atomic_write
-from speedbench.data.writers import write_messages_jsonl, write_parquet
-from speedbench.paths import cache_dir
+from speedbench.data.builders.resolvers import (
+    HLE_PAGE,
+    Registry,
+    ResolveContext,
+    ResolveError,
+    SourceLoader,
+    Tokenizer,
+    build_registry,
+    o200k_tokenizer,
+    row_is_placeholder,
+)
+from speedbench.data.builders.writers import write_messages_jsonl, write_parquet
+from speedbench.data.fetched import CONFIGS, DEFAULT_REVISION, REPO_ID, default_out_dir, revision_dir
+from speedbench.data.files import row_to_sample
+from speedbench.data.readers import content_hash
+from speedbench.data.sample import DatasetError, Sample
+from speedbench.extras import MissingExtra, require
 
-REPO_ID = "nvidia/SPEED-Bench"
-# The first commit of nvidia/SPEED-Bench ("Duplicate from SPEED-Bench/SPEED-Bench", v1.0), the data the
-# reference resolvers were written for. Later commits (v1.1) changed throughput src_ids: see FACTS.md.
-DEFAULT_REVISION = "fd51e1f5c17d9071cc2aaa1f21df2ef79641e588"
 SPLIT = "test"
-CONFIGS = ("qualitative", "throughput_1k", "throughput_2k", "throughput_8k", "throughput_16k", "throughput_32k")
-NAME_PREFIX = "speed:"
 MAX_LISTED = 20
 
 ProgressFn = Callable[[str, str, int, int], None]
@@ -88,14 +92,6 @@ def expand_configs(configs: str | Sequence[str]) -> list[str]:
     return out
 
 
-def default_out_dir() -> Path:
-    return cache_dir() / "datasets" / "speed-bench"
-
-
-def revision_dir(out_dir: str | Path, revision: str) -> Path:
-    return Path(out_dir) / revision.replace("/", "--")
-
-
 def _one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
@@ -110,6 +106,7 @@ def _listed(ids: Sequence[str]) -> str:
 
 def load_config_rows(config: str, revision: str, source: str | Path | None = None) -> list[dict[str, Any]]:
     """One config's ``test`` split: the hub repo at ``revision``, or a local copy of it (``source``)."""
+    require("datasets", "data", "data fetch")
     import datasets
 
     where = REPO_ID if source is None else str(source)
@@ -213,11 +210,12 @@ def resolve_rows(config: str, rows: list[dict[str, Any]], registry: Registry, ct
             row = out[i]
             try:
                 turns = res.resolve(row, ctx)
-            except DatasetError:
+            except (DatasetError, MissingExtra):
                 raise
             except Exception as e:  # ResolveError, or a loader's error: one line naming the row
                 what = str(e) if isinstance(e, ResolveError) else f"loading its source failed: {_one_line(e)}"
-                raise DatasetError(display, i + 1, "src_id", f"question {row.get('question_id')} ({name}): {what}") from None
+                where = f"question {row.get('question_id')} ({name})"
+                raise DatasetError(display, i + 1, "src_id", f"{where}: {what}") from None
             row["turns"] = list(turns)
             counts[name] += 1
             if progress is not None:
@@ -232,8 +230,8 @@ def resolve_rows(config: str, rows: list[dict[str, Any]], registry: Registry, ct
 def rows_to_samples(rows: list[dict[str, Any]], display: str) -> list[Sample]:
     """``Sample``s sorted by question_id (so the output never depends on row order)."""
     samples = [row_to_sample(r, display, i) for i, r in enumerate(rows, start=1)]
-    seen: set[str] = set()
-    dups = sorted({s.question_id for s in samples if s.question_id in seen or seen.add(s.question_id)})
+    counts = Counter(s.question_id for s in samples)
+    dups = sorted(q for q, n in counts.items() if n > 1)
     if dups:
         raise DatasetError(display, None, "question_id", f"duplicate question_id: {_listed(dups)}")
     return sorted(samples, key=lambda s: s.question_id)
@@ -325,23 +323,3 @@ def fetch(configs: str | Sequence[str], *, revision: str | None = None, source: 
                                  used=loader.take_touched(), tokenizer=tok_name, samples=samples)
             result.configs[config] = _publish(dest, config, samples, manifest)
     return result
-
-
-def resolve_name(name: str, *, out_dir: str | Path | None = None) -> Path:
-    """``speed:<config>[@<revision>]`` -> the fetched parquet (default: the pinned revision).
-
-    Not fetched yet: a one-line ``DatasetError`` naming the ``speedbench data fetch`` command to run."""
-    if not name.startswith(NAME_PREFIX):
-        raise DatasetError(name, None, None, f"not a SPEED-Bench name (expected {NAME_PREFIX}<config>)")
-    config, _, revision = name[len(NAME_PREFIX):].partition("@")
-    if config not in CONFIGS:
-        raise DatasetError(name, None, None, f"unknown SPEED-Bench config {config!r} (one of: {', '.join(CONFIGS)})")
-    revision = revision or DEFAULT_REVISION
-    folder = revision_dir(out_dir if out_dir is not None else default_out_dir(), revision)
-    parquet = folder / f"{config}.parquet"
-    if parquet.is_file() and (folder / f"{config}.manifest.json").is_file():
-        return parquet
-    command = f"speedbench data fetch --config {config}"
-    if revision != DEFAULT_REVISION:
-        command += f" --revision {revision}"
-    raise DatasetError(name, None, None, f"SPEED-Bench {config} is not fetched yet (no {parquet}); run `{command}`")

@@ -26,12 +26,18 @@ from typing import Any
 
 import numpy as np
 
+from speedbench.data.builders.select import sample_text
 from speedbench.data.sample import Sample, category_indices
-from speedbench.data.select import sample_text
 from speedbench.embed.base import Embedder
 from speedbench.embed.diversity import (
-    mean_pairwise_cosine, near_duplicates, random_subset_baseline, stratified_subset_baseline,
+    mean_pairwise_cosine,
+    near_duplicates,
+    random_subset_baseline,
+    stratified_subset_baseline,
 )
+from speedbench.extras import require
+
+PLOT_NEEDS = ("matplotlib", "report")  # (module, extra) of :func:`plot`
 
 
 @dataclass
@@ -117,7 +123,7 @@ def audit(files: dict[str, list[Sample]], embedder: Embedder, *, pool: list[Samp
     P = embedded[-1] if pool else None
     pool_cats = category_indices(pool) if pool else {}
     result = AuditResult(embedder=embedder.id, draws=draws, seed=seed, threshold=threshold)
-    for name, samples, E in zip(names, groups, embedded):
+    for name, samples, E in zip(names, groups, embedded, strict=False):
         cats = dict(sorted(category_indices(samples).items()))
         for cat, ix in cats.items():
             ref, ref_name = _category_reference(cat, len(ix), P, pool_cats, E, pool_name)
@@ -136,7 +142,8 @@ def audit(files: dict[str, list[Sample]], embedder: Embedder, *, pool: list[Samp
 
 
 def plot(result: AuditResult, dest: str | Path) -> Path:
-    """One panel per file: each category's mean cosine, and the random subsets' mean +- sd."""
+    """One panel per file: each category's mean cosine, and the random subsets' mean +- sd (needs matplotlib)."""
+    require(*PLOT_NEEDS, "the audit plot")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,7 +151,7 @@ def plot(result: AuditResult, dest: str | Path) -> Path:
 
     files = list(dict.fromkeys(r.file for r in result.rows))
     fig, axes = plt.subplots(len(files), 1, figsize=(10, 3.6 * len(files)), squeeze=False)
-    for ax, f in zip(axes[:, 0], files):
+    for ax, f in zip(axes[:, 0], files, strict=True):
         rows = [r for r in result.rows if r.file == f]
         x = np.arange(len(rows))
         ax.bar(x - 0.2, [r.mean_cos for r in rows], 0.4, label="this set")

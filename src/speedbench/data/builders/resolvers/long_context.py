@@ -14,12 +14,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from speedbench.data.resolvers import prompts
-from speedbench.data.resolvers.base import (
-    ResolveContext, ResolveError, Resolver, SourcePin, field_of, index_part, ints_after_underscores, src_id_of,
+from speedbench.data.builders.resolvers import prompts
+from speedbench.data.builders.resolvers.base import (
+    ResolveContext,
+    ResolveError,
+    Resolver,
+    SourcePin,
+    field_of,
+    index_part,
+    ints_after_underscores,
+    src_id_of,
 )
-from speedbench.data.resolvers.loading import row_at, row_by, source_file
-from speedbench.data.resolvers.tokens import Tokenizer, pad_or_truncate
+from speedbench.data.builders.resolvers.loading import row_at, row_by, source_file
+from speedbench.data.builders.resolvers.tokens import Tokenizer, pad_or_truncate
 
 
 class Bamboo(Resolver):

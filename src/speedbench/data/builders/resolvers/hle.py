@@ -14,9 +14,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from speedbench.data.resolvers import prompts
-from speedbench.data.resolvers.base import ResolveContext, ResolveError, Resolver, SourcePin, field_of, src_id_of
-from speedbench.data.resolvers.loading import index_by, row_at, row_by
+from speedbench.data.builders.resolvers import prompts
+from speedbench.data.builders.resolvers.base import (
+    ResolveContext,
+    ResolveError,
+    Resolver,
+    SourcePin,
+    field_of,
+    src_id_of,
+)
+from speedbench.data.builders.resolvers.loading import index_by, row_at, row_by
 
 HLE_PAGE = "https://huggingface.co/datasets/cais/hle"
 

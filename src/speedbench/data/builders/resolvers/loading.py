@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from speedbench.data.resolvers.base import ResolveError
+from speedbench.data.builders.resolvers.errors import ResolveError
+from speedbench.extras import require
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ def source_file(url: str, default_repo: str) -> SourceFile:
 def load_source(repo_id: str, revision: str | None, *, config: str | None = None, split: str = "test",
                 files: Sequence[SourceFile] = (), sources_dir: str | Path | None = None) -> Any:
     """Load one source split as a ``datasets.Dataset``: the hub at ``revision``, or the local copy."""
+    require("datasets", "data", "data fetch")
     import datasets
 
     if files:
@@ -133,7 +135,8 @@ def index_by(ds: Any, column: str) -> dict[Any, int]:
     return out
 
 
-def row_by(sources: SourceLoader, memo: Any, ds: Any, column: str, key: Any, where: str = "the source") -> dict[str, Any]:
+def row_by(sources: SourceLoader, memo: Any, ds: Any, column: str, key: Any,
+           where: str = "the source") -> dict[str, Any]:
     """The first row of ``ds`` whose ``column`` equals ``key``; the column's index is built once per fetch
     under ``memo`` (a key naming the resolver and the data set)."""
     index = sources.derived(memo, lambda: index_by(ds, column))

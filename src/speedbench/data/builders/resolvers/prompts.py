@@ -72,9 +72,11 @@ TEXTSORT_ORIGINAL = (
     "    Each time, you will be provided with 4 pieces of text.\n"
     "    These texts form a continuous part of a book, but are provided in random order.\n"
     "    You need to find the correct order and return the answer in a string.\n"
-    "    For example, if you output [4, 1, 3, 2], that means the correct order is: Part 4 -> Part 1 -> Part 3 -> Part 2.\n"
+    "    For example, if you output [4, 1, 3, 2], that means the correct order is: "
+    "Part 4 -> Part 1 -> Part 3 -> Part 2.\n"
     "    You will also be provided with the neighboring paragraphs before and after the 4 pieces of texts. \n\n"
-    "    The case sample is shown below and you should give me the answer in the format exactly the same as the sample. \n\n"
+    "    The case sample is shown below and you should give me the answer in the format exactly the same as "
+    "the sample. \n\n"
     "    However, you should NOT focus on the content of sample answer. \n\n"
     "    Please do NOT output any extra content. \n"
     "    Sample Input (format only): \n\n"
@@ -98,7 +100,8 @@ TEXTSORT_REPLACEMENT = (
     "    You will also be provided with the neighboring paragraphs before and after the 4 pieces of texts.\n"
     "    You should NOT output the before and after paragraphs, just the text in the correct order.\n"
     "    \n"
-    "    The case sample is shown below and you should give me the answer in the format exactly the same as the sample. \n"
+    "    The case sample is shown below and you should give me the answer in the format exactly the same as "
+    "the sample. \n"
     "    \n"
     "    However, you should NOT focus on the content of sample answer. \n"
     "    \n"
@@ -155,7 +158,8 @@ MMLU_PRO_HEAD = (
 )
 
 # ChatRAG-Bench (reference: _generate_chatrag_bench_prompt).
-CHATRAG_FIRST = "Please give a full and complete answer for the questions. \n\nContext:\n{context}\n\nQuestion:\n{question}"
+CHATRAG_FIRST = ("Please give a full and complete answer for the questions. \n\nContext:\n{context}"
+                 "\n\nQuestion:\n{question}")
 
 # HLE few-shot padding for throughput configs (reference: _generate_hle_prompt).
 HLE_HEAD = ("Please answer the question below.\n\nHere are some examples of question and answer pairs in the "

@@ -11,10 +11,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from speedbench.data.resolvers.base import (
-    ResolveContext, ResolveError, Resolver, SourcePin, field_of, fill, first_turn, src_id_of, template_of,
+from speedbench.data.builders.resolvers.base import (
+    ResolveContext,
+    ResolveError,
+    Resolver,
+    SourcePin,
+    field_of,
+    fill,
+    first_turn,
+    src_id_of,
+    template_of,
 )
-from speedbench.data.resolvers.loading import SourceFile, row_at, row_by
+from speedbench.data.builders.resolvers.loading import SourceFile, row_at, row_by
 
 
 def _by_key(ctx: ResolveContext, name: str, ds: Any, column: str, key: str) -> dict[str, Any]:

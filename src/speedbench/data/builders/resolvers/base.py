@@ -17,23 +17,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from speedbench.data.builders.resolvers.errors import ResolveError
 from speedbench.data.sample import PLACEHOLDER_PREFIX, is_placeholder
 
 if TYPE_CHECKING:
-    from speedbench.data.resolvers.loading import SourceLoader
-    from speedbench.data.resolvers.tokens import Tokenizer
+    from speedbench.data.builders.resolvers.loading import SourceLoader
+    from speedbench.data.builders.resolvers.tokens import Tokenizer
 
 # The full placeholder text of the official dataset (speed.py: TURNS_PLACEHOLDER).
 PLACEHOLDER = PLACEHOLDER_PREFIX + " USING SPECDEC_BENCH"
 
 
-class ResolveError(Exception):
-    """A row could not be rebuilt from its source; the fetcher adds the file, row and question_id."""
-
-
 def row_turns(row: dict[str, Any]) -> list[Any]:
     """A row's ``turns`` as a list (a parquet-backed row may hold a numpy array), empty when absent."""
-    turns = row.get("turns")
+    turns: Any = row.get("turns")
     if hasattr(turns, "tolist"):
         turns = turns.tolist()
     return list(turns or [])

@@ -15,12 +15,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from speedbench.data.resolvers import prompts
-from speedbench.data.resolvers.base import (
-    ResolveContext, ResolveError, Resolver, SourcePin, field_of, fill, first_turn, index_part,
-    ints_after_underscores, n_turns, src_id_of, template_of,
+from speedbench.data.builders.resolvers import prompts
+from speedbench.data.builders.resolvers.base import (
+    ResolveContext,
+    ResolveError,
+    Resolver,
+    SourcePin,
+    field_of,
+    fill,
+    first_turn,
+    index_part,
+    ints_after_underscores,
+    n_turns,
+    src_id_of,
+    template_of,
 )
-from speedbench.data.resolvers.loading import SourceFile, row_at, source_file
+from speedbench.data.builders.resolvers.loading import SourceFile, row_at, source_file
 
 ROLEBENCH_PROFILES_REVISION = "a57ed54f9613921e4a5f1b63601a558cd5acf971"
 ROLEBENCH_PROFILES_PATH = "profiles-eng/desc.json"

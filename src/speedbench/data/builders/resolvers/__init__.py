@@ -9,16 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from speedbench.data.resolvers.base import (
-    PLACEHOLDER, ResolveContext, ResolveError, Resolver, SourcePin, row_is_placeholder,
+from speedbench.data.builders.resolvers.base import (
+    PLACEHOLDER,
+    ResolveContext,
+    ResolveError,
+    Resolver,
+    SourcePin,
+    row_is_placeholder,
 )
-from speedbench.data.resolvers.conversations import MMLUPro, ChatRAGBench, MTBench101
-from speedbench.data.resolvers.hle import HLE, HLE_PAGE
-from speedbench.data.resolvers.loading import SourceLoader, load_source
-from speedbench.data.resolvers.long_context import AdaLEvalStackSelect, AdaLEvalTextSort, Bamboo
-from speedbench.data.resolvers.roleplay import CoSER, RoleBench
-from speedbench.data.resolvers.templated import CnnDailyMail, CodeContests, LiveCodeBench, Opus100
-from speedbench.data.resolvers.tokens import Tokenizer, o200k_tokenizer, pad_or_truncate
+from speedbench.data.builders.resolvers.conversations import ChatRAGBench, MMLUPro, MTBench101
+from speedbench.data.builders.resolvers.hle import HLE, HLE_PAGE
+from speedbench.data.builders.resolvers.loading import SourceLoader, load_source
+from speedbench.data.builders.resolvers.long_context import AdaLEvalStackSelect, AdaLEvalTextSort, Bamboo
+from speedbench.data.builders.resolvers.roleplay import CoSER, RoleBench
+from speedbench.data.builders.resolvers.templated import CnnDailyMail, CodeContests, LiveCodeBench, Opus100
+from speedbench.data.builders.resolvers.tokens import Tokenizer, o200k_tokenizer, pad_or_truncate
 
 RESOLVER_CLASSES: tuple[type[Resolver], ...] = (
     Bamboo, CnnDailyMail, HLE, LiveCodeBench, CodeContests, MTBench101, Opus100, ChatRAGBench, MMLUPro,
