@@ -96,10 +96,26 @@ def delta(a: tuple[float, float] | None, b: tuple[float, float] | None) -> tuple
 class MockServer:
     """``speedbench serve-mock`` in a subprocess on a free loopback port."""
 
-    def __init__(self, *, ttft_ms: float, step_ms: float, output_len: int, pin: bool,
-                 raw_mode: str | None = None) -> None:
-        self.args = ["serve-mock", "--host", "127.0.0.1", "--port", "0", "--k", "0", "--acceptance", "",
-                     "--ttft-ms", f"{ttft_ms:g}", "--step-ms", f"{step_ms:g}", "--output-len", str(output_len)]
+    def __init__(
+        self, *, ttft_ms: float, step_ms: float, output_len: int, pin: bool, raw_mode: str | None = None
+    ) -> None:
+        self.args = [
+            "serve-mock",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--k",
+            "0",
+            "--acceptance",
+            "",
+            "--ttft-ms",
+            f"{ttft_ms:g}",
+            "--step-ms",
+            f"{step_ms:g}",
+            "--output-len",
+            str(output_len),
+        ]
         self.raw_mode = raw_mode
         if raw_mode:  # this script's minimal SSE server (client-ceiling runs), not serve-mock
             self.args = ["--_raw-server", raw_mode, str(output_len)]
@@ -130,9 +146,15 @@ class MockServer:
         self._lines.put(None)
 
     def start(self, timeout_s: float = 30.0) -> None:
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     stdin=subprocess.DEVNULL, start_new_session=True,  # Ctrl-C is ours
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C is ours
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         if self.pin:
             self._pin()
         threading.Thread(target=self._drain, name="server-stdout", daemon=True).start()
@@ -141,8 +163,9 @@ class MockServer:
             try:
                 line = self._lines.get(timeout=max(0.05, deadline - time.monotonic()))
             except queue.Empty:
-                raise RuntimeError(f"serve-mock printed no 'listening' line within {timeout_s:g} s: "
-                                   f"{' | '.join(self.tail)}") from None
+                raise RuntimeError(
+                    f"serve-mock printed no 'listening' line within {timeout_s:g} s: {' | '.join(self.tail)}"
+                ) from None
             if line is None:
                 raise RuntimeError(f"serve-mock exited (rc={self.proc.wait()}): {' | '.join(self.tail)}")
             m = LISTEN_RE.search(line)
@@ -214,15 +237,34 @@ def raw_server_main(mode: str, n_tokens: int) -> None:
         return b"%x\r\n" % len(data) + data + b"\r\n"
 
     def wrap(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        return {"id": "chatcmpl-0123456789abcdef", "object": "chat.completion.chunk", "created": 1,
-                "model": "mock", "choices": choices, **extra}
+        return {
+            "id": "chatcmpl-0123456789abcdef",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "mock",
+            "choices": choices,
+            **extra,
+        }
 
     parts = [event(wrap([{"index": 0, "finish_reason": None, "delta": {"role": "assistant", "content": ""}}]))]
-    parts += [event(wrap([{"index": 0, "finish_reason": "length" if i == n_tokens - 1 else None,
-                           "delta": {"content": f" w{i % 1000}"}, "token_ids": [i % 1000]}]))
-              for i in range(n_tokens)]
-    parts.append(event(wrap([], usage={"prompt_tokens": 8, "completion_tokens": n_tokens,
-                                       "total_tokens": 8 + n_tokens})))
+    parts += [
+        event(
+            wrap(
+                [
+                    {
+                        "index": 0,
+                        "finish_reason": "length" if i == n_tokens - 1 else None,
+                        "delta": {"content": f" w{i % 1000}"},
+                        "token_ids": [i % 1000],
+                    }
+                ]
+            )
+        )
+        for i in range(n_tokens)
+    ]
+    parts.append(
+        event(wrap([], usage={"prompt_tokens": 8, "completion_tokens": n_tokens, "total_tokens": 8 + n_tokens}))
+    )
     data = b"data: [DONE]\n\n"
     parts.append(b"%x\r\n" % len(data) + data + b"\r\n0\r\n\r\n")
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -261,7 +303,7 @@ def raw_server_main(mode: str, n_tokens: int) -> None:
                     length = int(value)
             if len(self.buf) < end + 4 + length:
                 return
-            self.buf = self.buf[end + 4 + length:]
+            self.buf = self.buf[end + 4 + length :]
             method, path = (lines[0].split() + ["", ""])[:2]
             if method == "POST":
                 if mode == "coalesced":
@@ -271,8 +313,10 @@ def raw_server_main(mode: str, n_tokens: int) -> None:
                     asyncio.ensure_future(self.stream())
                     return
             elif path.endswith("/models"):
-                self.t.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-                             % len(models) + models)
+                self.t.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(models)
+                    + models
+                )
             else:
                 self.t.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
             self.next_request()
@@ -303,13 +347,24 @@ def raw_server_main(mode: str, n_tokens: int) -> None:
 
 # ---- client side ------------------------------------------------------------------------------
 def make_samples(n: int, tag: str) -> list[Sample]:
-    return [Sample(question_id=f"{tag}-q{i}", category="bench", sub_category=None,
-                   turns=(f"prompt {i} for {tag}: describe the client overhead of streaming benchmarks.",),
-                   source=None, src_id=None, difficulty=None, multiturn=False) for i in range(n)]
+    return [
+        Sample(
+            question_id=f"{tag}-q{i}",
+            category="bench",
+            sub_category=None,
+            turns=(f"prompt {i} for {tag}: describe the client overhead of streaming benchmarks.",),
+            source=None,
+            src_id=None,
+            difficulty=None,
+            multiturn=False,
+        )
+        for i in range(n)
+    ]
 
 
-async def drive(base_url: str, concurrency: int, n_requests: int, output_len: int, tag: str,
-                server: MockServer) -> dict[str, Any]:
+async def drive(
+    base_url: str, concurrency: int, n_requests: int, output_len: int, tag: str, server: MockServer
+) -> dict[str, Any]:
     """One measured run_load through a fresh OpenAIEngine; returns raw figures and the records."""
     engine = OpenAIEngine(EngineSpec(kind="openai", base_url=base_url, model="mock", draft_length=0))
     await engine.start()
@@ -326,10 +381,14 @@ async def drive(base_url: str, concurrency: int, n_requests: int, output_len: in
         await engine.close()
     _, cwait = delta(csch0, csch1)
     _, swait = delta(ssch0, ssch1)
-    return {"records": records, "wall_s": wall,
-            "client_cpu_s": cpu, "client_runq_wait_s": cwait,
-            "server_cpu_s": (srv1 - srv0) if srv0 is not None and srv1 is not None else None,
-            "server_runq_wait_s": swait}
+    return {
+        "records": records,
+        "wall_s": wall,
+        "client_cpu_s": cpu,
+        "client_runq_wait_s": cwait,
+        "server_cpu_s": (srv1 - srv0) if srv0 is not None and srv1 is not None else None,
+        "server_runq_wait_s": swait,
+    }
 
 
 def run_async(coro: Any) -> Any:
@@ -374,8 +433,9 @@ def side_figures(raw: dict[str, Any], chunks: int) -> dict[str, Any]:
         out[f"{side}_cpu_pct"] = cpu / wall * 100 if cpu is not None and wall > 0 else None
         out[f"{side}_runq_wait_s"] = wait
         # busy = on CPU or runnable-but-waiting: ~100% means this side never waited on the other
-        out[f"{side}_busy_pct"] = ((cpu + wait) / wall * 100 if cpu is not None and wait is not None
-                                   and wall > 0 else None)
+        out[f"{side}_busy_pct"] = (
+            (cpu + wait) / wall * 100 if cpu is not None and wait is not None and wall > 0 else None
+        )
         out[f"{side}_us_per_chunk"] = cpu / chunks * 1e6 if cpu is not None and chunks else None
     return out
 
@@ -394,16 +454,18 @@ def verdict(fig: dict[str, Any]) -> str:
     parts = []
     for name in hot:
         cpu, wait = fig[f"{name}_cpu_pct"], fig[f"{name}_runq_wait_s"]
-        starved = (f", {wait:.2f} s waiting for its CPU (other processes)" if wait and wait > 0.05 * fig["wall_s"]
-                   else "")
+        starved = (
+            f", {wait:.2f} s waiting for its CPU (other processes)" if wait and wait > 0.05 * fig["wall_s"] else ""
+        )
         parts.append(f"{name} busy {busy[name]:.0f}% (on CPU {cpu:.0f}% of wall{starved})")
     if len(hot) == 2:
         return f"both sides near saturation, {hot[0]} the tighter: " + "; ".join(parts)
     return f"{hot[0]}-bound: " + "; ".join(parts)
 
 
-def fidelity_level(raw: dict[str, Any], c: int, n_requests: int, ttft_ms: float, step_ms: float,
-                   output_len: int) -> dict[str, Any]:
+def fidelity_level(
+    raw: dict[str, Any], c: int, n_requests: int, ttft_ms: float, step_ms: float, output_len: int
+) -> dict[str, Any]:
     records: list[RequestRecord] = raw["records"]
     summary = summarize(records, k=0)
     ov = summary["overall"]
@@ -419,20 +481,28 @@ def fidelity_level(raw: dict[str, Any], c: int, n_requests: int, ttft_ms: float,
     ms = lambda v: None if v is None else v * 1000  # noqa: E731
     wall = raw["wall_s"]
     fig = {
-        "concurrency": c, "requests": n_requests, "ok": len(ok), "errors": len(records) - len(ok),
+        "concurrency": c,
+        "requests": n_requests,
+        "ok": len(ok),
+        "errors": len(records) - len(ok),
         "errors_by_cause": summary["errors_by_cause"],
-        "output_tokens": ov.get("output_tokens"), "chunks": chunks,
+        "output_tokens": ov.get("output_tokens"),
+        "chunks": chunks,
         "ttft_ms": {k: ms(ttft[k]) for k in ("mean", "p50", "p90", "p99")},
         "ttft_max_ms": ms(max((r.chunk_ns[0] - r.start_ns) / 1e9 for r in ok)) if ok else None,
         "ttft_err_pct": pct_err(ms(ttft["mean"]), ttft_ms),
         "itl_ms": {k: ms(itl[k]) for k in ("mean", "p50", "p90", "p99")},
         "itl_err_pct": pct_err(ms(itl["mean"]), step_ms),
         "itl_p99_err_pct": pct_err(ms(itl["p99"]), step_ms),
-        "gaps_late_pct": late, "gaps_bunched_pct": bunched,
-        "e2e_mean_s": ov["e2e_s"]["mean"], "e2e_ideal_s": (ttft_ms + (output_len - 1) * step_ms) / 1000,
-        "output_tps": ov["output_tps"], "ideal_tps": ideal_tps,
+        "gaps_late_pct": late,
+        "gaps_bunched_pct": bunched,
+        "e2e_mean_s": ov["e2e_s"]["mean"],
+        "e2e_ideal_s": (ttft_ms + (output_len - 1) * step_ms) / 1000,
+        "output_tps": ov["output_tps"],
+        "ideal_tps": ideal_tps,
         "tps_pct_of_ideal": (ov["output_tps"] / ideal_tps * 100) if ov["output_tps"] else None,
-        "wall_s": wall, "chunks_per_s": chunks / wall if wall > 0 else None,
+        "wall_s": wall,
+        "chunks_per_s": chunks / wall if wall > 0 else None,
         "needed_chunks_per_s": c / (step_ms / 1000) if step_ms > 0 else None,
     }
     fig.update(side_figures(raw, chunks))
@@ -446,9 +516,14 @@ def capacity_figures(raw: dict[str, Any], c: int, n_requests: int, output_len: i
     chunks = sum(len(r.chunk_ns) for r in records)
     wall = raw["wall_s"]
     fig = {
-        "concurrency": c, "requests": n_requests, "output_len": output_len, "ok": len(ok),
-        "errors": len(records) - len(ok), "chunks": chunks,
-        "tokens": sum(r.tokens for r in ok), "wall_s": wall,
+        "concurrency": c,
+        "requests": n_requests,
+        "output_len": output_len,
+        "ok": len(ok),
+        "errors": len(records) - len(ok),
+        "chunks": chunks,
+        "tokens": sum(r.tokens for r in ok),
+        "wall_s": wall,
         "chunks_per_s": chunks / wall if wall > 0 else None,
     }
     fig.update(side_figures(raw, chunks))
@@ -467,8 +542,10 @@ def goal_for(c: int) -> float | None:
 
 def print_fidelity(levels: Sequence[dict[str, Any]], ttft_ms: float, step_ms: float) -> None:
     print(f"\nFidelity (true TTFT {ttft_ms:g} ms, true ITL {step_ms:g} ms; err = (measured - true) / true)")
-    hdr = (f"{'conc':>5} {'reqs':>5} {'err':>4} | {'TTFT mean':>9} {'err%':>8} {'p99':>7} {'max':>7} | "
-           f"{'ITL mean':>8} {'err%':>7} {'p50':>6} {'p99':>7} {'late%':>6} {'bunch%':>6} | {'goal':>11}")
+    hdr = (
+        f"{'conc':>5} {'reqs':>5} {'err':>4} | {'TTFT mean':>9} {'err%':>8} {'p99':>7} {'max':>7} | "
+        f"{'ITL mean':>8} {'err%':>7} {'p50':>6} {'p99':>7} {'late%':>6} {'bunch%':>6} | {'goal':>11}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for L in levels:
@@ -480,25 +557,33 @@ def print_fidelity(levels: Sequence[dict[str, Any]], ttft_ms: float, step_ms: fl
         else:
             goal = ("met" if abs(L["ttft_err_pct"]) < g and abs(L["itl_err_pct"]) < g else "MISSED") + f" <{g:g}%"
         t, i = L["ttft_ms"], L["itl_ms"]
-        print(f"{L['concurrency']:>5} {L['requests']:>5} {L['errors']:>4} | {f(t['mean'], '9.2f')} "
-              f"{f(L['ttft_err_pct'], '+8.2f')} {f(t['p99'], '7.2f')} {f(L['ttft_max_ms'], '7.2f')} | "
-              f"{f(i['mean'], '8.3f')} {f(L['itl_err_pct'], '+7.2f')} {f(i['p50'], '6.2f')} {f(i['p99'], '7.2f')} "
-              f"{f(L['gaps_late_pct'], '6.2f')} {f(L['gaps_bunched_pct'], '6.2f')} | {goal:>11}")
+        print(
+            f"{L['concurrency']:>5} {L['requests']:>5} {L['errors']:>4} | {f(t['mean'], '9.2f')} "
+            f"{f(L['ttft_err_pct'], '+8.2f')} {f(t['p99'], '7.2f')} {f(L['ttft_max_ms'], '7.2f')} | "
+            f"{f(i['mean'], '8.3f')} {f(L['itl_err_pct'], '+7.2f')} {f(i['p50'], '6.2f')} {f(i['p99'], '7.2f')} "
+            f"{f(L['gaps_late_pct'], '6.2f')} {f(L['gaps_bunched_pct'], '6.2f')} | {goal:>11}"
+        )
     print("  (ms; late% = chunk gaps > 1.5x step; bunch% = gaps < 0.25x step, i.e. chunks read in a burst)")
-    print("\nThroughput and CPU (ideal tok/s = requests * output / (waves * (TTFT + (output-1) * step)); "
-          "busy = on-CPU + run-queue wait)")
-    hdr = (f"{'conc':>5} | {'out tok/s':>9} {'ideal':>7} {'%ideal':>6} | {'E2E mean':>8} {'ideal':>6} | "
-           f"{'wall s':>6} {'chunks/s':>8} {'needed':>7} | {'client CPU s':>12} {'%wall':>5} {'busy%':>5} "
-           f"{'us/chk':>6} | {'server CPU s':>12} {'%wall':>5} {'busy%':>5}")
+    print(
+        "\nThroughput and CPU (ideal tok/s = requests * output / (waves * (TTFT + (output-1) * step)); "
+        "busy = on-CPU + run-queue wait)"
+    )
+    hdr = (
+        f"{'conc':>5} | {'out tok/s':>9} {'ideal':>7} {'%ideal':>6} | {'E2E mean':>8} {'ideal':>6} | "
+        f"{'wall s':>6} {'chunks/s':>8} {'needed':>7} | {'client CPU s':>12} {'%wall':>5} {'busy%':>5} "
+        f"{'us/chk':>6} | {'server CPU s':>12} {'%wall':>5} {'busy%':>5}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for L in levels:
-        print(f"{L['concurrency']:>5} | {f(L['output_tps'], '9.0f')} {L['ideal_tps']:>7.0f} "
-              f"{f(L['tps_pct_of_ideal'], '6.1f')} | {f(L['e2e_mean_s'], '8.3f')} {L['e2e_ideal_s']:>6.3f} | "
-              f"{L['wall_s']:>6.2f} {f(L['chunks_per_s'], '8.0f')} {f(L['needed_chunks_per_s'], '7.0f')} | "
-              f"{f(L['client_cpu_s'], '12.2f')} {f(L['client_cpu_pct'], '5.0f')} {f(L['client_busy_pct'], '5.0f')} "
-              f"{f(L['client_us_per_chunk'], '6.1f')} | {f(L['server_cpu_s'], '12.2f')} "
-              f"{f(L['server_cpu_pct'], '5.0f')} {f(L['server_busy_pct'], '5.0f')}")
+        print(
+            f"{L['concurrency']:>5} | {f(L['output_tps'], '9.0f')} {L['ideal_tps']:>7.0f} "
+            f"{f(L['tps_pct_of_ideal'], '6.1f')} | {f(L['e2e_mean_s'], '8.3f')} {L['e2e_ideal_s']:>6.3f} | "
+            f"{L['wall_s']:>6.2f} {f(L['chunks_per_s'], '8.0f')} {f(L['needed_chunks_per_s'], '7.0f')} | "
+            f"{f(L['client_cpu_s'], '12.2f')} {f(L['client_cpu_pct'], '5.0f')} {f(L['client_busy_pct'], '5.0f')} "
+            f"{f(L['client_us_per_chunk'], '6.1f')} | {f(L['server_cpu_s'], '12.2f')} "
+            f"{f(L['server_cpu_pct'], '5.0f')} {f(L['server_busy_pct'], '5.0f')}"
+        )
     for L in levels:
         print(f"  concurrency {L['concurrency']}: {L['limit']}")
         if L["errors"]:
@@ -506,17 +591,26 @@ def print_fidelity(levels: Sequence[dict[str, Any]], ttft_ms: float, step_ms: fl
 
 
 def print_capacity(cap: dict[str, Any], title: str) -> None:
-    print(f"\n{title} ({cap['requests']} requests x {cap['output_len']} tokens, 1 token/chunk, "
-          f"concurrency {cap['concurrency']})")
-    print(f"  chunks received     : {cap['chunks']:,} in {cap['wall_s']:.2f} s wall "
-          f"({cap['ok']} ok, {cap['errors']} errors)")
+    print(
+        f"\n{title} ({cap['requests']} requests x {cap['output_len']} tokens, 1 token/chunk, "
+        f"concurrency {cap['concurrency']})"
+    )
+    print(
+        f"  chunks received     : {cap['chunks']:,} in {cap['wall_s']:.2f} s wall "
+        f"({cap['ok']} ok, {cap['errors']} errors)"
+    )
     print(f"  client ingest rate  : {f(cap['chunks_per_s'], ',.0f')} chunks/s")
     for side in ("client", "server"):
-        print(f"  {side} CPU          : {f(cap[f'{side}_cpu_s'], '.2f')} s = {f(cap[f'{side}_cpu_pct'], '.1f')}% "
-              f"of wall, {f(cap[f'{side}_us_per_chunk'], '.1f')} us/chunk; run-queue wait "
-              f"{f(cap[f'{side}_runq_wait_s'], '.2f')} s; busy {f(cap[f'{side}_busy_pct'], '.1f')}%")
-    est = [f"{side} ~{1e6 / cap[f'{side}_us_per_chunk']:,.0f}" for side in ("client", "server")
-           if cap.get(f"{side}_us_per_chunk")]
+        print(
+            f"  {side} CPU          : {f(cap[f'{side}_cpu_s'], '.2f')} s = {f(cap[f'{side}_cpu_pct'], '.1f')}% "
+            f"of wall, {f(cap[f'{side}_us_per_chunk'], '.1f')} us/chunk; run-queue wait "
+            f"{f(cap[f'{side}_runq_wait_s'], '.2f')} s; busy {f(cap[f'{side}_busy_pct'], '.1f')}%"
+        )
+    est = [
+        f"{side} ~{1e6 / cap[f'{side}_us_per_chunk']:,.0f}"
+        for side in ("client", "server")
+        if cap.get(f"{side}_us_per_chunk")
+    ]
     print(f"  bottleneck          : {cap['bottleneck']}")
     print(f"  1 / (CPU per chunk) : {', '.join(est)} chunks/s (rough rate on a dedicated core at this batching)")
     if cap["wall_s"] < 5:
@@ -525,8 +619,9 @@ def print_capacity(cap: dict[str, Any], title: str) -> None:
 
 # ---- main -------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--concurrency", default="32,256,512", help="comma-separated levels (default 32,256,512)")
     p.add_argument("--quick", action="store_true", help="smoke run: concurrency 32 only, short capacity run")
     p.add_argument("--json", metavar="PATH", help="also write the figures to PATH")
@@ -539,8 +634,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--capacity-output-len", type=int, default=1024)
     p.add_argument("--capacity-requests", type=int, default=None, help="default: the capacity concurrency")
     p.add_argument("--no-capacity", action="store_true", help="skip the capacity run")
-    p.add_argument("--no-ceiling", action="store_true",
-                   help="skip the client-ceiling runs against this script's minimal SSE server")
+    p.add_argument(
+        "--no-ceiling",
+        action="store_true",
+        help="skip the client-ceiling runs against this script's minimal SSE server",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin server to CPU 0 and client to CPU 1")
     a = p.parse_args(argv)
     a.levels = [32] if a.quick else [int(x) for x in a.concurrency.split(",") if x.strip()]
@@ -579,16 +677,20 @@ def run_fidelity(a: argparse.Namespace, out: dict[str, Any]) -> None:
         out["settings"]["fidelity_server"] = srv.describe()
         if not a.no_prime:
             prime = run_async(drive(srv.base_url, 32, 32, 8, "prime", srv))
-            print(f"  priming burst (unmeasured): 32 requests x 8 tokens, "
-                  f"{sum(r.ok for r in prime['records'])} ok", flush=True)
+            print(
+                f"  priming burst (unmeasured): 32 requests x 8 tokens, {sum(r.ok for r in prime['records'])} ok",
+                flush=True,
+            )
         for i, c in enumerate(a.levels):
             n = a.waves * c
             raw = run_async(drive(srv.base_url, c, n, a.output_len, f"c{c}-{i}", srv))
             level = fidelity_level(raw, c, n, a.ttft_ms, a.step_ms, a.output_len)
             out["levels"].append(level)
-            print(f"  concurrency {c:>4}: {level['ok']}/{n} ok, wall {level['wall_s']:.2f} s, "
-                  f"TTFT err {f(level['ttft_err_pct'], '+.2f')}%, ITL err {f(level['itl_err_pct'], '+.2f')}%",
-                  flush=True)
+            print(
+                f"  concurrency {c:>4}: {level['ok']}/{n} ok, wall {level['wall_s']:.2f} s, "
+                f"TTFT err {f(level['ttft_err_pct'], '+.2f')}%, ITL err {f(level['itl_err_pct'], '+.2f')}%",
+                flush=True,
+            )
 
 
 def _sigterm(*_: Any) -> None:
@@ -600,16 +702,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm)  # outside the event loop: unwind so the server is stopped
     pinning = setup_pinning(not a.no_pin)
     nofile = raise_nofile(2 * max(a.levels + [a.capacity_concurrency]) + 256)
-    env = {"python": platform.python_version(), "aiohttp": aiohttp.__version__, "cpus": os.cpu_count(),
-           "pinning": pinning, "nofile": nofile, "loadavg_before": os.getloadavg()}
-    print(f"speedbench client-overhead benchmark  (python {env['python']}, aiohttp {env['aiohttp']}, "
-          f"{env['cpus']} CPUs, loadavg {' '.join(f'{x:.2f}' for x in env['loadavg_before'])})")
+    env = {
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "cpus": os.cpu_count(),
+        "pinning": pinning,
+        "nofile": nofile,
+        "loadavg_before": os.getloadavg(),
+    }
+    print(
+        f"speedbench client-overhead benchmark  (python {env['python']}, aiohttp {env['aiohttp']}, "
+        f"{env['cpus']} CPUs, loadavg {' '.join(f'{x:.2f}' for x in env['loadavg_before'])})"
+    )
     print(f"pinning: {pinning}")
-    print(f"fidelity: 1 token/chunk, output {a.output_len}, TTFT {a.ttft_ms:g} ms, step {a.step_ms:g} ms; "
-          f"{a.waves} x concurrency requests per level ({'one wave' if a.waves == 1 else f'{a.waves} waves'}), "
-          f"LoadSettings warmup 0, fresh client (new connections) per level")
-    out: dict[str, Any] = {"env": env, "settings": dict(vars(a)), "levels": [], "capacity": None,
-                           "ceiling": None}
+    print(
+        f"fidelity: 1 token/chunk, output {a.output_len}, TTFT {a.ttft_ms:g} ms, step {a.step_ms:g} ms; "
+        f"{a.waves} x concurrency requests per level ({'one wave' if a.waves == 1 else f'{a.waves} waves'}), "
+        f"LoadSettings warmup 0, fresh client (new connections) per level"
+    )
+    out: dict[str, Any] = {"env": env, "settings": dict(vars(a)), "levels": [], "capacity": None, "ceiling": None}
     t_start = time.perf_counter()
 
     run_fidelity(a, out)
@@ -618,8 +729,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not a.no_capacity:
         with MockServer(ttft_ms=0, step_ms=0, output_len=a.capacity_output_len, pin=not a.no_pin) as srv:
             print(f"\nserver: {srv.describe()}\n        pid {srv.proc.pid}")  # type: ignore[union-attr]
-            raw = run_async(drive(srv.base_url, a.capacity_concurrency, a.capacity_requests,
-                                    a.capacity_output_len, "cap", srv))
+            raw = run_async(
+                drive(srv.base_url, a.capacity_concurrency, a.capacity_requests, a.capacity_output_len, "cap", srv)
+            )
             out["settings"]["capacity_server"] = srv.describe()
         out["capacity"] = capacity_figures(raw, a.capacity_concurrency, a.capacity_requests, a.capacity_output_len)
         print_capacity(out["capacity"], "Capacity against serve-mock (TTFT 0 ms, 0 ms steps)")
@@ -629,13 +741,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         # runs use a near-free server to find what the client alone can ingest
         out["ceiling"] = {}
         for mode in ("per-chunk", "coalesced"):
-            with MockServer(ttft_ms=0, step_ms=0, output_len=a.capacity_output_len, pin=not a.no_pin,
-                            raw_mode=mode) as srv:
+            with MockServer(
+                ttft_ms=0, step_ms=0, output_len=a.capacity_output_len, pin=not a.no_pin, raw_mode=mode
+            ) as srv:
                 print(f"\nserver: {srv.describe()}\n        pid {srv.proc.pid}")  # type: ignore[union-attr]
-                raw = run_async(drive(srv.base_url, a.capacity_concurrency, a.capacity_requests,
-                                        a.capacity_output_len, f"ceil-{mode}", srv))
-            out["ceiling"][mode] = capacity_figures(raw, a.capacity_concurrency, a.capacity_requests,
-                                                    a.capacity_output_len)
+                raw = run_async(
+                    drive(
+                        srv.base_url,
+                        a.capacity_concurrency,
+                        a.capacity_requests,
+                        a.capacity_output_len,
+                        f"ceil-{mode}",
+                        srv,
+                    )
+                )
+            out["ceiling"][mode] = capacity_figures(
+                raw, a.capacity_concurrency, a.capacity_requests, a.capacity_output_len
+            )
             print_capacity(out["ceiling"][mode], f"Client ceiling, minimal SSE server, {mode} writes")
 
     env["loadavg_after"] = os.getloadavg()

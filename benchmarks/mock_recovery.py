@@ -25,30 +25,39 @@ from speedbench.metrics.aggregate import summarize
 
 
 def run(engine, n: int, output_len: int) -> dict:
-    samples = [Sample(f"q{i}", ["coding", "math", "rag", "writing"][i % 4], None, (f"prompt {i}",), None, None,
-                      None, False) for i in range(n)]
+    samples = [
+        Sample(f"q{i}", ["coding", "math", "rag", "writing"][i % 4], None, (f"prompt {i}",), None, None, None, False)
+        for i in range(n)
+    ]
     records: list = []
 
     async def go():
         await engine.start()
         try:
-            return await run_load(engine, samples, LoadSettings(concurrency=32, output_len=output_len, warmup=0,
-                                                                timeout_s=120), records.append)
+            return await run_load(
+                engine,
+                samples,
+                LoadSettings(concurrency=32, output_len=output_len, warmup=0, timeout_s=120),
+                records.append,
+            )
         finally:
             await engine.close()
 
     res = asyncio.run(go())
-    return summarize(records, k=3, counter_windows=[{"segment": 0, "before": res.counters_before,
-                                                     "after": res.counters_after}])
+    return summarize(
+        records, k=3, counter_windows=[{"segment": 0, "before": res.counters_before, "after": res.counters_after}]
+    )
 
 
 def show(name: str, s: dict) -> None:
     o = s["overall"]
     cond = ", ".join(f"{c:.4f}" for c in o["conditional_acceptance_rate"])
     check = [i for i in s["invariants"] if "counter_delta" in i["name"]]
-    print(f"{name:<11} steps {o['steps']:>6}  AL {o['acceptance_length']:.4f} (token-weighted "
-          f"{o['acceptance_length_token_weighted']:.4f})  conditional AR [{cond}]  errors {o['errors']}  "
-          f"counters: {check[0]['ok'] if check else 'n/a'}")
+    print(
+        f"{name:<11} steps {o['steps']:>6}  AL {o['acceptance_length']:.4f} (token-weighted "
+        f"{o['acceptance_length_token_weighted']:.4f})  conditional AR [{cond}]  errors {o['errors']}  "
+        f"counters: {check[0]['ok'] if check else 'n/a'}"
+    )
 
 
 def main() -> None:
@@ -58,10 +67,28 @@ def main() -> None:
     a = ap.parse_args()
     print(f"expected AL {MockSettings(acceptance=[0.8, 0.6, 0.4]).expected_al():.4f}, conditional AR 0.8 / 0.6 / 0.4")
     options = {"acceptance": "0.8,0.6,0.4", "ttft_ms": "0", "step_ms": "0"}
-    show("in-process", run(MockEngine(EngineSpec(kind="mock", options=options, draft_length=3)), a.requests,
-                           a.output_len))
-    proc = subprocess.Popen([sys.executable, "-m", "speedbench.cli", "serve-mock", "--port", "0", "--ttft-ms", "0",
-                             "--step-ms", "0", "--acceptance", "0.8,0.6,0.4"], stdout=subprocess.PIPE, text=True)
+    show(
+        "in-process",
+        run(MockEngine(EngineSpec(kind="mock", options=options, draft_length=3)), a.requests, a.output_len),
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "speedbench.cli",
+            "serve-mock",
+            "--port",
+            "0",
+            "--ttft-ms",
+            "0",
+            "--step-ms",
+            "0",
+            "--acceptance",
+            "0.8,0.6,0.4",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         url = re.search(r"(http://\S+/v1)", proc.stdout.readline()).group(1)  # type: ignore[union-attr]

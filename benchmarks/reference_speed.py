@@ -43,8 +43,9 @@ def part_hf(n_prompts: int, output_len: int, k: int, threads: int) -> None:
     samples = first_turn_samples(n_prompts)
     prompts = []
     for s in samples:
-        ids = tok.apply_chat_template([{"role": "user", "content": s.turns[0]}], add_generation_prompt=True,
-                                      tokenize=True)
+        ids = tok.apply_chat_template(
+            [{"role": "user", "content": s.turns[0]}], add_generation_prompt=True, tokenize=True
+        )
         prompts.append([int(x) for x in (ids["input_ids"] if hasattr(ids, "keys") else ids)])
 
     eos = frozenset([int(tok.eos_token_id)])
@@ -55,8 +56,19 @@ def part_hf(n_prompts: int, output_len: int, k: int, threads: int) -> None:
         for p in prompts:
             dec = BatchDecoder(model, method, k)
             got: list[int] = []
-            dec.add(Seq(0, list(p), len(p), output_len, 0.0, eos, False, torch.Generator(),
-                        lambda t, f, r, got=got: got.extend(t)))
+            dec.add(
+                Seq(
+                    0,
+                    list(p),
+                    len(p),
+                    output_len,
+                    0.0,
+                    eos,
+                    False,
+                    torch.Generator(),
+                    lambda t, f, r, got=got: got.extend(t),
+                )
+            )
             while dec.active:
                 dec.step()
             outs.append(got)
@@ -69,19 +81,26 @@ def part_hf(n_prompts: int, output_len: int, k: int, threads: int) -> None:
             ids = torch.tensor([p])
             kw = {"prompt_lookup_num_tokens": k} if lookup else {}
             with torch.inference_mode():
-                out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=output_len,
-                                     do_sample=False, **kw)
-            outs.append(out[0, len(p):].tolist())
+                out = model.generate(
+                    ids, attention_mask=torch.ones_like(ids), max_new_tokens=output_len, do_sample=False, **kw
+                )
+            outs.append(out[0, len(p) :].tolist())
         return time.perf_counter() - t0, outs
 
     runs = {}
-    for name, fn in (("hf none", lambda: hf(False)), ("hf prompt lookup", lambda: hf(True)),
-                     ("ours none", lambda: ours("none")), ("ours ngram", lambda: ours("ngram"))):
+    for name, fn in (
+        ("hf none", lambda: hf(False)),
+        ("hf prompt lookup", lambda: hf(True)),
+        ("ours none", lambda: ours("none")),
+        ("ours ngram", lambda: ours("ngram")),
+    ):
         fn_time, outs = fn()
         runs[name] = (fn_time, outs)
     n_tokens = sum(len(o) for o in runs["ours ngram"][1])
-    print(f"\n[hf] SmolLM2-135M-Instruct, batch 1, greedy, {len(prompts)} prompts x {output_len} tokens, "
-          f"k={k}, torch threads {threads}")
+    print(
+        f"\n[hf] SmolLM2-135M-Instruct, batch 1, greedy, {len(prompts)} prompts x {output_len} tokens, "
+        f"k={k}, torch threads {threads}"
+    )
     print(f"{'run':<18} {'wall s':>8} {'tok/s':>8}")
     for name, (t, outs) in runs.items():
         print(f"{name:<18} {t:8.2f} {sum(len(o) for o in outs) / t:8.2f}")
@@ -99,21 +118,30 @@ def part_batch(levels: list[int], output_len: int, k: int, threads: int, n: int)
     from speedbench.metrics.aggregate import summarize
 
     samples = first_turn_samples(n)
-    print(f"\n[batch] SmolLM2-135M-Instruct through the engine and load generator, {len(samples)} first turns, "
-          f"output {output_len}, k={k}, torch threads {threads}")
+    print(
+        f"\n[batch] SmolLM2-135M-Instruct through the engine and load generator, {len(samples)} first turns, "
+        f"output {output_len}, k={k}, torch threads {threads}"
+    )
     print(f"{'sd':<6} {'conc':>5} {'out tok/s':>10} {'AL':>6} {'wall s':>8}")
     base: dict[str, float] = {}
     for sd in ("none", "ngram"):
         for c in levels:
             records = []
-            eng = ReferenceEngine(EngineSpec(kind="reference", sd=sd, draft_length=k, options={"threads": str(threads)},
-                                             max_concurrency=c))
+            eng = ReferenceEngine(
+                EngineSpec(
+                    kind="reference", sd=sd, draft_length=k, options={"threads": str(threads)}, max_concurrency=c
+                )
+            )
 
             async def go(eng=eng, c=c, records=records):
                 await eng.start()
                 try:
-                    await run_load(eng, samples, LoadSettings(concurrency=c, output_len=output_len, warmup=0,
-                                                              timeout_s=3600), records.append)
+                    await run_load(
+                        eng,
+                        samples,
+                        LoadSettings(concurrency=c, output_len=output_len, warmup=0, timeout_s=3600),
+                        records.append,
+                    )
                 finally:
                     await eng.close()
 
@@ -124,8 +152,10 @@ def part_batch(levels: list[int], output_len: int, k: int, threads: int, n: int)
             tps = s["overall"]["output_tps"] or 0.0
             base.setdefault(sd, tps)
             al = s["overall"]["acceptance_length"]
-            print(f"{sd:<6} {c:>5} {tps:>10.1f} {al if al is not None else float('nan'):>6.3f} {wall:>8.1f}"
-                  f"   ({tps / base[sd]:.2f}x conc {levels[0]})")
+            print(
+                f"{sd:<6} {c:>5} {tps:>10.1f} {al if al is not None else float('nan'):>6.3f} {wall:>8.1f}"
+                f"   ({tps / base[sd]:.2f}x conc {levels[0]})"
+            )
 
 
 def main() -> None:

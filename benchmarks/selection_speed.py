@@ -33,10 +33,14 @@ def main() -> None:
     E = (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
     cats = [CATEGORIES[i % args.categories] for i in range(args.n)]
     samples = [Sample(str(i), c, None, ("x",), None, None, None, False) for i, c in enumerate(cats)]
-    print(f"{args.n} candidates in {args.categories} categories (~{args.n // args.categories} each), "
-          f"k={args.k}, dim={args.dim}")
-    rand = [random_subset_baseline(E[np.flatnonzero(np.asarray(cats) == c)], args.k, draws=10, seed=0)[0]
-            for c in sorted(set(cats))]
+    print(
+        f"{args.n} candidates in {args.categories} categories (~{args.n // args.categories} each), "
+        f"k={args.k}, dim={args.dim}"
+    )
+    rand = [
+        random_subset_baseline(E[np.flatnonzero(np.asarray(cats) == c)], args.k, draws=10, seed=0)[0]
+        for c in sorted(set(cats))
+    ]
     print(f"  random subsets: mean pairwise cosine {np.mean(rand):.4f}")
     for m in args.methods.split(","):
         t0 = time.perf_counter()

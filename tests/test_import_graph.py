@@ -259,3 +259,46 @@ def test_reading_datasets_needs_no_builder(graph: Graph) -> None:
                  if _in(m, "speedbench.data") and not _in(m, "speedbench.data.builders")
                  for t in targets if _in(t, "speedbench.data.builders"))
     assert bad == []
+
+
+# --------------------------------------------------------------------------- the layers (docs/architecture.md)
+
+# What each top-level module or package of speedbench may import from speedbench (besides itself).  The same
+# table is the "may import" column of docs/architecture.md; change both together.
+LAYERS: dict[str, set[str]] = {
+    "speedbench": set(),                      # the package __init__: the version only
+    "records": set(), "config": set(), "paths": set(), "atomic": set(), "extras": set(), "prompts": set(),
+    "models": {"paths", "extras"},
+    "embed": {"atomic", "extras", "paths"},
+    "data": {"atomic", "embed", "extras", "models", "paths"},
+    "engines": {"atomic", "config", "extras", "models", "paths", "prompts", "records"},
+    "load": {"config", "data", "engines", "records"},
+    "metrics": {"records"},
+    "results": {"speedbench", "atomic", "config", "metrics", "records"},
+    "report": {"metrics", "records", "results"},
+    "analysis": {"metrics", "models", "prompts", "records", "results"},
+    "usecases": {"analysis", "atomic", "config", "data", "engines", "extras", "load", "metrics", "models", "paths",
+                 "records", "results"},
+}
+LAYERS["cli"] = set(LAYERS)   # the command line sits on top: it may import every layer, and nothing imports it
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_every_module_belongs_to_a_declared_layer(graph: Graph) -> None:
+    assert sorted({_layer(m) for m in graph} - set(LAYERS)) == []
+
+
+def test_layers_import_only_what_the_architecture_allows(graph: Graph) -> None:
+    bad = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                 if _layer(a) != _layer(b) and _layer(b) not in LAYERS[_layer(a)])
+    assert bad == [], "imports the layers do not allow (docs/architecture.md):\n" + "\n".join(bad)
+
+
+def test_the_layer_check_can_fail() -> None:
+    g: Graph = {"speedbench.metrics.x": {"speedbench.engines.y"}, "speedbench.engines.y": set()}
+    bad = [f"{a} -> {b}" for a, ts in g.items() for b in ts if _layer(b) not in LAYERS[_layer(a)]]
+    assert bad == ["speedbench.metrics.x -> speedbench.engines.y"]

@@ -12,21 +12,33 @@ from speedbench.records import RequestRecord
 
 
 def _rec(qid, ids=None, text="", error=None, turn=0):
-    return RequestRecord(question_id=qid, category="qa", turn=turn, start_ns=0, end_ns=1, output_token_ids=ids,
-                         output_text=text, error=error)
+    return RequestRecord(
+        question_id=qid,
+        category="qa",
+        turn=turn,
+        start_ns=0,
+        end_ns=1,
+        output_token_ids=ids,
+        output_text=text,
+        error=error,
+    )
 
 
 def test_first_divergence_positions():
     assert first_divergence([1, 2, 3], [1, 2, 3]) is None
     assert first_divergence([1, 2, 3], [1, 5, 3]) == 1
-    assert first_divergence([1, 2], [1, 2, 3]) == 2          # a prefix: diverges where the shorter ends
+    assert first_divergence([1, 2], [1, 2, 3]) == 2  # a prefix: diverges where the shorter ends
     assert first_divergence("abc", "abd") == 2
 
 
 def test_compare_outputs_tokens_text_and_errors():
     base = [_rec("a", [1, 2, 3]), _rec("b", [4, 5, 6]), _rec("c", None, "hello world"), _rec("d", [1])]
-    sd = [_rec("a", [1, 2, 3]), _rec("b", [4, 9, 6]), _rec("c", None, "hello there"),
-          _rec("d", error={"cause": "reset", "detail": ""})]
+    sd = [
+        _rec("a", [1, 2, 3]),
+        _rec("b", [4, 9, 6]),
+        _rec("c", None, "hello there"),
+        _rec("d", error={"cause": "reset", "detail": ""}),
+    ]
     r = compare_outputs(base, sd)
     assert (r["pairs"], r["identical"]) == (3, 1) and r["identical_share"] == pytest.approx(1 / 3)
     mb, mc = r["mismatches"]
@@ -70,10 +82,12 @@ def test_surprise_z_accepts_target_samples_and_rejects_greedy_and_wrong_temperat
                     out.append(int(torch.multinomial(torch.softmax(logits / t, -1), 1)))
         return _rec("q", out)
 
-    z = {mode: surprise_z([scorer.score(m, generate(m, mode)) for m in messages])
-         for mode in ("sample", "greedy", "cold")}
+    z = {
+        mode: surprise_z([scorer.score(m, generate(m, mode)) for m in messages])
+        for mode in ("sample", "greedy", "cold")
+    }
     assert abs(z["sample"]) < 4, z
-    assert z["greedy"] > 6 and z["cold"] > 4, z     # too-likely tokens: SD that does not sample from p
+    assert z["greedy"] > 6 and z["cold"] > 4, z  # too-likely tokens: SD that does not sample from p
 
 
 def test_check_lossless_cli_on_the_mock_and_its_errors(tmp_path):
@@ -82,18 +96,56 @@ def test_check_lossless_cli_on_the_mock_and_its_errors(tmp_path):
     import sys
 
     out = tmp_path / "ll"
-    p = subprocess.run([sys.executable, "-m", "speedbench.cli", "check-lossless", "--engine", "mock", "--sd", "ngram",
-                        "-n", "6", "--control", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "speedbench.cli",
+            "check-lossless",
+            "--engine",
+            "mock",
+            "--sd",
+            "ngram",
+            "-n",
+            "6",
+            "--control",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     r = json.loads((out / "lossless.json").read_text())
     assert r["lossless"] is True and r["outputs"]["pairs"] == 6 and r["control"]["identical"] == 6
     for sub in ("baseline", "control", "sd"):
         assert (out / sub / "summary.json").exists()
     # attached to one server there is no baseline: one line saying what to pass
-    p = subprocess.run([sys.executable, "-m", "speedbench.cli", "check-lossless", "--engine", "vllm", "--sd", "ngram",
-                        "--base-url", "http://127.0.0.1:9/v1", "--out", str(tmp_path / "x")],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "speedbench.cli",
+            "check-lossless",
+            "--engine",
+            "vllm",
+            "--sd",
+            "ngram",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 2 and p.stderr.startswith("error: attached to a server: pass --baseline-url")
-    p = subprocess.run([sys.executable, "-m", "speedbench.cli", "check-lossless", "--engine", "mock",
-                        "--out", str(tmp_path / "y")], capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "speedbench.cli", "check-lossless", "--engine", "mock", "--out", str(tmp_path / "y")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 2 and "needs --sd METHOD" in p.stderr

@@ -4,13 +4,26 @@ import pytest
 
 from speedbench.metrics import invariants as inv
 from speedbench.metrics.acceptance import (
-    acceptance_length, acceptance_rate, acceptance_stats, conditional_acceptance, histogram_dict,
-    joint_acceptance, macro_acceptance_length, sum_stats,
+    acceptance_length,
+    acceptance_rate,
+    acceptance_stats,
+    conditional_acceptance,
+    histogram_dict,
+    joint_acceptance,
+    macro_acceptance_length,
+    sum_stats,
 )
 from speedbench.metrics.aggregate import summarize
 from speedbench.metrics.counters import counter_delta
 from speedbench.metrics.latency import (
-    distribution, e2e_s, itl_s, output_tps, step_times_s, tpot_s, ttft_s, user_tps,
+    distribution,
+    e2e_s,
+    itl_s,
+    output_tps,
+    step_times_s,
+    tpot_s,
+    ttft_s,
+    user_tps,
 )
 from speedbench.metrics.sources import chunk_stats, request_stats
 from speedbench.records import RequestRecord, SDStats, per_position_from_histogram
@@ -47,8 +60,8 @@ def test_al_ar_basic_and_empty():
 
 
 def test_macro_vs_token_weighted():
-    a = SDStats(drafted=30, accepted=20, steps=10)   # AL 3.0
-    b = SDStats(drafted=90, accepted=0, steps=30)    # AL 1.0
+    a = SDStats(drafted=30, accepted=20, steps=10)  # AL 3.0
+    b = SDStats(drafted=90, accepted=0, steps=30)  # AL 1.0
     assert macro_acceptance_length([a, b]) == pytest.approx(2.0)
     summ = acceptance_stats([a, b], k=3)
     assert summ.acceptance_length == pytest.approx(2.0)
@@ -67,8 +80,15 @@ def test_sum_stats_pads_lists():
 
 
 def _record(**kw) -> RequestRecord:
-    base = dict(question_id="q", category="c", turn=0, start_ns=0, end_ns=170 * MS,
-                chunk_ns=[100 * MS, 110 * MS, 130 * MS, 160 * MS], chunk_tokens=[1, 2, 1, 3])
+    base = dict(
+        question_id="q",
+        category="c",
+        turn=0,
+        start_ns=0,
+        end_ns=170 * MS,
+        chunk_ns=[100 * MS, 110 * MS, 130 * MS, 160 * MS],
+        chunk_tokens=[1, 2, 1, 3],
+    )
     base.update(kw)
     return RequestRecord(**base)
 
@@ -99,7 +119,7 @@ def test_output_tps_and_distribution():
 def test_chunk_stats_treat_first_chunk_as_prefill():
     r = _record()
     s = chunk_stats(r, k=3)
-    assert s.histogram == [1, 1, 1, 0]          # steps with 1, 2 and 3 tokens -> 0, 1, 2 accepted
+    assert s.histogram == [1, 1, 1, 0]  # steps with 1, 2 and 3 tokens -> 0, 1, 2 accepted
     assert (s.steps, s.accepted, s.drafted) == (3, 3, 9)
     assert s.per_position == [2, 1, 0]
     assert s.source == "chunks"
@@ -114,10 +134,18 @@ def test_chunk_stats_treat_first_chunk_as_prefill():
 
 
 def test_counter_delta():
-    before = {"num_drafts": 10, "num_draft_tokens": 30, "num_accepted_tokens": 12,
-              "per_position": {"0": 6, "1": 4, "2": 2}}
-    after = {"num_drafts": 20, "num_draft_tokens": 60, "num_accepted_tokens": 27,
-             "per_position": {"0": 13, "1": 9, "2": 5}}
+    before = {
+        "num_drafts": 10,
+        "num_draft_tokens": 30,
+        "num_accepted_tokens": 12,
+        "per_position": {"0": 6, "1": 4, "2": 2},
+    }
+    after = {
+        "num_drafts": 20,
+        "num_draft_tokens": 60,
+        "num_accepted_tokens": 27,
+        "per_position": {"0": 13, "1": 9, "2": 5},
+    }
     d = counter_delta(before, after)
     assert (d.steps, d.drafted, d.accepted) == (10, 30, 15)
     assert d.per_position == [7, 5, 3]
@@ -135,7 +163,7 @@ def test_invariants_flag_violations():
     assert inv.al_bounded([(r, too_high)], k=3).ok is False
     assert inv.histogram_sums([(r, good)]).ok is True
     assert inv.histogram_sums([(r, SDStats(9, 3, 3, histogram=[1, 1, 0, 0]))]).ok is False
-    assert inv.tokens_match_steps([(r, good)], k=3).ok is True          # 7 = 1 + 3 steps + 3 accepted
+    assert inv.tokens_match_steps([(r, good)], k=3).ok is True  # 7 = 1 + 3 steps + 3 accepted
     # more tokens than 1 + steps + accepted: decode steps without a draft (vLLM/llama.cpp count only
     # steps that verified a draft) -- allowed, and counted in the detail
     undrafted = inv.tokens_match_steps([(r, SDStats(9, 2, 3))], k=3)
@@ -167,9 +195,9 @@ def test_invariants_flag_violations():
     ch = inv.chunks_vs(SDStats(30, 10, 10), "per_request", SDStats(60, 8, 20), 0, n_requests=1, k=3)
     assert ch.ok is True and "10 without a draft" in ch.detail and "gap 2" in ch.detail
     merged = inv.chunks_vs(SDStats(30, 10, 10), "per_request", SDStats(27, 12, 9), 0, n_requests=1, k=3)
-    assert merged.ok is False and "merged chunks" in merged.detail      # chunks saw 2 more accepted
+    assert merged.ok is False and "merged chunks" in merged.detail  # chunks saw 2 more accepted
     too_far = inv.chunks_vs(SDStats(300, 100, 100), "counter_delta", SDStats(300, 90, 100), 0, n_requests=2, k=3)
-    assert too_far.ok is False                                           # gap 10 > 2 x 3 + 1
+    assert too_far.ok is False  # gap 10 > 2 x 3 + 1
     assert inv.chunks_vs(None, "per_request", SDStats(1, 1, 1), 0, 1, 3).ok is None
 
 
@@ -203,9 +231,11 @@ def test_summarize_falls_back_to_counters_then_chunks():
     s = summarize(recs, k=3)
     assert s.sources.acceptance == "chunks"
     assert s.overall.acceptance_length_token_weighted == pytest.approx(2.0)
-    window = {"segment": 0,
-              "before": {"num_drafts": 0, "num_draft_tokens": 0, "num_accepted_tokens": 0, "per_position": {}},
-              "after": {"num_drafts": 6, "num_draft_tokens": 18, "num_accepted_tokens": 6, "per_position": {}}}
+    window = {
+        "segment": 0,
+        "before": {"num_drafts": 0, "num_draft_tokens": 0, "num_accepted_tokens": 0, "per_position": {}},
+        "after": {"num_drafts": 6, "num_draft_tokens": 18, "num_accepted_tokens": 6, "per_position": {}},
+    }
     s2 = summarize(recs, k=3, counter_windows=[window])
     assert s2.sources.acceptance == "counter_delta"
     assert s2.sources.acceptance_per_category == "chunks"

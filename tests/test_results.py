@@ -21,7 +21,7 @@ from speedbench.results.loader import load_run
 from speedbench.results.manifest import MANIFEST_SCHEMA_VERSION, CounterWindow, DatasetInfo, Manifest
 from speedbench.results.rundir import RunDir, RunDirError
 
-OLD_RUN = Path(__file__).parent / "fixtures" / "rundir-c6e6c23"   # `speedbench run --engine mock` on main c6e6c23
+OLD_RUN = Path(__file__).parent / "fixtures" / "rundir-c6e6c23"  # `speedbench run --engine mock` on main c6e6c23
 
 
 @pytest.fixture
@@ -41,14 +41,18 @@ def test_summary_of_a_run_written_before_the_typed_form_is_byte_identical(old_ru
     assert json.dumps(after) == json.dumps(before)
     assert result.manifest.schema_version == 0 and result.manifest.k == 3
     assert result.summary.overall.errors == 4 and result.summary.errors_by_cause == {
-        "http_500": 2, "prior_turn_failed": 1, "reset": 1}
+        "http_500": 2,
+        "prior_turn_failed": 1,
+        "reset": 1,
+    }
     RunDir(old_run).write_summary(result.summary)
     assert (old_run / "summary.csv").read_text() == (OLD_RUN / "summary.csv").read_text()
 
 
 def test_report_reads_a_run_written_by_main_before_the_typed_form(old_run: Path) -> None:
-    p = subprocess.run([sys.executable, "-m", "speedbench.cli", "report", str(old_run)], capture_output=True,
-                       text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "speedbench.cli", "report", str(old_run)], capture_output=True, text=True, timeout=120
+    )
     assert p.returncode == 0, p.stderr
     assert "Acceptance per category" in p.stdout and "http_500=2" in p.stdout
     assert json.loads((old_run / "summary.json").read_text())["schema_version"] == SUMMARY_SCHEMA_VERSION
@@ -61,8 +65,9 @@ def _one_line_refusal(path: Path, *needles: str) -> None:
     assert "\n" not in msg
     for n in needles:
         assert n in msg, msg
-    p = subprocess.run([sys.executable, "-m", "speedbench.cli", "report", str(path)], capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "speedbench.cli", "report", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert p.returncode == 2 and p.stderr.startswith("error: ") and p.stderr.count("\n") == 1, p.stderr
     assert "Traceback" not in p.stderr
 
@@ -98,8 +103,9 @@ def test_manifest_round_trips_and_state_changes_return_new_manifests(old_run: Pa
     assert set(json.loads((OLD_RUN / "manifest.json").read_text())) <= set(written)
     assert written["counter_windows"] == json.loads((OLD_RUN / "manifest.json").read_text())["counter_windows"]
 
-    fresh = Manifest.new(old.config, DatasetInfo(name="starter", content_hash="sha256:x", rows=1, selected=1,
-                                                 question_ids=["q"]))
+    fresh = Manifest.new(
+        old.config, DatasetInfo(name="starter", content_hash="sha256:x", rows=1, selected=1, question_ids=["q"])
+    )
     assert fresh.schema_version == MANIFEST_SCHEMA_VERSION and fresh.status == "created"
     running = fresh.started({"engine": "mock", "k": 0, "settings": {"api_token": "secret"}})
     assert fresh.engine is None and running.status == "running" and running.k == 0
@@ -118,7 +124,7 @@ def test_group_functions_work_on_any_subset(old_run: Path) -> None:
     for cat, stats in result.summary.per_category.items():
         subset = [r for r in result.records if r.category == cat]
         assert group_stats(subset, k) == stats
-    resample = result.records + result.records   # every record twice: same means, twice the counts
+    resample = result.records + result.records  # every record twice: same means, twice the counts
     acc = group_acceptance(resample, k)
     once = group_acceptance(result.records, k)
     assert result.summary.sources.acceptance == "per_request" and once.steps == result.summary.overall.steps

@@ -73,7 +73,7 @@ def test_each_cluster_equally_represented(method: str) -> None:
 def test_swap_refinement_ends_in_a_local_optimum() -> None:
     """After refinement, no single chosen-for-unchosen swap lowers f (checked by brute force)."""
     E = _random_embeddings(30, 8, seed=3)
-    start = list(range(6))                         # a deliberately poor start
+    start = list(range(6))  # a deliberately poor start
     sel, swaps = swap_refine(E, start)
     assert swaps > 0
     f = objective(E, sel)
@@ -92,8 +92,7 @@ def test_swap_delta_matches_objective_change() -> None:
     sel, swaps = swap_refine(E, start, max_iter=1)
     assert swaps == 1
     G = E @ E.T
-    best = min(objective(E, [j if q == p else start[q] for q in range(3)])
-               for p in range(3) for j in range(3, 12))
+    best = min(objective(E, [j if q == p else start[q] for q in range(3)]) for p in range(3) for j in range(3, 12))
     assert objective(E, sel) == pytest.approx(best)
     assert np.isclose(G[sel][:, sel].sum() - 3, 2 * best)
 
@@ -152,8 +151,9 @@ def test_select_is_reproducible_and_independent_of_row_order() -> None:
     order = list(range(len(samples)))
     random.Random(0).shuffle(order)
     _, b = select([samples[i] for i in order], E[order], k=10, seed=3, embedder="test")
-    assert {c.category: sorted(c.selected) for c in a.categories} == \
-        {c.category: sorted(c.selected) for c in b.categories}
+    assert {c.category: sorted(c.selected) for c in a.categories} == {
+        c.category: sorted(c.selected) for c in b.categories
+    }
     assert a.selection_hash() == b.selection_hash()
     _, c = select(samples, E, k=10, seed=4, embedder="test", method="greedy")
     _, d = select(samples, E, k=10, seed=3, embedder="test", method="greedy")

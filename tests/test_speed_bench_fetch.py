@@ -42,7 +42,7 @@ class Chunks:
     def encode(self, text: str) -> list[int]:
         out = []
         for i in range(0, len(text), self.size):
-            piece = text[i:i + self.size]
+            piece = text[i : i + self.size]
             if piece not in self._ids:
                 self._ids[piece] = len(self._text)
                 self._text.append(piece)
@@ -62,34 +62,66 @@ def _isolated_datasets_cache(tmp_path_factory: pytest.TempPathFactory, monkeypat
 
 # --- fixture builders ------------------------------------------------------------------------------
 
-def row(qid: str, source: str, src_id: str | None, turns: list[str], *, category: str = "qa",
-        sub_category: str | None = None) -> dict[str, Any]:
-    return {"question_id": qid, "category": category, "sub_category": sub_category, "turns": turns,
-            "source": source, "src_id": src_id, "difficulty": None, "multiturn": len(turns) > 1}
+
+def row(
+    qid: str,
+    source: str,
+    src_id: str | None,
+    turns: list[str],
+    *,
+    category: str = "qa",
+    sub_category: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "question_id": qid,
+        "category": category,
+        "sub_category": sub_category,
+        "turns": turns,
+        "source": source,
+        "src_id": src_id,
+        "difficulty": None,
+        "multiturn": len(turns) > 1,
+    }
 
 
 BAMBOO_URL = "https://raw.githubusercontent.com/RUCAIBox/BAMBOO/main/datasets/senhallu_4k.jsonl"
 MTB_URL = "https://raw.githubusercontent.com/mtbench101/mt-bench-101/main/data/subjective/mtbench101.jsonl"
 STACK_URL = "http://opencompass.openxlab.space/utils/AdaLEval/stackselect_1k.json"
 TEXTSORT_URL = "http://opencompass.openxlab.space/utils/AdaLEval/textsort_1k.json"
-ROLE_URL = "https://huggingface.co/datasets/ZenMoore/RoleBench/tree/a57ed54f9613921e4a5f1b63601a558cd5acf971/rolebench-eng"
+ROLE_URL = (
+    "https://huggingface.co/datasets/ZenMoore/RoleBench/tree/a57ed54f9613921e4a5f1b63601a558cd5acf971/rolebench-eng"
+)
 COSER_URL = "https://github.com/Neph0s/CoSER/tree/main/data"
 
 QUALITATIVE = [
     row("q-real", "somewhere/else", None, ["What is 1+1?"], category="math"),
     row("q-cnn", "abisee/cnn_dailymail", "cnn-b", [P + "\n\nSummarize:\n\n{article}"], category="summarization"),
     row("q-hle", "cais/hle", "h3", [P], category="stem"),
-    row("q-lcb", "livecodebench/code_generation_lite", "lcb-3",
-        [P + "\n\n{question}\n\n```python\n{starter_code}\n```"], category="coding"),
+    row(
+        "q-lcb",
+        "livecodebench/code_generation_lite",
+        "lcb-3",
+        [P + "\n\n{question}\n\n```python\n{starter_code}\n```"],
+        category="coding",
+    ),
     row("q-cc", "deepmind/code_contests", "cc-2", [P + "\n\nSolve:\n\n{question}"], category="coding"),
     row("q-mtb", MTB_URL, "mtbench101_CM_1", [P, P], category="reasoning"),
-    row("q-opus", "Helsinki-NLP/opus-100", "opus100_de-en_1", [P + "\n\nTranslate into English:\n\n{question[de]}"],
-        category="multilingual"),
+    row(
+        "q-opus",
+        "Helsinki-NLP/opus-100",
+        "opus100_de-en_1",
+        [P + "\n\nTranslate into English:\n\n{question[de]}"],
+        category="multilingual",
+    ),
     row("q-rag", "nvidia/ChatRAG-Bench", "chatrag_3", [P, P], category="rag"),
     row("q-mmlu", "TIGER-Lab/MMLU-Pro", "mmlu_pro_(1, 2)", [P, P], category="stem", sub_category="physics"),
-    row("q-role", ROLE_URL, "rolebench_instruction-generalization_1_2",
+    row(
+        "q-role",
+        ROLE_URL,
+        "rolebench_instruction-generalization_1_2",
         [P + "\n\nYou are {role_name}. {role_description_and_catchphrases}\nStay in character.", P],
-        category="roleplay"),
+        category="roleplay",
+    ),
     row("q-coser", COSER_URL, "coser_1", [P], category="roleplay"),
 ]
 
@@ -101,16 +133,33 @@ THROUGHPUT = [
     row("t-hle", "cais/hle", "HLE_TEST_ID", [P], category="mixed"),
 ]
 
-HLE_ROWS = [{"id": f"h{i}", "question": f"Q{i}?", "rationale": f"R{i}.", "category": "Math" if i < 7 else "Bio",
-             "image": "data:image/png;base64,xx" if i == 5 else ""} for i in range(9)]
+HLE_ROWS = [
+    {
+        "id": f"h{i}",
+        "question": f"Q{i}?",
+        "rationale": f"R{i}.",
+        "category": "Math" if i < 7 else "Bio",
+        "image": "data:image/png;base64,xx" if i == 5 else "",
+    }
+    for i in range(9)
+]
 STACK_ANSWERS = ["short one", "short two", "H" * 5000, "short four"]
 TEXTSORT_PROMPT = "Intro." + prompts.TEXTSORT_ORIGINAL + "Before: b\n\nPart 1: x\n\nAfter: a"
 COSER_ROWS = [
-    {"book": "Book A", "scenario": "S0", "major_characters": ["Alice"], "character_profiles": {"Alice": "pa"},
-     "key_characters": [{"name": "Alice", "motivation": "m0"}]},
-    {"book": "Book B", "scenario": "A storm.", "major_characters": ["Carol"],
-     "character_profiles": {"Carol": "Carol is brave.", "Dave": "Dave is shy."},
-     "key_characters": [{"name": "Dave", "motivation": "hide"}, {"name": "Carol", "motivation": "find Dave"}]},
+    {
+        "book": "Book A",
+        "scenario": "S0",
+        "major_characters": ["Alice"],
+        "character_profiles": {"Alice": "pa"},
+        "key_characters": [{"name": "Alice", "motivation": "m0"}],
+    },
+    {
+        "book": "Book B",
+        "scenario": "A storm.",
+        "major_characters": ["Carol"],
+        "character_profiles": {"Carol": "Carol is brave.", "Dave": "Dave is shy."},
+        "key_characters": [{"name": "Dave", "motivation": "hide"}, {"name": "Carol", "motivation": "find Dave"}],
+    },
 ]
 
 
@@ -125,8 +174,11 @@ def hle_train_demos() -> set[str]:
     import datasets
 
     train = datasets.Dataset.from_list(HLE_ROWS).train_test_split(test_size=0.5, shuffle=True, seed=42)["train"]
-    return {f"Question: {r['question']}\n\nAnswer: {r['rationale']}\n\n" for r in train
-            if r["category"] == "Math" and not r["image"]}
+    return {
+        f"Question: {r['question']}\n\nAnswer: {r['rationale']}\n\n"
+        for r in train
+        if r["category"] == "Math" and not r["image"]
+    }
 
 
 def write_speed_bench(root: Path, configs: dict[str, list[dict[str, Any]]]) -> Path:
@@ -160,42 +212,81 @@ def _json(path: Path, data: Any) -> None:
 
 
 def write_sources(root: Path) -> Path:
-    _parquet(root / "abisee/cnn_dailymail/3.0.0/test.parquet",
-             [{"id": "cnn-a", "article": "Article A."}, {"id": "cnn-b", "article": "Article {B} text."}])
+    _parquet(
+        root / "abisee/cnn_dailymail/3.0.0/test.parquet",
+        [{"id": "cnn-a", "article": "Article A."}, {"id": "cnn-b", "article": "Article {B} text."}],
+    )
     _parquet(root / "cais/hle/test.parquet", HLE_ROWS)
     for i, name in enumerate(("test", "test2", "test3", "test4", "test5", "test6")):
-        _jsonl(root / f"livecodebench/code_generation_lite/{name}.jsonl",
-               [{"question_id": f"lcb-{i}", "question_content": f"Problem {i}.", "starter_code": f"def f{i}():"}])
-    _parquet(root / "deepmind/code_contests/test.parquet",
-             [{"name": f"cc-{i}", "description": f"Description {i}."} for i in range(3)])
-    _jsonl(root / "mtbench101/mt-bench-101/data/subjective/mtbench101.jsonl",
-           [{"history": [{"user": "x", "bot": "y"}]},
-            {"history": [{"user": "First question?", "bot": "a"}, {"user": "Second question?", "bot": "b"}]}])
-    _parquet(root / "Helsinki-NLP/opus-100/de-en/test.parquet",
-             [{"translation": {"de": "eins", "en": "one"}}, {"translation": {"de": "hallo welt", "en": "hello world"}}])
-    _parquet(root / "nvidia/ChatRAG-Bench/hybridial/test.parquet",
-             [{"ctxs": [{"title": "t", "text": f"h{i}"}], "messages": [{"role": "user", "content": f"hq{i}"}]}
-              for i in range(2)])
-    _parquet(root / "nvidia/ChatRAG-Bench/sqa/test.parquet", [
-        {"ctxs": [{"title": "t", "text": "s0"}], "messages": [{"role": "user", "content": "sq0"}]},
-        {"ctxs": [{"title": "a", "text": "Context one."}, {"title": "b", "text": "Context two."}],
-         "messages": [{"role": "user", "content": "What is it?"}, {"role": "assistant", "content": "It."},
-                      {"role": "user", "content": "Why?"}]}])
-    _parquet(root / "TIGER-Lab/MMLU-Pro/test.parquet",
-             [{"question": f"mq{i}", "options": [f"o{i}a", f"o{i}b"]} for i in range(4)])
-    _jsonl(root / "RUCAIBox/BAMBOO/datasets/senhallu_4k.jsonl",
-           [{"content": "Dialogue zero."}, {"content": "Dialogue one."}, {"content": "Dialogue two."}])
-    _json(root / "AdaLEval/stackselect_1k.json",
-          [{"question_id": "stack-1", "question": "x", "all_answers": ["a"], "answer": "A1"},
-           {"question_id": "stack-7", "question": "How to sort?", "all_answers": STACK_ANSWERS, "answer": "A2"}])
+        _jsonl(
+            root / f"livecodebench/code_generation_lite/{name}.jsonl",
+            [{"question_id": f"lcb-{i}", "question_content": f"Problem {i}.", "starter_code": f"def f{i}():"}],
+        )
+    _parquet(
+        root / "deepmind/code_contests/test.parquet",
+        [{"name": f"cc-{i}", "description": f"Description {i}."} for i in range(3)],
+    )
+    _jsonl(
+        root / "mtbench101/mt-bench-101/data/subjective/mtbench101.jsonl",
+        [
+            {"history": [{"user": "x", "bot": "y"}]},
+            {"history": [{"user": "First question?", "bot": "a"}, {"user": "Second question?", "bot": "b"}]},
+        ],
+    )
+    _parquet(
+        root / "Helsinki-NLP/opus-100/de-en/test.parquet",
+        [{"translation": {"de": "eins", "en": "one"}}, {"translation": {"de": "hallo welt", "en": "hello world"}}],
+    )
+    _parquet(
+        root / "nvidia/ChatRAG-Bench/hybridial/test.parquet",
+        [
+            {"ctxs": [{"title": "t", "text": f"h{i}"}], "messages": [{"role": "user", "content": f"hq{i}"}]}
+            for i in range(2)
+        ],
+    )
+    _parquet(
+        root / "nvidia/ChatRAG-Bench/sqa/test.parquet",
+        [
+            {"ctxs": [{"title": "t", "text": "s0"}], "messages": [{"role": "user", "content": "sq0"}]},
+            {
+                "ctxs": [{"title": "a", "text": "Context one."}, {"title": "b", "text": "Context two."}],
+                "messages": [
+                    {"role": "user", "content": "What is it?"},
+                    {"role": "assistant", "content": "It."},
+                    {"role": "user", "content": "Why?"},
+                ],
+            },
+        ],
+    )
+    _parquet(
+        root / "TIGER-Lab/MMLU-Pro/test.parquet",
+        [{"question": f"mq{i}", "options": [f"o{i}a", f"o{i}b"]} for i in range(4)],
+    )
+    _jsonl(
+        root / "RUCAIBox/BAMBOO/datasets/senhallu_4k.jsonl",
+        [{"content": "Dialogue zero."}, {"content": "Dialogue one."}, {"content": "Dialogue two."}],
+    )
+    _json(
+        root / "AdaLEval/stackselect_1k.json",
+        [
+            {"question_id": "stack-1", "question": "x", "all_answers": ["a"], "answer": "A1"},
+            {"question_id": "stack-7", "question": "How to sort?", "all_answers": STACK_ANSWERS, "answer": "A2"},
+        ],
+    )
     _json(root / "AdaLEval/textsort_1k.json", [{"prompt": "unused"}, {"prompt": TEXTSORT_PROMPT}])
     role_dir = root / "ZenMoore/RoleBench/rolebench-eng"
-    _jsonl(role_dir / "instruction-generalization/role_specific/test.jsonl", [
-        {"role": "Sherlock Holmes", "question": "unused"},
-        {"role": "Sherlock Holmes", "question": "Sherlock Holmes, who are you?"},
-        {"role": "Sherlock Holmes", "question": "Sherlock Holmes, what is 2+2?"}])
-    _json(root / "ZenMoore/RoleBench/profiles-eng/desc.json",
-          {"Sherlock Holmes": "A detective. Catchphrase: Elementary.", "Watson": "A doctor."})
+    _jsonl(
+        role_dir / "instruction-generalization/role_specific/test.jsonl",
+        [
+            {"role": "Sherlock Holmes", "question": "unused"},
+            {"role": "Sherlock Holmes", "question": "Sherlock Holmes, who are you?"},
+            {"role": "Sherlock Holmes", "question": "Sherlock Holmes, what is 2+2?"},
+        ],
+    )
+    _json(
+        root / "ZenMoore/RoleBench/profiles-eng/desc.json",
+        {"Sherlock Holmes": "A detective. Catchphrase: Elementary.", "Watson": "A doctor."},
+    )
     _json(root / "Neph0s/CoSER/data/test/test_set.json", COSER_ROWS)
     return root
 
@@ -233,14 +324,22 @@ def padded(prompt: str, size: int = 4, budget: int = 1000) -> str:
 
 # --- resolution per source -------------------------------------------------------------------------
 
+
 def test_qualitative_sources_resolve_to_hand_written_prompts(world: dict[str, Path]) -> None:
     res = run_fetch(world)
     got = turns_by_id(res.configs["qualitative"].parquet)
-    mmlu_head = ('The following are multiple choice questions (with answers) about physics. Think step by step and '
-                 'then finish your answer with "the answer is (X)" where X is the correct letter choice.\n\n')
-    coser = prompts.COSER_TEMPLATE.format(character="Carol", book_name="Book B", character_profile="Carol is brave.",
-                                          scenario="A storm.", other_character_profiles_str="Dave: Dave is shy.",
-                                          motivation="find Dave")
+    mmlu_head = (
+        "The following are multiple choice questions (with answers) about physics. Think step by step and "
+        'then finish your answer with "the answer is (X)" where X is the correct letter choice.\n\n'
+    )
+    coser = prompts.COSER_TEMPLATE.format(
+        character="Carol",
+        book_name="Book B",
+        character_profile="Carol is brave.",
+        scenario="A storm.",
+        other_character_profiles_str="Dave: Dave is shy.",
+        motivation="find Dave",
+    )
     assert got == {
         "q-real": ["What is 1+1?"],
         "q-cnn": ["Summarize:\n\nArticle {B} text."],
@@ -249,12 +348,20 @@ def test_qualitative_sources_resolve_to_hand_written_prompts(world: dict[str, Pa
         "q-cc": ["Solve:\n\nDescription 2."],
         "q-mtb": ["First question?", "Second question?"],
         "q-opus": ["Translate into English:\n\nhallo welt"],
-        "q-rag": ["Please give a full and complete answer for the questions. \n\nContext:\nContext one.\n\n"
-                  "Context two.\n\nQuestion:\nWhat is it?", "Why?"],
-        "q-mmlu": [mmlu_head + "Question: mq1\n\nOptions: (A) o1a\n(B) o1b\n\n",
-                   "Question: mq2\n\nOptions: (A) o2a\n(B) o2b\n\n"],
-        "q-role": ["You are Sherlock Holmes. A detective. Catchphrase: Elementary.\nStay in character.\n"
-                   "Sherlock Holmes, who are you?", "what is 2+2?"],
+        "q-rag": [
+            "Please give a full and complete answer for the questions. \n\nContext:\nContext one.\n\n"
+            "Context two.\n\nQuestion:\nWhat is it?",
+            "Why?",
+        ],
+        "q-mmlu": [
+            mmlu_head + "Question: mq1\n\nOptions: (A) o1a\n(B) o1b\n\n",
+            "Question: mq2\n\nOptions: (A) o2a\n(B) o2b\n\n",
+        ],
+        "q-role": [
+            "You are Sherlock Holmes. A detective. Catchphrase: Elementary.\nStay in character.\n"
+            "Sherlock Holmes, who are you?",
+            "what is 2+2?",
+        ],
         "q-coser": [coser],
     }
     assert "Alice" not in got["q-coser"][0]  # the other row's null profile is left out
@@ -263,8 +370,18 @@ def test_qualitative_sources_resolve_to_hand_written_prompts(world: dict[str, Pa
     assert {r["question_id"]: [m["content"] for m in r["messages"]] for r in jsonl} == got
     manifest = json.loads(res.configs["qualitative"].manifest.read_text())
     assert manifest["rows"] == len(QUALITATIVE) and manifest["placeholder_rows"] == len(QUALITATIVE) - 1
-    assert manifest["resolved"] == {"chatrag_bench": 1, "cnn_dailymail": 1, "code_contests": 1, "coser": 1, "hle": 1,
-                                    "livecodebench": 1, "mmlu_pro": 1, "mtbench101": 1, "opus100": 1, "rolebench": 1}
+    assert manifest["resolved"] == {
+        "chatrag_bench": 1,
+        "cnn_dailymail": 1,
+        "code_contests": 1,
+        "coser": 1,
+        "hle": 1,
+        "livecodebench": 1,
+        "mmlu_pro": 1,
+        "mtbench101": 1,
+        "opus100": 1,
+        "rolebench": 1,
+    }
     assert manifest["tokenizer"] is None  # qualitative rows count no tokens
 
 
@@ -273,8 +390,10 @@ def test_throughput_sources_fill_the_token_budget(world: dict[str, Path]) -> Non
     got = turns_by_id(res.configs["throughput_1k"].parquet)
     assert got["t-real"] == ["Count to ten."]
 
-    bamboo = (prompts.WRITING_HEAD + "START CONTENT 1\n\nDialogue zero.\n\nEND CONTENT\n\n"
-              "START CONTENT 2\n\nDialogue two.\n\nEND CONTENT\n")
+    bamboo = (
+        prompts.WRITING_HEAD + "START CONTENT 1\n\nDialogue zero.\n\nEND CONTENT\n\n"
+        "START CONTENT 2\n\nDialogue two.\n\nEND CONTENT\n"
+    )
     assert prompts.WRITING_HEAD.startswith("\nI want you to act as a long dialogue completer. \n")
     assert got["t-bamboo"] == [padded(bamboo)]
 
@@ -282,25 +401,31 @@ def test_throughput_sources_fill_the_token_budget(world: dict[str, Path]) -> Non
     assert got["t-sort"] == [padded(sort)] and "write the all the parts" in got["t-sort"][0]
 
     # StackSelect: "short one" fits, the huge 3rd answer stops the scan; the correct "short two" is kept.
-    head = (prompts.STACKSELECT_INSTRUCTION
-            + "The question is given below.\nHow to sort?\n\nPossible answers are given below.\n")
-    options = [padded(head + f"A1:\n\n{a}\n\nA2:\n\n{b}\n\n" + prompts.STACKSELECT_END)
-               for a, b in itertools.permutations(["short one", "short two"])]
+    head = (
+        prompts.STACKSELECT_INSTRUCTION
+        + "The question is given below.\nHow to sort?\n\nPossible answers are given below.\n"
+    )
+    options = [
+        padded(head + f"A1:\n\n{a}\n\nA2:\n\n{b}\n\n" + prompts.STACKSELECT_END)
+        for a, b in itertools.permutations(["short one", "short two"])
+    ]
     assert got["t-stack"][0] in options
 
     # HLE: header, then whole train-half text-only "Math" demonstrations (each tokenized on its own), cut so
     # that header + demonstrations keep budget - len(question) + 1 tokens, then the question.
     target = next(r for r in HLE_ROWS if r["id"] == hle_test_half_ids()[0])
     text = got["t-hle"][0]
-    head = ("Please answer the question below.\n\nHere are some examples of question and answer pairs in the "
-            f"category of {target['category']}:\n\n")
+    head = (
+        "Please answer the question below.\n\nHere are some examples of question and answer pairs in the "
+        f"category of {target['category']}:\n\n"
+    )
     assert text.startswith(head) and text.endswith(target["question"])
-    middle, demos = text[len(head):-len(target["question"])], hle_train_demos()
+    middle, demos = text[len(head) : -len(target["question"])], hle_train_demos()
     assert demos and all("Q5?" not in d and "Bio" not in d for d in demos)
     tokens = math.ceil(len(head) / 4)
     while any(middle.startswith(d) for d in demos):
         demo = next(d for d in demos if middle.startswith(d))
-        middle, tokens = middle[len(demo):], tokens + math.ceil(len(demo) / 4)
+        middle, tokens = middle[len(demo) :], tokens + math.ceil(len(demo) / 4)
     assert middle and any(d.startswith(middle) for d in demos)  # only a cut demonstration is left
     assert tokens + math.ceil(len(middle) / 4) == 1000 - math.ceil(len(target["question"]) / 4) + 1
     manifest = json.loads(res.configs["throughput_1k"].manifest.read_text())
@@ -311,12 +436,25 @@ def test_throughput_sources_fill_the_token_budget(world: dict[str, Path]) -> Non
 def test_progress_reports_rows_resolved_per_source(world: dict[str, Path]) -> None:
     seen: list[tuple[str, str, int, int]] = []
     run_fetch(world, progress=lambda *a: seen.append(a))
-    assert sorted(seen) == sorted(("qualitative", name, 1, 1) for name in (
-        "cnn_dailymail", "hle", "livecodebench", "code_contests", "mtbench101", "opus100", "chatrag_bench",
-        "mmlu_pro", "rolebench", "coser"))
+    assert sorted(seen) == sorted(
+        ("qualitative", name, 1, 1)
+        for name in (
+            "cnn_dailymail",
+            "hle",
+            "livecodebench",
+            "code_contests",
+            "mtbench101",
+            "opus100",
+            "chatrag_bench",
+            "mmlu_pro",
+            "rolebench",
+            "coser",
+        )
+    )
 
 
 # --- pinning ---------------------------------------------------------------------------------------
+
 
 def _capture_hub(monkeypatch: pytest.MonkeyPatch, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     import datasets
@@ -351,10 +489,13 @@ def test_default_revision_is_the_pinned_sha_and_is_recorded(monkeypatch: pytest.
 
 def test_revision_overrides_are_loaded_and_recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls = _capture_hub(monkeypatch, [QUALITATIVE[0], QUALITATIVE[4]])
-    res = sb.fetch(["qualitative"], revision="refs/pr/8", source_revisions={"code_contests": "abc123"},
-                   out_dir=tmp_path)
-    assert calls == [(sb.REPO_ID, "qualitative", "refs/pr/8", "test"),
-                     ("deepmind/code_contests", None, "abc123", "test")]
+    res = sb.fetch(
+        ["qualitative"], revision="refs/pr/8", source_revisions={"code_contests": "abc123"}, out_dir=tmp_path
+    )
+    assert calls == [
+        (sb.REPO_ID, "qualitative", "refs/pr/8", "test"),
+        ("deepmind/code_contests", None, "abc123", "test"),
+    ]
     manifest = json.loads(res.configs["qualitative"].manifest.read_text())
     assert manifest["revision"] == "refs/pr/8" and manifest["sources"]["code_contests"]["revision"] == "abc123"
     assert res.configs["qualitative"].parquet.parent == tmp_path / "refs--pr--8"
@@ -364,14 +505,17 @@ def test_revision_overrides_are_loaded_and_recorded(monkeypatch: pytest.MonkeyPa
 
 # --- order independence ----------------------------------------------------------------------------
 
+
 def test_output_does_not_depend_on_row_or_config_order(world: dict[str, Path]) -> None:
     first = run_fetch(world, ["qualitative", "throughput_1k"])
     shuffled_q, shuffled_t = list(QUALITATIVE), throughput_rows()
     random.Random(7).shuffle(shuffled_q)
     shuffled_t.reverse()
-    other = dict(world, speed=write_speed_bench(world["tmp"] / "speed2", {"throughput_1k": shuffled_t,
-                                                                           "qualitative": shuffled_q}),
-                 out=world["tmp"] / "out2")
+    other = dict(
+        world,
+        speed=write_speed_bench(world["tmp"] / "speed2", {"throughput_1k": shuffled_t, "qualitative": shuffled_q}),
+        out=world["tmp"] / "out2",
+    )
     second = run_fetch(other, ["throughput_1k", "qualitative"])
     for config in ("qualitative", "throughput_1k"):
         a, b = first.configs[config], second.configs[config]
@@ -382,6 +526,7 @@ def test_output_does_not_depend_on_row_or_config_order(world: dict[str, Path]) -
 
 
 # --- errors ----------------------------------------------------------------------------------------
+
 
 def test_unknown_source_lists_question_ids_and_known_sources(world: dict[str, Path]) -> None:
     bad = QUALITATIVE + [row("q-x1", "mystery/source", "1", [P]), row("q-x2", "other/thing", "2", [P])]
@@ -405,13 +550,19 @@ def test_leftover_placeholder_lists_question_ids(world: dict[str, Path]) -> None
 
 
 def test_missing_source_row_names_the_question(world: dict[str, Path]) -> None:
-    w = dict(world, speed=write_speed_bench(world["tmp"] / "miss", {"qualitative": [
-        row("q-gone", "deepmind/code_contests", "cc-99", [P + "\n\n{question}"])]}))
+    w = dict(
+        world,
+        speed=write_speed_bench(
+            world["tmp"] / "miss",
+            {"qualitative": [row("q-gone", "deepmind/code_contests", "cc-99", [P + "\n\n{question}"])]},
+        ),
+    )
     with pytest.raises(DatasetError, match=r"question q-gone \(code_contests\): no row with name == 'cc-99'"):
         run_fetch(w)
 
 
 # --- gated HLE preflight ---------------------------------------------------------------------------
+
 
 def test_hle_preflight_denied_stops_before_any_work(world: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
@@ -448,16 +599,19 @@ def test_preflight_probes_only_when_hle_rows_need_the_hub(world: dict[str, Path]
 
 # --- atomic output ---------------------------------------------------------------------------------
 
+
 def _listing(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_failure_mid_fetch_keeps_previous_output_and_leaves_no_temp_files(
-        world: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_fetch(world)
     before = _listing(world["out"])
-    assert sorted(before) == [f"{sb.DEFAULT_REVISION}/qualitative.{ext}"
-                              for ext in ("jsonl", "manifest.json", "parquet")]
+    assert sorted(before) == [
+        f"{sb.DEFAULT_REVISION}/qualitative.{ext}" for ext in ("jsonl", "manifest.json", "parquet")
+    ]
 
     # 1) a resolver fails after others resolved
     from speedbench.data.builders.resolvers.roleplay import CoSER
@@ -484,6 +638,7 @@ def test_failure_mid_fetch_keeps_previous_output_and_leaves_no_temp_files(
 
 
 # --- speed:<config> names --------------------------------------------------------------------------
+
 
 def test_resolve_name(world: dict[str, Path]) -> None:
     with pytest.raises(DatasetError) as e:
@@ -524,15 +679,42 @@ def test_cli_fetch_then_run_on_speed_name(world: dict[str, Path], monkeypatch: p
 
     monkeypatch.setenv("SPEEDBENCH_CACHE", str(world["tmp"] / "cache"))
     runner = CliRunner()
-    res = runner.invoke(app, ["data", "fetch", "--config", "qualitative", "--source", str(world["speed"]),
-                              "--sources-dir", str(world["sources"]), "--no-progress"])
+    res = runner.invoke(
+        app,
+        [
+            "data",
+            "fetch",
+            "--config",
+            "qualitative",
+            "--source",
+            str(world["speed"]),
+            "--sources-dir",
+            str(world["sources"]),
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     parquet = resolve_name("speed:qualitative")
     assert str(parquet) in res.output.replace("\n", "")
     fetched = read_file(parquet)
     out = world["tmp"] / "run"
-    res = runner.invoke(app, ["run", "-e", "mock", "--dataset", "speed:qualitative", "--out", str(out),
-                              "--warmup", "0", "--no-progress", "-c", "4"])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            "-e",
+            "mock",
+            "--dataset",
+            "speed:qualitative",
+            "--out",
+            str(out),
+            "--warmup",
+            "0",
+            "--no-progress",
+            "-c",
+            "4",
+        ],
+    )
     assert res.exit_code == 0, res.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["dataset"]["name"] == "speed:qualitative"
@@ -561,8 +743,9 @@ def test_fetch_without_datasets_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasets" else real(name, *a))
-    res = CliRunner().invoke(app, ["data", "fetch", "--config", "qualitative", "--out-dir", str(tmp_path),
-                                   "--no-progress"])
+    res = CliRunner().invoke(
+        app, ["data", "fetch", "--config", "qualitative", "--out-dir", str(tmp_path), "--no-progress"]
+    )
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert lines == ["error: data fetch needs datasets: pip install 'speedbench[data]'"]

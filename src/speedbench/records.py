@@ -45,7 +45,7 @@ class SDStats:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SDStats":
+    def from_dict(cls, d: dict[str, Any]) -> SDStats:
         return cls(
             drafted=int(d["drafted"]),
             accepted=int(d["accepted"]),
@@ -57,7 +57,7 @@ class SDStats:
         )
 
     @classmethod
-    def from_histogram(cls, histogram: list[int], source: AcceptanceSource, k: int | None = None) -> "SDStats":
+    def from_histogram(cls, histogram: list[int], source: AcceptanceSource, k: int | None = None) -> SDStats:
         """Build stats from a step histogram (index j = steps that accepted j drafts).
 
         ``k`` is the draft length; drafted = steps * k (every step drafted k tokens).
@@ -67,8 +67,9 @@ class SDStats:
         steps = sum(hist)
         accepted = sum(j * n for j, n in enumerate(hist))
         per_pos = per_position_from_histogram(hist)[:k]
-        return cls(drafted=steps * k, accepted=accepted, steps=steps, per_position=per_pos,
-                   histogram=hist, source=source)
+        return cls(
+            drafted=steps * k, accepted=accepted, steps=steps, per_position=per_pos, histogram=hist, source=source
+        )
 
 
 class SDCounterTotals:
@@ -91,9 +92,12 @@ class SDCounterTotals:
             self.per_position[i] += v
 
     def snapshot(self) -> dict[str, Any]:
-        return {"num_drafts": float(self.num_drafts), "num_draft_tokens": float(self.num_draft_tokens),
-                "num_accepted_tokens": float(self.num_accepted_tokens),
-                "per_position": {str(i): float(v) for i, v in enumerate(self.per_position)}}
+        return {
+            "num_drafts": float(self.num_drafts),
+            "num_draft_tokens": float(self.num_draft_tokens),
+            "num_accepted_tokens": float(self.num_accepted_tokens),
+            "per_position": {str(i): float(v) for i, v in enumerate(self.per_position)},
+        }
 
 
 @dataclass(slots=True)
@@ -166,7 +170,7 @@ class RequestRecord:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RequestRecord":
+    def from_dict(cls, d: dict[str, Any]) -> RequestRecord:
         d = dict(d)
         sd = d.pop("sd", None)
         rec = cls(**d)

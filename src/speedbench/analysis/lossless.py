@@ -30,7 +30,7 @@ def _key(r: RequestRecord) -> tuple[str, int]:
 
 def first_divergence(a: Sequence[Any], b: Sequence[Any]) -> int | None:
     """Index of the first differing element (len of the shorter one when one is a prefix); None if equal."""
-    for i, (x, y) in enumerate(zip(a, b)):
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return i
     return None if len(a) == len(b) else min(len(a), len(b))
@@ -45,10 +45,13 @@ def compare_outputs(base: Sequence[RequestRecord], sd: Sequence[RequestRecord]) 
         if b is None:
             continue
         if not (b.ok and r.ok):
-            errors.append({"question_id": r.question_id, "turn": r.turn,
-                           "baseline_error": b.error, "sd_error": r.error})
+            errors.append(
+                {"question_id": r.question_id, "turn": r.turn, "baseline_error": b.error, "sd_error": r.error}
+            )
             continue
         pairs += 1
+        x: Sequence[int] | str
+        y: Sequence[int] | str
         if b.output_token_ids is not None and r.output_token_ids is not None:
             x, y, unit = b.output_token_ids, r.output_token_ids, "token"
         else:
@@ -58,15 +61,30 @@ def compare_outputs(base: Sequence[RequestRecord], sd: Sequence[RequestRecord]) 
             identical += 1
             continue
         ctx = 40 if unit == "char" else 8
-        mismatches.append({"question_id": r.question_id, "category": r.category, "turn": r.turn, "unit": unit,
-                           "first_divergence": pos, "baseline_len": len(x), "sd_len": len(y),
-                           "baseline_at": _excerpt(x, pos, ctx), "sd_at": _excerpt(y, pos, ctx)})
-    return {"pairs": pairs, "identical": identical, "identical_share": identical / pairs if pairs else None,
-            "mismatches": sorted(mismatches, key=lambda m: (m["question_id"], m["turn"])), "errors": errors}
+        mismatches.append(
+            {
+                "question_id": r.question_id,
+                "category": r.category,
+                "turn": r.turn,
+                "unit": unit,
+                "first_divergence": pos,
+                "baseline_len": len(x),
+                "sd_len": len(y),
+                "baseline_at": _excerpt(x, pos, ctx),
+                "sd_at": _excerpt(y, pos, ctx),
+            }
+        )
+    return {
+        "pairs": pairs,
+        "identical": identical,
+        "identical_share": identical / pairs if pairs else None,
+        "mismatches": sorted(mismatches, key=lambda m: (m["question_id"], m["turn"])),
+        "errors": errors,
+    }
 
 
 def _excerpt(seq: Sequence[Any], pos: int, n: int) -> Any:
-    part = seq[pos:pos + n]
+    part = seq[pos : pos + n]
     return part if isinstance(part, str) else list(part)
 
 
@@ -105,14 +123,26 @@ def compare_scores(base: dict[Any, dict[str, float]], sd: dict[Any, dict[str, fl
     per-prompt mean log-probabilities is shown beside it."""
     zb, zs = surprise_z(list(base.values())), surprise_z(list(sd.values()))
     pz, n = paired_z({q: v["mean_logprob"] for q, v in base.items()}, {q: v["mean_logprob"] for q, v in sd.items()})
-    mean = (lambda v: sum(v) / len(v) if v else None)
+
+    def mean(v: list[float]) -> float | None:
+        return sum(v) / len(v) if v else None
+
     control_ok = zb is not None and abs(zb) <= Z_LIMIT
-    return {"baseline_mean_logprob": mean([v["mean_logprob"] for v in base.values()]),
-            "sd_mean_logprob": mean([v["mean_logprob"] for v in sd.values()]),
-            "n_baseline": len(base), "n_sd": len(sd), "tokens_baseline": sum(v["tokens"] for v in base.values()),
-            "tokens_sd": sum(v["tokens"] for v in sd.values()), "baseline_surprise_z": zb, "sd_surprise_z": zs,
-            "n_paired": n, "paired_z": pz, "z_limit": Z_LIMIT, "control_ok": control_ok,
-            "consistent": None if zs is None or not control_ok else abs(zs) <= Z_LIMIT}
+    return {
+        "baseline_mean_logprob": mean([v["mean_logprob"] for v in base.values()]),
+        "sd_mean_logprob": mean([v["mean_logprob"] for v in sd.values()]),
+        "n_baseline": len(base),
+        "n_sd": len(sd),
+        "tokens_baseline": sum(v["tokens"] for v in base.values()),
+        "tokens_sd": sum(v["tokens"] for v in sd.values()),
+        "baseline_surprise_z": zb,
+        "sd_surprise_z": zs,
+        "n_paired": n,
+        "paired_z": pz,
+        "z_limit": Z_LIMIT,
+        "control_ok": control_ok,
+        "consistent": None if zs is None or not control_ok else abs(zs) <= Z_LIMIT,
+    }
 
 
 class TargetScorer:
@@ -151,14 +181,18 @@ class TargetScorer:
         prompt = self.prompt_ids(messages)
         ids = torch.tensor([prompt + list(out)], device=self.device)
         with torch.no_grad():
-            logits = self.model(ids).logits[0, len(prompt) - 1:-1].double() / self.temperature
+            logits = self.model(ids).logits[0, len(prompt) - 1 : -1].double() / self.temperature
         logp = torch.log_softmax(logits, dim=-1)
         p = logp.exp()
         entropy = -(p * logp).sum(-1)
         second = (p * logp * logp).sum(-1)
         picked = logp.gather(1, torch.tensor(out, device=self.device)[:, None])[:, 0]
-        return {"mean_logprob": float(picked.mean()), "surprise": float((picked + entropy).sum()),
-                "variance": float((second - entropy ** 2).sum()), "tokens": len(out)}
+        return {
+            "mean_logprob": float(picked.mean()),
+            "surprise": float((picked + entropy).sum()),
+            "variance": float((second - entropy**2).sum()),
+            "tokens": len(out),
+        }
 
 
 def surprise_z(scores: Sequence[dict[str, float]]) -> float | None:

@@ -10,8 +10,12 @@ from speedbench.cli import report as _report
 from speedbench.cli import run as _run
 from speedbench.cli.data import data_app
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
-                  help="Benchmark speculative decoding in LLM serving engines (SPEED-Bench and beyond).")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
+    help="Benchmark speculative decoding in LLM serving engines (SPEED-Bench and beyond).",
+)
 _run.register(app)
 _report.register(app)
 _engines.register(app)

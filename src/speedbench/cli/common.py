@@ -16,13 +16,23 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     from speedbench.data.sample import DatasetError
     from speedbench.embed.base import EmbedderError, EmbedderUnavailable
-    from speedbench.engines.hf_models import ModelLoadError
     from speedbench.engines.errors import EngineStartError
+    from speedbench.engines.hf_models import ModelLoadError
     from speedbench.engines.registry import EngineNotFound, EngineUnavailable
     from speedbench.results.rundir import RunDirError
 
-    return (DatasetError, EmbedderError, EmbedderUnavailable, EngineNotFound, EngineUnavailable, EngineStartError,
-            ModelLoadError, RunDirError, ValidationError, ValueError)
+    return (
+        DatasetError,
+        EmbedderError,
+        EmbedderUnavailable,
+        EngineNotFound,
+        EngineUnavailable,
+        EngineStartError,
+        ModelLoadError,
+        RunDirError,
+        ValidationError,
+        ValueError,
+    )
 
 
 def one_line(e: BaseException) -> str:

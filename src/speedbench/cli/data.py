@@ -19,9 +19,13 @@ data_app = typer.Typer(add_completion=False, help="Fetch, build, select, audit a
 # dataset names in help texts (rich markup: "\\[" shows a bracket)
 NAMES = "starter, a .jsonl/.parquet file, speed:<config>\\[@rev], mtbench, humaneval or specbench:PATH"
 
-EmbedderOpt = Annotated[str, typer.Option(
-    help="minilm (offline all-MiniLM-L6-v2), openai:text-embedding-3-small|-3-large (OPENAI_API_KEY), "
-         "tfidf (no model)")]
+EmbedderOpt = Annotated[
+    str,
+    typer.Option(
+        help="minilm (offline all-MiniLM-L6-v2), openai:text-embedding-3-small|-3-large (OPENAI_API_KEY), "
+        "tfidf (no model)"
+    ),
+]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="do not read or write the embedding cache")]
 
 
@@ -79,8 +83,11 @@ def _pool(specs: list[str]) -> Any:
 
     pool = build_pool(specs)
     if pool.duplicates:
-        typer.echo(f"note: {len(pool.duplicates)} prompts appear in two sources and are kept once "
-                   f"(e.g. {pool.duplicates[0][0]} = {pool.duplicates[0][1]})", err=True)
+        typer.echo(
+            f"note: {len(pool.duplicates)} prompts appear in two sources and are kept once "
+            f"(e.g. {pool.duplicates[0][0]} = {pool.duplicates[0][1]})",
+            err=True,
+        )
     return pool
 
 
@@ -105,8 +112,14 @@ def data_show(dataset: Annotated[str, typer.Argument(help=NAMES)] = "starter") -
 
     def row(name: str, ss: list[Any]) -> list[str]:
         words = [len(turn.split()) for s in ss for turn in s.turns]
-        return [name, str(len(ss)), str(sum(s.multiturn for s in ss)), str(len(words)),
-                f"{sum(words) / len(words):.1f}", str(max(words))]
+        return [
+            name,
+            str(len(ss)),
+            str(sum(s.multiturn for s in ss)),
+            str(len(words)),
+            f"{sum(words) / len(words):.1f}",
+            str(max(words)),
+        ]
 
     for cat in sorted(cats):
         t.add_row(*row(cat, cats[cat]))
@@ -132,23 +145,28 @@ def data_build(
         fail(one_line(e))
         return
     counts = Counter(s.category for s in pool.samples)
-    typer.echo(f"wrote {out}: {len(pool.samples)} prompts ({content_hash(pool.samples)[:19]}…): "
-               + ", ".join(f"{c} {n}" for c, n in sorted(counts.items())))
+    typer.echo(
+        f"wrote {out}: {len(pool.samples)} prompts ({content_hash(pool.samples)[:19]}…): "
+        + ", ".join(f"{c} {n}" for c, n in sorted(counts.items()))
+    )
 
 
 @data_app.command("select")
 def data_select(
     pool_specs: Annotated[list[str], typer.Argument(metavar="POOL...", help=f"candidate pool(s): {NAMES}")],
-    out: Annotated[str, typer.Option(
-        help="selected prompts (.jsonl or .parquet); the record goes to OUT.selection.json")],
+    out: Annotated[
+        str, typer.Option(help="selected prompts (.jsonl or .parquet); the record goes to OUT.selection.json")
+    ],
     k: Annotated[int, typer.Option("--k", "-k", help="prompts per category")] = 80,
-    method: Annotated[str, typer.Option(
-        help="greedy+swap (default), greedy, or qp (the relaxation baseline)")] = "greedy+swap",
+    method: Annotated[
+        str, typer.Option(help="greedy+swap (default), greedy, or qp (the relaxation baseline)")
+    ] = "greedy+swap",
     embedder: EmbedderOpt = "minilm",
     seed: Annotated[int, typer.Option(help="seed of each category's first greedy pick")] = 0,
     max_iter: Annotated[int, typer.Option(help="most swaps per category")] = 10_000,
-    allow_short: Annotated[bool, typer.Option(
-        "--allow-short", help="take all of a category that has fewer than k")] = False,
+    allow_short: Annotated[
+        bool, typer.Option("--allow-short", help="take all of a category that has fewer than k")
+    ] = False,
     no_cache: NoCache = False,
 ) -> None:
     """Pick k prompts per category minimising the sum of pairwise cosine similarities."""
@@ -169,11 +187,26 @@ def data_select(
             E = emb.embed([sample_text(s) for s in samples])
         t_embed = time.perf_counter() - t0
         with console.status(f"selecting {k} per category ({method})"):
-            picked, sel = select(samples, E, k=k, method=method, seed=seed, max_iter=max_iter, embedder=emb.id,
-                                 pool_hash=content_hash(samples), allow_short=allow_short)
+            picked, sel = select(
+                samples,
+                E,
+                k=k,
+                method=method,
+                seed=seed,
+                max_iter=max_iter,
+                embedder=emb.id,
+                pool_hash=content_hash(samples),
+                allow_short=allow_short,
+            )
         write_samples(picked, out)
-        record = {**sel.to_dict(), "pool": specs, "pool_size": len(samples), "output": out,
-                  "output_hash": content_hash(picked), "embed_seconds": round(t_embed, 3)}
+        record = {
+            **sel.to_dict(),
+            "pool": specs,
+            "pool_size": len(samples),
+            "output": out,
+            "output_hash": content_hash(picked),
+            "embed_seconds": round(t_embed, 3),
+        }
         atomic_write(f"{out}.selection.json", json.dumps(record, indent=2) + "\n")
     except _errors() as e:
         fail(one_line(e))
@@ -184,24 +217,36 @@ def data_select(
     for c in sel.categories:
         pairs = len(c.selected) * (len(c.selected) - 1) / 2
         g = f"{c.greedy_objective / pairs:.4f}" if c.greedy_objective is not None and pairs else "—"
-        table.add_row(c.category, str(c.candidates), str(len(c.selected)), f"{c.mean_cosine:.4f}", g, str(c.swaps),
-                      f"{c.seconds:.2f}")
+        table.add_row(
+            c.category,
+            str(c.candidates),
+            str(len(c.selected)),
+            f"{c.mean_cosine:.4f}",
+            g,
+            str(c.swaps),
+            f"{c.seconds:.2f}",
+        )
     console.print(table)
-    console.print(f"wrote {out} ({len(picked)} prompts) and {out}.selection.json ({sel.selection_hash()[:19]}…); "
-                  f"embedding took {t_embed:.1f} s", markup=False)
+    console.print(
+        f"wrote {out} ({len(picked)} prompts) and {out}.selection.json ({sel.selection_hash()[:19]}…); "
+        f"embedding took {t_embed:.1f} s",
+        markup=False,
+    )
 
 
 @data_app.command("audit")
 def data_audit(
     files: Annotated[list[str], typer.Argument(metavar="FILE...", help=f"prompt sets: {NAMES}")],
-    pool: Annotated[Optional[str], typer.Option(
-        help="the candidate pool the sets were chosen from (random subsets come from it)")] = None,
+    pool: Annotated[
+        Optional[str], typer.Option(help="the candidate pool the sets were chosen from (random subsets come from it)")
+    ] = None,
     embedder: EmbedderOpt = "minilm",
     draws: Annotated[int, typer.Option(help="random subsets per baseline (>= 10)")] = 20,
     seed: Annotated[int, typer.Option()] = 0,
     threshold: Annotated[float, typer.Option(help="near-duplicate cosine threshold")] = 0.95,
-    plot: Annotated[Optional[str], typer.Option(
-        help="also draw the figures into this PNG (needs the report extra)")] = None,
+    plot: Annotated[
+        Optional[str], typer.Option(help="also draw the figures into this PNG (needs the report extra)")
+    ] = None,
     json_out: Annotated[Optional[str], typer.Option("--json", help="also write the figures as JSON")] = None,
     no_cache: NoCache = False,
 ) -> None:
@@ -221,8 +266,15 @@ def data_audit(
         sets = {f: load_dataset(f) for f in files}
         ref = load_dataset(pool) if pool else None
         with _Status(console, f"embedding with {embedder}") as status:
-            result = audit(sets, _embedder(embedder, no_cache, status), pool=ref, pool_name=pool or "pool",
-                           draws=draws, seed=seed, threshold=threshold)
+            result = audit(
+                sets,
+                _embedder(embedder, no_cache, status),
+                pool=ref,
+                pool_name=pool or "pool",
+                draws=draws,
+                seed=seed,
+                threshold=threshold,
+            )
         if plot:
             from speedbench.data.builders.audit import plot as draw
 
@@ -241,9 +293,17 @@ def data_audit(
         rnd = f"{r.random_mean:.4f} ± {r.random_sd:.4f}" if r.random_mean is not None else "—"
         z = f"{r.z:+.1f}" if r.z is not None else "—"
         nd = str(len(result.near_duplicates[r.file])) if r.category == "all" else ""
-        t.add_row(escape(Path(r.file).name), escape(r.category), str(r.n), f"{r.mean_cos:.4f}", rnd, z,
-                  escape(r.reference), nd,
-                  style="bold" if r.category == "all" else None)
+        t.add_row(
+            escape(Path(r.file).name),
+            escape(r.category),
+            str(r.n),
+            f"{r.mean_cos:.4f}",
+            rnd,
+            z,
+            escape(r.reference),
+            nd,
+            style="bold" if r.category == "all" else None,
+        )
     console.print(t)
     for f, pairs in result.near_duplicates.items():
         for a, b, cos in pairs[:10]:
@@ -256,20 +316,31 @@ def data_audit(
 
 @data_app.command("fetch")
 def data_fetch(
-    config: Annotated[list[str], typer.Option(
-        "--config", help="qualitative, throughput_1k|2k|8k|16k|32k or all (repeatable or comma-separated)",
-    )] = ["qualitative"],  # noqa: B006
-    revision: Annotated[Optional[str], typer.Option(
-        help="nvidia/SPEED-Bench revision (default: the pinned commit)")] = None,
+    config: Annotated[
+        list[str],
+        typer.Option(
+            "--config",
+            help="qualitative, throughput_1k|2k|8k|16k|32k or all (repeatable or comma-separated)",
+        ),
+    ] = ["qualitative"],  # noqa: B006
+    revision: Annotated[
+        Optional[str], typer.Option(help="nvidia/SPEED-Bench revision (default: the pinned commit)")
+    ] = None,
     source: Annotated[Optional[str], typer.Option(help="a local copy of nvidia/SPEED-Bench instead of the Hub")] = None,
-    sources_dir: Annotated[Optional[str], typer.Option(
-        help="local copies of the upstream sources, as DIR/<repo id>")] = None,
-    out_dir: Annotated[Optional[str], typer.Option(
-        help="cache folder (default: <speedbench cache>/datasets/speed-bench)")] = None,
+    sources_dir: Annotated[
+        Optional[str], typer.Option(help="local copies of the upstream sources, as DIR/<repo id>")
+    ] = None,
+    out_dir: Annotated[
+        Optional[str], typer.Option(help="cache folder (default: <speedbench cache>/datasets/speed-bench)")
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of the per-row random choices some resolvers make")] = 0,
-    source_revision: Annotated[list[str], typer.Option(
-        "--source-revision", help="NAME=REV: override one resolver's pinned source revision (repeatable)",
-    )] = [],  # noqa: B006
+    source_revision: Annotated[
+        list[str],
+        typer.Option(
+            "--source-revision",
+            help="NAME=REV: override one resolver's pinned source revision (repeatable)",
+        ),
+    ] = [],  # noqa: B006
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Download SPEED-Bench, resolve its placeholder rows from their sources, write parquet + jsonl."""
@@ -285,44 +356,70 @@ def data_fetch(
             pins[name.strip()] = rev.strip()
         configs = sb.expand_configs(_split(config))
         with _Status(console, "loading SPEED-Bench", enabled=progress) as status:
+
             def on_progress(cfg: str, resolver: str, done: int, total: int) -> None:
                 status.update(f"{cfg}: resolving {resolver} {done}/{total}")
 
-            result = sb.fetch(configs, revision=revision, source=source, sources_dir=sources_dir, out_dir=out_dir,
-                              seed=seed, progress=on_progress, source_revisions=pins or None)
+            result = sb.fetch(
+                configs,
+                revision=revision,
+                source=source,
+                sources_dir=sources_dir,
+                out_dir=out_dir,
+                seed=seed,
+                progress=on_progress,
+                source_revisions=pins or None,
+            )
     except _errors() as e:
         fail(one_line(e))
         return
     for c in result.configs.values():
         resolved = ", ".join(f"{k} {v}" for k, v in c.resolved.items()) or "none"
-        console.print(f"{c.config}: {c.rows} rows ({c.content_hash[:19]}…), resolved from sources: {resolved}",
-                      markup=False)
+        console.print(
+            f"{c.config}: {c.rows} rows ({c.content_hash[:19]}…), resolved from sources: {resolved}", markup=False
+        )
         console.print(f"  {c.parquet}\n  {c.jsonl}", markup=False)
     names = ", ".join(f"speed:{c}" for c in result.configs)
-    console.print(f"revision {result.revision}; use with `speedbench run --dataset {names.split(', ')[0]}`"
-                  + (f" (or {names})" if len(result.configs) > 1 else ""), markup=False)
+    console.print(
+        f"revision {result.revision}; use with `speedbench run --dataset {names.split(', ')[0]}`"
+        + (f" (or {names})" if len(result.configs) > 1 else ""),
+        markup=False,
+    )
 
 
 @data_app.command("build-throughput")
 def data_build_throughput(
-    out: Annotated[Optional[str], typer.Option(
-        help="output folder: throughput_<bucket>.parquet (+ .meta.jsonl) per bucket")] = None,
-    bucket: Annotated[list[str], typer.Option(
-        "--bucket", "-b", help="1k, 2k, 8k, 16k, 32k (repeatable or comma-separated; default all)",
-    )] = [],  # noqa: B006
+    out: Annotated[
+        Optional[str], typer.Option(help="output folder: throughput_<bucket>.parquet (+ .meta.jsonl) per bucket")
+    ] = None,
+    bucket: Annotated[
+        list[str],
+        typer.Option(
+            "--bucket",
+            "-b",
+            help="1k, 2k, 8k, 16k, 32k (repeatable or comma-separated; default all)",
+        ),
+    ] = [],  # noqa: B006
     tier: Annotated[list[str], typer.Option(help="low_entropy, mixed, high_entropy (default all)")] = [],  # noqa: B006
-    count_per_tier: Annotated[int, typer.Option(
-        help="prompts per bucket and tier (official: 512, 1,536 a bucket)")] = 512,
+    count_per_tier: Annotated[
+        int, typer.Option(help="prompts per bucket and tier (official: 512, 1,536 a bucket)")
+    ] = 512,
     seed: Annotated[int, typer.Option()] = 0,
-    source: Annotated[list[str], typer.Option(
-        help="limit to these offline text sources (see --list-sources)")] = [],  # noqa: B006
-    list_sources: Annotated[bool, typer.Option(
-        "--list-sources", help="list the offline text sources and exit")] = False,
-    target_tokenizer: Annotated[Optional[str], typer.Option(
-        help="HF tokenizer folder or smollm2: report the ISL the engine sees (chat template applied)")] = None,
-    repad_to_target: Annotated[bool, typer.Option(
-        "--repad-to-target", help="re-cut/re-pad so the templated ISL under --target-tokenizer equals the bucket",
-    )] = False,
+    source: Annotated[list[str], typer.Option(help="limit to these offline text sources (see --list-sources)")] = [],  # noqa: B006
+    list_sources: Annotated[
+        bool, typer.Option("--list-sources", help="list the offline text sources and exit")
+    ] = False,
+    target_tokenizer: Annotated[
+        Optional[str],
+        typer.Option(help="HF tokenizer folder or smollm2: report the ISL the engine sees (chat template applied)"),
+    ] = None,
+    repad_to_target: Annotated[
+        bool,
+        typer.Option(
+            "--repad-to-target",
+            help="re-cut/re-pad so the templated ISL under --target-tokenizer equals the bucket",
+        ),
+    ] = False,
 ) -> None:
     """Build the throughput split offline: exactly N×1000 o200k_base tokens per prompt, three entropy tiers."""
     from rich.table import Table
@@ -359,12 +456,20 @@ def data_build_throughput(
                 raise ValueError(f"--tier {t!r}: use one of {', '.join(TIERS)}")
         with _Status(console, "building throughput prompts") as status:
             for b in buckets:
+
                 def on_progress(done: int, total: int, label: str, b: str = b) -> None:
                     status.update(f"throughput_{b}: {done}/{total} prompts ({label})")
 
-                build = build_throughput([b], tiers, count_per_tier, seed=seed, sources=_split(source) or None,
-                                         target_tokenizer=target_tokenizer, repad_to_target=repad_to_target,
-                                         progress=on_progress)
+                build = build_throughput(
+                    [b],
+                    tiers,
+                    count_per_tier,
+                    seed=seed,
+                    sources=_split(source) or None,
+                    target_tokenizer=target_tokenizer,
+                    repad_to_target=repad_to_target,
+                    progress=on_progress,
+                )
                 dest = Path(out) / f"throughput_{b}.parquet"
                 write_throughput(build, dest)
                 rows += throughput_report(build)

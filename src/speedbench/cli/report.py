@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
-from typing import Annotated, Any, Optional
+from typing import Annotated
 
 import typer
 
@@ -32,12 +30,12 @@ def report(
             summaries.append(finish(RunDir(d)))
         except user_errors() as e:
             fail(one_line(e))
-    for d, s in zip(run_dirs, summaries):
+    for d, s in zip(run_dirs, summaries, strict=True):
         console.print(f"[bold]{d}[/bold]")
         print_summary(s, console)
     if len(summaries) == 2:
         console.print(comparison_table(summaries[0], summaries[1], "A", "B"))
-        console.print(f"A = {run_dirs[0]}, B = {run_dirs[1]}; speedup = mean user tok/s B / A "
-                      "(paired by category; confidence intervals come later)")
-
-
+        console.print(
+            f"A = {run_dirs[0]}, B = {run_dirs[1]}; speedup = mean user tok/s B / A "
+            "(paired by category; confidence intervals come later)"
+        )

@@ -33,7 +33,7 @@ def resolve_name(name: str, *, out_dir: str | Path | None = None) -> Path:
     Not fetched yet: a one-line ``DatasetError`` naming the ``speedbench data fetch`` command to run."""
     if not name.startswith(NAME_PREFIX):
         raise DatasetError(name, None, None, f"not a SPEED-Bench name (expected {NAME_PREFIX}<config>)")
-    config, _, revision = name[len(NAME_PREFIX):].partition("@")
+    config, _, revision = name[len(NAME_PREFIX) :].partition("@")
     if config not in CONFIGS:
         raise DatasetError(name, None, None, f"unknown SPEED-Bench config {config!r} (one of: {', '.join(CONFIGS)})")
     revision = revision or DEFAULT_REVISION

@@ -70,9 +70,12 @@ def row_to_sample(row: Any, file: str, line: int) -> Sample:
     for i, t in enumerate(turns):
         if is_placeholder(t):
             raise DatasetError(
-                file, line, f"{field}[{i}]",
+                file,
+                line,
+                f"{field}[{i}]",
                 f"question {qid} is the SPEED-Bench placeholder text, not a prompt; "
-                "resolve it from its source with `speedbench data fetch`")
+                "resolve it from its source with `speedbench data fetch`",
+            )
     multiturn = row.get("multiturn")
     if multiturn is not None and not isinstance(multiturn, bool):
         raise DatasetError(file, line, "multiturn", f"must be true/false, got {multiturn!r}")
@@ -120,8 +123,9 @@ def read_file(path: str | Path) -> list[Sample]:
     for n, row in rows:
         s = row_to_sample(row, display, n)
         if s.question_id in seen:
-            raise DatasetError(display, n, "question_id",
-                               f"duplicate {s.question_id!r} (first on line {seen[s.question_id]})")
+            raise DatasetError(
+                display, n, "question_id", f"duplicate {s.question_id!r} (first on line {seen[s.question_id]})"
+            )
         seen[s.question_id] = n
         samples.append(s)
     if not samples:

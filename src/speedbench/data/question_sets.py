@@ -28,7 +28,7 @@ from speedbench.paths import package_dir
 # source category -> SPEED-Bench category (identity for the ones SPEED-Bench shares)
 CATEGORY_MAP: dict[str, str] = {
     **{c: c for c in CATEGORIES},
-    "extraction": "rag",            # answer from a given passage
+    "extraction": "rag",  # answer from a given passage
     "translation": "multilingual",
     "math_reasoning": "math",
 }
@@ -57,17 +57,29 @@ def _mapped(category: str, file: str, qid: str) -> str:
     try:
         return CATEGORY_MAP[category]
     except KeyError:
-        raise DatasetError(file, None, "category",
-                           f"question {qid}: {category!r} has no SPEED-Bench category "
-                           f"(known: {', '.join(sorted(CATEGORY_MAP))})") from None
+        raise DatasetError(
+            file,
+            None,
+            "category",
+            f"question {qid}: {category!r} has no SPEED-Bench category (known: {', '.join(sorted(CATEGORY_MAP))})",
+        ) from None
 
 
 def _relabel(samples: list[Sample], source: str, file: str) -> list[Sample]:
     out = []
     for s in samples:
-        out.append(Sample(question_id=f"{source}-{s.question_id}", category=_mapped(s.category, file, s.question_id),
-                          sub_category=s.category, turns=s.turns, source=source, src_id=s.question_id,
-                          difficulty=s.difficulty, multiturn=s.multiturn))
+        out.append(
+            Sample(
+                question_id=f"{source}-{s.question_id}",
+                category=_mapped(s.category, file, s.question_id),
+                sub_category=s.category,
+                turns=s.turns,
+                source=source,
+                src_id=s.question_id,
+                difficulty=s.difficulty,
+                multiturn=s.multiturn,
+            )
+        )
     return out
 
 
@@ -99,7 +111,16 @@ def read_humaneval() -> list[Sample]:
             for key in ("task_id", "prompt"):
                 if not isinstance(row.get(key), str) or not row[key].strip():
                     raise DatasetError(str(path), n, key, "missing or empty")
-            out.append(Sample(question_id=f"humaneval-{row['task_id']}", category="coding",
-                              sub_category="humaneval", turns=(HUMANEVAL_INSTRUCTION.format(prompt=row["prompt"]),),
-                              source="humaneval", src_id=row["task_id"], difficulty=None, multiturn=False))
+            out.append(
+                Sample(
+                    question_id=f"humaneval-{row['task_id']}",
+                    category="coding",
+                    sub_category="humaneval",
+                    turns=(HUMANEVAL_INSTRUCTION.format(prompt=row["prompt"]),),
+                    source="humaneval",
+                    src_id=row["task_id"],
+                    difficulty=None,
+                    multiturn=False,
+                )
+            )
     return out

@@ -26,14 +26,27 @@ from speedbench.data.files import read_file, row_to_sample
 from speedbench.data.question_sets import read_humaneval, read_mtbench, read_specbench
 from speedbench.data.sample import DatasetError, Sample
 
-__all__ = ["EMBEDDED", "NAME_FORMS", "content_hash", "embedded_path", "load_dataset", "pick_stratified", "read_file",
-           "row_to_sample"]
+__all__ = [
+    "EMBEDDED",
+    "NAME_FORMS",
+    "content_hash",
+    "embedded_path",
+    "load_dataset",
+    "pick_stratified",
+    "read_file",
+    "row_to_sample",
+]
 
 EMBEDDED = {"starter": "starter.jsonl"}
 SPECBENCH_PREFIX = "specbench:"
 NAMED: dict[str, Callable[[], list[Sample]]] = {"mtbench": read_mtbench, "humaneval": read_humaneval}
-NAME_FORMS = ("a .jsonl/.parquet file", *(f"{name} (embedded)" for name in EMBEDDED), f"{NAME_PREFIX}<config>[@rev]",
-              *NAMED, f"{SPECBENCH_PREFIX}PATH")
+NAME_FORMS = (
+    "a .jsonl/.parquet file",
+    *(f"{name} (embedded)" for name in EMBEDDED),
+    f"{NAME_PREFIX}<config>[@rev]",
+    *NAMED,
+    f"{SPECBENCH_PREFIX}PATH",
+)
 
 
 def embedded_path(name: str) -> Path:
@@ -51,15 +64,16 @@ def load_dataset(name: str) -> list[Sample]:
     if name.startswith(NAME_PREFIX):
         return read_file(resolve_name(name))
     if name.startswith(SPECBENCH_PREFIX):
-        path = name[len(SPECBENCH_PREFIX):]
+        path = name[len(SPECBENCH_PREFIX) :]
         if not path:
             raise DatasetError(name, None, None, f"give the file: {SPECBENCH_PREFIX}PATH/question.jsonl")
         return read_specbench(path)
     if name == SPECBENCH_PREFIX.rstrip(":"):
         raise DatasetError(name, None, None, f"give the file: {SPECBENCH_PREFIX}PATH/question.jsonl")
     if not Path(name).exists():
-        raise DatasetError(name, None, None, "file not found, and not a dataset name (accepted: "
-                           + ", ".join(NAME_FORMS) + ")")
+        raise DatasetError(
+            name, None, None, "file not found, and not a dataset name (accepted: " + ", ".join(NAME_FORMS) + ")"
+        )
     return read_file(name)
 
 

@@ -6,8 +6,17 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 CATEGORIES = (
-    "coding", "humanities", "math", "multilingual", "qa", "rag",
-    "reasoning", "roleplay", "stem", "summarization", "writing",
+    "coding",
+    "humanities",
+    "math",
+    "multilingual",
+    "qa",
+    "rag",
+    "reasoning",
+    "roleplay",
+    "stem",
+    "summarization",
+    "writing",
 )
 
 PLACEHOLDER_PREFIX = "FULL BENCHMARK DATA SHOULD BE FETCHED FROM THE SOURCE"

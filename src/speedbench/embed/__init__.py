@@ -17,7 +17,19 @@ from speedbench.embed.diversity import (
 from speedbench.embed.factory import KNOWN_SPECS, get_embedder
 
 __all__ = [
-    "KNOWN_SPECS", "CachedEmbedder", "Embedder", "EmbedderError", "EmbedderUnavailable", "EmbeddingCache",
-    "Progress", "get_embedder", "mean_pairwise_cosine", "near_duplicates", "normalize_rows", "pairwise_sum",
-    "random_subset_baseline", "stratified_subset_baseline", "zero_rows",
+    "KNOWN_SPECS",
+    "CachedEmbedder",
+    "Embedder",
+    "EmbedderError",
+    "EmbedderUnavailable",
+    "EmbeddingCache",
+    "Progress",
+    "get_embedder",
+    "mean_pairwise_cosine",
+    "near_duplicates",
+    "normalize_rows",
+    "pairwise_sum",
+    "random_subset_baseline",
+    "stratified_subset_baseline",
+    "zero_rows",
 ]

@@ -55,8 +55,12 @@ def normalize_rows(x: np.ndarray, *, what: str = "embedder", warn: bool = True) 
     norms = np.linalg.norm(x.astype(np.float64), axis=1)
     zero = norms <= 1e-12
     if warn and zero.any():
-        log.warning("%s: %d of %d texts have a zero embedding; they stay zero rows (cosine 0 with every text)",
-                    what, int(zero.sum()), len(x))
+        log.warning(
+            "%s: %d of %d texts have a zero embedding; they stay zero rows (cosine 0 with every text)",
+            what,
+            int(zero.sum()),
+            len(x),
+        )
     out = np.zeros_like(x)
     out[~zero] = (x[~zero] / norms[~zero, None]).astype(np.float32)
     return out

@@ -56,7 +56,7 @@ def _shard_dtype(dim: int) -> np.dtype:
 
 def _split_keys(keys: np.ndarray) -> list[bytes]:
     raw = np.ascontiguousarray(keys, dtype=np.uint8).tobytes()
-    return [raw[i:i + KEY_BYTES] for i in range(0, len(raw), KEY_BYTES)]
+    return [raw[i : i + KEY_BYTES] for i in range(0, len(raw), KEY_BYTES)]
 
 
 class EmbeddingCache:
@@ -110,8 +110,9 @@ class EmbeddingCache:
         if len(old) < 2 or self.dim is None:
             return
         keys = list(self._row)
-        self._write_shard(f"shard-{time.time_ns()}-{os.getpid()}-merged.npy", keys,
-                          self._all()[[self._row[k] for k in keys]])
+        self._write_shard(
+            f"shard-{time.time_ns()}-{os.getpid()}-merged.npy", keys, self._all()[[self._row[k] for k in keys]]
+        )
         for p in old:
             p.unlink(missing_ok=True)
 
@@ -208,8 +209,9 @@ class CachedEmbedder:
     ``progress(done, total)`` counts cache hits as done.
     """
 
-    def __init__(self, inner: Embedder, *, root: Path | None = None, chunk_size: int = 256,
-                 progress: Progress | None = None) -> None:
+    def __init__(
+        self, inner: Embedder, *, root: Path | None = None, chunk_size: int = 256, progress: Progress | None = None
+    ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
         self.inner = inner
@@ -236,7 +238,7 @@ class CachedEmbedder:
         done = int(found.sum())
         self._report(done, len(texts))
         for start in range(0, len(missing), self.chunk_size):
-            chunk = missing[start:start + self.chunk_size]
+            chunk = missing[start : start + self.chunk_size]
             vecs = self._embed_chunk([texts[i] for i in chunk])
             self.cache.add([keys[i] for i in chunk], vecs)
             done += len(chunk)

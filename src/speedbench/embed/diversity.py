@@ -27,8 +27,10 @@ def _rows(e: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1)
     bad = ~((np.abs(norms - 1.0) <= NORM_TOL) | (norms <= NORM_TOL))
     if bad.any():
-        raise ValueError(f"{int(bad.sum())} rows are not unit-normalised (first: row {int(np.flatnonzero(bad)[0])}, "
-                         f"norm {norms[bad][0]:.4g}); use speedbench.embed.normalize_rows")
+        raise ValueError(
+            f"{int(bad.sum())} rows are not unit-normalised (first: row {int(np.flatnonzero(bad)[0])}, "
+            f"norm {norms[bad][0]:.4g}); use speedbench.embed.normalize_rows"
+        )
     return x
 
 
@@ -61,8 +63,9 @@ def random_subset_baseline(e: np.ndarray, size: int, draws: int = 100, seed: int
     return stratified_subset_baseline([e], [size], draws=draws, seed=seed)
 
 
-def stratified_subset_baseline(groups: Sequence[np.ndarray], sizes: Sequence[int], draws: int = 100,
-                               seed: int = 0) -> tuple[float, float]:
+def stratified_subset_baseline(
+    groups: Sequence[np.ndarray], sizes: Sequence[int], draws: int = 100, seed: int = 0
+) -> tuple[float, float]:
     """(mean, sample sd) of ``mean_pairwise_cosine`` over ``draws`` random subsets that take ``sizes[g]``
     rows uniformly from each ``groups[g]`` (e.g. the same count per category as a selection).  With
     one group this is :func:`random_subset_baseline`."""
@@ -77,9 +80,16 @@ def stratified_subset_baseline(groups: Sequence[np.ndarray], sizes: Sequence[int
     if sum(sizes) < 2:
         raise ValueError(f"size must be between 2 and the number of rows ({sum(len(x) for x in xs)}), got {sum(sizes)}")
     rng = np.random.default_rng(seed)
-    vals = np.array([_pair_mean(np.concatenate([x[rng.choice(len(x), size=size, replace=False)]
-                                                for x, size in zip(xs, sizes, strict=True)]))
-                     for _ in range(draws)])
+    vals = np.array(
+        [
+            _pair_mean(
+                np.concatenate(
+                    [x[rng.choice(len(x), size=size, replace=False)] for x, size in zip(xs, sizes, strict=True)]
+                )
+            )
+            for _ in range(draws)
+        ]
+    )
     return float(vals.mean()), float(vals.std(ddof=1))
 
 

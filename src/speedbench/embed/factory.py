@@ -8,8 +8,7 @@ from typing import Any
 from speedbench.embed.base import Embedder, Progress
 from speedbench.embed.cache import CachedEmbedder
 
-KNOWN_SPECS = ("minilm", "openai:text-embedding-3-small", "openai:text-embedding-3-large", "openai:<model>",
-               "tfidf")
+KNOWN_SPECS = ("minilm", "openai:text-embedding-3-small", "openai:text-embedding-3-large", "openai:<model>", "tfidf")
 
 
 def get_embedder(spec: str, *, cache: bool = True, **options: Any) -> Embedder:

@@ -69,15 +69,17 @@ def _torch_threads(n: int) -> Iterator[None]:
 class MiniLMEmbedder:
     """384-d sentence embeddings, unit rows; ``threads`` defaults to the CPUs this process may use."""
 
-    def __init__(self, *, batch_size: int = 64, device: str = "cpu", threads: int | None = None,
-                 progress: Progress | None = None) -> None:
+    def __init__(
+        self, *, batch_size: int = 64, device: str = "cpu", threads: int | None = None, progress: Progress | None = None
+    ) -> None:
         require("sentence_transformers", "sentence-transformers", "minilm")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.path = model_dir()
         self.id = f"minilm:{MODEL_NAME}@{PACKAGE}=={_package_version()}"
-        self.dim: int | None = int(json.loads((self.path / "1_Pooling" / "config.json").read_text())
-                                   ["word_embedding_dimension"])
+        self.dim: int | None = int(
+            json.loads((self.path / "1_Pooling" / "config.json").read_text())["word_embedding_dimension"]
+        )
         self.batch_size, self.device = batch_size, device
         self.threads = threads or _usable_cpus()
         self.progress = progress
@@ -102,10 +104,14 @@ class MiniLMEmbedder:
             order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
             out = np.zeros((len(texts), self.dim or 0), np.float32)
             for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                out[idx] = model.encode([texts[i] for i in idx], batch_size=self.batch_size,
-                                        normalize_embeddings=True, convert_to_numpy=True,
-                                        show_progress_bar=False)
+                idx = order[start : start + self.batch_size]
+                out[idx] = model.encode(
+                    [texts[i] for i in idx],
+                    batch_size=self.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
                 if self.progress is not None:
                     self.progress(min(start + self.batch_size, len(texts)), len(texts))
         return normalize_rows(out, what=self.id)

@@ -111,11 +111,24 @@ def _run(coro_fn: Callable[[], Awaitable[np.ndarray]]) -> np.ndarray:
 class OpenAIEmbedder:
     """``openai:<model>``; ``dimensions`` shortens text-embedding-3 vectors (part of the id)."""
 
-    def __init__(self, model: str, *, api_key: str | None = None, base_url: str | None = None,
-                 dimensions: int | None = None, batch_size: int = 512, max_batch_chars: int = 250_000,
-                 concurrency: int = 2, max_attempts: int = 6, backoff: float = 1.0, max_wait: float = 120.0,
-                 timeout: float = 120.0, encoding_format: str = "float", progress: Progress | None = None,
-                 sleep: Sleep | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        dimensions: int | None = None,
+        batch_size: int = 512,
+        max_batch_chars: int = 250_000,
+        concurrency: int = 2,
+        max_attempts: int = 6,
+        backoff: float = 1.0,
+        max_wait: float = 120.0,
+        timeout: float = 120.0,
+        encoding_format: str = "float",
+        progress: Progress | None = None,
+        sleep: Sleep | None = None,
+    ) -> None:
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
         if not key.strip():
             raise EmbedderError("the openai embedder needs an API key: set OPENAI_API_KEY")

@@ -26,8 +26,17 @@ GRAM_MAX = 2000  # up to this many texts, LSA is computed exactly from the Gram 
 class TfidfEmbedder:
     """sklearn TfidfVectorizer(sublinear_tf) + TruncatedSVD to ``dim``; fitted anew on each ``embed`` call."""
 
-    def __init__(self, *, dim: int = 256, ngram_max: int = 2, max_features: int = 50_000, min_df: int = 1,
-                 stop_words: str | None = "english", svd_iter: int = 5, seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        dim: int = 256,
+        ngram_max: int = 2,
+        max_features: int = 50_000,
+        min_df: int = 1,
+        stop_words: str | None = "english",
+        svd_iter: int = 5,
+        seed: int = 0,
+    ) -> None:
         require("sklearn", "scikit-learn", "tfidf")
         if dim < 1 or ngram_max < 1 or max_features < 1 or min_df < 1:
             raise ValueError("dim, ngram_max, max_features and min_df must be >= 1")
@@ -36,8 +45,10 @@ class TfidfEmbedder:
         self.dim: int | None = dim
         self.ngram_max, self.max_features, self.min_df = ngram_max, max_features, min_df
         self.stop_words, self.seed, self.svd_iter = stop_words, seed, svd_iter
-        params = (f"sublinear_tf,stop={stop_words or 'none'},ngram=1-{ngram_max},min_df={min_df},"
-                  f"max_features={max_features},lsa={dim},svd_iter={svd_iter},seed={seed}")
+        params = (
+            f"sublinear_tf,stop={stop_words or 'none'},ngram=1-{ngram_max},min_df={min_df},"
+            f"max_features={max_features},lsa={dim},svd_iter={svd_iter},seed={seed}"
+        )
         self.id = f"tfidf:sklearn=={version('scikit-learn')}:{params}:per-corpus"
 
     def __repr__(self) -> str:
@@ -55,8 +66,14 @@ class TfidfEmbedder:
     def _tfidf(self, texts: list[str]):  # -> scipy.sparse.csr_matrix | None
         from sklearn.feature_extraction.text import TfidfVectorizer
 
-        vec = TfidfVectorizer(sublinear_tf=True, stop_words=self.stop_words, ngram_range=(1, self.ngram_max),
-                              min_df=self.min_df, max_features=self.max_features, dtype=np.float32)
+        vec = TfidfVectorizer(
+            sublinear_tf=True,
+            stop_words=self.stop_words,
+            ngram_range=(1, self.ngram_max),
+            min_df=self.min_df,
+            max_features=self.max_features,
+            dtype=np.float32,
+        )
         try:
             return vec.fit_transform(texts)
         except ValueError as e:  # every text empty or stop words only

@@ -82,7 +82,7 @@ def acceptance_stats(stats: list[SDStats], k: int | None = None) -> AcceptanceSt
     if total is None:
         return AcceptanceStats()
     per_pos = total.per_position
-    if k is not None and per_pos:   # empty = not reported (llama.cpp per request): no per-position figures
+    if k is not None and per_pos:  # empty = not reported (llama.cpp per request): no per-position figures
         per_pos = (list(per_pos) + [0] * k)[:k]
     return AcceptanceStats(
         acceptance_length=macro_acceptance_length(stats),

@@ -18,7 +18,14 @@ from speedbench.metrics.acceptance import acceptance_stats, sum_stats
 from speedbench.metrics.counters import counter_delta
 from speedbench.metrics.latency import distribution, e2e_s, itl_s, output_tps, step_times_s, tpot_s, ttft_s, user_tps
 from speedbench.metrics.models import (
-    AcceptanceStats, CountStats, GroupStats, Invariant, RunSummary, SDTotals, Sources, TimingStats,
+    AcceptanceStats,
+    CountStats,
+    GroupStats,
+    Invariant,
+    RunSummary,
+    SDTotals,
+    Sources,
+    TimingStats,
 )
 from speedbench.metrics.sources import chunk_stats, request_stats
 from speedbench.records import RequestRecord, SDStats
@@ -62,8 +69,9 @@ def group_counts(records: Sequence[RequestRecord]) -> CountStats:
 
 def group_stats(records: Sequence[RequestRecord], k: int, chunks_are_steps: bool = True) -> GroupStats:
     """Counts, acceptance (per-request sources) and timing of any group of records."""
-    return GroupStats.combine(group_counts(records), group_acceptance(records, k, chunks_are_steps),
-                              group_timing(records, chunks_are_steps))
+    return GroupStats.combine(
+        group_counts(records), group_acceptance(records, k, chunks_are_steps), group_timing(records, chunks_are_steps)
+    )
 
 
 def window_deltas(counter_windows: Sequence[dict[str, Any]]) -> dict[int, SDStats]:
@@ -79,8 +87,8 @@ def window_deltas(counter_windows: Sequence[dict[str, Any]]) -> dict[int, SDStat
 @dataclass(frozen=True)
 class OverallAcceptance:
     stats: AcceptanceStats
-    source: str                 # the run-level figures' source
-    per_position_source: str    # where the per-position figures came from
+    source: str  # the run-level figures' source
+    per_position_source: str  # where the per-position figures came from
 
 
 def overall_acceptance(pairs: Sequence[Pair], n_ok: int, total_delta: SDStats | None, k: int) -> OverallAcceptance:
@@ -104,8 +112,13 @@ def overall_acceptance(pairs: Sequence[Pair], n_ok: int, total_delta: SDStats | 
     per_position_source = source if acc.conditional_acceptance_rate else "none"
     if not acc.conditional_acceptance_rate and total_delta is not None and total_delta.per_position:
         c = acceptance_stats([total_delta], k)
-        acc = acc.model_copy(update={"conditional_acceptance_rate": c.conditional_acceptance_rate,
-                                     "joint_acceptance_rate": c.joint_acceptance_rate, "histogram": c.histogram})
+        acc = acc.model_copy(
+            update={
+                "conditional_acceptance_rate": c.conditional_acceptance_rate,
+                "joint_acceptance_rate": c.joint_acceptance_rate,
+                "histogram": c.histogram,
+            }
+        )
         per_position_source = "counter_delta"
     return OverallAcceptance(acc, source, per_position_source)
 
@@ -119,8 +132,9 @@ def per_request_checks(pairs: Sequence[Pair], k: int) -> list[Invariant]:
     ]
 
 
-def cross_checks(records: Sequence[RequestRecord], deltas: dict[int, SDStats], k: int,
-                 chunks_are_steps: bool = True) -> list[Invariant]:
+def cross_checks(
+    records: Sequence[RequestRecord], deltas: dict[int, SDStats], k: int, chunks_are_steps: bool = True
+) -> list[Invariant]:
     """The three sources compared per measured window: per-request totals, counter deltas and the chunk
     estimate (engines that stream one chunk per step).  A source is only summed over a segment when
     every ok request of it has that source, so partial sums never pass for disagreement."""

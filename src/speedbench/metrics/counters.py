@@ -34,5 +34,12 @@ def counter_delta(before: dict[str, Any] | None, after: dict[str, Any] | None) -
             prev = p
         hist.append(per_pos[-1])
     inferred = sorted(set(after.get("inferred") or []) | set(before.get("inferred") or []))
-    return SDStats(drafted=drafted, accepted=accepted, steps=steps, per_position=per_pos,
-                   histogram=hist, source="counter_delta", inferred=inferred)
+    return SDStats(
+        drafted=drafted,
+        accepted=accepted,
+        steps=steps,
+        per_position=per_pos,
+        histogram=hist,
+        source="counter_delta",
+        inferred=inferred,
+    )

@@ -19,12 +19,18 @@ def _inv(name: str, ok: bool | None, detail: str) -> Invariant:
 
 
 def al_bounded(pairs: Sequence[tuple[RequestRecord, SDStats]], k: int) -> Invariant:
-    bad = [(r.question_id, r.turn, acceptance_length(s.accepted, s.steps)) for r, s in pairs
-           if s.steps > 0 and 1.0 + s.accepted / s.steps > k + 1 + 1e-9]
+    bad = [
+        (r.question_id, r.turn, acceptance_length(s.accepted, s.steps))
+        for r, s in pairs
+        if s.steps > 0 and 1.0 + s.accepted / s.steps > k + 1 + 1e-9
+    ]
     if not pairs:
         return _inv("al_le_k_plus_1", None, "no acceptance stats")
-    return _inv("al_le_k_plus_1", not bad,
-                f"{len(bad)} of {len(pairs)} requests have AL > k+1={k + 1}" + (f": {bad[:5]}" if bad else ""))
+    return _inv(
+        "al_le_k_plus_1",
+        not bad,
+        f"{len(bad)} of {len(pairs)} requests have AL > k+1={k + 1}" + (f": {bad[:5]}" if bad else ""),
+    )
 
 
 def histogram_sums(pairs: Sequence[tuple[RequestRecord, SDStats]]) -> Invariant:
@@ -32,8 +38,11 @@ def histogram_sums(pairs: Sequence[tuple[RequestRecord, SDStats]]) -> Invariant:
     if not with_hist:
         return _inv("histogram_sum_eq_steps", None, "no per-step histogram reported")
     bad = [(r.question_id, r.turn, sum(s.histogram), s.steps) for r, s in with_hist if sum(s.histogram) != s.steps]
-    return _inv("histogram_sum_eq_steps", not bad,
-                f"{len(bad)} of {len(with_hist)} requests: sum(histogram) != steps" + (f": {bad[:5]}" if bad else ""))
+    return _inv(
+        "histogram_sum_eq_steps",
+        not bad,
+        f"{len(bad)} of {len(with_hist)} requests: sum(histogram) != steps" + (f": {bad[:5]}" if bad else ""),
+    )
 
 
 def tokens_match_steps(pairs: Sequence[tuple[RequestRecord, SDStats]], k: int) -> Invariant:
@@ -43,28 +52,46 @@ def tokens_match_steps(pairs: Sequence[tuple[RequestRecord, SDStats]], k: int) -
     vLLM's ngram with no match) -- allowed and counted.  Fewer: only the last step may have accepted
     drafts past the stop point (max_tokens or EOS) that the engine counted but did not emit, at most
     k; anything beyond that is a violation."""
-    checked = [(r, s) for r, s in pairs if r.completion_tokens is not None and s.steps > 0
-               and "steps" not in s.inferred]   # inferred steps come from this very equation
+    checked = [
+        (r, s) for r, s in pairs if r.completion_tokens is not None and s.steps > 0 and "steps" not in s.inferred
+    ]  # inferred steps come from this very equation
     if not checked:
-        return _inv("tokens_vs_accepted_plus_steps", None, "no request with a server token count and reported (not inferred) steps")
+        return _inv(
+            "tokens_vs_accepted_plus_steps",
+            None,
+            "no request with a server token count and reported (not inferred) steps",
+        )
     # r.tokens is the server's completion_tokens here (checked keeps only requests that have it)
-    bad = [(r.question_id, r.turn, r.tokens, s.accepted, s.steps) for r, s in checked
-           if r.tokens < s.accepted + s.steps + 1 - k]
+    bad = [
+        (r.question_id, r.turn, r.tokens, s.accepted, s.steps)
+        for r, s in checked
+        if r.tokens < s.accepted + s.steps + 1 - k
+    ]
     over = [r.tokens - (s.accepted + s.steps + 1) for r, s in checked]
     undrafted = sum(v for v in over if v > 0)
     cut = sum(-v for v in over if v < 0)
-    detail = (f"{len(bad)} of {len(checked)} requests: completion_tokens < 1 + steps + accepted - k"
-              + (f"; first (qid, turn, tokens, accepted, steps): {bad[:5]}" if bad else ""))
-    detail += (f"; {sum(1 for v in over if v > 0)} requests had {undrafted} decode steps without a draft; "
-               f"{sum(1 for v in over if v < 0)} requests had {cut} accepted drafts past the stop point")
+    detail = f"{len(bad)} of {len(checked)} requests: completion_tokens < 1 + steps + accepted - k" + (
+        f"; first (qid, turn, tokens, accepted, steps): {bad[:5]}" if bad else ""
+    )
+    detail += (
+        f"; {sum(1 for v in over if v > 0)} requests had {undrafted} decode steps without a draft; "
+        f"{sum(1 for v in over if v < 0)} requests had {cut} accepted drafts past the stop point"
+    )
     return _inv("tokens_vs_accepted_plus_steps", not bad, detail)
 
 
 FIELDS = ("drafted", "accepted", "steps")
 
 
-def compare_sources(name: str, a: SDStats | None, a_label: str, b: SDStats | None, b_label: str,
-                    fields: Sequence[str] = FIELDS, note: str = "") -> Invariant:
+def compare_sources(
+    name: str,
+    a: SDStats | None,
+    a_label: str,
+    b: SDStats | None,
+    b_label: str,
+    fields: Sequence[str] = FIELDS,
+    note: str = "",
+) -> Invariant:
     """Two sources of the same window agree within REL_TOL on each field (relative to b)."""
     if a is None or b is None:
         return _inv(name, None, f"needs both {a_label} and {b_label}")
@@ -74,8 +101,9 @@ def compare_sources(name: str, a: SDStats | None, a_label: str, b: SDStats | Non
         x, y = getattr(a, field), getattr(b, field)
         rel = abs(x - y) / max(abs(y), 1)
         (diffs if rel > REL_TOL else same).append(f"{field}: {a_label} {x} vs {b_label} {y} ({rel:.1%})")
-    detail = ("; ".join(diffs) + (f" [{note}]" if note else "")) if diffs else \
-        "; ".join(same) + f" (within {REL_TOL:.0%})"
+    detail = (
+        ("; ".join(diffs) + (f" [{note}]" if note else "")) if diffs else "; ".join(same) + f" (within {REL_TOL:.0%})"
+    )
     return _inv(name, not diffs, detail)
 
 
@@ -83,15 +111,26 @@ def per_request_vs_counters(per_request: SDStats | None, delta: SDStats | None, 
     """Per-request totals against counter deltas; fields a source inferred (llama.cpp's steps) are not
     compared (they would only repeat the inference), and the label says so."""
     inferred = list(per_request.inferred) if per_request is not None else []
-    note = "counters exceed our requests: other traffic on the server?" if (
-        per_request is not None and delta is not None and delta.steps > per_request.steps) else ""
+    note = (
+        "counters exceed our requests: other traffic on the server?"
+        if (per_request is not None and delta is not None and delta.steps > per_request.steps)
+        else ""
+    )
     label = "requests (steps not compared: inferred)" if "steps" in inferred else "requests"
-    return compare_sources(f"per_request_vs_counter_delta[segment {segment}]", per_request, label, delta,
-                           "counters", [f for f in FIELDS if f not in inferred], note)
+    return compare_sources(
+        f"per_request_vs_counter_delta[segment {segment}]",
+        per_request,
+        label,
+        delta,
+        "counters",
+        [f for f in FIELDS if f not in inferred],
+        note,
+    )
 
 
-def chunks_vs(other: SDStats | None, other_label: str, chunks: SDStats | None, segment: int,
-              n_requests: int, k: int) -> Invariant:
+def chunks_vs(
+    other: SDStats | None, other_label: str, chunks: SDStats | None, segment: int, n_requests: int, k: int
+) -> Invariant:
     """The chunk estimate (one chunk = one decode step) against an engine source.
 
     Accepted drafts must agree: a chunk of n tokens holds n-1 accepted drafts, so a decode step
@@ -102,12 +141,14 @@ def chunks_vs(other: SDStats | None, other_label: str, chunks: SDStats | None, s
     name = f"chunks_vs_{other_label}[segment {segment}]"
     if other is None or chunks is None:
         return _inv(name, None, f"needs both chunks and {other_label}")
-    gap = other.accepted - chunks.accepted          # >= 0: drafts past the stop point; < 0: merged chunks
+    gap = other.accepted - chunks.accepted  # >= 0: drafts past the stop point; < 0: merged chunks
     allowed = k * n_requests + REL_TOL * max(other.accepted, 1)
     ok = -REL_TOL * max(other.accepted, 1) <= gap <= allowed and chunks.steps >= other.steps * (1 - REL_TOL)
-    detail = (f"accepted: chunks {chunks.accepted} vs {other_label} {other.accepted} (gap {gap}; allowed 0..{allowed:.0f}"
-              f" = up to k per request cut at the stop point + 1%); steps: chunks {chunks.steps} decode steps vs "
-              f"{other_label} {other.steps} verification steps ({chunks.steps - other.steps} without a draft)")
+    detail = (
+        f"accepted: chunks {chunks.accepted} vs {other_label} {other.accepted} (gap {gap}; allowed 0..{allowed:.0f}"
+        f" = up to k per request cut at the stop point + 1%); steps: chunks {chunks.steps} decode steps vs "
+        f"{other_label} {other.steps} verification steps ({chunks.steps - other.steps} without a draft)"
+    )
     if not ok:
         detail += " [chunk estimate disagrees: merged chunks, or the engine's counts are off]"
     return _inv(name, ok, detail)
@@ -124,7 +165,14 @@ def counters_within_traffic(delta: SDStats | None, records: Sequence[RequestReco
     if delta.steps + delta.accepted > bound:
         over.append(f"steps+accepted {delta.steps + delta.accepted}")
     if over:
-        return _inv(name, False, f"counter deltas {', '.join(over)} exceed the {bound} tokens our "
-                                 f"{len(records)} requests produced after their first: other traffic on the server")
-    return _inv(name, True, f"steps+accepted {delta.steps + delta.accepted} <= {bound} tokens our requests produced "
-                            "after their first")
+        return _inv(
+            name,
+            False,
+            f"counter deltas {', '.join(over)} exceed the {bound} tokens our "
+            f"{len(records)} requests produced after their first: other traffic on the server",
+        )
+    return _inv(
+        name,
+        True,
+        f"steps+accepted {delta.steps + delta.accepted} <= {bound} tokens our requests produced after their first",
+    )

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 
 import numpy as np
 
@@ -38,12 +39,12 @@ def tpot_s(r: RequestRecord) -> float | None:
 
 
 def step_times_s(r: RequestRecord) -> list[float]:
-    return [(b - a) / NS for a, b in zip(r.chunk_ns, r.chunk_ns[1:])]
+    return [(b - a) / NS for a, b in pairwise(r.chunk_ns)]
 
 
 def itl_s(r: RequestRecord) -> list[float]:
     out: list[float] = []
-    for gap, n in zip(step_times_s(r), r.chunk_tokens[1:]):
+    for gap, n in zip(step_times_s(r), r.chunk_tokens[1:], strict=False):
         if n > 0:
             out.extend([gap / n] * n)
     return out

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # 1: the typed form (adds schema_version); summaries written before it have no such key and read as 0.
 SUMMARY_SCHEMA_VERSION = 1
 
-AcceptanceSourceName = str   # per_request | counter_delta | chunks | none, or a "+"-join of request sources
+AcceptanceSourceName = str  # per_request | counter_delta | chunks | none, or a "+"-join of request sources
 
 
 class _Model(BaseModel):

@@ -39,8 +39,14 @@ def acceptance_table(summary: RunSummary, title: str = "Acceptance per category"
 
     def row(name: str, e: GroupStats, style: str | None = None) -> None:
         cond = e.conditional_acceptance_rate
-        cells = [name, _f(e.requests), _f(e.errors), _f(e.acceptance_length),
-                 _f(e.acceptance_length_token_weighted), _f(e.acceptance_rate)]
+        cells = [
+            name,
+            _f(e.requests),
+            _f(e.errors),
+            _f(e.acceptance_length),
+            _f(e.acceptance_length_token_weighted),
+            _f(e.acceptance_rate),
+        ]
         cells += [_f(cond[i]) if i < len(cond) else "-" for i in range(k)]
         cells.append(_f(e.user_tps.mean, 1))
         t.add_row(*cells, style=style)
@@ -58,8 +64,12 @@ def timing_table(summary: RunSummary) -> Table:
     for c in ("mean", "p50", "p90", "p99"):
         t.add_column(c, justify="right")
     rows: tuple[tuple[str, Distribution], ...] = (
-        ("TTFT ms", o.ttft_s), ("TPOT ms", o.tpot_s), ("ITL ms", o.itl_s), ("step time ms", o.step_time_s),
-        ("E2E ms", o.e2e_s))
+        ("TTFT ms", o.ttft_s),
+        ("TPOT ms", o.tpot_s),
+        ("ITL ms", o.itl_s),
+        ("step time ms", o.step_time_s),
+        ("E2E ms", o.e2e_s),
+    )
     for label, d in rows:
         t.add_row(label, *(_ms(v) for v in (d.mean, d.p50, d.p90, d.p99)))
     u = o.user_tps
@@ -79,13 +89,17 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     console.print(timing_table(summary))
     o = summary.overall
     src = summary.sources
-    console.print(f"output throughput: {_f(o.output_tps, 1)} tok/s over {o.output_tokens} tokens; "
-                  f"acceptance source: overall={src.acceptance}, per category={src.acceptance_per_category}, "
-                  f"per position={src.acceptance_per_position}; "
-                  f"AL = 1 + accepted/steps (bonus token counted)")
+    console.print(
+        f"output throughput: {_f(o.output_tps, 1)} tok/s over {o.output_tokens} tokens; "
+        f"acceptance source: overall={src.acceptance}, per category={src.acceptance_per_category}, "
+        f"per position={src.acceptance_per_position}; "
+        f"AL = 1 + accepted/steps (bonus token counted)"
+    )
     if summary.errors_by_cause:
-        console.print("errors by cause: " + ", ".join(f"{c}={n}" for c, n in sorted(summary.errors_by_cause.items())),
-                      style="yellow")
+        console.print(
+            "errors by cause: " + ", ".join(f"{c}={n}" for c, n in sorted(summary.errors_by_cause.items())),
+            style="yellow",
+        )
     for inv in summary.invariants:
         mark = {True: "[green]ok[/green]", False: "[red]FAILED[/red]", None: "[dim]n/a[/dim]"}[inv.ok]
         console.print(f"  invariant {escape(inv.name)}: {mark} - {escape(inv.detail)}")
@@ -106,8 +120,15 @@ def comparison_table(base: RunSummary, other: RunSummary, base_name: str, other_
     for name, a, b in [*rows, ("overall", base.overall, other.overall)]:
         ua, ub = a.user_tps.mean, b.user_tps.mean
         sp = ub / ua if ua and ub else None
-        t.add_row(name, _f(a.acceptance_length), _f(b.acceptance_length), _f(ua, 1), _f(ub, 1),
-                  "-" if sp is None else f"{sp:.2f}x", style="bold" if name == "overall" else None)
+        t.add_row(
+            name,
+            _f(a.acceptance_length),
+            _f(b.acceptance_length),
+            _f(ua, 1),
+            _f(ub, 1),
+            "-" if sp is None else f"{sp:.2f}x",
+            style="bold" if name == "overall" else None,
+        )
     return t
 
 
@@ -115,8 +136,10 @@ def lossless_table(result: dict[str, Any]) -> Table:
     """check-lossless: the verdict, the identical share and the first mismatches (or the score test)."""
     o = result["outputs"]
     verdict = "LOSSLESS" if result["lossless"] else "NOT LOSSLESS"
-    t = Table(title=f"check-lossless: {result['engine']} sd={result['sd']} k={result['k']} "
-                    f"T={result['temperature']}: {verdict}")
+    t = Table(
+        title=f"check-lossless: {result['engine']} sd={result['sd']} k={result['k']} "
+        f"T={result['temperature']}: {verdict}"
+    )
     t.add_column("figure")
     t.add_column("value")
     t.add_row("mode", result["mode"])
@@ -125,27 +148,37 @@ def lossless_table(result: dict[str, Any]) -> Table:
     t.add_row("request errors (either run)", str(len(o["errors"])))
     ctl = result.get("control")
     if ctl is not None:
-        t.add_row("control: baseline vs baseline again", f"{ctl['identical']}/{ctl['pairs']} identical "
-                                                         "(the engine's own run-to-run determinism)")
+        t.add_row(
+            "control: baseline vs baseline again",
+            f"{ctl['identical']}/{ctl['pairs']} identical (the engine's own run-to-run determinism)",
+        )
     if result.get("note"):
         t.add_row("note", result["note"])
-    t.add_row("SD run AL (token-weighted) / AR", f"{_f(result['sd_acceptance_length'])} / "
-                                                 f"{_f(result['sd_acceptance_rate'])}")
+    t.add_row(
+        "SD run AL (token-weighted) / AR", f"{_f(result['sd_acceptance_length'])} / {_f(result['sd_acceptance_rate'])}"
+    )
     sampling = result.get("scores") is not None
-    shown = [] if sampling else o["mismatches"][:10]   # with sampling, outputs differ by chance
+    shown = [] if sampling else o["mismatches"][:10]  # with sampling, outputs differ by chance
     for m in shown:
-        t.add_row(f"mismatch {m['question_id']} turn {m['turn']}",
-                  f"first divergence at {m['unit']} {m['first_divergence']} "
-                  f"(lengths {m['baseline_len']}/{m['sd_len']}): {m['baseline_at']!r} vs {m['sd_at']!r}")
+        t.add_row(
+            f"mismatch {m['question_id']} turn {m['turn']}",
+            f"first divergence at {m['unit']} {m['first_divergence']} "
+            f"(lengths {m['baseline_len']}/{m['sd_len']}): {m['baseline_at']!r} vs {m['sd_at']!r}",
+        )
     if len(o["mismatches"]) > len(shown):
         t.add_row("…", f"{len(o['mismatches']) - len(shown)} mismatches (first divergence each) in lossless.json")
     sc = result.get("scores")
     if sc:
-        t.add_row("mean log-prob/token under target", f"baseline {_f(sc['baseline_mean_logprob'])} (n={sc['n_baseline']}) "
-                                                      f"vs SD {_f(sc['sd_mean_logprob'])} (n={sc['n_sd']})")
-        t.add_row("surprise z (|z| <= 3: sampled from the target)",
-                  f"SD {_f(sc['sd_surprise_z'], 2)} over {sc['tokens_sd']} tokens; baseline (control) "
-                  f"{_f(sc['baseline_surprise_z'], 2)} over {sc['tokens_baseline']} tokens")
+        t.add_row(
+            "mean log-prob/token under target",
+            f"baseline {_f(sc['baseline_mean_logprob'])} (n={sc['n_baseline']}) "
+            f"vs SD {_f(sc['sd_mean_logprob'])} (n={sc['n_sd']})",
+        )
+        t.add_row(
+            "surprise z (|z| <= 3: sampled from the target)",
+            f"SD {_f(sc['sd_surprise_z'], 2)} over {sc['tokens_sd']} tokens; baseline (control) "
+            f"{_f(sc['baseline_surprise_z'], 2)} over {sc['tokens_baseline']} tokens",
+        )
         t.add_row("paired z of per-prompt mean log-prob", f"{_f(sc['paired_z'], 2)} (n={sc['n_paired']})")
     return t
 
@@ -153,8 +186,14 @@ def lossless_table(result: dict[str, Any]) -> Table:
 def engines_table(rows: list[dict[str, str]]) -> Table:
     """`speedbench engines`: one row per engine (engines.registry.listing())."""
     t = Table(title="engines")
-    columns = (("name", "name"), ("installed", "installed"), ("extra", "extra"), ("capabilities", "capabilities"),
-               ("sd", "--sd"), ("summary", "what it is"))
+    columns = (
+        ("name", "name"),
+        ("installed", "installed"),
+        ("extra", "extra"),
+        ("capabilities", "capabilities"),
+        ("sd", "--sd"),
+        ("summary", "what it is"),
+    )
     for _, header in columns:
         t.add_column(header)
     for row in rows:

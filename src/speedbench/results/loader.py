@@ -40,8 +40,10 @@ def parse_manifest(path: Path, text: str) -> Manifest:
         raise RunDirError(f"{path}: not a speedbench manifest (a JSON object is expected)")
     version = raw.get("schema_version", 0)
     if not isinstance(version, int) or version > MANIFEST_SCHEMA_VERSION:
-        raise RunDirError(f"{path}: written by a newer speedbench (manifest schema {version}; this one reads up to "
-                          f"{MANIFEST_SCHEMA_VERSION}): upgrade speedbench to read it")
+        raise RunDirError(
+            f"{path}: written by a newer speedbench (manifest schema {version}; this one reads up to "
+            f"{MANIFEST_SCHEMA_VERSION}): upgrade speedbench to read it"
+        )
     try:
         return Manifest.model_validate(raw)
     except ValidationError as e:
@@ -58,8 +60,12 @@ def read_manifest(run_dir: RunDir) -> Manifest:
 
 
 def summarize_records(manifest: Manifest, records: list[RequestRecord]) -> RunSummary:
-    return summarize(records, k=manifest.k, chunks_are_steps=manifest.chunks_are_steps,
-                     counter_windows=manifest.counter_window_dicts())
+    return summarize(
+        records,
+        k=manifest.k,
+        chunks_are_steps=manifest.chunks_are_steps,
+        counter_windows=manifest.counter_window_dicts(),
+    )
 
 
 def load_run(path: str | Path) -> RunResult:
@@ -67,8 +73,10 @@ def load_run(path: str | Path) -> RunResult:
     run_dir = RunDir(path)
     manifest = read_manifest(run_dir)
     if not run_dir.records_path.exists():
-        raise RunDirError(f"{run_dir.records_path}: not found; the run wrote no records (it never started, or the "
-                          "file was moved): rerun it, or finish it with speedbench run --resume "
-                          f"{run_dir.path}")
+        raise RunDirError(
+            f"{run_dir.records_path}: not found; the run wrote no records (it never started, or the "
+            "file was moved): rerun it, or finish it with speedbench run --resume "
+            f"{run_dir.path}"
+        )
     records = run_dir.load_records()
     return RunResult(run_dir.path, manifest, records, summarize_records(manifest, records))

@@ -60,8 +60,12 @@ class HostInfo(_Model):
 
     @classmethod
     def here(cls) -> HostInfo:
-        return cls(hostname=socket.gethostname(), platform=platform.platform(), python=sys.version.split()[0],
-                   cpus=os.cpu_count() or 0)
+        return cls(
+            hostname=socket.gethostname(),
+            platform=platform.platform(),
+            python=sys.version.split()[0],
+            cpus=os.cpu_count() or 0,
+        )
 
 
 class CounterSnapshot(_Model):
@@ -86,8 +90,11 @@ class CounterWindow(_Model):
     after: CounterSnapshot | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"segment": self.segment, "before": self.before.as_dict() if self.before else None,
-                "after": self.after.as_dict() if self.after else None}
+        return {
+            "segment": self.segment,
+            "before": self.before.as_dict() if self.before else None,
+            "after": self.after.as_dict() if self.after else None,
+        }
 
 
 class EngineInfo(BaseModel):
@@ -99,7 +106,7 @@ class EngineInfo(BaseModel):
 
     engine: str
     sd: str | None = None
-    k: int | None = None                      # the effective draft length (0 with SD off) when the engine says
+    k: int | None = None  # the effective draft length (0 with SD off) when the engine says
     chunks_are_steps: bool = True
     capabilities: dict[str, Any] = Field(default_factory=dict)
 
@@ -126,23 +133,38 @@ class Manifest(_Model):
     # ---- building ----------------------------------------------------------------------------
     @classmethod
     def new(cls, cfg: RunConfig, dataset: DatasetInfo) -> Manifest:
-        return cls(schema_version=MANIFEST_SCHEMA_VERSION, speedbench_version=__version__, created_utc=utc_now(),
-                   config=RunConfig.model_validate(redact(cfg.model_dump())), dataset=dataset, host=HostInfo.here(),
-                   packages=package_versions(PACKAGES), definitions=dict(DEFINITIONS))
+        return cls(
+            schema_version=MANIFEST_SCHEMA_VERSION,
+            speedbench_version=__version__,
+            created_utc=utc_now(),
+            config=RunConfig.model_validate(redact(cfg.model_dump())),
+            dataset=dataset,
+            host=HostInfo.here(),
+            packages=package_versions(PACKAGES),
+            definitions=dict(DEFINITIONS),
+        )
 
     def started(self, engine: dict[str, Any]) -> Manifest:
         """The engine is up: its description (redacted) and status running."""
         return self.model_copy(update={"engine": EngineInfo.model_validate(redact(engine)), "status": "running"})
 
-    def finished(self, completed: bool, window: CounterWindow, warmup_errors: Sequence[str] = (),
-                 counter_error: str | None = None) -> Manifest:
+    def finished(
+        self,
+        completed: bool,
+        window: CounterWindow,
+        warmup_errors: Sequence[str] = (),
+        counter_error: str | None = None,
+    ) -> Manifest:
         """The measured window is over (completed, or interrupted with its records kept)."""
-        return self.model_copy(update={
-            "status": "complete" if completed else "interrupted",
-            "counter_windows": [*self.counter_windows, window],
-            "warmup_errors": list(warmup_errors) if completed else self.warmup_errors,
-            "counter_error": counter_error or self.counter_error,
-            "finished_utc": utc_now()})
+        return self.model_copy(
+            update={
+                "status": "complete" if completed else "interrupted",
+                "counter_windows": [*self.counter_windows, window],
+                "warmup_errors": list(warmup_errors) if completed else self.warmup_errors,
+                "counter_error": counter_error or self.counter_error,
+                "finished_utc": utc_now(),
+            }
+        )
 
     def resumed(self) -> Manifest:
         return self.model_copy(update={"resumed_utc": [*self.resumed_utc, utc_now()]})

@@ -115,8 +115,13 @@ def summary_rows(summary: RunSummary) -> list[dict[str, Any]]:
         cond = e.conditional_acceptance_rate
         for i in range(summary.k):
             row[f"conditional_ar_{i + 1}"] = cond[i] if i < len(cond) else None
-        for m, d in (("ttft_s", e.ttft_s), ("tpot_s", e.tpot_s), ("itl_s", e.itl_s), ("e2e_s", e.e2e_s),
-                     ("user_tps", e.user_tps)):
+        for m, d in (
+            ("ttft_s", e.ttft_s),
+            ("tpot_s", e.tpot_s),
+            ("itl_s", e.itl_s),
+            ("e2e_s", e.e2e_s),
+            ("user_tps", e.user_tps),
+        ):
             row[f"{m}_mean"] = d.mean
             row[f"{m}_p99"] = d.p99
         row["output_tokens"] = e.output_tokens

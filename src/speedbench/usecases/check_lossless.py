@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from speedbench.analysis.lossless import TargetScorer, compare_outputs, compare_scores
+from speedbench.atomic import atomic_write
 from speedbench.config import RunConfig
 from speedbench.data.sample import Sample
 from speedbench.engines import registry
 from speedbench.metrics.models import RunSummary
 from speedbench.records import RequestRecord
-from speedbench.atomic import atomic_write
 from speedbench.usecases.run import execute, finish, prepare
 
 
@@ -31,12 +31,13 @@ def pair_configs(cfg: RunConfig, baseline_url: str | None) -> tuple[RunConfig, R
         raise ValueError("check-lossless needs --sd METHOD (the run to check; the baseline runs with SD off)")
     out = Path(cfg.out or "runs/lossless")
     ds = cfg.dataset.model_copy(update={"max_turns": 1})
-    if e.launch or registry.capabilities(e.kind).in_process:   # speedbench sets the engine's SD itself
+    if e.launch or registry.capabilities(e.kind).in_process:  # speedbench sets the engine's SD itself
         base_engine = e.model_copy(update={"sd": "none", "draft_model": None})
     else:
         if not baseline_url:
-            raise ValueError("attached to a server: pass --baseline-url (the same target with SD off), "
-                             "or use --launch to start both")
+            raise ValueError(
+                "attached to a server: pass --baseline-url (the same target with SD off), or use --launch to start both"
+            )
         base_engine = e.model_copy(update={"base_url": baseline_url, "sd": "none", "metrics_url": None})
     base = cfg.model_copy(update={"engine": base_engine, "dataset": ds, "out": str(out / "baseline")})
     sd = cfg.model_copy(update={"dataset": ds, "out": str(out / "sd")})
@@ -50,8 +51,9 @@ def run_one(cfg: RunConfig) -> tuple[RunSummary, list[RequestRecord], list[Sampl
     return summary, run_dir.load_records(), samples
 
 
-def check(cfg: RunConfig, baseline_url: str | None = None, score_model: str | None = None,
-          control: bool = False) -> dict[str, Any]:
+def check(
+    cfg: RunConfig, baseline_url: str | None = None, score_model: str | None = None, control: bool = False
+) -> dict[str, Any]:
     """``control``: run the baseline a second time (``<out>/control``) to measure the engine's own
     run-to-run nondeterminism (batch composition, kernel choice), so SD mismatches can be told apart
     from it."""
@@ -63,8 +65,12 @@ def check(cfg: RunConfig, baseline_url: str | None = None, score_model: str | No
         _, control_recs, _ = run_one(ctl_cfg)
     sd_summary, sd_recs, _ = run_one(sd_cfg)
     result: dict[str, Any] = {
-        "engine": cfg.engine.kind, "sd": cfg.engine.sd, "k": cfg.draft_length, "temperature": cfg.temperature,
-        "baseline_dir": base_cfg.out, "sd_dir": sd_cfg.out,
+        "engine": cfg.engine.kind,
+        "sd": cfg.engine.sd,
+        "k": cfg.draft_length,
+        "temperature": cfg.temperature,
+        "baseline_dir": base_cfg.out,
+        "sd_dir": sd_cfg.out,
         "sd_acceptance_length": sd_summary.overall.acceptance_length_token_weighted,
         "sd_acceptance_rate": sd_summary.overall.acceptance_rate,
         "outputs": compare_outputs(base_recs, sd_recs),
@@ -77,8 +83,10 @@ def check(cfg: RunConfig, baseline_url: str | None = None, score_model: str | No
         result["lossless"] = share == 1.0 and not result["outputs"]["errors"]
         ctl = result.get("control")
         if not result["lossless"] and ctl is not None and ctl["identical_share"] != 1.0:
-            result["note"] = (f"inconclusive: the engine is not deterministic without SD either (control: "
-                              f"{ctl['identical']}/{ctl['pairs']} identical); try --concurrency 1")
+            result["note"] = (
+                f"inconclusive: the engine is not deterministic without SD either (control: "
+                f"{ctl['identical']}/{ctl['pairs']} identical); try --concurrency 1"
+            )
     else:
         model = score_model or cfg.engine.model
         scorer = TargetScorer(model, cfg.temperature)
@@ -88,15 +96,19 @@ def check(cfg: RunConfig, baseline_url: str | None = None, score_model: str | No
             vals = {r.question_id: scorer.score(messages[r.question_id], r) for r in recs if r.ok and r.turn == 0}
             return {q: v for q, v in vals.items() if v is not None}
 
-        result["mode"] = (f"sampling: tokens must look sampled from the target ({scorer.folder}, T={cfg.temperature}): "
-                          "surprise z within +-3, baseline as control")
+        result["mode"] = (
+            f"sampling: tokens must look sampled from the target ({scorer.folder}, T={cfg.temperature}): "
+            "surprise z within +-3, baseline as control"
+        )
         sc = compare_scores(scores(base_recs), scores(sd_recs))
         result["scores"] = sc
         result["lossless"] = bool(sc["consistent"])
         if not sc["control_ok"]:
-            result["note"] = (f"inconclusive: the baseline (SD off) fails the test too (z {sc['baseline_surprise_z']}); "
-                              "the scorer does not reproduce the server's sampling (top_p/top_k/min_p defaults? "
-                              "another model? pass --score-model)")
+            result["note"] = (
+                f"inconclusive: the baseline (SD off) fails the test too (z {sc['baseline_surprise_z']}); "
+                "the scorer does not reproduce the server's sampling (top_p/top_k/min_p defaults? "
+                "another model? pass --score-model)"
+            )
     out = Path(cfg.out or "runs/lossless")
     atomic_write(out / "lossless.json", json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")
     return result

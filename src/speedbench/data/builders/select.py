@@ -65,8 +65,7 @@ def greedy(E: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
     return chosen
 
 
-def swap_refine(E: np.ndarray, chosen: list[int], max_iter: int = 10_000,
-                tol: float = 1e-9) -> tuple[list[int], int]:
+def swap_refine(E: np.ndarray, chosen: list[int], max_iter: int = 10_000, tol: float = 1e-9) -> tuple[list[int], int]:
     """Best-improvement swaps until none lowers f (or ``max_iter``); returns (chosen, swaps made)."""
     n = E.shape[0]
     sel = list(chosen)
@@ -75,12 +74,12 @@ def swap_refine(E: np.ndarray, chosen: list[int], max_iter: int = 10_000,
     taken = np.zeros(n, dtype=bool)
     taken[sel] = True
     E64 = np.asarray(E, dtype=np.float64)
-    acc = E64 @ E64[sel].sum(axis=0)                 # acc[c] = sum_{s in S} e_c . e_s
-    block = E64[sel] @ E64.T                          # block[p, c] = e_{sel[p]} . e_c
+    acc = E64 @ E64[sel].sum(axis=0)  # acc[c] = sum_{s in S} e_c . e_s
+    block = E64[sel] @ E64.T  # block[p, c] = e_{sel[p]} . e_c
     self_sim = np.einsum("ij,ij->i", E64, E64)
     swaps = 0
     while swaps < max_iter:
-        contrib = acc[sel] - self_sim[sel]            # each chosen item's share of f
+        contrib = acc[sel] - self_sim[sel]  # each chosen item's share of f
         delta = acc[None, :] - block - contrib[:, None]
         delta[:, taken] = np.inf
         p, j = np.unravel_index(int(np.argmin(delta)), delta.shape)
@@ -114,7 +113,7 @@ def qp_weights(E: np.ndarray, k: int, iters: int = 500, tol: float = 1e-9) -> np
     """FISTA on min ||E^T w||^2 over the capped simplex (never forms the n x n Gram matrix)."""
     n = E.shape[0]
     E64 = np.asarray(E, dtype=np.float64)
-    L = 2.0 * float(np.linalg.norm(E64, 2)) ** 2 or 1.0   # Lipschitz constant of the gradient
+    L = 2.0 * float(np.linalg.norm(E64, 2)) ** 2 or 1.0  # Lipschitz constant of the gradient
     w = np.full(n, k / n)
     y, t = w.copy(), 1.0
     for _ in range(iters):
@@ -143,9 +142,9 @@ def qp_select(E: np.ndarray, k: int, rng: np.random.Generator, iters: int = 500)
 class CategoryResult:
     category: str
     candidates: int
-    selected: list[str]                 # question ids, in pick order
-    objective: float                    # f of the final selection
-    mean_cosine: float                  # f / number of pairs
+    selected: list[str]  # question ids, in pick order
+    objective: float  # f of the final selection
+    mean_cosine: float  # f / number of pairs
     greedy_objective: float | None = None
     swaps: int = 0
     seconds: float = 0.0
@@ -172,8 +171,13 @@ class Selection:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "method": self.method, "k": self.k, "seed": self.seed, "max_iter": self.max_iter,
-            "embedder": self.embedder, "pool_hash": self.pool_hash, "selection_hash": self.selection_hash(),
+            "method": self.method,
+            "k": self.k,
+            "seed": self.seed,
+            "max_iter": self.max_iter,
+            "embedder": self.embedder,
+            "pool_hash": self.pool_hash,
+            "selection_hash": self.selection_hash(),
             "objective": "sum over pairs of cosine similarity of L2-normalised embeddings, per category",
             "categories": [c.__dict__ for c in self.categories],
         }
@@ -183,8 +187,9 @@ def _pairs(m: int) -> int:
     return m * (m - 1) // 2
 
 
-def select_indices(E: np.ndarray, k: int, method: str, rng: np.random.Generator,
-                   max_iter: int) -> tuple[list[int], float | None, int]:
+def select_indices(
+    E: np.ndarray, k: int, method: str, rng: np.random.Generator, max_iter: int
+) -> tuple[list[int], float | None, int]:
     """(chosen indices, greedy objective before swaps or None, swaps) for one category."""
     if method == "qp":
         return qp_select(E, k, rng), None, 0
@@ -196,10 +201,19 @@ def select_indices(E: np.ndarray, k: int, method: str, rng: np.random.Generator,
     return chosen, g, swaps
 
 
-def select(samples: list[Sample], embeddings: np.ndarray, *, k: int = 80, method: str = "greedy+swap",
-           seed: int = 0, max_iter: int = 10_000, embedder: str = "", pool_hash: str = "",
-           allow_short: bool = False, progress: Callable[[str, int, int], None] | None = None
-           ) -> tuple[list[Sample], Selection]:
+def select(
+    samples: list[Sample],
+    embeddings: np.ndarray,
+    *,
+    k: int = 80,
+    method: str = "greedy+swap",
+    seed: int = 0,
+    max_iter: int = 10_000,
+    embedder: str = "",
+    pool_hash: str = "",
+    allow_short: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[list[Sample], Selection]:
     """Select k per category.  ``embeddings[i]`` belongs to ``samples[i]`` (rows L2-normalised).
 
     Each category gets its own generator seeded by (seed, category), so a category's pick does not
@@ -216,8 +230,12 @@ def select(samples: list[Sample], embeddings: np.ndarray, *, k: int = 80, method
     short = {c: len(ix) for c, ix in by_cat.items() if len(ix) < k}
     if short and not allow_short:
         listing = ", ".join(f"{c} ({n})" for c, n in sorted(short.items()))
-        raise DatasetError("candidate pool", None, "category",
-                           f"fewer than k={k} candidates in: {listing}; lower --k or pass --allow-short")
+        raise DatasetError(
+            "candidate pool",
+            None,
+            "category",
+            f"fewer than k={k} candidates in: {listing}; lower --k or pass --allow-short",
+        )
     result = Selection(method=method, k=k, seed=seed, max_iter=max_iter, embedder=embedder, pool_hash=pool_hash)
     picked: list[Sample] = []
     cats = sorted(by_cat)
@@ -232,10 +250,18 @@ def select(samples: list[Sample], embeddings: np.ndarray, *, k: int = 80, method
         f = objective(E, local)
         chosen = [samples[int(ix[j])] for j in local]
         picked.extend(chosen)
-        result.categories.append(CategoryResult(
-            category=cat, candidates=len(ix), selected=[s.question_id for s in chosen], objective=f,
-            mean_cosine=f / _pairs(len(local)) if len(local) > 1 else float("nan"),
-            greedy_objective=g_obj, swaps=swaps, seconds=secs))
+        result.categories.append(
+            CategoryResult(
+                category=cat,
+                candidates=len(ix),
+                selected=[s.question_id for s in chosen],
+                objective=f,
+                mean_cosine=f / _pairs(len(local)) if len(local) > 1 else float("nan"),
+                greedy_objective=g_obj,
+                swaps=swaps,
+                seconds=secs,
+            )
+        )
         if progress:
             progress(cat, n_done + 1, len(cats))
     return picked, result

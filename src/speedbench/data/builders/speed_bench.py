@@ -82,7 +82,7 @@ def expand_configs(configs: str | Sequence[str]) -> list[str]:
     names = [configs] if isinstance(configs, str) else list(configs)
     out: list[str] = []
     for name in names:
-        for c in (CONFIGS if name == "all" else (name,)):
+        for c in CONFIGS if name == "all" else (name,):
             if c not in CONFIGS:
                 raise DatasetError(REPO_ID, None, "config", f"unknown config {c!r} (one of: {', '.join(CONFIGS)}, all)")
             if c not in out:
@@ -104,6 +104,7 @@ def _listed(ids: Sequence[str]) -> str:
 
 # --- loading SPEED-Bench itself ---------------------------------------------------------------------
 
+
 def load_config_rows(config: str, revision: str, source: str | Path | None = None) -> list[dict[str, Any]]:
     """One config's ``test`` split: the hub repo at ``revision``, or a local copy of it (``source``)."""
     require("datasets", "data", "data fetch")
@@ -113,10 +114,14 @@ def load_config_rows(config: str, revision: str, source: str | Path | None = Non
     try:
         ds = datasets.load_dataset(where, name=config, revision=revision, split=SPLIT)
     except Exception as e:  # the hub and the builders raise many types; report one line
-        hint = ("; check the network and Hub access, or point --source at a local copy" if source is None
-                else "; --source must be a folder `datasets.load_dataset` reads, with this config")
-        raise DatasetError(f"{where}@{revision}", None, None,
-                           f"cannot load config {config}: {_one_line(e)}{hint}") from None
+        hint = (
+            "; check the network and Hub access, or point --source at a local copy"
+            if source is None
+            else "; --source must be a folder `datasets.load_dataset` reads, with this config"
+        )
+        raise DatasetError(
+            f"{where}@{revision}", None, None, f"cannot load config {config}: {_one_line(e)}{hint}"
+        ) from None
     return [dict(r) for r in ds]
 
 
@@ -139,14 +144,25 @@ def _quiet_datasets() -> Iterator[None]:
 
 # --- checks before any work -------------------------------------------------------------------------
 
+
 def check_sources(rows_by_config: Mapping[str, list[dict[str, Any]]], registry: Registry) -> None:
     """Every placeholder row must name a source some resolver knows."""
-    unknown = sorted({str(r.get("question_id")) for rows in rows_by_config.values() for r in rows
-                      if row_is_placeholder(r) and registry.for_source(r.get("source")) is None})
+    unknown = sorted(
+        {
+            str(r.get("question_id"))
+            for rows in rows_by_config.values()
+            for r in rows
+            if row_is_placeholder(r) and registry.for_source(r.get("source")) is None
+        }
+    )
     if unknown:
-        raise DatasetError(REPO_ID, None, "source",
-                           f"placeholder rows name no known source (question_id: {_listed(unknown)}); "
-                           f"known sources: {', '.join(registry.known())}")
+        raise DatasetError(
+            REPO_ID,
+            None,
+            "source",
+            f"placeholder rows name no known source (question_id: {_listed(unknown)}); "
+            f"known sources: {', '.join(registry.known())}",
+        )
 
 
 def hf_token() -> str | None:
@@ -168,13 +184,24 @@ def hf_access_probe(repo_id: str, token: str | None) -> None:
     auth_check(repo_id, repo_type="dataset", token=token)
 
 
-def preflight(rows_by_config: Mapping[str, list[dict[str, Any]]], registry: Registry, *,
-              sources_dir: str | Path | None = None, probe: AccessProbe | None = None) -> list[str]:
+def preflight(
+    rows_by_config: Mapping[str, list[dict[str, Any]]],
+    registry: Registry,
+    *,
+    sources_dir: str | Path | None = None,
+    probe: AccessProbe | None = None,
+) -> list[str]:
     """Check access to every gated source the placeholder rows need (HLE), before any work starts.
 
     A source with a local copy under ``sources_dir`` needs no access. Returns the repos probed."""
-    needed = {res.name: res for rows in rows_by_config.values() for r in rows if row_is_placeholder(r)
-              for res in [registry.for_source(r.get("source"))] if res is not None and res.gated}
+    needed = {
+        res.name: res
+        for rows in rows_by_config.values()
+        for r in rows
+        if row_is_placeholder(r)
+        for res in [registry.for_source(r.get("source"))]
+        if res is not None and res.gated
+    }
     probed: list[str] = []
     for name in sorted(needed):
         repo = needed[name].pin.repo_id
@@ -184,17 +211,29 @@ def preflight(rows_by_config: Mapping[str, list[dict[str, Any]]], registry: Regi
             (probe or hf_access_probe)(repo, hf_token())
         except Exception as e:
             page = HLE_PAGE if repo == "cais/hle" else f"https://huggingface.co/datasets/{repo}"
-            raise DatasetError(repo, None, None,
-                               f"cannot read this gated dataset ({_one_line(e)}): request access at {page}, "
-                               "then run `huggingface-cli login` or set HF_TOKEN") from None
+            raise DatasetError(
+                repo,
+                None,
+                None,
+                f"cannot read this gated dataset ({_one_line(e)}): request access at {page}, "
+                "then run `huggingface-cli login` or set HF_TOKEN",
+            ) from None
         probed.append(repo)
     return probed
 
 
 # --- resolution ------------------------------------------------------------------------------------
 
-def resolve_rows(config: str, rows: list[dict[str, Any]], registry: Registry, ctx: ResolveContext, *,
-                 display: str, progress: ProgressFn | None = None) -> tuple[list[dict[str, Any]], Counter[str]]:
+
+def resolve_rows(
+    config: str,
+    rows: list[dict[str, Any]],
+    registry: Registry,
+    ctx: ResolveContext,
+    *,
+    display: str,
+    progress: ProgressFn | None = None,
+) -> tuple[list[dict[str, Any]], Counter[str]]:
     """Rows with every placeholder replaced by its source's text; counts of rows resolved per resolver."""
     todo: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
@@ -222,8 +261,9 @@ def resolve_rows(config: str, rows: list[dict[str, Any]], registry: Registry, ct
                 progress(config, name, done, len(positions))
     left = sorted(str(r.get("question_id")) for r in out if row_is_placeholder(r) or not r.get("turns"))
     if left:
-        raise DatasetError(display, None, "turns",
-                           f"rows still hold the placeholder after resolution (question_id: {_listed(left)})")
+        raise DatasetError(
+            display, None, "turns", f"rows still hold the placeholder after resolution (question_id: {_listed(left)})"
+        )
     return out, counts
 
 
@@ -239,6 +279,7 @@ def rows_to_samples(rows: list[dict[str, Any]], display: str) -> list[Sample]:
 
 # --- output ----------------------------------------------------------------------------------------
 
+
 def _publish(dest: Path, config: str, samples: list[Sample], manifest: dict[str, Any]) -> ConfigResult:
     """Write the three files into a staging folder beside ``dest``, then rename them in (manifest last)."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -253,36 +294,71 @@ def _publish(dest: Path, config: str, samples: list[Sample], manifest: dict[str,
             os.replace(staging / names[key], dest / names[key])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ConfigResult(config, dest / names["parquet"], dest / names["jsonl"], dest / names["manifest"],
-                        len(samples), dict(manifest["resolved"]), manifest["content_hash"])
+    return ConfigResult(
+        config,
+        dest / names["parquet"],
+        dest / names["jsonl"],
+        dest / names["manifest"],
+        len(samples),
+        dict(manifest["resolved"]),
+        manifest["content_hash"],
+    )
 
 
-def _manifest(config: str, revision: str, *, seed: int, local_dataset: bool, local_sources: bool,
-              registry: Registry, counts: Counter[str], used: dict[str, list[dict[str, Any]]],
-              tokenizer: str | None, samples: list[Sample]) -> dict[str, Any]:
+def _manifest(
+    config: str,
+    revision: str,
+    *,
+    seed: int,
+    local_dataset: bool,
+    local_sources: bool,
+    registry: Registry,
+    counts: Counter[str],
+    used: dict[str, list[dict[str, Any]]],
+    tokenizer: str | None,
+    samples: list[Sample],
+) -> dict[str, Any]:
     sources = {}
     for res in registry.resolvers:
         entry = res.pin.to_dict()
         entry["used"] = used.get(res.name, [])
         sources[res.name] = entry
     return {
-        "dataset": REPO_ID, "revision": revision, "config": config, "split": SPLIT,
+        "dataset": REPO_ID,
+        "revision": revision,
+        "config": config,
+        "split": SPLIT,
         "dataset_location": "local copy" if local_dataset else "hub",
         "sources_location": "local copy" if local_sources else "hub",
-        "seed": seed, "rows": len(samples), "placeholder_rows": sum(counts.values()),
-        "resolved": dict(sorted(counts.items())), "sources": sources, "tokenizer": tokenizer,
-        "order": "sorted by question_id", "content_hash": content_hash(samples),
+        "seed": seed,
+        "rows": len(samples),
+        "placeholder_rows": sum(counts.values()),
+        "resolved": dict(sorted(counts.items())),
+        "sources": sources,
+        "tokenizer": tokenizer,
+        "order": "sorted by question_id",
+        "content_hash": content_hash(samples),
         "files": {"parquet": f"{config}.parquet", "jsonl": f"{config}.jsonl"},
     }
 
 
 # --- the entry points ------------------------------------------------------------------------------
 
-def fetch(configs: str | Sequence[str], *, revision: str | None = None, source: str | Path | None = None,
-          sources_dir: str | Path | None = None, out_dir: str | Path | None = None, seed: int = 0,
-          progress: ProgressFn | None = None, source_revisions: Mapping[str, str] | None = None,
-          tokenizer: Tokenizer | None = None, access_probe: AccessProbe | None = None,
-          row_loader: RowLoader | None = None) -> FetchResult:
+
+def fetch(
+    configs: str | Sequence[str],
+    *,
+    revision: str | None = None,
+    source: str | Path | None = None,
+    sources_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    source_revisions: Mapping[str, str] | None = None,
+    tokenizer: Tokenizer | None = None,
+    access_probe: AccessProbe | None = None,
+    row_loader: RowLoader | None = None,
+) -> FetchResult:
     """Fetch, resolve and write SPEED-Bench configs; see the module docstring for the files.
 
     ``revision``: of ``nvidia/SPEED-Bench`` (default :data:`DEFAULT_REVISION`). ``source``: a local copy of
@@ -312,14 +388,24 @@ def fetch(configs: str | Sequence[str], *, revision: str | None = None, source: 
             display = f"{source if source is not None else REPO_ID}@{revision}:{config}"
             ctx = ResolveContext(config, seed, loader, get_tokenizer)
             try:
-                rows, counts = resolve_rows(config, rows_by_config[config], registry, ctx,
-                                            display=display, progress=progress)
+                rows, counts = resolve_rows(
+                    config, rows_by_config[config], registry, ctx, display=display, progress=progress
+                )
             except ResolveError as e:  # e.g. the tokenizer cannot load
                 raise DatasetError(display, None, None, str(e)) from None
             samples = rows_to_samples(rows, display)
             tok_name = ctx.tokenizer_used
-            manifest = _manifest(config, revision, seed=seed, local_dataset=source is not None,
-                                 local_sources=sources_dir is not None, registry=registry, counts=counts,
-                                 used=loader.take_touched(), tokenizer=tok_name, samples=samples)
+            manifest = _manifest(
+                config,
+                revision,
+                seed=seed,
+                local_dataset=source is not None,
+                local_sources=sources_dir is not None,
+                registry=registry,
+                counts=counts,
+                used=loader.take_touched(),
+                tokenizer=tok_name,
+                samples=samples,
+            )
             result.configs[config] = _publish(dest, config, samples, manifest)
     return result

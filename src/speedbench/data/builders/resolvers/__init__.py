@@ -26,14 +26,37 @@ from speedbench.data.builders.resolvers.templated import CnnDailyMail, CodeConte
 from speedbench.data.builders.resolvers.tokens import Tokenizer, o200k_tokenizer, pad_or_truncate
 
 RESOLVER_CLASSES: tuple[type[Resolver], ...] = (
-    Bamboo, CnnDailyMail, HLE, LiveCodeBench, CodeContests, MTBench101, Opus100, ChatRAGBench, MMLUPro,
-    AdaLEvalStackSelect, AdaLEvalTextSort, RoleBench, CoSER,
+    Bamboo,
+    CnnDailyMail,
+    HLE,
+    LiveCodeBench,
+    CodeContests,
+    MTBench101,
+    Opus100,
+    ChatRAGBench,
+    MMLUPro,
+    AdaLEvalStackSelect,
+    AdaLEvalTextSort,
+    RoleBench,
+    CoSER,
 )
 
 __all__ = [
-    "HLE_PAGE", "PLACEHOLDER", "RESOLVER_CLASSES", "Registry", "ResolveContext", "ResolveError", "Resolver",
-    "SourceLoader", "SourcePin", "Tokenizer", "o200k_tokenizer", "build_registry", "load_source",
-    "pad_or_truncate", "row_is_placeholder",
+    "HLE_PAGE",
+    "PLACEHOLDER",
+    "RESOLVER_CLASSES",
+    "Registry",
+    "ResolveContext",
+    "ResolveError",
+    "Resolver",
+    "SourceLoader",
+    "SourcePin",
+    "Tokenizer",
+    "o200k_tokenizer",
+    "build_registry",
+    "load_source",
+    "pad_or_truncate",
+    "row_is_placeholder",
 ]
 
 
@@ -67,6 +90,7 @@ def build_registry(revisions: Mapping[str, str] | None = None) -> Registry:
         raise ValueError(f"unknown resolver(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
     from_row = sorted(cls.name for cls in RESOLVER_CLASSES if cls.name in revisions and cls.default_pin.from_row)
     if from_row:
-        raise ValueError(f"{', '.join(from_row)}: the revision comes from each row's source URL; "
-                         "a revision override does not apply")
+        raise ValueError(
+            f"{', '.join(from_row)}: the revision comes from each row's source URL; a revision override does not apply"
+        )
     return Registry([cls(revisions.get(cls.name)) for cls in RESOLVER_CLASSES])

@@ -46,7 +46,7 @@ def template_of(turn: str) -> str:
     text = turn.lstrip()
     for head in (PLACEHOLDER + "\n\n", PLACEHOLDER_PREFIX + "\n\n"):
         if text.startswith(head):
-            return text[len(head):]
+            return text[len(head) :]
     return text
 
 
@@ -91,8 +91,13 @@ class SourcePin:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"repo": self.repo_id, "revision": self.revision, "pinned": self.revision is not None,
-                "revision_from_row_url": self.from_row, "note": self.note}
+        return {
+            "repo": self.repo_id,
+            "revision": self.revision,
+            "pinned": self.revision is not None,
+            "revision_from_row_url": self.from_row,
+            "note": self.note,
+        }
 
 
 @dataclass

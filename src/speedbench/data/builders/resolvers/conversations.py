@@ -31,8 +31,9 @@ from speedbench.data.builders.resolvers.loading import row_at, source_file
 class MTBench101(Resolver):
     name = "mtbench101"
     match = "mtbench101/mt-bench-101"
-    default_pin = SourcePin("mtbench101/mt-bench-101", None, from_row=True,
-                            note="GitHub jsonl named by the row's source URL")
+    default_pin = SourcePin(
+        "mtbench101/mt-bench-101", None, from_row=True, note="GitHub jsonl named by the row's source URL"
+    )
 
     def resolve(self, row: dict[str, Any], ctx: ResolveContext) -> list[str]:
         ds = ctx.sources.files(self.name, [source_file(str(row["source"]), self.pin.repo_id)])
@@ -44,8 +45,11 @@ class MTBench101(Resolver):
 class ChatRAGBench(Resolver):
     name = "chatrag_bench"
     match = "nvidia/ChatRAG-Bench"
-    default_pin = SourcePin("nvidia/ChatRAG-Bench", "af6c7d420ddddf21f54f8ab3394bbf462aad2577",
-                            note="configs hybridial + sqa (concatenated), split test")
+    default_pin = SourcePin(
+        "nvidia/ChatRAG-Bench",
+        "af6c7d420ddddf21f54f8ab3394bbf462aad2577",
+        note="configs hybridial + sqa (concatenated), split test",
+    )
     CONFIGS = ("hybridial", "sqa")
 
     def resolve(self, row: dict[str, Any], ctx: ResolveContext) -> list[str]:

@@ -46,6 +46,7 @@ class HLE(Resolver):
 
     def _halves(self, ds: Any, ctx: ResolveContext) -> tuple[Any, Any, dict[Any, int]]:
         """(train half, test half, test-half index by id), computed once per fetch."""
+
         def build() -> tuple[Any, Any, dict[Any, int]]:
             split = ds.train_test_split(test_size=0.5, shuffle=True, seed=42)
             return split["train"], split["test"], index_by(split["test"], "id")
@@ -55,8 +56,11 @@ class HLE(Resolver):
     def _pool(self, train: Any, category: str, ctx: ResolveContext) -> list[list[int]]:
         def build() -> list[list[int]]:
             tok = ctx.tokenizer
-            return [tok.encode(prompts.HLE_DEMO.format(question=r["question"], rationale=r["rationale"]))
-                    for r in train if r["category"] == category and not r["image"]]
+            return [
+                tok.encode(prompts.HLE_DEMO.format(question=r["question"], rationale=r["rationale"]))
+                for r in train
+                if r["category"] == category and not r["image"]
+            ]
 
         return ctx.sources.derived((self.name, "pool", category, ctx.tokenizer.name), build)
 

@@ -52,8 +52,15 @@ def source_file(url: str, default_repo: str) -> SourceFile:
     return SourceFile(default_repo, None, name, url)
 
 
-def load_source(repo_id: str, revision: str | None, *, config: str | None = None, split: str = "test",
-                files: Sequence[SourceFile] = (), sources_dir: str | Path | None = None) -> Any:
+def load_source(
+    repo_id: str,
+    revision: str | None,
+    *,
+    config: str | None = None,
+    split: str = "test",
+    files: Sequence[SourceFile] = (),
+    sources_dir: str | Path | None = None,
+) -> Any:
     """Load one source split as a ``datasets.Dataset``: the hub at ``revision``, or the local copy."""
     require("datasets", "data", "data fetch")
     import datasets
@@ -89,12 +96,12 @@ class SourceLoader:
         self._memo: dict[Any, Any] = {}
         self._touched: dict[str, set[tuple[tuple[str, Any], ...]]] = {}
 
-    def dataset(self, resolver: str, repo_id: str, revision: str | None, *, config: str | None = None,
-                split: str = "test") -> Any:
+    def dataset(
+        self, resolver: str, repo_id: str, revision: str | None, *, config: str | None = None, split: str = "test"
+    ) -> Any:
         key = ("hub", repo_id, revision, config, split)
         if key not in self._memo:
-            self._memo[key] = self._loader(repo_id, revision, config=config, split=split,
-                                           sources_dir=self.sources_dir)
+            self._memo[key] = self._loader(repo_id, revision, config=config, split=split, sources_dir=self.sources_dir)
         self._touch(resolver, {"repo": repo_id, "revision": revision, "config": config, "split": split})
         return self._memo[key]
 
@@ -102,8 +109,9 @@ class SourceLoader:
         key = ("files", tuple(files), split)
         if key not in self._memo:
             first = files[0]
-            self._memo[key] = self._loader(first.repo_id, first.revision, split=split, files=files,
-                                           sources_dir=self.sources_dir)
+            self._memo[key] = self._loader(
+                first.repo_id, first.revision, split=split, files=files, sources_dir=self.sources_dir
+            )
         for f in files:
             self._touch(resolver, {"repo": f.repo_id, "revision": f.revision, "path": f.path, "url": f.url})
         return self._memo[key]
@@ -135,8 +143,9 @@ def index_by(ds: Any, column: str) -> dict[Any, int]:
     return out
 
 
-def row_by(sources: SourceLoader, memo: Any, ds: Any, column: str, key: Any,
-           where: str = "the source") -> dict[str, Any]:
+def row_by(
+    sources: SourceLoader, memo: Any, ds: Any, column: str, key: Any, where: str = "the source"
+) -> dict[str, Any]:
     """The first row of ``ds`` whose ``column`` equals ``key``; the column's index is built once per fetch
     under ``memo`` (a key naming the resolver and the data set)."""
     index = sources.derived(memo, lambda: index_by(ds, column))

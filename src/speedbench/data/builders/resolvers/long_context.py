@@ -43,8 +43,7 @@ class Bamboo(Resolver):
         return [pad_or_truncate(prompts.writing_prompt(contents), ctx.num_tokens, ctx.tokenizer)]
 
 
-def stackselect_prompt(question: str, answers: list[str], answer: str, budget: int, tok: Tokenizer,
-                       rng: Any) -> str:
+def stackselect_prompt(question: str, answers: list[str], answer: str, budget: int, tok: Tokenizer, rng: Any) -> str:
     """The StackSelect prompt. As in the reference, each candidate answer is tested against the budget on
     its own (the running total is not increased), the correct answer is always kept, and the kept answers
     are shuffled before numbering."""
@@ -55,8 +54,11 @@ def stackselect_prompt(question: str, answers: list[str], answer: str, budget: i
         correct_text = answers[correct]
     except (ValueError, IndexError):
         raise ResolveError(f"answer {answer!r} does not name one of {len(answers)} answers") from None
-    fixed = (len(tok.encode(head)) + len(tok.encode(prompts.STACKSELECT_END))
-             + len(tok.encode(f"{answer}:\n\n{correct_text}\n\n")))
+    fixed = (
+        len(tok.encode(head))
+        + len(tok.encode(prompts.STACKSELECT_END))
+        + len(tok.encode(f"{answer}:\n\n{correct_text}\n\n"))
+    )
     stop = 0
     for i, text in enumerate(answers):
         if i == correct:
@@ -80,9 +82,14 @@ class AdaLEvalStackSelect(Resolver):
         ds = ctx.sources.files(self.name, [ref])
         src = row_by(ctx.sources, (self.name, ref.url), ds, "question_id", src_id_of(row), where=ref.url)
         budget = ctx.num_tokens
-        prompt = stackselect_prompt(str(field_of(src, "question")), [str(a) for a in field_of(src, "all_answers")],
-                                    str(field_of(src, "answer")), budget, ctx.tokenizer,
-                                    ctx.rng(self.name, str(row["question_id"])))
+        prompt = stackselect_prompt(
+            str(field_of(src, "question")),
+            [str(a) for a in field_of(src, "all_answers")],
+            str(field_of(src, "answer")),
+            budget,
+            ctx.tokenizer,
+            ctx.rng(self.name, str(row["question_id"])),
+        )
         return [pad_or_truncate(prompt, budget, ctx.tokenizer)]
 
 

@@ -158,10 +158,13 @@ MMLU_PRO_HEAD = (
 )
 
 # ChatRAG-Bench (reference: _generate_chatrag_bench_prompt).
-CHATRAG_FIRST = ("Please give a full and complete answer for the questions. \n\nContext:\n{context}"
-                 "\n\nQuestion:\n{question}")
+CHATRAG_FIRST = (
+    "Please give a full and complete answer for the questions. \n\nContext:\n{context}\n\nQuestion:\n{question}"
+)
 
 # HLE few-shot padding for throughput configs (reference: _generate_hle_prompt).
-HLE_HEAD = ("Please answer the question below.\n\nHere are some examples of question and answer pairs in the "
-            "category of {category}:\n\n")
+HLE_HEAD = (
+    "Please answer the question below.\n\nHere are some examples of question and answer pairs in the "
+    "category of {category}:\n\n"
+)
 HLE_DEMO = "Question: {question}\n\nAnswer: {rationale}\n\n"

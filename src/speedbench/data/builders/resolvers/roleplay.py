@@ -39,8 +39,11 @@ ROLEBENCH_PROFILES_PATH = "profiles-eng/desc.json"
 class RoleBench(Resolver):
     name = "rolebench"
     match = "ZenMoore/RoleBench"
-    default_pin = SourcePin("ZenMoore/RoleBench", ROLEBENCH_PROFILES_REVISION,
-                            note="questions: file under the row's source URL; profiles: profiles-eng/desc.json")
+    default_pin = SourcePin(
+        "ZenMoore/RoleBench",
+        ROLEBENCH_PROFILES_REVISION,
+        note="questions: file under the row's source URL; profiles: profiles-eng/desc.json",
+    )
 
     def profiles_file(self) -> SourceFile:
         rev = self.pin.revision or "main"
@@ -62,8 +65,11 @@ class RoleBench(Resolver):
         if role not in profiles.column_names:
             raise ResolveError(f"role {role!r} has no description in {ROLEBENCH_PROFILES_PATH}")
         description = profiles[role][0]
-        first = fill(template_of(first_turn(row)), role_name=role,
-                     role_description_and_catchphrases=description) + "\n" + str(rows[0]["question"])
+        first = (
+            fill(template_of(first_turn(row)), role_name=role, role_description_and_catchphrases=description)
+            + "\n"
+            + str(rows[0]["question"])
+        )
         rest = [str(r["question"]).removeprefix(f"{role}, ").removeprefix(f" {role},") for r in rows[1:]]
         return [first, *rest]
 
@@ -82,10 +88,20 @@ class CoSER(Resolver):
             raise ResolveError("CoSER row has no major_characters")
         character = ctx.rng(self.name, str(row["question_id"])).choice(characters)
         profiles: dict[str, Any] = dict(field_of(src, "character_profiles") or {})
-        motivation = next((k["motivation"] for k in (src.get("key_characters") or []) if k.get("name") == character),
-                          prompts.COSER_NO_MOTIVATION)
-        others = "\n\n".join(f"{name}: {text}" for name, text in profiles.items()
-                             if name != character and text is not None)
-        return [prompts.COSER_TEMPLATE.format(
-            character=character, character_profile=profiles.get(character), book_name=field_of(src, "book"),
-            scenario=field_of(src, "scenario"), other_character_profiles_str=others, motivation=motivation)]
+        motivation = next(
+            (k["motivation"] for k in (src.get("key_characters") or []) if k.get("name") == character),
+            prompts.COSER_NO_MOTIVATION,
+        )
+        others = "\n\n".join(
+            f"{name}: {text}" for name, text in profiles.items() if name != character and text is not None
+        )
+        return [
+            prompts.COSER_TEMPLATE.format(
+                character=character,
+                character_profile=profiles.get(character),
+                book_name=field_of(src, "book"),
+                scenario=field_of(src, "scenario"),
+                other_character_profiles_str=others,
+                motivation=motivation,
+            )
+        ]

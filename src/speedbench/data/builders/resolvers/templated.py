@@ -32,8 +32,9 @@ def _by_key(ctx: ResolveContext, name: str, ds: Any, column: str, key: str) -> d
 class CnnDailyMail(Resolver):
     name = "cnn_dailymail"
     match = "abisee/cnn_dailymail"
-    default_pin = SourcePin("abisee/cnn_dailymail", None,
-                            note="config 3.0.0, split test; the reference loads it unpinned")
+    default_pin = SourcePin(
+        "abisee/cnn_dailymail", None, note="config 3.0.0, split test; the reference loads it unpinned"
+    )
     CONFIG = "3.0.0"
 
     def resolve(self, row: dict[str, Any], ctx: ResolveContext) -> list[str]:
@@ -48,8 +49,11 @@ LCB_FILES = ("test", "test2", "test3", "test4", "test5", "test6")
 class LiveCodeBench(Resolver):
     name = "livecodebench"
     match = "livecodebench/code_generation_lite"
-    default_pin = SourcePin("livecodebench/code_generation_lite", "0fe84c3912ea0c4d4a78037083943e8f0c4dd505",
-                            note="files test.jsonl, test2..test6.jsonl")
+    default_pin = SourcePin(
+        "livecodebench/code_generation_lite",
+        "0fe84c3912ea0c4d4a78037083943e8f0c4dd505",
+        note="files test.jsonl, test2..test6.jsonl",
+    )
 
     def files(self) -> list[SourceFile]:
         rev = self.pin.revision or "main"
@@ -59,8 +63,13 @@ class LiveCodeBench(Resolver):
     def resolve(self, row: dict[str, Any], ctx: ResolveContext) -> list[str]:
         ds = ctx.sources.files(self.name, self.files())
         src = _by_key(ctx, self.name, ds, "question_id", src_id_of(row))
-        return [fill(template_of(first_turn(row)), question=field_of(src, "question_content"),
-                     starter_code=field_of(src, "starter_code"))]
+        return [
+            fill(
+                template_of(first_turn(row)),
+                question=field_of(src, "question_content"),
+                starter_code=field_of(src, "starter_code"),
+            )
+        ]
 
 
 class CodeContests(Resolver):
@@ -77,8 +86,11 @@ class CodeContests(Resolver):
 class Opus100(Resolver):
     name = "opus100"
     match = "Helsinki-NLP/opus-100"
-    default_pin = SourcePin("Helsinki-NLP/opus-100", "805090dc28bf78897da9641cdf08b61287580df9",
-                            note="config = language pair from src_id, split test")
+    default_pin = SourcePin(
+        "Helsinki-NLP/opus-100",
+        "805090dc28bf78897da9641cdf08b61287580df9",
+        note="config = language pair from src_id, split test",
+    )
 
     def resolve(self, row: dict[str, Any], ctx: ResolveContext) -> list[str]:
         parts = src_id_of(row).split("_")
