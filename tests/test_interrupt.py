@@ -7,8 +7,8 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import speedbench_cmd
 
+from conftest import speedbench_cmd
 from speedbench.data.readers import load_dataset
 
 
@@ -20,9 +20,28 @@ def _records(path):
 def test_signal_keeps_records_and_resume_completes(tmp_path, sig):
     out = tmp_path / "run"
     proc = subprocess.Popen(
-        speedbench_cmd("run", "--engine", "mock", "-E", "step_ms=20", "-E", "ttft_ms=5", "--output-len", "64",
-                       "--num-requests", "88", "--concurrency", "8", "--out", str(out), "--no-progress"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        speedbench_cmd(
+            "run",
+            "--engine",
+            "mock",
+            "-E",
+            "step_ms=20",
+            "-E",
+            "ttft_ms=5",
+            "--output-len",
+            "64",
+            "--num-requests",
+            "88",
+            "--concurrency",
+            "8",
+            "--out",
+            str(out),
+            "--no-progress",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     rec_path = out / "records.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -39,15 +58,16 @@ def test_signal_keeps_records_and_resume_completes(tmp_path, sig):
     assert manifest["status"] == "interrupted"
     assert json.loads((out / "summary.json").read_text())["overall"]["requests"] == len(first)
 
-    p2 = subprocess.run(speedbench_cmd("run", "--resume", str(out), "--no-progress"), capture_output=True,
-                        text=True, timeout=300)
+    p2 = subprocess.run(
+        speedbench_cmd("run", "--resume", str(out), "--no-progress"), capture_output=True, text=True, timeout=300
+    )
     assert p2.returncode == 0, p2.stdout + p2.stderr
     final = _records(rec_path)
     keys = Counter((r["question_id"], r["turn"]) for r in final)
-    assert max(keys.values()) == 1                      # no duplicate question_id/turn
+    assert max(keys.values()) == 1  # no duplicate question_id/turn
     starter = {s.question_id: len(s.turns) for s in load_dataset("starter")}
-    assert len(keys) == sum(starter.values()) == 121    # every turn of every conversation
-    assert final[: len(first)] == first                 # finished records were kept as written
+    assert len(keys) == sum(starter.values()) == 121  # every turn of every conversation
+    assert final[: len(first)] == first  # finished records were kept as written
     assert {r["segment"] for r in final} == {0, 1}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and len(manifest["counter_windows"]) == 2
@@ -62,8 +82,21 @@ def test_resume_tolerates_a_half_written_last_line(tmp_path):
     from speedbench.cli import app
 
     out = tmp_path / "r"
-    args = ["run", "-e", "mock", "-n", "6", "--out", str(out), "-E", "step_ms=0", "-E", "ttft_ms=0",
-            "--output-len", "8"]
+    args = [
+        "run",
+        "-e",
+        "mock",
+        "-n",
+        "6",
+        "--out",
+        str(out),
+        "-E",
+        "step_ms=0",
+        "-E",
+        "ttft_ms=0",
+        "--output-len",
+        "8",
+    ]
     assert CliRunner().invoke(app, args).exit_code == 0
     lines = (out / "records.jsonl").read_text().splitlines(keepends=True)
     # simulate a kill mid-write: drop the last two records, leave half of one

@@ -3,9 +3,9 @@
 import asyncio
 
 from conftest import make_samples
-
 from speedbench.engines.base import Capabilities, Request
 from speedbench.load.generator import LoadSettings, run_load
+from speedbench.load.seeds import request_seed
 from speedbench.records import Event
 
 
@@ -82,7 +82,7 @@ def test_warmup_requests_are_not_recorded_and_precede_the_counter_window():
     eng = ScriptedEngine()
     records, res = _go(eng, make_samples(5), warmup=3)
     assert len(eng.requests) == 8 and len(records) == 5
-    assert res.counters_before == {"calls": 1, "seen": 3}   # snapshot taken after warm-up
+    assert res.counters_before == {"calls": 1, "seen": 3}  # snapshot taken after warm-up
     assert res.counters_after == {"calls": 2, "seen": 8}
 
 
@@ -92,3 +92,12 @@ def test_timeout_becomes_an_error_record():
     by_q = {r.question_id: r for r in records}
     assert by_q["q2"].error["cause"] == "timeout"
     assert all(by_q[q].ok for q in ("q0", "q1", "q3"))
+
+
+def test_each_request_carries_its_seed_from_the_run_seed_question_and_turn():
+    eng = ScriptedEngine(delay=0)
+    _go(eng, make_samples(3, turns=2), seed=9, warmup=2)
+    assert len(eng.requests) == 8
+    for r in eng.requests:  # warm-up requests too: the same derivation
+        assert r.seed == request_seed(9, r.question_id, r.turn)
+    assert len({r.seed for r in eng.requests[2:]}) == 6

@@ -15,12 +15,12 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 from conftest import make_samples  # noqa: E402
-from tiny_models import tiny_models  # noqa: E402
-
+from speedbench.config import EngineSpec  # noqa: E402
 from speedbench.engines.reference import ReferenceEngine  # noqa: E402
 from speedbench.engines.reference_batch import BatchDecoder, Seq, ngram_propose  # noqa: E402
 from speedbench.load.generator import LoadSettings, run_load  # noqa: E402
 from speedbench.metrics.aggregate import summarize  # noqa: E402
+from tiny_models import tiny_models  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 torch.set_num_threads(2)
@@ -28,8 +28,21 @@ torch.set_num_threads(2)
 
 # ---- the decoder on token ids ----------------------------------------------------------------
 
-def decode_all(target, prompts, method, bs, *, draft=None, k=3, max_new=40, temperature=0.0, seed=0,
-               eos=frozenset(), ignore_eos=True):
+
+def decode_all(
+    target,
+    prompts,
+    method,
+    bs,
+    *,
+    draft=None,
+    k=3,
+    max_new=40,
+    temperature=0.0,
+    seed=0,
+    eos=frozenset(),
+    ignore_eos=True,
+):
     dec = BatchDecoder(target, method, k, draft=draft)
     outs: dict[int, list[int]] = {}
     stats = {}
@@ -40,8 +53,18 @@ def decode_all(target, prompts, method, bs, *, draft=None, k=3, max_new=40, temp
             outs.setdefault(i, []).extend(tokens)
             if final:
                 stats[i] = seqs[i].stats(dec.k)
-        s = Seq(i, list(prompts[i]), len(prompts[i]), max_new, temperature, eos, ignore_eos,
-                torch.Generator().manual_seed(seed * 1_000_003 + i), emit)
+
+        s = Seq(
+            i,
+            list(prompts[i]),
+            len(prompts[i]),
+            max_new,
+            temperature,
+            eos,
+            ignore_eos,
+            torch.Generator().manual_seed(seed * 1_000_003 + i),
+            emit,
+        )
         seqs[i] = s
         return s
 
@@ -58,7 +81,7 @@ def decode_all(target, prompts, method, bs, *, draft=None, k=3, max_new=40, temp
 def test_ngram_proposal_takes_the_most_recent_match():
     assert ngram_propose([5, 6, 7, 8, 5, 6, 9, 1, 5, 6], k=3) == [9, 1, 5]
     assert ngram_propose([1, 2, 3], k=3) == []
-    assert ngram_propose([4, 4, 4, 4], k=2) == [4]          # continuation limited by the context
+    assert ngram_propose([4, 4, 4, 4], k=2) == [4]  # continuation limited by the context
     assert ngram_propose([1, 2, 3, 1, 2], k=5, max_n=2) == [3, 1, 2]
 
 
@@ -68,7 +91,7 @@ def test_tiny_greedy_lossless_and_exact_accounting(bs):
     g = torch.Generator().manual_seed(3)
     prompts = [torch.randint(3, 64, (n,), generator=g).tolist() for n in (5, 9, 13, 7, 20, 3, 11, 6, 8, 15)]
     k = 3
-    max_new = 1 + 10 * (k + 1)   # prefill token + whole steps: no end-of-output cap on the draft
+    max_new = 1 + 10 * (k + 1)  # prefill token + whole steps: no end-of-output cap on the draft
     base, _ = decode_all(target, prompts, "none", bs, max_new=max_new)
     for method, d in (("ngram", None), ("draft", draft), ("draft", unrelated)):
         outs, stats = decode_all(target, prompts, method, bs, draft=d, max_new=max_new)
@@ -76,15 +99,15 @@ def test_tiny_greedy_lossless_and_exact_accounting(bs):
         for i, s in stats.items():
             assert sum(s.histogram) == s.steps
             assert len(outs[i]) == 1 + s.steps + s.accepted
-            assert s.per_position == [sum(s.histogram[j + 1:]) for j in range(k)]
+            assert s.per_position == [sum(s.histogram[j + 1 :]) for j in range(k)]
         steps = sum(s.steps for s in stats.values())
         accepted = sum(s.accepted for s in stats.values())
         al = 1 + accepted / steps
         if d is draft:
-            assert al == k + 1                       # identical pair: every draft accepted
+            assert al == k + 1  # identical pair: every draft accepted
             assert all(s.histogram == [0, 0, 0, 10] for s in stats.values())
         elif d is unrelated:
-            assert al < 1.1                          # unrelated pair accepts ~nothing
+            assert al < 1.1  # unrelated pair accepts ~nothing
 
 
 def test_draft_budget_cap_and_eos_accounting():
@@ -92,12 +115,13 @@ def test_draft_budget_cap_and_eos_accounting():
     prompts = [[5, 6, 7]]
     outs, stats = decode_all(target, prompts, "draft", 1, draft=draft, max_new=7)
     s = stats[0]
-    assert len(outs[0]) == 7 and s.histogram == [0, 1, 0, 1]   # 1 + 4 + 2: the last step could draft only 1
+    assert len(outs[0]) == 7 and s.histogram == [0, 1, 0, 1]  # 1 + 4 + 2: the last step could draft only 1
     assert s.drafted == 3 + 1
     # an EOS produced by the target ends the reply: tokens = accepted + steps (+1 prefill) still holds
     eos_tok = outs[0][3]
-    outs2, stats2 = decode_all(target, prompts, "draft", 1, draft=draft, max_new=40,
-                               eos=frozenset([eos_tok]), ignore_eos=False)
+    outs2, stats2 = decode_all(
+        target, prompts, "draft", 1, draft=draft, max_new=40, eos=frozenset([eos_tok]), ignore_eos=False
+    )
     assert outs2[0] == outs[0][: outs[0].index(eos_tok) + 1]
     s2 = stats2[0]
     assert len(outs2[0]) in (s2.accepted + s2.steps + 1, s2.accepted + s2.steps)
@@ -109,7 +133,7 @@ def exact_joint(target, prompt, vocab, n, temperature):
     with torch.inference_mode():
         for seq in itertools.product(range(vocab), repeat=n - 1):
             ids = torch.tensor([list(prompt) + list(seq)])
-            logits = target(ids).logits[0, len(prompt) - 1:].float()
+            logits = target(ids).logits[0, len(prompt) - 1 :].float()
             p = torch.softmax(logits / temperature, dim=-1)
             base = 1.0
             for j, t in enumerate(seq):
@@ -128,7 +152,7 @@ def chi2_pvalue(samples, probs):
     n = len(samples)
     obs, exp = [], []
     o_small = e_small = 0.0
-    for key, p in probs.items():     # merge cells expected < 5 into one
+    for key, p in probs.items():  # merge cells expected < 5 into one
         if p * n < 5:
             o_small += counts[key]
             e_small += p * n
@@ -148,9 +172,9 @@ def test_sampling_is_lossless(method, monkeypatch):
     exact joint distribution (chi-square), and a broken acceptance rule is caught."""
     V, N, T = 6, 6000, 1.0
     draft, target, unrelated = tiny_models(V, seed=5, sharpen=6.0)
-    prompt = [1, 2, 3, 1, 2, 3, 1, 2]                 # repeats: n-gram lookup proposes tokens
+    prompt = [1, 2, 3, 1, 2, 3, 1, 2]  # repeats: n-gram lookup proposes tokens
     probs = exact_joint(target, prompt, V, 3, T)
-    d = unrelated if method == "draft" else None       # a different draft: rejections happen
+    d = unrelated if method == "draft" else None  # a different draft: rejections happen
 
     def sample(m):
         outs, stats = decode_all(target, [prompt] * N, m, 256, draft=d, max_new=3, temperature=T, seed=11)
@@ -159,7 +183,7 @@ def test_sampling_is_lossless(method, monkeypatch):
     sd_samples, stats = sample(method)
     drafted = sum(s.drafted for s in stats.values())
     accepted = sum(s.accepted for s in stats.values())
-    assert drafted > N // 10 and 0 < accepted < drafted    # both acceptances and rejections happened
+    assert drafted > N // 10 and 0 < accepted < drafted  # both acceptances and rejections happened
     assert chi2_pvalue(sd_samples, probs) > 1e-3
     plain, _ = sample("none")
     assert chi2_pvalue(plain, probs) > 1e-3
@@ -176,46 +200,64 @@ def test_sampling_is_lossless(method, monkeypatch):
 
 # ---- the engine through the load generator -----------------------------------------------------
 
+
+def _spec(**kw):
+    return EngineSpec(kind="reference", options={"threads": "2"}, **kw)
+
+
 def run_engine(engine, samples, concurrency, output_len):
     records = []
 
     async def go():
         await engine.start()
         try:
-            res = await run_load(engine, samples, LoadSettings(concurrency=concurrency, output_len=output_len,
-                                                               warmup=0, timeout_s=600), records.append)
+            res = await run_load(
+                engine,
+                samples,
+                LoadSettings(concurrency=concurrency, output_len=output_len, warmup=0, timeout_s=600),
+                records.append,
+            )
         finally:
             await engine.close()
         return res
 
     res = asyncio.run(go())
     windows = [{"segment": 0, "before": res.counters_before, "after": res.counters_after}]
-    return records, summarize(records, k=engine.k, counter_windows=windows)
+    return records, summarize(records, k=engine.k, counter_windows=windows).to_dict()  # the summary.json form
 
 
 def test_engine_tiny_pair_through_the_load_generator(tiny_pair_dirs):
     samples = make_samples(12, turns=2)
     k = 3
     out_len = 1 + 4 * (k + 1)
-    recs_d, summ_d = run_engine(ReferenceEngine(model=tiny_pair_dirs["target"], sd="draft",
-                                                draft_model=tiny_pair_dirs["draft"], draft_length=k,
-                                                options={"threads": "2"}), samples, 8, out_len)
-    recs_n, summ_n = run_engine(ReferenceEngine(model=tiny_pair_dirs["target"], sd="none",
-                                                options={"threads": "2"}), samples, 8, out_len)
+    recs_d, summ_d = run_engine(
+        ReferenceEngine(
+            _spec(model=tiny_pair_dirs["target"], sd="draft", draft_model=tiny_pair_dirs["draft"], draft_length=k)
+        ),
+        samples,
+        8,
+        out_len,
+    )
+    recs_n, summ_n = run_engine(ReferenceEngine(_spec(model=tiny_pair_dirs["target"], sd="none")), samples, 8, out_len)
     assert summ_d["overall"]["errors"] == 0 and summ_d["overall"]["requests"] == 24
     ids_d = {(r.question_id, r.turn): r.output_token_ids for r in recs_d}
     ids_n = {(r.question_id, r.turn): r.output_token_ids for r in recs_n}
-    assert ids_d == ids_n                                   # multi-turn replies identical too
+    assert ids_d == ids_n  # multi-turn replies identical too
     o = summ_d["overall"]
     assert o["acceptance_length"] == k + 1 and o["conditional_acceptance_rate"] == [1.0, 1.0, 1.0]
     assert summ_n["overall"]["acceptance_length"] == 1.0
     assert not [i for i in summ_d["invariants"] if i["ok"] is False]
     assert any(i["name"].startswith("per_request_vs_counter_delta") and i["ok"] for i in summ_d["invariants"])
-    for r in recs_d:                                        # one event per verification step
+    for r in recs_d:  # one event per verification step
         assert r.chunk_tokens[0] == 1 and all(n == k + 1 for n in r.chunk_tokens[1:])
-    recs_u, summ_u = run_engine(ReferenceEngine(model=tiny_pair_dirs["target"], sd="draft",
-                                                draft_model=tiny_pair_dirs["unrelated"], draft_length=k,
-                                                options={"threads": "2"}), samples[:4], 4, 33)
+    recs_u, summ_u = run_engine(
+        ReferenceEngine(
+            _spec(model=tiny_pair_dirs["target"], sd="draft", draft_model=tiny_pair_dirs["unrelated"], draft_length=k)
+        ),
+        samples[:4],
+        4,
+        33,
+    )
     assert summ_u["overall"]["acceptance_length_token_weighted"] < 1.1
 
 
@@ -227,7 +269,7 @@ def test_smollm2_ngram_greedy_equals_plain_decoding(bs, smollm2_tokenizer_dir):
     samples = [s.__class__(**{**s.to_dict(), "turns": s.turns[:1], "multiturn": False}) for s in starter]
     recs = {}
     for sd in ("none", "ngram"):
-        records, summary = run_engine(ReferenceEngine(sd=sd, options={"threads": "2"}), samples, bs, 24)
+        records, summary = run_engine(ReferenceEngine(_spec(sd=sd)), samples, bs, 24)
         assert summary["overall"]["errors"] == 0
         recs[sd] = {r.question_id: r.output_token_ids for r in records}
         if sd == "ngram":
@@ -242,18 +284,32 @@ def test_cli_reference_run_and_paired_report(tmp_path, tiny_pair_dirs):
     from speedbench.cli import app
 
     runner = CliRunner()
-    common = ["run", "--model", tiny_pair_dirs["target"], "-n", "11", "--output-len", "9", "-E", "threads=2",
-              "--no-progress"]
-    res = runner.invoke(app, common + ["--sd", "draft", "--draft-model", tiny_pair_dirs["draft"],
-                                       "--out", str(tmp_path / "sd")])
+    common = [
+        "run",
+        "--model",
+        tiny_pair_dirs["target"],
+        "-n",
+        "11",
+        "--output-len",
+        "9",
+        "-E",
+        "threads=2",
+        "--no-progress",
+    ]
+    res = runner.invoke(
+        app, common + ["--sd", "draft", "--draft-model", tiny_pair_dirs["draft"], "--out", str(tmp_path / "sd")]
+    )
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, common + ["--sd", "none", "--out", str(tmp_path / "base")])
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "sd" / "summary.json").read_text())
     assert summary["overall"]["acceptance_length"] == 4.0
     base = json.loads((tmp_path / "base" / "summary.json").read_text())
-    assert base["k"] == 0 and base["overall"]["acceptance_length"] == 1.0 and base["overall"]["histogram"] == {
-        "1": base["overall"]["steps"]}
+    assert (
+        base["k"] == 0
+        and base["overall"]["acceptance_length"] == 1.0
+        and base["overall"]["histogram"] == {"1": base["overall"]["steps"]}
+    )
     manifest = json.loads((tmp_path / "sd" / "manifest.json").read_text())
     assert manifest["engine"]["sd"] == "draft" and manifest["engine"]["engine"] == "reference"
     rep = runner.invoke(app, ["report", str(tmp_path / "base"), str(tmp_path / "sd")])

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class EngineSpec(BaseModel):
+    """Everything an engine is built from: ``EngineClass(spec)`` (engines/base.py).  The launch-time facts
+    the run knows (draft length, the largest concurrency to serve, the log folder) are filled in by
+    ``RunConfig.engine_spec()``; a sweep builds one spec whose ``max_concurrency`` covers all its runs."""
+
     model_config = ConfigDict(extra="forbid")
 
     kind: str = "reference"
@@ -17,12 +21,16 @@ class EngineSpec(BaseModel):
     metrics_url: str | None = None
     endpoint: Literal["chat", "completions"] = "chat"
     api_key_env: str = "OPENAI_API_KEY"
-    sd: str | None = None            # SD method for engines that take one (reference: none|ngram|draft)
+    sd: str | None = None  # SD method (each engine says which it takes; docs/engines.md)
     draft_model: str | None = None
-    launch: bool = False             # start the engine's server (vllm, llamacpp, sglang, trtllm) instead of attaching
-    server_bin: str | None = None    # the server executable, or for Python servers the interpreter that has them
-    server_args: list[str] = Field(default_factory=list)   # extra server arguments, passed verbatim
-    options: dict[str, str] = Field(default_factory=dict)
+    launch: bool = False  # start the engine's server (vllm, llamacpp, sglang, trtllm) instead of attaching
+    server_bin: str | None = None  # the server executable, or for Python servers the interpreter that has them
+    server_args: list[str] = Field(default_factory=list)  # extra server arguments, passed verbatim
+    options: dict[str, str] = Field(default_factory=dict)  # -E key=value, validated by the engine's options model
+    request_seed: bool = False  # send each request's derived sampling seed to HTTP servers (body "seed")
+    draft_length: int | None = Field(None, ge=0)  # k; None: the engine's own default
+    max_concurrency: int | None = Field(None, ge=1)  # the batch cap a launched/in-process engine must serve
+    log_dir: str | None = None  # where a launched server's log goes (the run directory)
 
 
 class DatasetSpec(BaseModel):
@@ -30,8 +38,7 @@ class DatasetSpec(BaseModel):
 
     name: str = "starter"
     num_requests: int | None = None
-    seed: int = 0
-    max_turns: int | None = Field(None, ge=1)   # keep only the first N turns of each conversation
+    max_turns: int | None = Field(None, ge=1)  # keep only the first N turns of each conversation
 
     @field_validator("num_requests")
     @classmethod
@@ -54,32 +61,74 @@ class RunConfig(BaseModel):
     warmup: int = Field(2, ge=0)
     timeout_s: float = Field(300.0, gt=0)
     out: str | None = None
-    seed: int = 0
+    seed: int = 0  # the one seed: the stratified pick and every request's sampling seed (load/seeds.py)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_dataset_seed(cls, data: Any) -> Any:
+        """Manifests written before the one seed kept the pick's seed as ``dataset.seed`` (and an unused
+        ``seed``): map it, so ``run --resume`` of such a directory picks the same conversations."""
+        if not isinstance(data, dict) or not isinstance(data.get("dataset"), dict) or "seed" not in data["dataset"]:
+            return data
+        dataset = dict(data["dataset"])
+        legacy = dataset.pop("seed")
+        if data.get("seed", 0) not in (0, legacy):
+            raise ValueError(f"seed {data['seed']} and the legacy dataset.seed {legacy} disagree; keep one")
+        return {**data, "dataset": dataset, "seed": legacy}
+
+    def engine_spec(self) -> EngineSpec:
+        """The engine's spec with the launch-time facts this run holds filled in (the user's spec wins where
+        it sets them)."""
+        e = self.engine
+        return e.model_copy(
+            update={
+                "draft_length": self.draft_length if e.draft_length is None else e.draft_length,
+                "max_concurrency": self.concurrency if e.max_concurrency is None else e.max_concurrency,
+                "log_dir": self.out if e.log_dir is None else e.log_dir,
+            }
+        )
+
+
+# ``-E body.FIELD=VALUE``: a field passed verbatim into each request body (HTTP engines; JSON values parsed)
+BODY_PREFIX = "body."
 
 
 def parse_engine_options(pairs: list[str]) -> dict[str, str]:
-    """Parse repeated ``-E key=value`` flags."""
+    """Parse repeated ``-E key=value`` flags (``-`` in a key reads as ``_``, except in a ``body.`` field name,
+    which is sent as written).  Each engine validates the keys (engines/options.py)."""
     out: dict[str, str] = {}
     for p in pairs:
         if "=" not in p:
             raise ValueError(f"-E {p!r}: expected key=value (e.g. -E acceptance=0.8,0.6,0.4)")
         k, v = p.split("=", 1)
-        k = k.strip().replace("-", "_")
-        if not k:
+        k = k.strip()
+        if not k.startswith(BODY_PREFIX):
+            k = k.replace("-", "_")
+        if not k or k == BODY_PREFIX:
             raise ValueError(f"-E {p!r}: empty key")
         out[k] = v.strip()
     return out
 
 
 SECRET_MARKERS = ("key", "token", "secret", "password", "authorization")
+REDACTED = "***"
 
 
 def redact(obj: Any) -> Any:
     """Replace values of secret-looking keys by '***' (recursively)."""
     if isinstance(obj, dict):
-        return {k: ("***" if isinstance(k, str) and any(m in k.lower() for m in SECRET_MARKERS)
-                    and not k.endswith("_env") and isinstance(v, str) and v else redact(v))
-                for k, v in obj.items()}
+        return {
+            k: (
+                REDACTED
+                if isinstance(k, str)
+                and any(m in k.lower() for m in SECRET_MARKERS)
+                and not k.endswith("_env")
+                and isinstance(v, str)
+                and v
+                else redact(v)
+            )
+            for k, v in obj.items()
+        }
     if isinstance(obj, list):
         return [redact(v) for v in obj]
     return obj

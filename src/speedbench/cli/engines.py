@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from typing import Annotated, Any, Optional
 
 import typer
@@ -42,8 +41,14 @@ def serve_mock(
     from speedbench.engines.mock_server import serve
 
     try:
-        opts: dict[str, Any] = {"k": k, "acceptance": acceptance, "ttft_ms": ttft_ms, "step_ms": step_ms,
-                                "seed": seed, "output_len": output_len}
+        opts: dict[str, Any] = {
+            "k": k,
+            "acceptance": acceptance,
+            "ttft_ms": ttft_ms,
+            "step_ms": step_ms,
+            "seed": seed,
+            "output_len": output_len,
+        }
         opts.update(parse_engine_options(engine_opt))
         settings = MockSettings.from_options(opts)
     except user_errors() as e:
@@ -55,5 +60,3 @@ def serve_mock(
         pass
     except OSError as e:
         fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
-
-

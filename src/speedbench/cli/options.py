@@ -9,9 +9,15 @@ import typer
 
 from speedbench.engines import registry
 
-EngineOpt = Annotated[list[str], typer.Option("-E", "--engine-opt",
-                      help="engine option key=value (repeatable), e.g. -E acceptance=0.8,0.6,0.4 -E step_ms=5; "
-                           "HTTP engines: -E body.FIELD=VALUE adds a request-body field (docs/engines.md)")]
+EngineOpt = Annotated[
+    list[str],
+    typer.Option(
+        "-E",
+        "--engine-opt",
+        help="engine option key=value (repeatable), e.g. -E acceptance=0.8,0.6,0.4 -E step_ms=5; "
+        "HTTP engines: -E body.FIELD=VALUE adds a request-body field (docs/engines.md)",
+    ),
+]
 
 
 def build_config(flags: dict[str, Any]) -> Any:
@@ -20,34 +26,90 @@ def build_config(flags: dict[str, Any]) -> Any:
 
     f = flags
     return RunConfig(
-        engine=EngineSpec(kind=f["engine"], base_url=f.get("base_url"), model=f.get("model"),
-                          metrics_url=f.get("metrics_url"), endpoint=f.get("endpoint", "chat"), sd=f.get("sd"),
-                          draft_model=f.get("draft_model"), launch=f.get("launch", False),
-                          server_bin=f.get("server_bin"), server_args=list(f.get("server_arg") or []),
-                          options=parse_engine_options(list(f.get("engine_opt") or [])),
-                          request_seed=f.get("request_seed", False)),
+        engine=EngineSpec(
+            kind=f["engine"],
+            base_url=f.get("base_url"),
+            model=f.get("model"),
+            metrics_url=f.get("metrics_url"),
+            endpoint=f.get("endpoint", "chat"),
+            sd=f.get("sd"),
+            draft_model=f.get("draft_model"),
+            launch=f.get("launch", False),
+            server_bin=f.get("server_bin"),
+            server_args=list(f.get("server_arg") or []),
+            options=parse_engine_options(list(f.get("engine_opt") or [])),
+            request_seed=f.get("request_seed", False),
+        ),
         dataset=DatasetSpec(name=f["dataset"], num_requests=f.get("num_requests"), max_turns=f.get("max_turns")),
-        concurrency=f["concurrency"], draft_length=f["draft_length"], output_len=f.get("output_len"),
-        temperature=f["temperature"], ignore_eos=f["ignore_eos"], warmup=f["warmup"], timeout_s=f["timeout"],
-        out=f.get("out"), seed=f.get("seed", 0))
+        concurrency=f["concurrency"],
+        draft_length=f["draft_length"],
+        output_len=f.get("output_len"),
+        temperature=f["temperature"],
+        ignore_eos=f["ignore_eos"],
+        warmup=f["warmup"],
+        timeout_s=f["timeout"],
+        out=f.get("out"),
+        seed=f.get("seed", 0),
+    )
 
 
 # Options shared by `run` and `check-lossless` (one definition each).
-EngineName = Annotated[str, typer.Option("--engine", "-e", help=f"engine: {', '.join(registry.BUILTIN)} "
-                                                                  "(`speedbench engines` lists them)")]
+EngineName = Annotated[
+    str, typer.Option("--engine", "-e", help=f"engine: {', '.join(registry.BUILTIN)} (`speedbench engines` lists them)")
+]
 BaseUrl = Annotated[Optional[str], typer.Option(help="server URL for HTTP engines, e.g. http://127.0.0.1:8000/v1")]
-ModelOpt = Annotated[Optional[str], typer.Option(help="reference: HF folder, .gguf or 'smollm2' (default); --launch: the model the server loads; attached HTTP engines: model name sent (default: first of /v1/models)")]
-SdOpt = Annotated[Optional[str], typer.Option(help=f"SD method ({registry.sd_methods_help()}); attached servers: a label of what the server runs; mock: none = k 0 (docs/engines.md)")]
-LaunchOpt = Annotated[bool, typer.Option("--launch", help=f"start the engine's server ({', '.join(registry.launchable())}) on a free port, log in the run dir, stop it at the end")]
-ServerBin = Annotated[Optional[str], typer.Option(help="with --launch: the server executable (llama-server, trtllm-serve) or the Python that has vllm/sglang")]
-ServerArg = Annotated[list[str], typer.Option("--server-arg", help="with --launch: extra server argument, verbatim (repeatable), e.g. --server-arg=--enforce-eager")]
-DraftModel = Annotated[Optional[str], typer.Option(help="draft model (or EAGLE head) for --sd draft/eagle (same tokenizer as the target)")]
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        help="reference: HF folder, .gguf or 'smollm2' (default); --launch: the model the server loads; attached HTTP "
+        "engines: model name sent (default: first of /v1/models)"
+    ),
+]
+SdOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        help=f"SD method ({registry.sd_methods_help()}); attached servers: a label of what the server runs; "
+        "mock: none = k 0 (docs/engines.md)"
+    ),
+]
+LaunchOpt = Annotated[
+    bool,
+    typer.Option(
+        "--launch",
+        help=f"start the engine's server ({', '.join(registry.launchable())}) on a free port, log in the run "
+        "dir, stop it at the end",
+    ),
+]
+ServerBin = Annotated[
+    Optional[str],
+    typer.Option(
+        help="with --launch: the server executable (llama-server, trtllm-serve) or the Python that has vllm/sglang"
+    ),
+]
+ServerArg = Annotated[
+    list[str],
+    typer.Option(
+        "--server-arg",
+        help="with --launch: extra server argument, verbatim (repeatable), e.g. --server-arg=--enforce-eager",
+    ),
+]
+DraftModel = Annotated[
+    Optional[str], typer.Option(help="draft model (or EAGLE head) for --sd draft/eagle (same tokenizer as the target)")
+]
 MetricsUrl = Annotated[Optional[str], typer.Option(help="Prometheus /metrics URL (default: the server's /metrics)")]
 EndpointOpt = Annotated[str, typer.Option(help="chat or completions")]
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="embedded name (starter) or .jsonl/.parquet path")]
-NumRequests = Annotated[Optional[int], typer.Option("--num-requests", "-n", help="conversations to run, picked round-robin over categories")]
+NumRequests = Annotated[
+    Optional[int], typer.Option("--num-requests", "-n", help="conversations to run, picked round-robin over categories")
+]
 SeedOpt = Annotated[int, typer.Option(help="the one seed: the stratified pick and each request's sampling seed")]
-RequestSeed = Annotated[bool, typer.Option("--request-seed", help="send each request's sampling seed (derived from --seed, question id and turn) to HTTP servers")]
+RequestSeed = Annotated[
+    bool,
+    typer.Option(
+        "--request-seed",
+        help="send each request's sampling seed (derived from --seed, question id and turn) to HTTP servers",
+    ),
+]
 Concurrency = Annotated[int, typer.Option("--concurrency", "-c")]
 DraftLength = Annotated[int, typer.Option("--draft-length", "-k", help="draft tokens per step (engines that take it)")]
 OutputLen = Annotated[Optional[int], typer.Option(help="max output tokens per turn (default 256; reference engine 32)")]
@@ -55,5 +117,3 @@ Temperature = Annotated[float, typer.Option()]
 IgnoreEos = Annotated[bool, typer.Option("--ignore-eos", help="ask the server to ignore EOS")]
 Warmup = Annotated[int, typer.Option(help="warm-up requests (not recorded)")]
 Timeout = Annotated[float, typer.Option(help="per-request timeout, seconds")]
-
-

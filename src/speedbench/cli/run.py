@@ -9,10 +9,31 @@ from typing import Annotated, Any, Optional
 import typer
 
 from speedbench.cli.common import fail, one_line, user_errors
-from speedbench.cli.options import (BaseUrl, Concurrency, DatasetOpt, DraftLength, DraftModel, EndpointOpt, EngineName,
-                                    EngineOpt, IgnoreEos, LaunchOpt, MetricsUrl, ModelOpt, NumRequests, OutputLen,
-                                    RequestSeed, SdOpt, SeedOpt, ServerArg, ServerBin, Temperature, Timeout, Warmup,
-                                    build_config)
+from speedbench.cli.options import (
+    BaseUrl,
+    Concurrency,
+    DatasetOpt,
+    DraftLength,
+    DraftModel,
+    EndpointOpt,
+    EngineName,
+    EngineOpt,
+    IgnoreEos,
+    LaunchOpt,
+    MetricsUrl,
+    ModelOpt,
+    NumRequests,
+    OutputLen,
+    RequestSeed,
+    SdOpt,
+    SeedOpt,
+    ServerArg,
+    ServerBin,
+    Temperature,
+    Timeout,
+    Warmup,
+    build_config,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -57,6 +78,7 @@ def run(
         cfg = build_config(locals())
         if resume is None:
             from speedbench.engines import registry
+
             registry.resolve(cfg.engine.kind)  # fail fast on a bad engine name
         cfg, run_dir, samples, done, manifest = prepare(cfg, resume)
     except user_errors() as e:
@@ -67,8 +89,15 @@ def run(
     task_id: Any = None
     if progress and console.is_terminal:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-        bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TimeElapsedColumn(), TextColumn("{task.fields[live]}"), console=console)
+
+        bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[live]}"),
+            console=console,
+        )
         total = sum(len(s.turns) for s in samples)
         task_id = bar.add_task(f"{cfg.engine.kind}", total=total, live="")
 
@@ -85,9 +114,11 @@ def run(
         return await execute(cfg, run_dir, samples, done, manifest, on_progress)
 
     sd_text = f" sd={cfg.engine.sd}" if cfg.engine.sd else ""
-    console.print(f"speedbench run: engine={cfg.engine.kind}{sd_text} dataset={cfg.dataset.name} "
-                  f"conversations={len(samples)} concurrency={cfg.concurrency} k={cfg.draft_length} "
-                  f"output_len={cfg.output_len} -> {run_dir.path}")
+    console.print(
+        f"speedbench run: engine={cfg.engine.kind}{sd_text} dataset={cfg.dataset.name} "
+        f"conversations={len(samples)} concurrency={cfg.concurrency} k={cfg.draft_length} "
+        f"output_len={cfg.output_len} -> {run_dir.path}"
+    )
     try:
         if bar is not None:
             bar.start()
@@ -104,9 +135,11 @@ def run(
     print_summary(summary, console)
     console.print(f"run directory: {run_dir.path}")
     if not completed:
-        console.print(f"interrupted: {summary.overall.requests + summary.overall.errors} finished records "
-                      f"kept in {run_dir.records_path}; finish with: speedbench run --resume {run_dir.path}",
-                      style="yellow")
+        console.print(
+            f"interrupted: {summary.overall.requests + summary.overall.errors} finished records "
+            f"kept in {run_dir.records_path}; finish with: speedbench run --resume {run_dir.path}",
+            style="yellow",
+        )
         raise typer.Exit(130)
 
 
@@ -133,19 +166,30 @@ def check_lossless(
     ignore_eos: IgnoreEos = False,
     warmup: Warmup = 2,
     timeout: Timeout = 300.0,
-    score_model: Annotated[Optional[str], typer.Option(help="temperature > 0: the target model (HF folder, .gguf) that scores both runs' outputs (default --model)")] = None,
-    control: Annotated[bool, typer.Option("--control", help="run the baseline twice to measure the engine's own run-to-run nondeterminism")] = False,
-    out: Annotated[str, typer.Option(help="directory for baseline/, sd/ (control/) and lossless.json")] = "runs/lossless",
+    score_model: Annotated[
+        Optional[str],
+        typer.Option(
+            help="temperature > 0: the target model (HF folder, .gguf) that scores both runs' outputs (default --model)"
+        ),
+    ] = None,
+    control: Annotated[
+        bool,
+        typer.Option("--control", help="run the baseline twice to measure the engine's own run-to-run nondeterminism"),
+    ] = False,
+    out: Annotated[
+        str, typer.Option(help="directory for baseline/, sd/ (control/) and lossless.json")
+    ] = "runs/lossless",
 ) -> None:
     """Run the same first turns with SD off and on; greedy: identical outputs? sampling: same target
     log-probability? Exit 0 when lossless, 1 when not."""
-    from speedbench.usecases.check_lossless import check
     from speedbench.report.console import lossless_table, make_console
+    from speedbench.usecases.check_lossless import check
 
     console = make_console()
     try:
         cfg = build_config({**locals(), "max_turns": 1})
         from speedbench.engines import registry
+
         registry.resolve(cfg.engine.kind)
         console.print(f"speedbench check-lossless: engine={engine} sd={sd} k={draft_length} T={temperature} -> {out}")
         result = check(cfg, baseline_url=baseline_url, score_model=score_model, control=control)
@@ -156,5 +200,3 @@ def check_lossless(
     console.print(f"written: {out}/lossless.json")
     if not result["lossless"]:
         raise typer.Exit(1)
-
-

@@ -22,5 +22,13 @@ from speedbench.models import (
     resolve,
 )
 
-__all__ = ["DEFAULT_MODEL", "SMOLLM2_FILE", "SMOLLM2_PACKAGE", "ModelLoadError", "converted_gguf", "load",
-           "packaged_smollm2", "resolve"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "SMOLLM2_FILE",
+    "SMOLLM2_PACKAGE",
+    "ModelLoadError",
+    "converted_gguf",
+    "load",
+    "packaged_smollm2",
+    "resolve",
+]

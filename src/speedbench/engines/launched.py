@@ -3,69 +3,83 @@
 Attach: ``--base-url`` of a running server.  Launch (``--launch``): the adapter builds the server's
 command line from ``--model``, ``--sd``, ``--draft-model``, ``--draft-length``, ``--concurrency`` and
 ``--server-arg`` (repeatable, passed through verbatim), starts it on a free loopback port, waits for
-its health URL, keeps its log as ``<run dir>/server.log`` and stops it at the end.  Both modes then
-stream through the shared OpenAI client; adapters override only the hooks.
+its health URL, keeps its log as ``<log dir>/server.log`` (the run directory) and stops it on ``close()``;
+one launched server can serve several runs in a row (``--concurrency`` becomes ``spec.max_concurrency``,
+the largest batch it must take).  Both modes then stream through the shared OpenAI client; adapters
+override only the hooks.  ``-E startup_timeout=SECONDS`` (900), ``-E port=N`` (a free one).
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
+from speedbench.config import EngineSpec
 from speedbench.engines.errors import EngineStartError
-from speedbench.engines.openai_http import OpenAIEngine
+from speedbench.engines.openai_http import OpenAIEngine, OpenAIOptions, root_url
 from speedbench.engines.server_process import ServerProcess, free_port
 
-SD_METHODS: tuple[str, ...] = ("none", "ngram", "draft", "eagle", "eagle3", "mtp")
+DEFAULT_MAX_CONCURRENCY = 32
+
+
+class LaunchedOptions(OpenAIOptions):
+    """``-E`` options of every launchable engine (adapters add their own)."""
+
+    startup_timeout: float = Field(900.0, gt=0)  # seconds to wait for the server's health URL
+    port: int = Field(0, ge=0, le=65535)  # 0: a free loopback port
 
 
 class LaunchedEngine(OpenAIEngine):
-    """An OpenAI-compatible engine server that speedbench may start (``launch=True``) or attach to."""
+    """An OpenAI-compatible engine server that speedbench may start (``spec.launch``) or attach to.
+    A launched server is sized for ``spec.max_concurrency`` and serves every run until ``close()``."""
 
     name = "server"
-    can_launch = True
-    server_name = "server"           # for messages: "vLLM", "llama-server", ...
+    server_name = "server"  # for messages: "vLLM", "llama-server", ...
     health_path = "/health"
-    sd_methods: tuple[str, ...] = SD_METHODS
-    default_sd = "none"
     default_server_bin: str = ""
+    Options: type[LaunchedOptions] = LaunchedOptions
+    opts: LaunchedOptions
+    sd: str  # every launchable engine declares a default (none)
 
-    def __init__(self, base_url: str | None = None, model: str | None = None, *, launch: bool = False,
-                 sd: str | None = None, draft_model: str | None = None, draft_length: int | None = 3,
-                 server_bin: str | None = None, server_args: Sequence[str] = (), log_dir: str | None = None,
-                 concurrency: int = 32, options: dict[str, str] | None = None, **kw: Any) -> None:
-        opts = dict(options or {})
-        self.launch = launch
-        self.sd = sd or self.default_sd
-        if self.sd not in self.sd_methods:
-            raise ValueError(f"--sd {self.sd!r} is not supported by engine {self.name!r} "
-                             f"(choose one of: {', '.join(self.sd_methods)})")
-        self.draft_model = draft_model
-        self.k = int(draft_length if draft_length is not None else 3)
-        self.concurrency = concurrency
-        self.server_bin = server_bin or self.default_server_bin
-        self.server_args = list(server_args)
-        self.startup_timeout_s = float(opts.pop("startup_timeout", 900))
+    def __init__(self, spec: EngineSpec) -> None:
+        self.launch = spec.launch
+        self.draft_model = spec.draft_model
+        self.concurrency = spec.max_concurrency or DEFAULT_MAX_CONCURRENCY
+        self.server_bin = spec.server_bin or self.default_server_bin
+        self.server_args = list(spec.server_args)
+        self.launched_model = spec.model
         self.server: ServerProcess | None = None
-        self.launched_model = model
-        if launch:
-            if base_url:
-                raise ValueError("--launch starts its own server on a free port: drop --base-url "
-                                 "(or drop --launch to attach to the server at --base-url)")
-            if not model:
-                raise ValueError(f"--launch needs --model (the model {self.server_name} should serve)")
-            if self.sd in ("draft", "eagle", "eagle3") and not draft_model:
-                raise ValueError(f"--sd {self.sd} needs --draft-model (the draft model or head)")
-            self.port = int(opts.pop("port", 0)) or free_port()
-            base_url = f"http://127.0.0.1:{self.port}/v1"
-            self.log_path = Path(log_dir or tempfile.mkdtemp(prefix="speedbench-")) / "server.log"
-            model = self.served_model_name()
-        super().__init__(base_url=base_url, model=model, options=opts, draft_length=self.k, **kw)
-        if launch:
-            self.server = ServerProcess(self.server_name, self.server_command(), self.root_url + self.health_path,
-                                        self.log_path, env=self.server_env(), startup_timeout_s=self.startup_timeout_s)
+        super().__init__(spec)  # options and --sd are checked there, then server_spec() below
+        if self.launch:
+            self.server = ServerProcess(
+                self.server_name,
+                self.server_command(),
+                self.root_url + self.health_path,
+                self.log_path,
+                env=self.server_env(),
+                startup_timeout_s=self.opts.startup_timeout,
+            )
+
+    def server_spec(self, spec: EngineSpec) -> EngineSpec:
+        if not self.launch:
+            return spec
+        if spec.base_url:
+            raise ValueError(
+                "--launch starts its own server on a free port: drop --base-url "
+                "(or drop --launch to attach to the server at --base-url)"
+            )
+        if not spec.model:
+            raise ValueError(f"--launch needs --model (the model {self.server_name} should serve)")
+        if self.sd in ("draft", "eagle", "eagle3") and not self.draft_model:
+            raise ValueError(f"--sd {self.sd} needs --draft-model (the draft model or head)")
+        self.port = self.opts.port or free_port()
+        self.log_path = Path(spec.log_dir or tempfile.mkdtemp(prefix="speedbench-")) / "server.log"
+        return spec.model_copy(
+            update={"base_url": f"http://127.0.0.1:{self.port}/v1", "model": self.served_model_name()}
+        )
 
     # ---- hooks ------------------------------------------------------------------------------
     def served_model_name(self) -> str | None:
@@ -81,7 +95,7 @@ class LaunchedEngine(OpenAIEngine):
     # ---- lifecycle ----------------------------------------------------------------------------
     @property
     def root_url(self) -> str:
-        return self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        return root_url(self.base_url)
 
     async def start(self) -> None:
         if self.server is not None:
@@ -100,11 +114,14 @@ class LaunchedEngine(OpenAIEngine):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d.update(sd=self.sd, k=self.k if self.sd != "none" else 0, draft_model=self.draft_model,
-                 launched=self.launch)
-        if self.server is not None or self.launch:
-            d["server"] = {"command": self.server.command_line if self.server else None,
-                           "log": str(self.log_path), "startup_s": self.server.startup_s if self.server else None}
+        d.update(draft_model=self.draft_model, launched=self.launch)
+        if self.server is not None:
+            d["server"] = {
+                "command": self.server.command_line,
+                "log": str(self.log_path),
+                "startup_s": self.server.startup_s,
+                "max_concurrency": self.concurrency,
+            }
         return d
 
 

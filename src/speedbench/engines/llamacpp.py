@@ -19,9 +19,11 @@ import os
 import shutil
 from typing import Any
 
-from speedbench.engines.base import Capabilities
-from speedbench.engines.launched import LaunchedEngine, require_model_path
-from speedbench.engines.openai_http import EngineStartError
+from pydantic import Field
+
+from speedbench.engines import registry
+from speedbench.engines.errors import EngineStartError
+from speedbench.engines.launched import LaunchedEngine, LaunchedOptions, require_model_path
 from speedbench.records import SDStats
 
 
@@ -29,42 +31,64 @@ def parse_llamacpp_timings(timings: dict[str, Any] | None) -> SDStats | None:
     """``timings`` -> drafted/accepted (steps filled in by ``finish_sd``); None without draft stats."""
     if not isinstance(timings, dict) or timings.get("draft_n") is None:
         return None
-    return SDStats(drafted=int(timings["draft_n"]), accepted=int(timings.get("draft_n_accepted") or 0), steps=0,
-                   source="per_request", inferred=["steps"])
+    return SDStats(
+        drafted=int(timings["draft_n"]),
+        accepted=int(timings.get("draft_n_accepted") or 0),
+        steps=0,
+        source="per_request",
+        inferred=["steps"],
+    )
+
+
+class LlamaCppOptions(LaunchedOptions):
+    ngram_n: int = Field(2, ge=1)  # --spec-ngram-simple-size-n for --sd ngram
 
 
 class LlamaCppEngine(LaunchedEngine):
     name = "llamacpp"
     server_name = "llama-server"
     counter_prefix = "llamacpp:spec_decode_"
-    sd_methods = ("none", "ngram", "draft")
-    capabilities = Capabilities(per_request_sd_stats=True, counters=True, chunks_are_steps=False, token_ids=False)
+    capabilities = registry.declared("llamacpp")  # one token per chunk: chunks are not steps
+    Options = LlamaCppOptions
+    opts: LlamaCppOptions
     # llama-server closed pooled keep-alive connections while aiohttp reused them ("Can not write request
     # body", 1 request in 22-44, even with a 2 s idle limit and one retry): one connection per request
     reuse_connections = False
-
-    def __init__(self, *args: Any, options: dict[str, str] | None = None, **kw: Any) -> None:
-        opts = dict(options or {})
-        opts.setdefault("chunks_are_steps", "false")  # one token per chunk
-        self.ngram_n = int(opts.pop("ngram_n", 2))
-        super().__init__(*args, options=opts, **kw)
 
     def server_command(self) -> list[str]:
         assert self.launched_model is not None
         require_model_path("llamacpp", self.launched_model)
         binary = self.server_bin or os.environ.get("SPEEDBENCH_LLAMA_SERVER") or "llama-server"
         if os.sep not in binary and shutil.which(binary) is None:
-            raise EngineStartError(f"llamacpp: {binary!r} is not on PATH; install llama.cpp "
-                                   "(scripts/install-llamacpp VENV) and pass --server-bin VENV/bin/llama-server")
-        cmd = [binary, "-m", self.launched_model, "--host", "127.0.0.1", "--port", str(self.port), "--metrics",
-               "-np", str(self.concurrency)]
+            raise EngineStartError(
+                f"llamacpp: {binary!r} is not on PATH; install llama.cpp "
+                "(scripts/install-llamacpp VENV) and pass --server-bin VENV/bin/llama-server"
+            )
+        cmd = [
+            binary,
+            "-m",
+            self.launched_model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--metrics",
+            "-np",
+            str(self.concurrency),
+        ]
         if self.sd == "draft":
             assert self.draft_model is not None
             require_model_path("llamacpp", self.draft_model)
             cmd += ["-md", self.draft_model, "--spec-type", "draft-simple", "--spec-draft-n-max", str(self.k)]
         elif self.sd == "ngram":
-            cmd += ["--spec-type", "ngram-simple", "--spec-ngram-simple-size-n", str(self.ngram_n),
-                    "--spec-ngram-simple-size-m", str(self.k)]
+            cmd += [
+                "--spec-type",
+                "ngram-simple",
+                "--spec-ngram-simple-size-n",
+                str(self.opts.ngram_n),
+                "--spec-ngram-simple-size-m",
+                str(self.k),
+            ]
         return cmd + self.server_args
 
     def payload(self, request: Any) -> dict[str, Any]:

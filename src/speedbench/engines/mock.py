@@ -15,8 +15,8 @@ mid-stream), fail_stall (stream stops sending), fail_malformed (a bad SSE line).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
-import json
 import random
 import time
 from collections.abc import AsyncIterator
@@ -25,7 +25,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from speedbench.engines.base import Capabilities, Request
+from speedbench.config import EngineSpec
+from speedbench.engines import registry
+from speedbench.engines.base import Request, check_sd
+from speedbench.engines.options import parse_options
+from speedbench.prompts import render_completion_prompt
 from speedbench.records import Event, RequestError, SDCounterTotals, SDStats
 
 
@@ -35,8 +39,9 @@ class MockSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     k: int = Field(3, ge=0, description="draft length")
-    acceptance: list[float] = Field(default_factory=lambda: [0.8, 0.6, 0.4],
-                                    description="conditional acceptance per draft position")
+    acceptance: list[float] = Field(
+        default_factory=lambda: [0.8, 0.6, 0.4], description="conditional acceptance per draft position"
+    )
     ttft_ms: float = Field(20.0, ge=0)
     step_ms: float = Field(5.0, ge=0, description="time per verification step")
     output_len: int | None = Field(None, ge=1, description="tokens per reply (default: request max_tokens)")
@@ -47,8 +52,11 @@ class MockSettings(BaseModel):
     fail_stall: float = Field(0.0, ge=0, le=1)
     fail_malformed: float = Field(0.0, ge=0, le=1)
     stall_s: float = Field(3600.0, gt=0)
-    stream_end: str = Field("separate", pattern="^(separate|combined)$",
-                            description="usage in its own final chunk (vLLM) or in the last content chunk")
+    stream_end: str = Field(
+        "separate",
+        pattern="^(separate|combined)$",
+        description="usage in its own final chunk (vLLM) or in the last content chunk",
+    )
     model_name: str = "mock"
 
     @field_validator("acceptance", mode="before")
@@ -59,7 +67,7 @@ class MockSettings(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> "MockSettings":
+    def _check(self) -> MockSettings:
         if any(not 0.0 <= a <= 1.0 for a in self.acceptance):
             raise ValueError(f"acceptance values must be in [0, 1], got {self.acceptance}")
         if self.k > 0 and len(self.acceptance) < self.k:
@@ -72,15 +80,17 @@ class MockSettings(BaseModel):
         return self
 
     @classmethod
-    def from_options(cls, options: dict[str, str], draft_length: int | None = None) -> "MockSettings":
+    def from_options(
+        cls, options: dict[str, Any], draft_length: int | None = None, engine: str = "mock"
+    ) -> MockSettings:
+        """``-E`` options (``draft_length`` reads as ``k``; else ``draft_length``, the run's k), validated
+        like every engine's options (one line naming the key and the accepted ones)."""
         opts: dict[str, Any] = dict(options)
         if "k" not in opts and "draft_length" in opts:
             opts["k"] = opts.pop("draft_length")
         if "k" not in opts and draft_length is not None:
             opts["k"] = draft_length
-        if "k" in opts and "acceptance" not in opts:
-            opts.setdefault("acceptance", "0.8,0.6,0.4")
-        return cls(**opts)
+        return parse_options(cls, engine, opts)
 
     def expected_al(self) -> float:
         """E[L] = 1 + sum_i prod_{j<=i} a_j (ignoring end-of-output capping)."""
@@ -95,10 +105,10 @@ class MockSettings(BaseModel):
 class Plan:
     """What the simulator decided for one request."""
 
-    fault: str | None                 # None, "500", "reset", "stall", "malformed"
-    chunks: list[list[int]]           # token ids per chunk; chunk 0 = prefill token
+    fault: str | None  # None, "500", "reset", "stall", "malformed"
+    chunks: list[list[int]]  # token ids per chunk; chunk 0 = prefill token
     sd: SDStats
-    fault_after: int = 0              # chunks sent before a reset/stall/malformed line
+    fault_after: int = 0  # chunks sent before a reset/stall/malformed line
 
 
 VOCAB = 1000
@@ -118,15 +128,17 @@ class MockSimulator:
         self.totals = SDCounterTotals(self.settings.k)
 
     def plan(self, prompt_key: str, max_tokens: int) -> Plan:
+        """The n-th sighting of a prompt: faults and acceptance from one seeded stream, the output tokens
+        from another, so the reply is the same whatever k (SD off, ``k = 0``, replies the same as SD on)."""
         s = self.settings
         n = self._seen.get(prompt_key, 0)
         self._seen[prompt_key] = n + 1
         digest = hashlib.sha256(f"{s.seed}:{prompt_key}:{n}".encode()).digest()
         rng = random.Random(int.from_bytes(digest[:8], "little"))
+        words = random.Random(int.from_bytes(digest[8:16], "little"))
         u = rng.random()
         fault = None
-        edges = [("500", s.fail_500), ("reset", s.fail_reset), ("stall", s.fail_stall),
-                 ("malformed", s.fail_malformed)]
+        edges = [("500", s.fail_500), ("reset", s.fail_reset), ("stall", s.fail_stall), ("malformed", s.fail_malformed)]
         acc = 0.0
         for name, frac in edges:
             acc += frac
@@ -138,14 +150,14 @@ class MockSimulator:
         hist = [0] * (k + 1)
         per_pos = [0] * k
         drafted = accepted = steps = 0
-        chunks = [[rng.randrange(VOCAB)]]
+        chunks = [[words.randrange(VOCAB)]]
         remaining = total - 1
         while remaining > 0:
             d = min(k, remaining - 1)
             j = 0
             while j < d and rng.random() < s.acceptance[j]:
                 j += 1
-            chunks.append([rng.randrange(VOCAB) for _ in range(j + 1)])
+            chunks.append([words.randrange(VOCAB) for _ in range(j + 1)])
             remaining -= j + 1
             steps += 1
             drafted += d
@@ -153,8 +165,9 @@ class MockSimulator:
             hist[j] += 1
             for i in range(j):
                 per_pos[i] += 1
-        sd = SDStats(drafted=drafted, accepted=accepted, steps=steps, per_position=per_pos,
-                     histogram=hist, source="per_request")
+        sd = SDStats(
+            drafted=drafted, accepted=accepted, steps=steps, per_position=per_pos, histogram=hist, source="per_request"
+        )
         fault_after = rng.randrange(0, max(1, len(chunks) // 2)) if fault in ("reset", "stall", "malformed") else 0
         return Plan(fault=fault, chunks=chunks, sd=sd, fault_after=fault_after)
 
@@ -166,9 +179,11 @@ class MockSimulator:
         return self.totals.snapshot()
 
 
-def prompt_key(messages: list[dict[str, str]] | str) -> str:
-    raw = messages if isinstance(messages, str) else json.dumps(messages, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(raw.encode()).hexdigest()
+def prompt_key(prompt: list[dict[str, str]] | str) -> str:
+    """The simulation's id of a prompt: a conversation is rendered as the completions endpoint sends it, so
+    the in-process engine and serve-mock's chat and completions routes give one prompt one id."""
+    text = prompt if isinstance(prompt, str) else render_completion_prompt(prompt)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def partial_stats(chunks_sent: list[list[int]], k: int) -> SDStats:
@@ -185,16 +200,28 @@ async def sleep_until(deadline: float) -> None:
 
 
 class MockEngine:
-    """In-process simulated engine: the same simulation as serve-mock, without HTTP."""
+    """In-process simulated engine: the same simulation as serve-mock, without HTTP.
+
+    ``--sd none`` simulates SD off (k = 0: one token per step, nothing drafted); any other known method
+    name labels the simulated SD, whose k is ``-E k`` or the run's draft length."""
 
     name = "mock"
-    capabilities = Capabilities(per_request_sd_stats=True, counters=True, in_process=True, token_ids=True)
+    capabilities = registry.declared("mock")
 
-    def __init__(self, options: dict[str, str] | None = None, draft_length: int | None = None, **_: Any) -> None:
-        self.settings = MockSettings.from_options(options or {}, draft_length)
+    def __init__(self, spec: EngineSpec) -> None:
+        self.sd = check_sd(self.name, type(self).capabilities, spec.sd)
+        options: dict[str, Any] = dict(spec.options)
+        if self.sd == "none":
+            if str(options.get("k", options.get("draft_length", "0"))).strip() != "0":
+                raise ValueError("--sd none simulates SD off (k = 0): drop -E k / -E draft_length")
+            options["k"] = 0
+        self.settings = MockSettings.from_options(options, spec.draft_length, self.name)
         self.sim = MockSimulator(self.settings)
-        self.capabilities = Capabilities(per_request_sd_stats=self.settings.per_request_stats,
-                                         counters=True, in_process=True, token_ids=True)
+        # -E per_request_stats=false: the engine reports no per-request SD stats (computed once, here)
+        self.capabilities = dataclasses.replace(
+            type(self).capabilities, per_request_sd_stats=self.settings.per_request_stats
+        )
+        self.counter_error: str | None = None
 
     async def start(self) -> None:
         return None
@@ -206,8 +233,13 @@ class MockEngine:
         return self.sim.snapshot()
 
     def describe(self) -> dict[str, Any]:
-        return {"engine": "mock", "settings": self.settings.model_dump(),
-                "expected_acceptance_length": self.settings.expected_al()}
+        return {
+            "engine": "mock",
+            "sd": self.sd,
+            "k": self.settings.k,
+            "settings": self.settings.model_dump(),
+            "expected_acceptance_length": self.settings.expected_al(),
+        }
 
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         s = self.settings
@@ -226,6 +258,9 @@ class MockEngine:
             yield Event("chunk", n_tokens=len(ids), text="".join(map(token_text, ids)), token_ids=list(ids))
         self.sim.account(plan.sd)
         n = sum(len(c) for c in plan.chunks)
-        yield Event("final", finish_reason="length",
-                    usage={"prompt_tokens": None, "completion_tokens": n},
-                    sd=plan.sd if s.per_request_stats else None)
+        yield Event(
+            "final",
+            finish_reason="length",
+            usage={"prompt_tokens": None, "completion_tokens": n},
+            sd=plan.sd if s.per_request_stats else None,
+        )

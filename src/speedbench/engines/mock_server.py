@@ -21,9 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily
 
-from speedbench.engines.mock import (
-    MockSettings, MockSimulator, partial_stats, prompt_key, sleep_until, token_text,
-)
+from speedbench.engines.mock import MockSettings, MockSimulator, partial_stats, prompt_key, sleep_until, token_text
 from speedbench.records import SDStats
 
 SIM_KEY = web.AppKey("sim", MockSimulator)
@@ -41,8 +39,11 @@ class _SpecDecodeCollector:
             c = CounterMetricFamily(f"vllm:spec_decode_{name}", f"mock {name}", labels=labels)
             c.add_metric(base, snap[name])
             yield c
-        c = CounterMetricFamily("vllm:spec_decode_num_accepted_tokens_per_pos",
-                                "mock accepted tokens per draft position", labels=labels + ["position"])
+        c = CounterMetricFamily(
+            "vllm:spec_decode_num_accepted_tokens_per_pos",
+            "mock accepted tokens per draft position",
+            labels=labels + ["position"],
+        )
         for pos, v in snap["per_position"].items():
             c.add_metric(base + [pos], v)
         yield c
@@ -68,11 +69,19 @@ def _sse(obj: dict[str, Any]) -> bytes:
 class _Stream:
     """One streaming reply being sent by the StepClock."""
 
-    __slots__ = ("resp", "request", "plan", "head", "chat", "arrival", "tail", "combined", "i", "done",
-                 "cancelled")
+    __slots__ = ("resp", "request", "plan", "head", "chat", "arrival", "tail", "combined", "i", "done", "cancelled")
 
-    def __init__(self, resp: web.StreamResponse, request: web.Request, plan: Any, head: bytes, chat: bool,
-                 arrival: float, tail: bytes, combined: bool) -> None:
+    def __init__(
+        self,
+        resp: web.StreamResponse,
+        request: web.Request,
+        plan: Any,
+        head: bytes,
+        chat: bool,
+        arrival: float,
+        tail: bytes,
+        combined: bool,
+    ) -> None:
         self.resp, self.request, self.plan, self.head, self.chat = resp, request, plan, head, chat
         self.arrival, self.tail, self.combined = arrival, tail, combined
         self.i = 0
@@ -85,7 +94,8 @@ class _Stream:
         text = "".join(token_text(t) for t in ids)  # token texts are plain ASCII: no JSON escaping needed
         body = ('"delta":{"content":"%s"}' if self.chat else '"text":"%s"') % text
         fin = '"length"' if last else "null"
-        out = '%s,"finish_reason":%s,"token_ids":[%s]}]' % (body, fin, ",".join(map(str, ids)))
+        joined = ",".join(map(str, ids))
+        out = f'{body},"finish_reason":{fin},"token_ids":[{joined}]}}]'
         if last and self.combined and self.tail:
             return self.head + out.encode() + b"," + self.tail + b"}\n\n"
         return self.head + out.encode() + b"}\n\n"
@@ -153,9 +163,8 @@ class StepClock:
             self.seq += 1
             heapq.heappush(self.heap, (self.due(s), self.seq, s))
             return
-        if s.tail and not s.combined:
-            if not await self._write(s, s.tail):
-                return
+        if s.tail and not s.combined and not await self._write(s, s.tail):
+            return
         if await self._write(s, b"data: [DONE]\n\n"):
             s.done.set_result("ok")
 
@@ -170,7 +179,7 @@ class StepClock:
             return False
 
 
-def _wake(fut: "asyncio.Future[None]") -> None:
+def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
 
@@ -181,15 +190,25 @@ def create_app(settings: MockSettings) -> web.Application:
     app = web.Application()
     app[SIM_KEY] = sim
     registry = CollectorRegistry()
-    registry.register(_SpecDecodeCollector(sim, settings.model_name))  # type: ignore[arg-type]
+    registry.register(_SpecDecodeCollector(sim, settings.model_name))
 
     async def health(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     async def models(_: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [
-            {"id": settings.model_name, "object": "model", "owned_by": "speedbench-mock",
-             "max_model_len": 1 << 20}]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": settings.model_name,
+                        "object": "model",
+                        "owned_by": "speedbench-mock",
+                        "max_model_len": 1 << 20,
+                    }
+                ],
+            }
+        )
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), content_type="text/plain")
@@ -214,29 +233,39 @@ def create_app(settings: MockSettings) -> web.Application:
         plan = sim.plan(key, max_tokens)
         k = settings.k
         if plan.fault == "500":
-            return web.json_response({"error": {"message": "mock injected internal error", "code": 500}},
-                                     status=500)
+            return web.json_response({"error": {"message": "mock injected internal error", "code": 500}}, status=500)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:16]
         obj = "chat.completion.chunk" if chat else "text_completion"
         created = int(time.time())
         n_tokens = sum(len(c) for c in plan.chunks)
-        usage = {"prompt_tokens": len(key) // 8, "completion_tokens": n_tokens,
-                 "total_tokens": len(key) // 8 + n_tokens}
-        sd_payload = ({"speculative_decoding": vllm_sd_metrics(plan.sd, k)}
-                      if settings.per_request_stats else None)
+        usage = {
+            "prompt_tokens": len(key) // 8,
+            "completion_tokens": n_tokens,
+            "total_tokens": len(key) // 8 + n_tokens,
+        }
+        sd_payload = {"speculative_decoding": vllm_sd_metrics(plan.sd, k)} if settings.per_request_stats else None
 
         if not body.get("stream"):
             await sleep_until(arrival + (settings.ttft_ms + (len(plan.chunks) - 1) * settings.step_ms) / 1000)
             sim.account(plan.sd)
             text = "".join(token_text(t) for c in plan.chunks for t in c)
-            choice: dict[str, Any] = {"index": 0, "finish_reason": "length",
-                                      "token_ids": [t for c in plan.chunks for t in c]}
+            choice: dict[str, Any] = {
+                "index": 0,
+                "finish_reason": "length",
+                "token_ids": [t for c in plan.chunks for t in c],
+            }
             if chat:
                 choice["message"] = {"role": "assistant", "content": text}
             else:
                 choice["text"] = text
-            out: dict[str, Any] = {"id": rid, "object": obj.replace(".chunk", ""), "created": created,
-                                   "model": settings.model_name, "choices": [choice], "usage": usage}
+            out: dict[str, Any] = {
+                "id": rid,
+                "object": obj.replace(".chunk", ""),
+                "created": created,
+                "model": settings.model_name,
+                "choices": [choice],
+                "usage": usage,
+            }
             if sd_payload:
                 out["metrics"] = sd_payload
             return web.json_response(out)
@@ -244,8 +273,10 @@ def create_app(settings: MockSettings) -> web.Application:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
-        head = ('data: {"id":"%s","object":"%s","created":%d,"model":%s,"choices":[{"index":0,'
-                % (rid, obj, created, json.dumps(settings.model_name))).encode()
+        model = json.dumps(settings.model_name)
+        head = (
+            f'data: {{"id":"{rid}","object":"{obj}","created":{created},"model":{model},"choices":[{{"index":0,'
+        ).encode()
         if chat:
             await resp.write(head + b'"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n')
         tail = b""
@@ -257,8 +288,14 @@ def create_app(settings: MockSettings) -> web.Application:
             if settings.stream_end == "combined":
                 tail = extra  # merged into the last content chunk
             else:
-                tail_chunk = {"id": rid, "object": obj, "created": created, "model": settings.model_name,
-                              "choices": [], **final}
+                tail_chunk = {
+                    "id": rid,
+                    "object": obj,
+                    "created": created,
+                    "model": settings.model_name,
+                    "choices": [],
+                    **final,
+                }
                 tail = _sse(tail_chunk)
         stream = _Stream(resp, request, plan, head, chat, arrival, tail, settings.stream_end == "combined")
         clock.add(stream)
@@ -292,18 +329,21 @@ def create_app(settings: MockSettings) -> web.Application:
     async def completions_route(request: web.Request) -> web.StreamResponse:
         return await generate(request, chat=False)
 
-    app.add_routes([
-        web.get("/health", health),
-        web.get("/v1/models", models),
-        web.get("/metrics", metrics),
-        web.post("/v1/chat/completions", chat_route),
-        web.post("/v1/completions", completions_route),
-    ])
+    app.add_routes(
+        [
+            web.get("/health", health),
+            web.get("/v1/models", models),
+            web.get("/metrics", metrics),
+            web.post("/v1/chat/completions", chat_route),
+            web.post("/v1/completions", completions_route),
+        ]
+    )
     return app
 
 
-async def serve(settings: MockSettings, host: str = "127.0.0.1", port: int = 8000,
-                ready: "asyncio.Event | None" = None) -> None:
+async def serve(
+    settings: MockSettings, host: str = "127.0.0.1", port: int = 8000, ready: asyncio.Event | None = None
+) -> None:
     """Run the server until cancelled; prints the bound URL (port 0 picks a free port)."""
     app = create_app(settings)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -311,9 +351,11 @@ async def serve(settings: MockSettings, host: str = "127.0.0.1", port: int = 800
     site = web.TCPSite(runner, host, port, backlog=4096)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
-    print(f"speedbench mock server listening on http://{host}:{bound}/v1 (k={settings.k}, "
-          f"acceptance={settings.acceptance}, ttft_ms={settings.ttft_ms}, step_ms={settings.step_ms})",
-          flush=True)
+    print(
+        f"speedbench mock server listening on http://{host}:{bound}/v1 (k={settings.k}, "
+        f"acceptance={settings.acceptance}, ttft_ms={settings.ttft_ms}, step_ms={settings.step_ms})",
+        flush=True,
+    )
     if ready is not None:
         ready.set()
     try:

@@ -1,8 +1,13 @@
 """The shared OpenAI-compatible streaming client (``--engine openai``).
 
-One aiohttp session per run.  Engine adapters for vLLM, SGLang, TensorRT-LLM and llama.cpp
-subclass OpenAIEngine and override only ``payload`` (request body extras) and
-``parse_sd`` (their per-request SD stats), plus ``counter_prefix`` for /metrics.
+One aiohttp session per started engine (one run, or several in a row).  Engine adapters for vLLM, SGLang,
+TensorRT-LLM and llama.cpp subclass OpenAIEngine and override only ``payload`` (request body extras) and
+``parse_sd`` (their per-request SD stats), plus ``counter_prefix`` / ``metrics_path`` for /metrics.
+
+Options (``-E``, typed in ``OpenAIOptions``): ``chunks_are_steps`` (the engine's declared value), ``api_token``
+(the API key itself instead of ``$OPENAI_API_KEY``; redacted in the run directory), and ``body.FIELD=VALUE`` for a
+field passed verbatim into every request body (JSON values parsed: ``-E body.top_p=0.9``).  ``--sd`` is a label of
+what the server runs, recorded as declared and not verified.
 
 Token counting: a chunk's tokens are ``len(choice.token_ids)`` when the server returns token
 ids (vLLM's ``return_token_ids``); otherwise a chunk with text counts as one token and the
@@ -12,7 +17,6 @@ record is marked ``chunk_tokens_exact=False`` unless the server's usage total co
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,9 +24,13 @@ from typing import Any
 import aiohttp
 import orjson
 
-from speedbench.engines.base import Capabilities, Request
+from speedbench.config import REDACTED, EngineSpec
+from speedbench.engines import registry
+from speedbench.engines.base import Request, check_sd
 from speedbench.engines.errors import EngineStartError
+from speedbench.engines.options import EngineOptions, parse_options, split_body
 from speedbench.engines.prometheus import parse_sd_counters
+from speedbench.prompts import render_completion_prompt
 from speedbench.records import Event, RequestError, SDStats, per_position_from_histogram
 
 json_loads = orjson.loads
@@ -57,81 +65,92 @@ def parse_vllm_sd(m: dict[str, Any] | None, k: int | None) -> SDStats | None:
     per_pos = [int(v) for v in m.get("num_accepted_tokens_per_pos") or []]
     if not per_pos and hist:
         per_pos = per_position_from_histogram(hist)
-    return SDStats(drafted=drafted, accepted=accepted, steps=steps, per_position=per_pos,
-                   histogram=hist, source="per_request")
+    return SDStats(
+        drafted=drafted, accepted=accepted, steps=steps, per_position=per_pos, histogram=hist, source="per_request"
+    )
 
 
-def _json_or_str(v: str) -> Any:
-    try:
-        return json.loads(v)
-    except json.JSONDecodeError:
-        return v
+def root_url(base_url: str) -> str:
+    """The server's root for an OpenAI base URL: ``http://h:p/v1`` -> ``http://h:p`` (/metrics, /health, /version)."""
+    url = base_url.rstrip("/")
+    return url.removesuffix("/v1")
 
 
-def render_completion_prompt(messages: list[dict[str, str]]) -> str:
-    """A plain transcript for the completions endpoint (used identically for baseline and SD runs)."""
-    parts = [f"{'User' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in messages]
-    return "\n\n".join(parts) + "\n\nAssistant:"
+class OpenAIOptions(EngineOptions):
+    """``-E`` options of the OpenAI client (and of every server adapter built on it)."""
+
+    chunks_are_steps: bool | None = None  # None: as the engine declares; false: a chunk is a token, not a step
+    api_token: str | None = None  # the API key itself (else $OPENAI_API_KEY); never written unredacted
 
 
 class OpenAIEngine:
     name = "openai"
     counter_prefix = "vllm:spec_decode_"
+    metrics_path = "/metrics"  # default --metrics-url under the server's root
     # what the client can read when the server offers it (vLLM does all of these)
-    capabilities = Capabilities(per_request_sd_stats=True, counters=True, chunks_are_steps=True, token_ids=True)
+    capabilities = registry.declared("openai")
+    Options: type[OpenAIOptions] = OpenAIOptions
     # idle pooled connections are dropped after this; keep it below the server's own keep-alive timeout
     # (llama-server closes idle connections after 5 s) so a request never goes out on a closing socket
     keepalive_timeout_s = 15.0
     # False: a new connection per request (llama-server closes kept-alive connections under aiohttp's feet)
     reuse_connections = True
+    opts: OpenAIOptions
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        model: str | None = None,
-        metrics_url: str | None = None,
-        endpoint: str = "chat",
-        api_key_env: str = "OPENAI_API_KEY",
-        options: dict[str, str] | None = None,
-        draft_length: int | None = None,
-        **_: Any,
-    ) -> None:
-        if not base_url:
-            raise EngineStartError("engine 'openai' needs --base-url (e.g. http://127.0.0.1:8000/v1)")
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
-        self.metrics_url = metrics_url or f"{root}/metrics"
-        self.endpoint = endpoint
-        self.api_key = os.environ.get(api_key_env) or None
-        self.options = dict(options or {})
-        self.draft_length = draft_length
-        self.chunks_are_steps = self.options.pop("chunks_are_steps", "true").lower() in ("1", "true", "yes")
-        # every other -E key=value goes into the request body (JSON values parsed: -E top_p=0.9)
-        self.body_extra = {k: _json_or_str(v) for k, v in self.options.items()}
-        self.capabilities = dataclasses.replace(type(self).capabilities, chunks_are_steps=self.chunks_are_steps)
+    def __init__(self, spec: EngineSpec) -> None:
+        own, self.body_extra = split_body(spec.options)  # -E body.FIELD=VALUE: into every request body
+        self.options = own
+        self.opts = parse_options(type(self).Options, self.name, own, body=True)
+        self.sd = check_sd(self.name, type(self).capabilities, spec.sd)
+        self.k = 3 if spec.draft_length is None else spec.draft_length
+        # -E chunks_are_steps=false changes what the chunks mean: computed once, for this instance
+        declared = type(self).capabilities
+        steps = declared.chunks_are_steps if self.opts.chunks_are_steps is None else self.opts.chunks_are_steps
+        self.capabilities = dataclasses.replace(declared, chunks_are_steps=steps)
+        spec = self.server_spec(spec)
+        if not spec.base_url:
+            raise EngineStartError(f"engine {self.name!r} needs --base-url (e.g. http://127.0.0.1:8000/v1)")
+        self.base_url = spec.base_url.rstrip("/")
+        self.model = spec.model
+        self.metrics_url = spec.metrics_url or root_url(self.base_url) + self.metrics_path
+        self.endpoint = spec.endpoint
+        # a resumed run reads its config back with secrets redacted: the key then comes from the environment
+        token = self.opts.api_token if self.opts.api_token != REDACTED else None
+        self.api_key = token or os.environ.get(spec.api_key_env) or None
+        self.send_seed = spec.request_seed
         self._session: aiohttp.ClientSession | None = None
         self.counter_error: str | None = None
         self.server_version: str | None = None
 
+    def server_spec(self, spec: EngineSpec) -> EngineSpec:
+        """Hook: the spec of the server to talk to (a launching adapter fills in the URL it will start)."""
+        return spec
+
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        conn = (aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=self.keepalive_timeout_s)
-                if self.reuse_connections else aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, force_close=True))
-        self._session = aiohttp.ClientSession(connector=conn, headers=headers,
-                                              timeout=aiohttp.ClientTimeout(total=None, sock_connect=30))
+        conn = (
+            aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=self.keepalive_timeout_s)
+            if self.reuse_connections
+            else aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, force_close=True)
+        )
+        self._session = aiohttp.ClientSession(
+            connector=conn, headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=30)
+        )
         url = f"{self.base_url}/models"
         try:
             async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=30)) as r:
                 if r.status != 200:
                     text = (await r.text())[:200]
-                    raise EngineStartError(f"{url} answered HTTP {r.status}: {text!r}; check --base-url and the API key")
+                    raise EngineStartError(
+                        f"{url} answered HTTP {r.status}: {text!r}; check --base-url and the API key"
+                    )
                 data = await r.json(content_type=None)
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             await self.close()
-            raise EngineStartError(f"cannot reach {url} ({type(e).__name__}: {e}); is the server running? "
-                                   "check --base-url") from None
+            raise EngineStartError(
+                f"cannot reach {url} ({type(e).__name__}: {e}); is the server running? check --base-url"
+            ) from None
         self.server_version = await self._server_version()
         if self.model is None:
             try:
@@ -143,9 +162,9 @@ class OpenAIEngine:
     async def _server_version(self) -> str | None:
         """vLLM and SGLang answer GET /version; others may not (then None)."""
         assert self._session is not None
-        root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
         try:
-            async with self._session.get(f"{root}/version", timeout=aiohttp.ClientTimeout(total=5)) as r:
+            url = f"{root_url(self.base_url)}/version"
+            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as r:
                 if r.status == 200:
                     return (await r.text())[:200]
         except (aiohttp.ClientError, OSError, TimeoutError):
@@ -158,9 +177,21 @@ class OpenAIEngine:
             self._session = None
 
     def describe(self) -> dict[str, Any]:
-        return {"engine": self.name, "base_url": self.base_url, "model": self.model,
-                "metrics_url": self.metrics_url, "endpoint": self.endpoint, "server_version": self.server_version,
-                "chunks_are_steps": self.chunks_are_steps, "options": self.options}
+        """``sd`` as declared (an attached server's SD is a label, not verified); ``k`` 0 with SD off."""
+        return {
+            "engine": self.name,
+            "base_url": self.base_url,
+            "model": self.model,
+            "metrics_url": self.metrics_url,
+            "endpoint": self.endpoint,
+            "server_version": self.server_version,
+            "sd": self.sd,
+            "k": 0 if self.sd == "none" else self.k,
+            "chunks_are_steps": self.capabilities.chunks_are_steps,
+            "options": self.options,
+            "body": self.body_extra,
+            "request_seed": self.send_seed,
+        }
 
     # ---- hooks for adapters ----------------------------------------------------------------
     def payload(self, request: Request) -> dict[str, Any]:
@@ -171,13 +202,14 @@ class OpenAIEngine:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        if self.capabilities.token_ids:   # vLLM's extension; servers without it do not get it
+        if self.capabilities.token_ids:  # vLLM's extension; servers without it do not get it
             body["return_token_ids"] = True
         if request.ignore_eos:
             body["ignore_eos"] = True
-        if request.seed is not None:
+        if self.send_seed:  # --request-seed: the request's derived sampling seed (load/seeds.py)
             body["seed"] = request.seed
         body.update(self.body_extra)
+        body.update(request.extra_body)
         if self.endpoint == "chat":
             body["messages"] = request.messages
         else:
@@ -189,7 +221,7 @@ class OpenAIEngine:
         to this request (adapters keep running values there, e.g. TRT-LLM's per-chunk average)."""
         metrics = obj.get("metrics")
         if isinstance(metrics, dict):
-            return parse_vllm_sd(metrics.get("speculative_decoding"), self.draft_length)
+            return parse_vllm_sd(metrics.get("speculative_decoding"), self.k)
         return None
 
     def parse_counters(self, text: str) -> dict[str, Any] | None:
@@ -208,7 +240,7 @@ class OpenAIEngine:
         try:
             return await self._session.post(url, data=body, headers=JSON_HEADERS)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
-            if isinstance(e, aiohttp.ClientConnectorError):   # could not connect at all: no retry
+            if isinstance(e, aiohttp.ClientConnectorError):  # could not connect at all: no retry
                 raise
             return await self._session.post(url, data=body, headers=JSON_HEADERS)
 
@@ -255,8 +287,9 @@ class OpenAIEngine:
                             sd = got_sd
                         for choice in obj.get("choices") or ():
                             delta = choice.get("delta")
-                            text = ((delta.get("content") or "") if isinstance(delta, dict)
-                                    else (choice.get("text") or ""))
+                            text = (
+                                (delta.get("content") or "") if isinstance(delta, dict) else (choice.get("text") or "")
+                            )
                             ids = choice.get("token_ids")
                             n = len(ids) if ids is not None else (1 if text else 0)
                             if choice.get("finish_reason"):
@@ -274,12 +307,15 @@ class OpenAIEngine:
             raise RequestError("client_error", f"{type(e).__name__}: {e}") from None
         if not done and finish is None:
             raise RequestError("reset", "stream ended without [DONE] or finish_reason")
-        n_tokens = int(usage["completion_tokens"]) if usage and usage.get("completion_tokens") is not None \
-            else tokens_seen
+        n_tokens = (
+            int(usage["completion_tokens"]) if usage and usage.get("completion_tokens") is not None else tokens_seen
+        )
         yield Event("final", finish_reason=finish, usage=usage, sd=self.finish_sd(sd, n_tokens, state))
 
     async def counters(self) -> dict[str, Any] | None:
+        self.counter_error = None
         if self._session is None:
+            self.counter_error = "not started"
             return None
         try:
             async with self._session.get(self.metrics_url, timeout=aiohttp.ClientTimeout(total=30)) as r:

@@ -6,10 +6,11 @@ streamed as one Event carrying its 1..k+1 tokens, and each request ends with exa
 SD stats (source ``per_request``).  Engine totals are exposed as counters in vLLM's shape
 (steps = target verification passes) so the usual cross-check runs too.
 
-Options (``-E key=value``): model, draft_model, sd (none|ngram|draft), dtype (float32),
-device (cpu|cuda), threads (torch threads, default: all cores), ngram_max (3), ngram_min (1),
-max_batch (default: the run's concurrency).  ``--model``, ``--sd`` and ``--draft-model`` set
-the same things from the command line.
+Options (``-E key=value``, typed in ``ReferenceOptions``): model, draft_model, sd (none|ngram|draft), dtype
+(float32), device (cpu|cuda), threads (torch threads, default: all cores), ngram_max (3), ngram_min (1),
+max_batch (default: the spec's max_concurrency, the run's --concurrency).  ``--model``, ``--sd`` and
+``--draft-model`` set the same things from the command line.  Sampling is seeded per request with the
+request's seed (load/seeds.py), so a sampled run is reproducible.
 """
 
 from __future__ import annotations
@@ -22,46 +23,56 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from speedbench.engines.base import Capabilities, Request
+from pydantic import Field
+
+from speedbench.config import EngineSpec
+from speedbench.engines import registry
+from speedbench.engines.base import Request, check_sd
+from speedbench.engines.options import EngineOptions, parse_options
+from speedbench.prompts import render_completion_prompt
 from speedbench.records import Event, RequestError, SDCounterTotals
 
-SD_METHODS = ("none", "ngram", "draft")
+
+class ReferenceOptions(EngineOptions):
+    model: str | None = None  # the same as --model (which wins when both are given)
+    draft_model: str | None = None  # the same as --draft-model
+    sd: str | None = None  # the same as --sd
+    dtype: str = "float32"
+    device: str = "cpu"
+    threads: int = Field(0, ge=0)  # 0: all cores
+    ngram_max: int = Field(3, ge=1)
+    ngram_min: int = Field(1, ge=1)
+    max_batch: int | None = Field(None, ge=1)  # None: the spec's max_concurrency
 
 
 class _Job:
     __slots__ = ("seq", "events", "loop")
 
-    def __init__(self, seq: Any, events: "asyncio.Queue[Any]", loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, seq: Any, events: asyncio.Queue[Any], loop: asyncio.AbstractEventLoop) -> None:
         self.seq, self.events, self.loop = seq, events, loop
 
 
 class ReferenceEngine:
     name = "reference"
-    capabilities = Capabilities(per_request_sd_stats=True, counters=True, in_process=True,
-                                chunks_are_steps=True, token_ids=True)
-    default_output_len = 32  # keeps the no-argument CPU run short; --output-len raises it
+    capabilities = registry.declared("reference")  # default_output_len 32 keeps the CPU default run short
 
-    def __init__(self, model: str | None = None, options: dict[str, str] | None = None,
-                 draft_length: int | None = 3, sd: str | None = None, draft_model: str | None = None,
-                 concurrency: int = 32, **_: Any) -> None:
-        opts = dict(options or {})
-        self.model_spec = opts.pop("model", None) or model
-        self.draft_spec = opts.pop("draft_model", None) or draft_model
-        self.method = (opts.pop("sd", None) or sd or "ngram").lower()
-        if self.method not in SD_METHODS:
-            raise ValueError(f"--sd {self.method!r}: the reference engine supports {', '.join(SD_METHODS)}")
+    def __init__(self, spec: EngineSpec) -> None:
+        opts = parse_options(ReferenceOptions, self.name, spec.options)
+        self.model_spec = spec.model or opts.model
+        self.draft_spec = spec.draft_model or opts.draft_model
+        method = check_sd(self.name, self.capabilities, spec.sd or opts.sd)
+        assert method is not None  # the reference engine declares a default
+        self.method = method
         if self.method == "draft" and not self.draft_spec:
             raise ValueError("--sd draft needs --draft-model (a same-tokenizer HF folder or .gguf)")
-        self.k = int(draft_length if draft_length is not None else 3)
-        self.dtype = opts.pop("dtype", "float32")
-        self.device = opts.pop("device", "cpu")
-        self.threads = int(opts.pop("threads", 0) or (os.cpu_count() or 1))
-        self.ngram_max = int(opts.pop("ngram_max", 3))
-        self.ngram_min = int(opts.pop("ngram_min", 1))
-        self.max_batch = int(opts.pop("max_batch", concurrency))
-        if opts:
-            raise ValueError(f"unknown reference engine option(s): {', '.join(sorted(opts))} "
-                             "(model, draft_model, sd, dtype, device, threads, ngram_max, ngram_min, max_batch)")
+        self.k = 3 if spec.draft_length is None else spec.draft_length
+        self.dtype = opts.dtype
+        self.device = opts.device
+        self.threads = opts.threads or (os.cpu_count() or 1)
+        self.ngram_max = opts.ngram_max
+        self.ngram_min = opts.ngram_min
+        self.max_batch = opts.max_batch or spec.max_concurrency or 32
+        self.counter_error: str | None = None
         self._inbox: queue.Queue[_Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
@@ -99,8 +110,9 @@ class ReferenceEngine:
             elif isinstance(src, (list, tuple)):
                 eos.update(int(x) for x in src)
         self.eos = frozenset(eos)
-        self.decoder = BatchDecoder(target, self.method, self.k, draft=draft,
-                                    ngram_max=self.ngram_max, ngram_min=self.ngram_min)
+        self.decoder = BatchDecoder(
+            target, self.method, self.k, draft=draft, ngram_max=self.ngram_max, ngram_min=self.ngram_min
+        )
 
     async def close(self) -> None:
         if self._thread is not None:
@@ -113,12 +125,22 @@ class ReferenceEngine:
         import transformers
 
         k = self.k if self.method != "none" else 0
-        return {"engine": self.name, "sd": self.method, "k": k, "model": self.model_spec or "smollm2",
-                "draft_model": self.draft_spec, "folders": self.folders, "dtype": self.dtype,
-                "device": self.device, "threads": self.threads, "max_batch": self.max_batch,
-                "ngram": {"max": self.ngram_max, "min": self.ngram_min} if self.method == "ngram" else None,
-                "torch": torch.__version__, "transformers": transformers.__version__,
-                "batching": "continuous (per-row slot masks over one KV cache)"}
+        return {
+            "engine": self.name,
+            "sd": self.method,
+            "k": k,
+            "model": self.model_spec or "smollm2",
+            "draft_model": self.draft_spec,
+            "folders": self.folders,
+            "dtype": self.dtype,
+            "device": self.device,
+            "threads": self.threads,
+            "max_batch": self.max_batch,
+            "ngram": {"max": self.ngram_max, "min": self.ngram_min} if self.method == "ngram" else None,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "batching": "continuous (per-row slot masks over one KV cache)",
+        }
 
     async def counters(self) -> dict[str, Any] | None:
         with self._lock:
@@ -130,7 +152,7 @@ class ReferenceEngine:
         jobs: dict[int, _Job] = {}
         try:
             while True:
-                joining = []
+                joining: list[Any] = []
                 while dec.active + len(joining) < self.max_batch:
                     try:
                         job = self._inbox.get(block=dec.active == 0 and not joining)
@@ -173,8 +195,6 @@ class ReferenceEngine:
             if isinstance(ids, dict) or hasattr(ids, "input_ids"):
                 ids = ids["input_ids"]
             return [int(x) for x in ids]
-        from speedbench.engines.openai_http import render_completion_prompt
-
         return [int(x) for x in tok(render_completion_prompt(request.messages))["input_ids"]]
 
     async def stream(self, request: Request) -> AsyncIterator[Event]:
@@ -187,7 +207,6 @@ class ReferenceEngine:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
         prompt = self._prompt_ids(request)
-        seed = request.seed if request.seed is not None else hash((request.question_id, request.turn)) & 0x7FFFFFFF
         k = self.k if self.method != "none" else 0
 
         def emit(tokens: list[int], final: bool, finish: str | None) -> None:  # worker thread
@@ -197,9 +216,17 @@ class ReferenceEngine:
                 self._account(stats)
             loop.call_soon_threadsafe(events.put_nowait, (tokens, final, finish, stats))
 
-        seq = Seq(rid=(request.question_id, request.turn), tokens=list(prompt), n_prompt=len(prompt),
-                  max_new=request.max_tokens, temperature=request.temperature, eos=self.eos,
-                  ignore_eos=request.ignore_eos, generator=torch.Generator().manual_seed(seed), emit=emit)
+        seq = Seq(
+            rid=(request.question_id, request.turn),
+            tokens=list(prompt),
+            n_prompt=len(prompt),
+            max_new=request.max_tokens,
+            temperature=request.temperature,
+            eos=self.eos,
+            ignore_eos=request.ignore_eos,
+            generator=torch.Generator().manual_seed(request.seed),
+            emit=emit,
+        )
         self._inbox.put(_Job(seq, events, loop))
         generated: list[int] = []
         text_so_far = ""
@@ -212,11 +239,15 @@ class ReferenceEngine:
                 if tokens:
                     generated.extend(tokens)
                     text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                    delta, text_so_far = text[len(text_so_far):], text
+                    delta, text_so_far = text[len(text_so_far) :], text
                     yield Event("chunk", n_tokens=len(tokens), text=delta, token_ids=list(tokens))
                 if final:
-                    yield Event("final", finish_reason=finish, sd=stats,
-                                usage={"prompt_tokens": len(prompt), "completion_tokens": len(generated)})
+                    yield Event(
+                        "final",
+                        finish_reason=finish,
+                        sd=stats,
+                        usage={"prompt_tokens": len(prompt), "completion_tokens": len(generated)},
+                    )
                     return
         finally:
             seq.cancelled = not seq.done  # a consumer that stops early frees its batch slot

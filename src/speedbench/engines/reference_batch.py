@@ -38,6 +38,7 @@ KV = list[tuple[torch.Tensor, torch.Tensor]]
 
 # ---- KV cache: preallocated buffers behind transformers' Cache API ---------------------------
 
+
 def _cache_kw(model: Any) -> str:
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
@@ -77,8 +78,9 @@ class BufferLayer(DynamicLayer):
         self.keys = self.buf_k[:, :, : self.used]
         self.values = self.buf_v[:, :, : self.used]
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
-               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         q = key_states.shape[2]
         if self.buf_k is None or self.buf_v is None:
             self.set(key_states, value_states)
@@ -87,8 +89,8 @@ class BufferLayer(DynamicLayer):
                 assert self.keys is not None and self.values is not None
                 self.set(self.keys, self.values, spare=max(64, q))
                 assert self.buf_k is not None and self.buf_v is not None
-            self.buf_k[:, :, self.used: self.used + q] = key_states
-            self.buf_v[:, :, self.used: self.used + q] = value_states
+            self.buf_k[:, :, self.used : self.used + q] = key_states
+            self.buf_v[:, :, self.used : self.used + q] = value_states
             self.used += q
             self._views()
         assert self.keys is not None and self.values is not None
@@ -101,13 +103,13 @@ class BufferLayer(DynamicLayer):
 def _new_cache(n_layers: int, kv: KV | None = None) -> Cache:
     layers = [BufferLayer() for _ in range(n_layers)]
     if kv:
-        for layer, (k, v) in zip(layers, kv):
+        for layer, (k, v) in zip(layers, kv, strict=True):
             layer.set(k, v)
     return Cache(layers=layers)  # type: ignore[arg-type]
 
 
 def _kv(cache: Cache) -> KV:
-    return [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[misc]
+    return [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[misc,union-attr]
 
 
 class ModelRunner:
@@ -119,14 +121,21 @@ class ModelRunner:
         self.n_layers = int(model.config.num_hidden_layers)
 
     @torch.inference_mode()
-    def forward(self, ids: torch.Tensor, cache: Cache, slot_mask: torch.Tensor,
-                positions: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor, cache: Cache, slot_mask: torch.Tensor, positions: torch.Tensor, last_only: bool = False
+    ) -> torch.Tensor:
         """ids (B, q); slot_mask (B, slots + q) bool; positions (B, q).  Appends q slots to
         ``cache`` in place and returns logits (B, q, V) (only the last position's with
         ``last_only``, as prefill needs)."""
         extra = {"logits_to_keep": 1} if last_only else {}
-        out = self.model(input_ids=ids, attention_mask=slot_mask.long(), position_ids=positions,
-                         use_cache=True, **{self.kw: cache}, **extra)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=slot_mask.long(),
+            position_ids=positions,
+            use_cache=True,
+            **{self.kw: cache},
+            **extra,
+        )
         return out.logits.float()
 
 
@@ -136,8 +145,8 @@ class CacheState:
 
     n_layers: int
     cache: Cache | None = None
-    mask: torch.Tensor | None = None      # (B, slots) bool
-    pos: torch.Tensor | None = None       # (B,) long: next RoPE position per row
+    mask: torch.Tensor | None = None  # (B, slots) bool
+    pos: torch.Tensor | None = None  # (B,) long: next RoPE position per row
 
     @property
     def rows(self) -> int:
@@ -155,13 +164,13 @@ class CacheState:
         cap = width + max(64, width // 2)
         b1, b2 = self.rows, mask.shape[0]
         layers = []
-        for (ak, av), (bk, bv) in zip(_kv(self.cache), _kv(cache)):
+        for (ak, av), (bk, bv) in zip(_kv(self.cache), _kv(cache), strict=True):
             _, h, _, d = ak.shape
             nk, nv = ak.new_zeros(b1 + b2, h, cap, d), av.new_zeros(b1 + b2, h, cap, d)
-            nk[:b1, :, width - ak.shape[2]: width] = ak
-            nv[:b1, :, width - av.shape[2]: width] = av
-            nk[b1:, :, width - bk.shape[2]: width] = bk
-            nv[b1:, :, width - bv.shape[2]: width] = bv
+            nk[:b1, :, width - ak.shape[2] : width] = ak
+            nv[:b1, :, width - av.shape[2] : width] = av
+            nk[b1:, :, width - bk.shape[2] : width] = bk
+            nv[b1:, :, width - bv.shape[2] : width] = bv
             layer = BufferLayer()
             layer.adopt(nk, nv, width)
             layers.append(layer)
@@ -177,7 +186,7 @@ class CacheState:
         if idx.numel() == 0:
             self.cache, self.mask, self.pos = None, None, None
             return
-        for layer in self.cache.layers:   # one copy, keeping the spare capacity
+        for layer in self.cache.layers:  # one copy, keeping the spare capacity
             assert isinstance(layer, BufferLayer) and layer.buf_k is not None and layer.buf_v is not None
             layer.adopt(layer.buf_k.index_select(0, idx), layer.buf_v.index_select(0, idx), layer.used)
         self.mask = self.mask.index_select(0, idx)
@@ -195,7 +204,7 @@ class CacheState:
         b, slots = self.mask.shape
         # order slots so valid ones come last, keeping their order: sort by (valid, index)
         key = self.mask.long() * slots + torch.arange(slots).unsqueeze(0)
-        order = key.argsort(dim=1)[:, slots - width:]                      # (B, width)
+        order = key.argsort(dim=1)[:, slots - width :]  # (B, width)
         new_mask = torch.gather(self.mask, 1, order)
         new_kv = []
         for k, v in _kv(self.cache):
@@ -209,7 +218,7 @@ class CacheState:
 
         Valid new tokens take consecutive positions from each row's next position."""
         assert self.mask is not None and self.pos is not None
-        offs = torch.cumsum(valid.long(), dim=1) - valid.long()          # 0,1,2.. over valid tokens
+        offs = torch.cumsum(valid.long(), dim=1) - valid.long()  # 0,1,2.. over valid tokens
         positions = self.pos.unsqueeze(1) + offs
         return torch.cat([self.mask, valid], dim=1), positions
 
@@ -222,38 +231,40 @@ class CacheState:
 
 # ---- proposals -------------------------------------------------------------------------------
 
+
 def ngram_propose(tokens: Sequence[int] | np.ndarray, k: int, max_n: int = 3, min_n: int = 1) -> list[int]:
     """Prompt lookup: match the last n tokens (n = max_n..min_n) earlier in the context and
     propose up to k tokens that followed the most recent match."""
     arr = np.asarray(tokens, dtype=np.int64)
     L = arr.shape[0]
     for n in range(min(max_n, L - 1), min_n - 1, -1):
-        tail = arr[L - n:]
-        windows = np.lib.stride_tricks.sliding_window_view(arr[: L - 1], n)   # starts 0..L-1-n
+        tail = arr[L - n :]
+        windows = np.lib.stride_tricks.sliding_window_view(arr[: L - 1], n)  # starts 0..L-1-n
         hits = np.nonzero((windows == tail).all(axis=1))[0]
-        hits = hits[hits + n < L]          # a continuation must exist
+        hits = hits[hits + n < L]  # a continuation must exist
         if hits.size:
-            start = int(hits[-1]) + n      # most recent match
-            return arr[start: start + k].tolist()
+            start = int(hits[-1]) + n  # most recent match
+            return arr[start : start + k].tolist()
     return []
 
 
 # ---- the decoder ---------------------------------------------------------------------------
+
 
 @dataclass
 class Seq:
     """One request inside the batch."""
 
     rid: Any
-    tokens: list[int]                 # prompt + generated
+    tokens: list[int]  # prompt + generated
     n_prompt: int
     max_new: int
     temperature: float
     eos: frozenset[int]
     ignore_eos: bool
     generator: torch.Generator
-    emit: Callable[[list[int], bool, str | None], None]   # (tokens, final, finish_reason)
-    last: int = -1                    # newest token, not yet in the target cache
+    emit: Callable[[list[int], bool, str | None], None]  # (tokens, final, finish_reason)
+    last: int = -1  # newest token, not yet in the target cache
     draft_pending: list[int] = field(default_factory=list)  # tokens not yet in the draft cache
     steps: int = 0
     drafted: int = 0
@@ -270,8 +281,14 @@ class Seq:
     def stats(self, k: int) -> SDStats:
         hist = (self.hist + [0] * (k + 1))[: k + 1]
         per_pos = (self.per_pos + [0] * k)[:k]
-        return SDStats(drafted=self.drafted, accepted=self.accepted, steps=self.steps,
-                       per_position=per_pos, histogram=hist, source="per_request")
+        return SDStats(
+            drafted=self.drafted,
+            accepted=self.accepted,
+            steps=self.steps,
+            per_position=per_pos,
+            histogram=hist,
+            source="per_request",
+        )
 
 
 def _sample(probs: torch.Tensor, gen: torch.Generator) -> int:
@@ -284,8 +301,9 @@ class BatchDecoder:
     method: "none" (plain decoding), "ngram" (prompt lookup) or "draft" (draft model, same tokenizer).
     """
 
-    def __init__(self, target: Any, method: str = "ngram", k: int = 3, draft: Any = None,
-                 ngram_max: int = 3, ngram_min: int = 1) -> None:
+    def __init__(
+        self, target: Any, method: str = "ngram", k: int = 3, draft: Any = None, ngram_max: int = 3, ngram_min: int = 1
+    ) -> None:
         if method not in ("none", "ngram", "draft"):
             raise ValueError(f"unknown SD method {method!r} (none, ngram, draft)")
         if method == "draft" and draft is None:
@@ -299,7 +317,7 @@ class BatchDecoder:
         # KV head n_rep times per layer and step (halved the CPU step time at batch 32)
         os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
         self.seqs: list[Seq] = []
-        self._draft_fed = 0   # draft-cache slots appended for d1..d_{K-1} by the last proposal
+        self._draft_fed = 0  # draft-cache slots appended for d1..d_{K-1} by the last proposal
         self.tc = CacheState(self.target.n_layers)
         self.dc = CacheState(self.draft.n_layers if self.draft is not None else 0)
 
@@ -327,8 +345,8 @@ class BatchDecoder:
         ids = torch.zeros(len(seqs), n, dtype=torch.long)
         mask = torch.zeros(len(seqs), n, dtype=torch.bool)
         for r, s in enumerate(seqs):
-            ids[r, n - len(s.tokens):] = torch.tensor(s.tokens)
-            mask[r, n - len(s.tokens):] = True
+            ids[r, n - len(s.tokens) :] = torch.tensor(s.tokens)
+            mask[r, n - len(s.tokens) :] = True
         pos = (torch.cumsum(mask.long(), dim=1) - 1).clamp(min=0)
         lengths = mask.long().sum(dim=1)
         cache = _new_cache(self.target.n_layers)
@@ -339,12 +357,12 @@ class BatchDecoder:
             self.draft.forward(ids, dcache, mask, pos, last_only=True)
             self.dc.append_rows(dcache, mask, lengths)
         firsts = [self._pick(logits[r, -1], s) for r, s in enumerate(seqs)]
-        for s, first in zip(seqs, firsts):
+        for s, first in zip(seqs, firsts, strict=True):
             s.per_pos = [0] * self.k
             s.hist = [0] * (self.k + 1)
-            s.draft_pending = [first]    # the draft has seen the prompt, not the first token
+            s.draft_pending = [first]  # the draft has seen the prompt, not the first token
             self.seqs.append(s)
-        for s, first in zip(seqs, firsts):
+        for s, first in zip(seqs, firsts, strict=True):
             self._emit(s, [first])
 
     def _pick(self, logits: torch.Tensor, seq: Seq) -> int:
@@ -392,8 +410,10 @@ class BatchDecoder:
         budget = [min(self.k, s.max_new - s.generated - 1) for s in self.seqs]  # leave room for the bonus
         q_probs: torch.Tensor | None = None
         if self.method == "ngram":
-            props = [ngram_propose(s.tokens, b, self.ngram_max, self.ngram_min) if b > 0 else []
-                     for s, b in zip(self.seqs, budget)]
+            props = [
+                ngram_propose(s.tokens, b, self.ngram_max, self.ngram_min) if b > 0 else []
+                for s, b in zip(self.seqs, budget, strict=True)
+            ]
         elif self.method == "draft":
             props, q_probs = self._draft_propose(budget)
         else:
@@ -402,19 +422,19 @@ class BatchDecoder:
 
         ids = torch.zeros(B, 1 + K, dtype=torch.long)
         valid = torch.zeros(B, 1 + K, dtype=torch.bool)
-        for r, (s, p) in enumerate(zip(self.seqs, props)):
+        for r, (s, p) in enumerate(zip(self.seqs, props, strict=True)):
             ids[r, 0] = s.last
             valid[r, 0] = True
             if p:
-                ids[r, 1: 1 + len(p)] = torch.tensor(p)
-                valid[r, 1: 1 + len(p)] = True
+                ids[r, 1 : 1 + len(p)] = torch.tensor(p)
+                valid[r, 1 : 1 + len(p)] = True
         mask, positions = self.tc.step_inputs(valid)
         assert self.tc.cache is not None
         logits = self.target.forward(ids, self.tc.cache, mask, positions)
 
         keep = torch.zeros(B, 1 + K, dtype=torch.bool)
         results: list[tuple[int, list[int]]] = []
-        for r, (s, p) in enumerate(zip(self.seqs, props)):
+        for r, (s, p) in enumerate(zip(self.seqs, props, strict=True)):
             n_acc, out = self._accept(s, p, logits[r], None if q_probs is None else q_probs[r])
             if not s.ignore_eos:
                 # an accepted draft that is EOS ends the reply there: nothing after it counts
@@ -434,11 +454,10 @@ class BatchDecoder:
         self.tc.compact()
         if self.draft is not None:
             self._draft_commit(props, results)
-        for (n_acc, out), s in zip(results, self.seqs):
+        for (_, out), s in zip(results, self.seqs, strict=True):
             self._emit(s, out)
 
-    def _accept(self, s: Seq, prop: list[int], logits: torch.Tensor,
-                q: torch.Tensor | None) -> tuple[int, list[int]]:
+    def _accept(self, s: Seq, prop: list[int], logits: torch.Tensor, q: torch.Tensor | None) -> tuple[int, list[int]]:
         """Returns (accepted drafts, tokens to emit = accepted drafts + bonus)."""
         if s.temperature <= 0:
             target_ids = torch.argmax(logits[: len(prop) + 1], dim=-1).tolist()
@@ -477,8 +496,8 @@ class BatchDecoder:
         valid = torch.zeros(B, width, dtype=torch.bool)
         for r, s in enumerate(self.seqs):
             pend = s.draft_pending
-            ids[r, width - len(pend):] = torch.tensor(pend)
-            valid[r, width - len(pend):] = True
+            ids[r, width - len(pend) :] = torch.tensor(pend)
+            valid[r, width - len(pend) :] = True
         drafts = torch.zeros(B, K, dtype=torch.long)
         qs: list[torch.Tensor] = []
         sampling = any(s.temperature > 0 for s in self.seqs)
@@ -494,7 +513,7 @@ class BatchDecoder:
                 if s.temperature <= 0:
                     nxt[r] = torch.argmax(last[r])
                     if probs_j is not None:
-                        probs_j[r, nxt[r]] = 1.0      # greedy draft: a point mass
+                        probs_j[r, nxt[r]] = 1.0  # greedy draft: a point mass
                 else:
                     pr = torch.softmax(last[r] / s.temperature, dim=-1)
                     assert probs_j is not None
@@ -509,8 +528,8 @@ class BatchDecoder:
         for s in self.seqs:
             s.draft_pending = []
         props = [drafts[r, : budget[r]].tolist() if budget[r] > 0 else [] for r in range(B)]
-        self._draft_fed = K - 1          # draft slots appended after the pending ones (d1..d_{K-1})
-        q = torch.stack(qs, dim=1) if qs else None   # (B, K, V)
+        self._draft_fed = K - 1  # draft slots appended after the pending ones (d1..d_{K-1})
+        q = torch.stack(qs, dim=1) if qs else None  # (B, K, V)
         return props, q
 
     def _draft_commit(self, props: list[list[int]], results: list[tuple[int, list[int]]]) -> None:
@@ -520,7 +539,7 @@ class BatchDecoder:
         if fed > 0:
             # the last ``fed`` slots hold d1..d_fed; keep d_i only if it was accepted
             tail = self.dc.mask[:, -fed:].clone()
-            for r, ((n_acc, _), p) in enumerate(zip(results, props)):
+            for r, (n_acc, _) in enumerate(results):
                 for i in range(fed):
                     if tail[r, i] and i + 1 > n_acc:
                         tail[r, i] = False
@@ -528,7 +547,7 @@ class BatchDecoder:
             self.dc.mask[:, -fed:] = tail
             self.dc.pos = self.dc.pos - dropped
         self._draft_fed = 0
-        for (n_acc, out), s, p in zip(results, self.seqs, props):
+        for (n_acc, out), s, p in zip(results, self.seqs, props, strict=True):
             # tokens the draft cache lacks: an accepted last draft it never processed, then the bonus
             # (the last draft of a row is never fed to the draft model)
             pending = [p[-1]] if (p and n_acc == len(p)) else []

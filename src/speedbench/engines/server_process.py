@@ -59,8 +59,15 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 class ServerProcess:
     """One engine server: ``await start()`` returns once ``health_url`` answers 200."""
 
-    def __init__(self, name: str, cmd: Sequence[str], health_url: str, log_path: Path,
-                 env: dict[str, str] | None = None, startup_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        cmd: Sequence[str],
+        health_url: str,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        startup_timeout_s: float = 600.0,
+    ) -> None:
         self.name = name
         self.cmd = [str(c) for c in cmd]
         self.health_url = health_url
@@ -81,18 +88,24 @@ class ServerProcess:
 
     async def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        log.write(f"# speedbench: {self.command_line}\n".encode())
-        log.flush()
-        t0 = time.monotonic()
-        try:
-            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=self.env, preexec_fn=_die_with_parent)
-        except OSError as e:
-            raise EngineStartError(f"cannot start {self.name}: {self.cmd[0]}: {e.strerror or e}; "
-                                   "install the engine or point --server-bin at it") from None
-        finally:
-            log.close()
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            log.write(f"# speedbench: {self.command_line}\n".encode())
+            log.flush()
+            t0 = time.monotonic()
+            try:
+                self.proc = subprocess.Popen(
+                    self.cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=self.env,
+                    preexec_fn=_die_with_parent,
+                )
+            except OSError as e:
+                raise EngineStartError(
+                    f"cannot start {self.name}: {self.cmd[0]}: {e.strerror or e}; "
+                    "install the engine or point --server-bin at it"
+                ) from None
         try:
             await self._wait_healthy(t0)
         except BaseException:
@@ -115,8 +128,10 @@ class ServerProcess:
                 except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
                     pass
                 if time.monotonic() - t0 > self.startup_timeout_s:
-                    raise self._failure(f"did not answer {self.health_url} within {self.startup_timeout_s:.0f} s "
-                                        "(raise -E startup_timeout=SECONDS if it is just slow)")
+                    raise self._failure(
+                        f"did not answer {self.health_url} within {self.startup_timeout_s:.0f} s "
+                        "(raise -E startup_timeout=SECONDS if it is just slow)"
+                    )
                 await asyncio.sleep(0.25)
 
     def stop(self, grace_s: float = 20.0) -> int | None:

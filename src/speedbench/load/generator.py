@@ -17,6 +17,7 @@ from typing import Any
 
 from speedbench.data.sample import Sample
 from speedbench.engines.base import Engine, Request
+from speedbench.load.seeds import request_seed
 from speedbench.records import Event, RequestError, RequestRecord
 
 
@@ -26,10 +27,9 @@ class LoadSettings:
     output_len: int = 256
     temperature: float = 0.0
     ignore_eos: bool = False
-    draft_length: int | None = 3
     timeout_s: float = 300.0
     warmup: int = 2
-    seed: int | None = None
+    seed: int = 0  # the run's seed: each request's sampling seed is derived from it (load/seeds.py)
     segment: int = 0
 
 
@@ -44,8 +44,9 @@ class LoadResult:
 
 async def send(engine: Engine, req: Request, timeout_s: float, segment: int = 0) -> RequestRecord:
     """Send one request and measure it; failures become error records (never raised)."""
-    rec = RequestRecord(question_id=req.question_id, category=req.category, turn=req.turn,
-                        start_ns=0, end_ns=0, segment=segment)
+    rec = RequestRecord(
+        question_id=req.question_id, category=req.category, turn=req.turn, start_ns=0, end_ns=0, segment=segment
+    )
     texts: list[str] = []
     ids: list[int] = []
     ids_exact = True
@@ -73,8 +74,10 @@ async def send(engine: Engine, req: Request, timeout_s: float, segment: int = 0)
     try:
         await asyncio.wait_for(consume(), timeout_s)
     except asyncio.TimeoutError:
-        rec.error = {"cause": "timeout", "detail": f"no complete reply within {timeout_s:g} s "
-                     f"({sum(chunk_tokens)} tokens received)"}
+        rec.error = {
+            "cause": "timeout",
+            "detail": f"no complete reply within {timeout_s:g} s ({sum(chunk_tokens)} tokens received)",
+        }
     except RequestError as e:
         rec.error = {"cause": e.cause, "detail": e.detail}
     except (asyncio.CancelledError, KeyboardInterrupt):
@@ -108,9 +111,16 @@ async def send(engine: Engine, req: Request, timeout_s: float, segment: int = 0)
 
 def make_request(sample: Sample, turn: int, history: list[dict[str, str]], s: LoadSettings) -> Request:
     messages = history + [{"role": "user", "content": sample.turns[turn]}]
-    return Request(question_id=sample.question_id, category=sample.category, turn=turn, messages=messages,
-                   max_tokens=s.output_len, temperature=s.temperature, ignore_eos=s.ignore_eos,
-                   draft_length=s.draft_length, seed=s.seed)
+    return Request(
+        question_id=sample.question_id,
+        category=sample.category,
+        turn=turn,
+        messages=messages,
+        max_tokens=s.output_len,
+        temperature=s.temperature,
+        ignore_eos=s.ignore_eos,
+        seed=request_seed(s.seed, sample.question_id, turn),
+    )
 
 
 async def run_load(
@@ -147,22 +157,34 @@ async def run_load(
             if prev is not None:
                 if not prev.ok:
                     return  # the conversation broke here in the earlier segment
-                history += [{"role": "user", "content": sample.turns[turn]},
-                            {"role": "assistant", "content": prev.output_text}]
+                history += [
+                    {"role": "user", "content": sample.turns[turn]},
+                    {"role": "assistant", "content": prev.output_text},
+                ]
                 continue
-            rec = await send(engine, make_request(sample, turn, history, settings), settings.timeout_s,
-                             settings.segment)
+            rec = await send(
+                engine, make_request(sample, turn, history, settings), settings.timeout_s, settings.segment
+            )
             on_record(rec)
-            if not rec.ok:
+            if rec.error is not None:
                 # later turns need this reply: record them as failed with the cause, never drop them
                 for later in range(turn + 1, len(sample.turns)):
-                    on_record(RequestRecord(
-                        question_id=sample.question_id, category=sample.category, turn=later,
-                        start_ns=rec.end_ns, end_ns=rec.end_ns, segment=settings.segment,
-                        error={"cause": "prior_turn_failed", "detail": f"turn {turn}: {rec.error['cause']}"}))
+                    on_record(
+                        RequestRecord(
+                            question_id=sample.question_id,
+                            category=sample.category,
+                            turn=later,
+                            start_ns=rec.end_ns,
+                            end_ns=rec.end_ns,
+                            segment=settings.segment,
+                            error={"cause": "prior_turn_failed", "detail": f"turn {turn}: {rec.error['cause']}"},
+                        )
+                    )
                 return
-            history += [{"role": "user", "content": sample.turns[turn]},
-                        {"role": "assistant", "content": rec.output_text}]
+            history += [
+                {"role": "user", "content": sample.turns[turn]},
+                {"role": "assistant", "content": rec.output_text},
+            ]
 
     async def worker() -> None:
         while True:

@@ -1,0 +1,72 @@
+"""``-E key=value`` options, validated the same way for every engine.
+
+Each engine declares its options as a pydantic model (a subclass of ``EngineOptions``, or any model with
+``extra="forbid"``); ``parse_options`` turns the spec's string pairs into it and refuses an unknown key or a
+wrong value in one line that names the key and the keys the engine accepts.  HTTP engines also take
+``-E body.FIELD=VALUE`` (config.BODY_PREFIX): a field passed into each request body (``body_fields``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from speedbench.config import BODY_PREFIX
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class EngineOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def accepted_keys(model: type[BaseModel], body: bool = False) -> str:
+    keys = sorted(model.model_fields)
+    return ", ".join(keys + ([f"{BODY_PREFIX}FIELD"] if body else [])) or "none"
+
+
+def _message(err: Any, engine: str, options: Mapping[str, Any], accepted: str) -> str:
+    loc = err.get("loc") or ()
+    key = str(loc[0]) if loc else ""
+    if key and key in options:
+        shown = f"-E {key}={options[key]}"
+    elif key:
+        shown = f"-E {key}"
+    else:
+        shown = "-E " + " ".join(f"{k}={v}" for k, v in options.items())
+    if err.get("type") == "extra_forbidden":
+        return f"{shown}: unknown option for engine {engine!r} (accepted: {accepted})"
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{shown}: {msg} (engine {engine!r} accepts: {accepted})"
+
+
+def parse_options(model: type[M], engine: str, options: Mapping[str, Any], body: bool = False) -> M:
+    """``options`` (the spec's ``-E`` pairs, ``body.*`` fields already split off) -> ``model``; one
+    ValueError line for an unknown key or a wrong value."""
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError as e:
+        raise ValueError(_message(e.errors()[0], engine, options, accepted_keys(model, body))) from None
+
+
+def split_body(options: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
+    """(the engine's own options, the ``body.*`` request fields with JSON values parsed: ``body.top_p=0.9``
+    -> ``{"top_p": 0.9}``; a value that is not JSON stays a string)."""
+    own: dict[str, str] = {}
+    body: dict[str, Any] = {}
+    for k, v in options.items():
+        if k.startswith(BODY_PREFIX):
+            body[k[len(BODY_PREFIX) :]] = _json_or_str(v)
+        else:
+            own[k] = v
+    return own, body
+
+
+def _json_or_str(v: str) -> Any:
+    try:
+        return json.loads(v)
+    except json.JSONDecodeError:
+        return v
