@@ -302,7 +302,7 @@ LAYERS: dict[str, set[str]] = {
     "load": {"config", "data", "engines", "records"},
     "metrics": {"records"},
     "results": {"speedbench", "atomic", "config", "metrics", "records"},
-    "report": {"metrics", "records", "results"},
+    "report": {"data", "metrics", "records", "results"},  # data: the dataset commands' tables
     "analysis": {"metrics", "models", "prompts", "records", "results"},
     "usecases": {
         "analysis",

