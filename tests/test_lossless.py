@@ -149,3 +149,32 @@ def test_check_lossless_cli_on_the_mock_and_its_errors(tmp_path):
         timeout=60,
     )
     assert p.returncode == 2 and "needs --sd METHOD" in p.stderr
+
+
+def test_check_lossless_says_inconclusive_when_the_engine_is_not_deterministic_without_sd(tmp_path):
+    """A mock whose batched replies change on every engine start (batch-dependent numerics): the SD run differs
+    from the baseline, but so does the control; the verdict is INCONCLUSIVE (exit 3), not NOT LOSSLESS, and the
+    tool finds that concurrency 1 makes the engine deterministic."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "ll"
+    args = ["check-lossless", "--engine", "mock", "--sd", "ngram", "-n", "8", "-c", "4", "--output-len", "16"]
+    args += ["-E", "batch_nondeterminism=1", "--control", "--out", str(out)]
+    p = subprocess.run([sys.executable, "-m", "speedbench.cli", *args], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 3, p.stdout + p.stderr
+    assert "INCONCLUSIVE" in p.stdout and "NOT LOSSLESS" not in p.stdout
+    r = json.loads((out / "lossless.json").read_text())
+    assert r["verdict"] == "inconclusive" and r["lossless"] is False
+    assert r["control"]["identical"] < r["control"]["pairs"] == 8
+    assert "at --concurrency 1 it is deterministic (8/8 identical" in r["note"], r["note"]
+    # the same engine alone in its batch is deterministic, and SD on it is lossless
+    p = subprocess.run(
+        [sys.executable, "-m", "speedbench.cli", *args, "-c", "1", "--out", str(tmp_path / "c1")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert json.loads((tmp_path / "c1" / "lossless.json").read_text())["verdict"] == "lossless"

@@ -1,12 +1,19 @@
-"""``speedbench report``: recompute summaries from run directories and print them."""
+"""``speedbench report``: recompute summaries from run directories and print them; with two directories,
+compare them like for like (paired requests only)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from speedbench.cli.common import fail, one_line, user_errors
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from speedbench.analysis.pairing import Pairing
+    from speedbench.results.loader import RunResult
 
 
 def register(app: typer.Typer) -> None:
@@ -15,27 +22,91 @@ def register(app: typer.Typer) -> None:
 
 def report(
     run_dirs: Annotated[list[str], typer.Argument(help="one run directory, or two to compare (baseline first)")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="compare two runs even when they differ in dataset content, selected question ids, output "
+            "length, temperature or ignore_eos (a loud warning says what differs)",
+        ),
+    ] = False,
 ) -> None:
-    """Recompute summaries from records.jsonl + manifest.json and print the tables."""
-    from speedbench.report.console import comparison_table, make_console, print_summary
-    from speedbench.results.rundir import RunDir
-    from speedbench.usecases.run import finish
+    """Recompute summaries from records.jsonl + manifest.json and print the tables.  Two directories: the
+    runs must match in dataset content hash, selected question ids, output length, temperature and
+    ignore_eos (else refused, or with --force warned); only the (question_id, turn) successful in both
+    are compared."""
+    from speedbench.analysis.pairing import pair_runs
+    from speedbench.report.console import make_console
 
-    console = make_console()
     if len(run_dirs) > 2:
         fail("report takes one run directory, or two to compare")
-    summaries = []
-    for d in run_dirs:
-        try:
-            summaries.append(finish(RunDir(d)))
-        except user_errors() as e:
-            fail(one_line(e))
-    for d, s in zip(run_dirs, summaries, strict=True):
-        console.print(f"[bold]{d}[/bold]")
-        print_summary(s, console)
-    if len(summaries) == 2:
-        console.print(comparison_table(summaries[0], summaries[1], "A", "B"))
+    results = [_load(d) for d in run_dirs]
+    pairing = pair_runs(results[0], results[1]) if len(results) == 2 else None
+    if pairing is not None and pairing.differences and not force:
+        fail(f"{_unlike(run_dirs, pairing)}; compare runs of the same prompts and settings, or pass --force")
+    console = make_console()
+    _print_runs(run_dirs, results, pairing, console)
+    if pairing is not None:
+        _print_comparison(run_dirs, results, pairing, console)
+
+
+def _load(path: str) -> RunResult:
+    from speedbench.results.loader import load_run
+
+    try:
+        return load_run(path)
+    except user_errors() as e:
+        fail(one_line(e))
+        raise  # unreachable: fail exits
+
+
+def _unlike(run_dirs: list[str], pairing: Pairing) -> str:
+    what = "; ".join(str(d) for d in pairing.differences)
+    return f"{run_dirs[0]} (A) and {run_dirs[1]} (B) are not like for like: {what}"
+
+
+def _warn_unlike(run_dirs: list[str], pairing: Pairing, console: Console, where: str) -> None:
+    from rich.markup import escape
+
+    if pairing.differences:
         console.print(
-            f"A = {run_dirs[0]}, B = {run_dirs[1]}; speedup = mean user tok/s B / A "
-            "(paired by category; confidence intervals come later)"
+            escape(f"WARNING (--force): {_unlike(run_dirs, pairing)}; the comparison {where} is NOT like for like"),
+            style="bold red",
+            soft_wrap=True,
         )
+
+
+def _print_runs(run_dirs: list[str], results: list[RunResult], pairing: Pairing | None, console: Console) -> None:
+    """Each run's state first (not complete, torn records, no success), then each run's tables; summary.json
+    and summary.csv are rewritten from the records."""
+    from rich.markup import escape
+
+    from speedbench.report.console import print_status_lines, print_summary
+    from speedbench.results.rundir import RunDir
+
+    for r in results:
+        print_status_lines(r, console)
+    if pairing is not None:
+        _warn_unlike(run_dirs, pairing, console, "below")
+    for d, r in zip(run_dirs, results, strict=True):
+        RunDir(d).write_summary(r.summary)
+        console.print(f"[bold]{escape(d)}[/bold]")
+        print_summary(r.summary, console)
+
+
+def _print_comparison(run_dirs: list[str], results: list[RunResult], pairing: Pairing, console: Console) -> None:
+    from rich.markup import escape
+
+    from speedbench.analysis.pairing import compare_paired
+    from speedbench.report.console import comparison_table
+
+    comparison = compare_paired(results[0], results[1], pairing)
+    console.print(comparison_table(comparison.rows, "A", "B"))
+    console.print(
+        escape(
+            f"A = {run_dirs[0]}, B = {run_dirs[1]}; {pairing.describe()}; the table's figures are over the paired "
+            "requests only; speedup = mean user tok/s B / A over them (confidence intervals come later)"
+        ),
+        soft_wrap=True,
+    )
+    _warn_unlike(run_dirs, pairing, console, "above")

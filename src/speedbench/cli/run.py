@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from typing import Annotated, Any, Optional
 
 import typer
 
-from speedbench.cli.common import fail, one_line, user_errors
+from speedbench.cli.common import fail, one_line, protect_console, user_errors
 from speedbench.cli.options import (
     BaseUrl,
     Concurrency,
@@ -70,17 +71,21 @@ def run(
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Run a benchmark and write a run directory (manifest, records, summary)."""
+    from speedbench.config import engine_secrets
     from speedbench.report.console import make_console, print_summary
     from speedbench.usecases.run import execute, finish, prepare
 
     console = make_console()
+    protect_console()  # URLs' userinfo never printed; the run's secret values join once known
     try:
         cfg = build_config(locals())
+        protect_console(engine_secrets(cfg.engine, os.environ))
         if resume is None:
             from speedbench.engines import registry
 
             registry.resolve(cfg.engine.kind)  # fail fast on a bad engine name
         cfg, run_dir, samples, done, manifest = prepare(cfg, resume)
+        protect_console(run_dir.secrets)  # a resumed run's: its saved api_key_env, the URLs it was given again
     except user_errors() as e:
         fail(one_line(e))
         return
@@ -109,7 +114,7 @@ def run(
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
         assert me is not None
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a closed terminal interrupts cleanly too
             loop.add_signal_handler(sig, me.cancel)
         return await execute(cfg, run_dir, samples, done, manifest, on_progress)
 
@@ -181,13 +186,17 @@ def check_lossless(
     ] = "runs/lossless",
 ) -> None:
     """Run the same first turns with SD off and on; greedy: identical outputs? sampling: same target
-    log-probability? Exit 0 when lossless, 1 when not."""
+    log-probability? Exit 0 when lossless, 1 when not, 3 when inconclusive (the engine is not deterministic, or
+    the sampling scorer does not reproduce it, even without SD)."""
+    from speedbench.config import Secrets, engine_secrets, url_secrets
     from speedbench.report.console import lossless_table, make_console
-    from speedbench.usecases.check_lossless import check
+    from speedbench.usecases.check_lossless import EXIT_STATUS, check
 
     console = make_console()
+    protect_console()
     try:
         cfg = build_config({**locals(), "max_turns": 1})
+        protect_console(engine_secrets(cfg.engine, os.environ) | Secrets.of(*url_secrets(baseline_url)))
         from speedbench.engines import registry
 
         registry.resolve(cfg.engine.kind)
@@ -198,5 +207,6 @@ def check_lossless(
         return
     console.print(lossless_table(result))
     console.print(f"written: {out}/lossless.json")
-    if not result["lossless"]:
-        raise typer.Exit(1)
+    status = EXIT_STATUS[result["verdict"]]
+    if status:
+        raise typer.Exit(status)

@@ -61,6 +61,7 @@ class LaunchedEngine(OpenAIEngine):
                 self.log_path,
                 env=self.server_env(),
                 startup_timeout_s=self.opts.startup_timeout,
+                secrets=self.secrets,
             )
 
     def server_spec(self, spec: EngineSpec) -> EngineSpec:

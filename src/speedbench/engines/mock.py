@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import os
 import random
 import time
 from collections.abc import AsyncIterator
@@ -58,6 +59,13 @@ class MockSettings(BaseModel):
         description="usage in its own final chunk (vLLM) or in the last content chunk",
     )
     model_name: str = "mock"
+    batch_nondeterminism: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of replies whose tokens change when other requests are in flight, differently on "
+        "each engine start (batch-dependent numerics); alone in the batch a reply is always the same",
+    )
 
     @field_validator("acceptance", mode="before")
     @classmethod
@@ -126,8 +134,10 @@ class MockSimulator:
 
     def __post_init__(self) -> None:
         self.totals = SDCounterTotals(self.settings.k)
+        # what "kernel choice" a batched reply gets on this engine start (batch_nondeterminism)
+        self._start_salt = os.urandom(8).hex()
 
-    def plan(self, prompt_key: str, max_tokens: int) -> Plan:
+    def plan(self, prompt_key: str, max_tokens: int, in_flight: int = 1) -> Plan:
         """The n-th sighting of a prompt: faults and acceptance from one seeded stream, the output tokens
         from another, so the reply is the same whatever k (SD off, ``k = 0``, replies the same as SD on)."""
         s = self.settings
@@ -136,6 +146,8 @@ class MockSimulator:
         digest = hashlib.sha256(f"{s.seed}:{prompt_key}:{n}".encode()).digest()
         rng = random.Random(int.from_bytes(digest[:8], "little"))
         words = random.Random(int.from_bytes(digest[8:16], "little"))
+        if in_flight > 1 and random.Random(int.from_bytes(digest[16:24], "little")).random() < s.batch_nondeterminism:
+            words = random.Random(f"{self._start_salt}:{int.from_bytes(digest[8:16], 'little')}")
         u = rng.random()
         fault = None
         edges = [("500", s.fail_500), ("reset", s.fail_reset), ("stall", s.fail_stall), ("malformed", s.fail_malformed)]
@@ -217,6 +229,7 @@ class MockEngine:
             options["k"] = 0
         self.settings = MockSettings.from_options(options, spec.draft_length, self.name)
         self.sim = MockSimulator(self.settings)
+        self._in_flight = 0  # requests being streamed now (batch_nondeterminism)
         # -E per_request_stats=false: the engine reports no per-request SD stats (computed once, here)
         self.capabilities = dataclasses.replace(
             type(self).capabilities, per_request_sd_stats=self.settings.per_request_stats
@@ -242,8 +255,16 @@ class MockEngine:
         }
 
     async def stream(self, request: Request) -> AsyncIterator[Event]:
+        self._in_flight += 1
+        try:
+            async for ev in self._stream(request):
+                yield ev
+        finally:
+            self._in_flight -= 1
+
+    async def _stream(self, request: Request) -> AsyncIterator[Event]:
         s = self.settings
-        plan = self.sim.plan(prompt_key(request.messages), request.max_tokens)
+        plan = self.sim.plan(prompt_key(request.messages), request.max_tokens, self._in_flight)
         t0 = time.perf_counter()
         if plan.fault == "500":
             raise RequestError("http_500", "mock injected an internal server error")

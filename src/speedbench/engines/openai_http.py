@@ -9,6 +9,11 @@ Options (``-E``, typed in ``OpenAIOptions``): ``chunks_are_steps`` (the engine's
 field passed verbatim into every request body (JSON values parsed: ``-E body.top_p=0.9``).  ``--sd`` is a label of
 what the server runs, recorded as declared and not verified.
 
+Secrets: a URL with ``user:password@`` is requested as written (aiohttp sends basic auth) and without the bearer
+key (HTTP has one Authorization header); URLs in messages (start errors, request error details,
+``counter_error``) have their userinfo redacted, and ``secrets`` (the key, URL passwords) lets the sinks that write
+or print scrub their values (config.Secrets).
+
 Token counting: a chunk's tokens are ``len(choice.token_ids)`` when the server returns token
 ids (vLLM's ``return_token_ids``); otherwise a chunk with text counts as one token and the
 record is marked ``chunk_tokens_exact=False`` unless the server's usage total confirms it.
@@ -24,7 +29,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from speedbench.config import REDACTED, EngineSpec
+from speedbench.config import REDACTED, EngineSpec, engine_secrets, has_userinfo, redact_urls
 from speedbench.engines import registry
 from speedbench.engines.base import Request, check_sd
 from speedbench.engines.errors import EngineStartError
@@ -117,6 +122,7 @@ class OpenAIEngine:
         # a resumed run reads its config back with secrets redacted: the key then comes from the environment
         token = self.opts.api_token if self.opts.api_token != REDACTED else None
         self.api_key = token or os.environ.get(spec.api_key_env) or None
+        self.secrets = engine_secrets(spec, os.environ)
         self.send_seed = spec.request_seed
         self._session: aiohttp.ClientSession | None = None
         self.counter_error: str | None = None
@@ -127,29 +133,36 @@ class OpenAIEngine:
         return spec
 
     # ---- lifecycle -------------------------------------------------------------------------
+    def auth_headers(self, url: str) -> dict[str, str]:
+        """The bearer key for a URL without credentials of its own (aiohttp sends a URL's ``user:pass@`` as
+        basic auth, and a request has one Authorization header)."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key and not has_userinfo(url) else {}
+
     async def start(self) -> None:
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         conn = (
             aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=self.keepalive_timeout_s)
             if self.reuse_connections
             else aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, force_close=True)
         )
         self._session = aiohttp.ClientSession(
-            connector=conn, headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=30)
+            connector=conn, timeout=aiohttp.ClientTimeout(total=None, sock_connect=30)
         )
         url = f"{self.base_url}/models"
+        shown = redact_urls(url)
         try:
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=30)) as r:
+            async with self._session.get(
+                url, headers=self.auth_headers(url), timeout=aiohttp.ClientTimeout(total=30)
+            ) as r:
                 if r.status != 200:
                     text = (await r.text())[:200]
                     raise EngineStartError(
-                        f"{url} answered HTTP {r.status}: {text!r}; check --base-url and the API key"
+                        redact_urls(f"{shown} answered HTTP {r.status}: {text!r}; check --base-url and the API key")
                     )
                 data = await r.json(content_type=None)
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             await self.close()
             raise EngineStartError(
-                f"cannot reach {url} ({type(e).__name__}: {e}); is the server running? check --base-url"
+                redact_urls(f"cannot reach {shown} ({type(e).__name__}: {e}); is the server running? check --base-url")
             ) from None
         self.server_version = await self._server_version()
         if self.model is None:
@@ -157,14 +170,16 @@ class OpenAIEngine:
                 self.model = data["data"][0]["id"]
             except (KeyError, IndexError, TypeError):
                 await self.close()
-                raise EngineStartError(f"{url} lists no model; pass --model") from None
+                raise EngineStartError(f"{shown} lists no model; pass --model") from None
 
     async def _server_version(self) -> str | None:
         """vLLM and SGLang answer GET /version; others may not (then None)."""
         assert self._session is not None
         try:
             url = f"{root_url(self.base_url)}/version"
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as r:
+            async with self._session.get(
+                url, headers=self.auth_headers(url), timeout=aiohttp.ClientTimeout(total=5)
+            ) as r:
                 if r.status == 200:
                     return (await r.text())[:200]
         except (aiohttp.ClientError, OSError, TimeoutError):
@@ -237,12 +252,13 @@ class OpenAIEngine:
         """POST, retried once when a pooled keep-alive connection turns out closed before the server
         answered (the server never saw the request, so the retry cannot double-count it)."""
         assert self._session is not None
+        headers = {**JSON_HEADERS, **self.auth_headers(url)}
         try:
-            return await self._session.post(url, data=body, headers=JSON_HEADERS)
+            return await self._session.post(url, data=body, headers=headers)
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
             if isinstance(e, aiohttp.ClientConnectorError):  # could not connect at all: no retry
                 raise
-            return await self._session.post(url, data=body, headers=JSON_HEADERS)
+            return await self._session.post(url, data=body, headers=headers)
 
     # ---- streaming -------------------------------------------------------------------------
     async def stream(self, request: Request) -> AsyncIterator[Event]:
@@ -302,7 +318,7 @@ class OpenAIEngine:
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ConnectionResetError) as e:
             raise RequestError("reset", f"{type(e).__name__}: {e}") from None
         except aiohttp.ClientConnectorError as e:
-            raise RequestError("connect_error", f"{url}: {e}") from None
+            raise RequestError("connect_error", redact_urls(f"{url}: {e}")) from None
         except aiohttp.ClientError as e:
             raise RequestError("client_error", f"{type(e).__name__}: {e}") from None
         if not done and finish is None:
@@ -317,23 +333,27 @@ class OpenAIEngine:
         if self._session is None:
             self.counter_error = "not started"
             return None
+        url = self.metrics_url
         try:
-            async with self._session.get(self.metrics_url, timeout=aiohttp.ClientTimeout(total=30)) as r:
+            async with self._session.get(
+                url, headers=self.auth_headers(url), timeout=aiohttp.ClientTimeout(total=30)
+            ) as r:
                 if r.status != 200:
-                    self.counter_error = f"{self.metrics_url}: HTTP {r.status}"
-                    return None
+                    return self._no_counters(f"HTTP {r.status}")
                 text = await r.text()
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
-            self.counter_error = f"{self.metrics_url}: {type(e).__name__}: {e}"
-            return None
+            return self._no_counters(f"{type(e).__name__}: {e}")
         except (UnicodeDecodeError, ValueError) as e:
-            self.counter_error = f"{self.metrics_url}: unreadable body ({e})"
-            return None
+            return self._no_counters(f"unreadable body ({e})")
         try:
             snap = self.parse_counters(text)
         except ValueError as e:  # 200 but not Prometheus text (an HTML page, say)
-            self.counter_error = f"{self.metrics_url}: not Prometheus text ({e})"
-            return None
+            return self._no_counters(f"not Prometheus text ({e})")
         if snap is None:
-            self.counter_error = f"{self.metrics_url}: no {self.counter_prefix}* counters (SD off?)"
+            return self._no_counters(f"no {self.counter_prefix}* counters (SD off?)")
         return snap
+
+    def _no_counters(self, why: str) -> dict[str, Any] | None:
+        """No counters: say why in ``counter_error`` (the metrics URL's userinfo redacted)."""
+        self.counter_error = redact_urls(f"{self.metrics_url}: {why}")
+        return None

@@ -4,6 +4,10 @@ Used by the adapters' ``--launch`` mode: pick a free loopback port, start the co
 output going to a log file (kept in the run directory), wait for the health URL with a timeout,
 and stop the whole process group at the end (also on Ctrl-C, and when speedbench itself dies:
 on Linux the child gets SIGTERM when its parent exits).
+
+Secrets (config.Secrets: the API key, URL passwords) never leave through it: the command line it shows
+(log header, manifest, errors) and the log lines it quotes are scrubbed, and the log itself is scrubbed once the
+server has stopped (a server may print its own ``--api-key``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import aiohttp
 
+from speedbench.config import Secrets
 from speedbench.engines.errors import EngineStartError
 
 
@@ -42,6 +47,27 @@ def tail(path: Path, lines: int = 15) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def scrub_file(path: Path, secrets: Secrets) -> None:
+    """Rewrite a text file (a server's log) with ``secrets`` scrubbed, line by line; untouched when clean."""
+    tmp = path.with_name(path.name + ".scrubbing")
+    changed = False
+    try:
+        with (
+            open(path, encoding="utf-8", errors="surrogateescape", newline="") as src,
+            open(tmp, "w", encoding="utf-8", errors="surrogateescape", newline="") as dst,
+        ):
+            for line in src:
+                clean = secrets.scrub(line)
+                changed = changed or clean != line
+                dst.write(clean)
+        if changed:
+            os.replace(tmp, path)
+    except OSError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -67,6 +93,7 @@ class ServerProcess:
         log_path: Path,
         env: dict[str, str] | None = None,
         startup_timeout_s: float = 600.0,
+        secrets: Secrets | None = None,
     ) -> None:
         self.name = name
         self.cmd = [str(c) for c in cmd]
@@ -76,15 +103,18 @@ class ServerProcess:
         self.startup_timeout_s = startup_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None
+        self.secrets = secrets or Secrets()
 
     @property
     def command_line(self) -> str:
-        return shlex.join(self.cmd)
+        """The command as shown (log header, manifest, errors): secrets scrubbed."""
+        return self.secrets.scrub(shlex.join(self.cmd))
 
     def _failure(self, what: str) -> EngineStartError:
         last = tail(self.log_path)
         quoted = ("; last lines of the log:\n" + last) if last else "; the log is empty"
-        return EngineStartError(f"{self.name} {what} (command: {self.command_line}; log: {self.log_path}){quoted}")
+        message = f"{self.name} {what} (command: {self.command_line}; log: {self.log_path}){quoted}"
+        return EngineStartError(self.secrets.scrub(message))
 
     async def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,8 +133,10 @@ class ServerProcess:
                 )
             except OSError as e:
                 raise EngineStartError(
-                    f"cannot start {self.name}: {self.cmd[0]}: {e.strerror or e}; "
-                    "install the engine or point --server-bin at it"
+                    self.secrets.scrub(
+                        f"cannot start {self.name}: {self.cmd[0]}: {e.strerror or e}; "
+                        "install the engine or point --server-bin at it"
+                    )
                 ) from None
         try:
             await self._wait_healthy(t0)
@@ -154,4 +186,5 @@ class ServerProcess:
                 proc.wait(10)
         with open(self.log_path, "ab") as log:
             log.write(f"# speedbench: server stopped, exit code {proc.returncode}\n".encode())
+        scrub_file(self.log_path, self.secrets)
         return proc.returncode

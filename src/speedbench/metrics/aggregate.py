@@ -94,7 +94,11 @@ class OverallAcceptance:
 def overall_acceptance(pairs: Sequence[Pair], n_ok: int, total_delta: SDStats | None, k: int) -> OverallAcceptance:
     """Run-level acceptance: per-request stats when every ok request has them, else the counter delta
     (macro AL still from the requests), else whatever per-request source there is (chunks).  Per-position
-    figures missing from the requests (llama.cpp) come from the counters when they have them."""
+    figures missing from the requests (llama.cpp) come from the counters when they have them.  With no
+    successful request there are no figures (source ``none``): whatever the counters saw was the work of
+    failed requests (or other traffic), not this run's acceptance; it stays in ``counter_delta``."""
+    if n_ok == 0:
+        return OverallAcceptance(acceptance_stats([], k), "none", "none")
     stats = [s for _, s in pairs]
     req_sources = sorted({s.source for s in stats})
     source = "none"

@@ -3,13 +3,17 @@ sources are named under the tables."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from speedbench.metrics.models import Distribution, GroupStats, RunSummary
+
+if TYPE_CHECKING:
+    from speedbench.results.loader import RunResult
 
 
 def _f(v: Any, digits: int = 3) -> str:
@@ -105,37 +109,108 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
         console.print(f"  invariant {escape(inv.name)}: {mark} - {escape(inv.detail)}")
 
 
-def comparison_table(base: RunSummary, other: RunSummary, base_name: str, other_name: str) -> Table:
-    """Per-category paired comparison: AL of each run and the ratio of mean user tok/s."""
-    t = Table(title=f"{other_name} vs {base_name}")
+class ComparisonRow(Protocol):
+    """One row of a paired comparison (analysis.pairing.CategoryComparison has this shape)."""
+
+    @property
+    def category(self) -> str: ...
+    @property
+    def paired(self) -> int: ...
+    @property
+    def a(self) -> GroupStats: ...
+    @property
+    def b(self) -> GroupStats: ...
+    @property
+    def speedup(self) -> float | None: ...
+
+
+def comparison_table(rows: Sequence[ComparisonRow], base_name: str, other_name: str) -> Table:
+    """Per-category paired comparison (the last row: overall): requests paired, AL and mean user tok/s of
+    each run over the paired requests only, and the speedup (ratio of those means)."""
+    t = Table(title=f"{other_name} vs {base_name} (paired requests only)")
     t.add_column("category")
+    t.add_column("paired", justify="right")
     t.add_column(f"AL {base_name}", justify="right")
     t.add_column(f"AL {other_name}", justify="right")
     t.add_column(f"user tok/s {base_name}", justify="right")
     t.add_column(f"user tok/s {other_name}", justify="right")
     t.add_column("speedup", justify="right")
-    empty = GroupStats()
-    cats = sorted(set(base.per_category) | set(other.per_category))
-    rows = [(c, base.per_category.get(c, empty), other.per_category.get(c, empty)) for c in cats]
-    for name, a, b in [*rows, ("overall", base.overall, other.overall)]:
-        ua, ub = a.user_tps.mean, b.user_tps.mean
-        sp = ub / ua if ua and ub else None
+    for i, r in enumerate(rows):
         t.add_row(
-            name,
-            _f(a.acceptance_length),
-            _f(b.acceptance_length),
-            _f(ua, 1),
-            _f(ub, 1),
-            "-" if sp is None else f"{sp:.2f}x",
-            style="bold" if name == "overall" else None,
+            r.category,
+            str(r.paired),
+            _f(r.a.acceptance_length),
+            _f(r.b.acceptance_length),
+            _f(r.a.user_tps.mean, 1),
+            _f(r.b.user_tps.mean, 1),
+            "-" if r.speedup is None else f"{r.speedup:.2f}x",
+            style="bold" if i == len(rows) - 1 else None,
         )
     return t
+
+
+def _status_line(result: RunResult) -> str | None:
+    """The run's state when it is not ``complete``: what the figures cover and how to finish it."""
+    status, path, n = result.manifest.status, result.path, len(result.records)
+    selected = len(result.manifest.dataset.question_ids)
+    if status == "complete":
+        return None
+    state = {
+        "interrupted": f"run {path} is INTERRUPTED",
+        "running": f"run {path} is RUNNING or its client was killed",
+        "created": f"run {path} was CREATED but never started",
+    }[status]
+    if_idle = " once no client is writing it" if status == "running" else ""
+    return (
+        f"{state} (manifest status {status!r}): figures cover only the {n} finished records "
+        f"(turns of {selected} selected conversations); finish it{if_idle} with speedbench run --resume {path}"
+    )
+
+
+def _torn_line(result: RunResult) -> str | None:
+    if result.torn_line is None:
+        return None
+    return (
+        f"{result.path / 'records.jsonl'}: line {result.torn_line} is half-written (the run was killed mid-write) "
+        f"and is left out of every figure; speedbench run --resume {result.path} drops it and runs that request again"
+    )
+
+
+def _no_success_line(result: RunResult) -> str | None:
+    o, s = result.summary.overall, result.summary
+    if o.requests > 0:
+        return None
+    if not result.records:
+        return f"run {result.path}: no finished request in records.jsonl: no figures"
+    causes = ", ".join(f"{c}={n}" for c, n in sorted(s.errors_by_cause.items()))
+    line = f"run {result.path}: no request succeeded ({o.errors} failed{': ' + causes if causes else ''}): "
+    line += "no acceptance or timing figures"
+    d = s.counter_delta
+    if d is not None and d.steps > 0:
+        line += (
+            f"; the engine's counters moved ({d.steps} steps, {d.accepted} accepted: summary.json counter_delta) "
+            "but no request of this run succeeded, so they are not this run's figures"
+        )
+    return line
+
+
+def status_lines(result: RunResult) -> list[str]:
+    """What a reader must know before any figure of a run: it is not complete, its records.jsonl has a torn
+    last line, or none of its requests succeeded.  Empty for a complete, readable run with successes."""
+    return [x for x in (_status_line(result), _torn_line(result), _no_success_line(result)) if x]
+
+
+def print_status_lines(result: RunResult, console: Console) -> None:
+    for line in status_lines(result):
+        console.print(escape(line), style="bold red", soft_wrap=True)
 
 
 def lossless_table(result: dict[str, Any]) -> Table:
     """check-lossless: the verdict, the identical share and the first mismatches (or the score test)."""
     o = result["outputs"]
-    verdict = "LOSSLESS" if result["lossless"] else "NOT LOSSLESS"
+    verdict = {"lossless": "LOSSLESS", "not_lossless": "NOT LOSSLESS", "inconclusive": "INCONCLUSIVE"}[
+        result["verdict"]
+    ]
     t = Table(
         title=f"check-lossless: {result['engine']} sd={result['sd']} k={result['k']} "
         f"T={result['temperature']}: {verdict}"

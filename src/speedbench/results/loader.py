@@ -1,6 +1,7 @@
 """Read a run directory into typed results: the one way ``report``, ``compare`` and the analysis read runs.
 
-``load_run(path)`` returns a ``RunResult`` (manifest, records and the summary recomputed from them) or
+``load_run(path)`` returns a ``RunResult`` (manifest, records and the summary recomputed from them, and the
+number of a half-written last line of records.jsonl that was left out, so readers can say so) or
 refuses, with one line naming the file and what to do, a directory it cannot read: no manifest, no
 records, a manifest that is not valid, or one written by a newer speedbench (a future schema).
 """
@@ -28,6 +29,7 @@ class RunResult:
     manifest: Manifest
     records: list[RequestRecord]
     summary: RunSummary
+    torn_line: int | None = None  # records.jsonl's half-written last line (left out of records), if any
 
 
 def parse_manifest(path: Path, text: str) -> Manifest:
@@ -78,5 +80,5 @@ def load_run(path: str | Path) -> RunResult:
             "file was moved): rerun it, or finish it with speedbench run --resume "
             f"{run_dir.path}"
         )
-    records = run_dir.load_records()
-    return RunResult(run_dir.path, manifest, records, summarize_records(manifest, records))
+    records, torn_line = run_dir.read_records()
+    return RunResult(run_dir.path, manifest, records, summarize_records(manifest, records), torn_line)

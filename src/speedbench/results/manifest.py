@@ -13,7 +13,7 @@ import os
 import platform
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib import metadata
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from speedbench import __version__
 from speedbench.config import RunConfig, redact
+from speedbench.records import RequestRecord
 
 # 0: manifests written before the typed form (no schema_version key); 1: the typed form.
 MANIFEST_SCHEMA_VERSION = 1
@@ -184,6 +185,11 @@ class Manifest(_Model):
     @property
     def next_segment(self) -> int:
         return len(self.counter_windows)
+
+    def segment_after(self, records: Iterable[RequestRecord]) -> int:
+        """The segment a resumed run writes: after every measured window and after every segment that has
+        records (a client killed hard (kill -9) wrote records but never closed its window)."""
+        return max(self.next_segment, 1 + max((r.segment for r in records), default=-1))
 
     def counter_window_dicts(self) -> list[dict[str, Any]]:
         return [w.as_dict() for w in self.counter_windows]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from speedbench.atomic import atomic_write, atomic_write_with
+from speedbench.config import Secrets
 from speedbench.metrics.models import GroupStats, RunSummary
 from speedbench.records import RequestRecord
 
@@ -27,8 +28,10 @@ class RunDirError(ValueError):
 
 
 class RunDir:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, secrets: Secrets | None = None) -> None:
         self.path = Path(path)
+        # scrubbed from the manifest and the records' errors (with every URL's userinfo) as they are written
+        self.secrets = secrets or Secrets()
         self.manifest_path = self.path / "manifest.json"
         self.records_path = self.path / "records.jsonl"
         self.summary_path = self.path / "summary.json"
@@ -38,7 +41,8 @@ class RunDir:
     # ---- manifest (read it with results.loader.read_manifest: typed, refusing what it cannot read) ------
     def write_manifest(self, manifest: Manifest) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.manifest_path, json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        data = self.secrets.scrub_obj(manifest.to_dict())
+        atomic_write(self.manifest_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
     # ---- records -----------------------------------------------------------------------------
     def open_for_append(self) -> None:
@@ -48,7 +52,9 @@ class RunDir:
 
     def append(self, rec: RequestRecord) -> None:
         assert self._fh is not None, "open_for_append() first"
-        self._fh.write(json.dumps(rec.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n")
+        d = rec.to_dict()
+        d["error"] = self.secrets.scrub_obj(d["error"])  # a server's or a library's words (output text is the model's)
+        self._fh.write(json.dumps(d, ensure_ascii=False, separators=(",", ":")) + "\n")
         self._fh.flush()
 
     def close(self) -> None:
@@ -70,8 +76,13 @@ class RunDir:
             f.truncate(cut)
 
     def load_records(self) -> list[RequestRecord]:
+        return self.read_records()[0]
+
+    def read_records(self) -> tuple[list[RequestRecord], int | None]:
+        """The records, and the line number of a half-written last line (a run killed mid-write) that was
+        left out, or None: readers that show figures say so (results.loader.RunResult.torn_line)."""
         if not self.records_path.exists():
-            return []
+            return [], None
         out: list[RequestRecord] = []
         with self.records_path.open("r", encoding="utf-8") as f:
             lines = f.readlines()
@@ -82,9 +93,9 @@ class RunDir:
                 out.append(RequestRecord.from_dict(json.loads(line)))
             except (json.JSONDecodeError, TypeError, KeyError) as e:
                 if n == len(lines) and not line.endswith("\n"):
-                    break  # half-written last line of an interrupted run
+                    return out, n  # half-written last line of an interrupted run
                 raise RunDirError(f"{self.records_path}:{n}: not a valid record ({e})") from None
-        return out
+        return out, None
 
     # ---- summaries ---------------------------------------------------------------------------
     def write_summary(self, summary: RunSummary) -> None:

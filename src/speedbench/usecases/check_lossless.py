@@ -53,6 +53,32 @@ def run_one(cfg: RunConfig) -> tuple[RunSummary, list[RequestRecord], list[Sampl
     return result.summary, result.records, samples
 
 
+# The verdicts and the exit status of `speedbench check-lossless` for each (docs/engines.md).
+LOSSLESS, NOT_LOSSLESS, INCONCLUSIVE = "lossless", "not_lossless", "inconclusive"
+EXIT_STATUS = {LOSSLESS: 0, NOT_LOSSLESS: 1, INCONCLUSIVE: 3}
+
+
+def deterministic_setting(base_cfg: RunConfig, cfg: RunConfig) -> str:
+    """The engine was not deterministic without SD: run the baseline twice more at concurrency 1 (batch
+    composition is the usual cause) and say whether that setting makes it deterministic."""
+    if base_cfg.concurrency == 1:
+        return "it is not deterministic at --concurrency 1 either: the engine cannot be checked this way"
+    out = Path(cfg.out or "runs/lossless")
+    one = base_cfg.model_copy(update={"concurrency": 1, "out": str(out / "control-c1-a")})
+    _, first, _ = run_one(one)
+    _, second, _ = run_one(one.model_copy(update={"out": str(out / "control-c1-b")}))
+    again = compare_outputs(first, second)
+    if again["identical_share"] == 1.0 and not again["errors"]:
+        return (
+            f"at --concurrency 1 it is deterministic ({again['identical']}/{again['pairs']} identical in two "
+            "baseline runs): rerun check-lossless with --concurrency 1"
+        )
+    return (
+        f"at --concurrency 1 it is not deterministic either ({again['identical']}/{again['pairs']} identical): the "
+        "engine cannot be checked this way"
+    )
+
+
 def check(
     cfg: RunConfig, baseline_url: str | None = None, score_model: str | None = None, control: bool = False
 ) -> dict[str, Any]:
@@ -85,9 +111,10 @@ def check(
         result["lossless"] = share == 1.0 and not result["outputs"]["errors"]
         ctl = result.get("control")
         if not result["lossless"] and ctl is not None and ctl["identical_share"] != 1.0:
+            result["verdict"] = INCONCLUSIVE
             result["note"] = (
                 f"inconclusive: the engine is not deterministic without SD either (control: "
-                f"{ctl['identical']}/{ctl['pairs']} identical); try --concurrency 1"
+                f"{ctl['identical']}/{ctl['pairs']} identical); " + deterministic_setting(base_cfg, cfg)
             )
     else:
         model = score_model or cfg.engine.model
@@ -106,11 +133,13 @@ def check(
         result["scores"] = sc
         result["lossless"] = bool(sc["consistent"])
         if not sc["control_ok"]:
+            result["verdict"] = INCONCLUSIVE
             result["note"] = (
                 f"inconclusive: the baseline (SD off) fails the test too (z {sc['baseline_surprise_z']}); "
                 "the scorer does not reproduce the server's sampling (top_p/top_k/min_p defaults? "
                 "another model? pass --score-model)"
             )
+    result.setdefault("verdict", LOSSLESS if result["lossless"] else NOT_LOSSLESS)
     out = Path(cfg.out or "runs/lossless")
     atomic_write(out / "lossless.json", json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")
     return result

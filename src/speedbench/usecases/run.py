@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from speedbench.config import EngineSpec, RunConfig
+from speedbench.config import REDACTED, EngineSpec, RunConfig, engine_secrets, redact_urls
 from speedbench.data.readers import content_hash, load_dataset, pick_stratified
 from speedbench.data.sample import Sample
 from speedbench.engines import registry
@@ -121,7 +122,7 @@ async def execute(
     if engine is None:
         async with open_engine(cfg.engine_spec()) as own:
             return await execute(cfg, run_dir, samples, done, manifest, on_progress, own)
-    segment = manifest.next_segment
+    segment = manifest.segment_after(done.values())
     assert cfg.output_len is not None
     settings = LoadSettings(
         concurrency=cfg.concurrency,
@@ -180,10 +181,11 @@ def prepare(
 ) -> tuple[RunConfig, RunDir, list[Sample], dict[tuple[str, int], RequestRecord], Manifest]:
     """Resolve dataset, run dir and (for --resume) what is already done; the manifest is built here."""
     if resume:
-        run_dir = RunDir(resume)
-        manifest = read_manifest(run_dir)
-        # the saved config wins (same protocol); secrets were never saved: they come from the environment
-        cfg = manifest.config
+        manifest = read_manifest(RunDir(resume))
+        # the saved config wins (same protocol); secrets were never saved: the key comes from the environment,
+        # URL credentials from the flags
+        cfg = with_url_credentials(manifest.config, cfg, resume)
+        run_dir = RunDir(resume, engine_secrets(cfg.engine, os.environ))
         all_samples = load_dataset(cfg.dataset.name)
         by_id = {s.question_id: s for s in all_samples}
         if content_hash(all_samples) != manifest.dataset.content_hash:
@@ -199,7 +201,7 @@ def prepare(
     cfg = resolve_output_len(cfg)
     out = cfg.out or default_out(cfg.engine.kind)
     cfg = cfg.model_copy(update={"out": out})
-    run_dir = RunDir(out)
+    run_dir = RunDir(out, engine_secrets(cfg.engine, os.environ))
     if run_dir.records_path.exists() and run_dir.records_path.stat().st_size > 0:
         raise RunDirError(
             f"{run_dir.path} already holds records; use --resume {run_dir.path} to finish it or pick another --out"
@@ -212,6 +214,24 @@ def prepare(
         question_ids=[s.question_id for s in samples],
     )
     return cfg, run_dir, samples, {}, Manifest.new(cfg, dataset)
+
+
+def with_url_credentials(saved: RunConfig, given: RunConfig, run: str) -> RunConfig:
+    """The saved config with the credentials its URLs had (``user:pass@``, saved as ``***@``) taken back from
+    the flags of ``--resume``: the same URL once redacted; refused in one line when they are not given."""
+    update: dict[str, str] = {}
+    for field in ("base_url", "metrics_url"):
+        url, again = getattr(saved.engine, field), getattr(given.engine, field)
+        if not url or f"://{REDACTED}@" not in url:
+            continue
+        flag = "--" + field.replace("_", "-")
+        if again is None or redact_urls(again) != url:
+            raise RunDirError(
+                f"{run} ran against {flag} {url}, whose credentials are not saved: "
+                f"pass {flag} with them again to resume"
+            )
+        update[field] = again
+    return saved.model_copy(update={"engine": saved.engine.model_copy(update=update)}) if update else saved
 
 
 def finish(run_dir: RunDir) -> RunSummary:

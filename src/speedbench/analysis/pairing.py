@@ -1,0 +1,228 @@
+"""Compare two runs like for like: what differs between their manifests, which requests pair, and the
+per-category comparison over the paired requests only.
+
+Two runs are comparable when they ran the same prompts the same way: the same dataset content (hash), the
+same selected question ids, the same output length, temperature and ignore_eos (``manifest_differences``
+lists what differs; ``report A B`` refuses unless ``--force``).  Even then a request can fail in one run and
+not in the other, so the comparison pairs records by (question_id, turn) and keeps only the keys present
+and successful in both (``pair_records``); every other record is dropped from its side with one reason:
+missing in the other run, failed in A, or failed in B.  ``compare_paired`` computes each category's and the
+overall figures of both runs over the paired records only (``group_stats`` on each paired subset) and the
+speedup = mean user tok/s of B / mean user tok/s of A over those requests.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from speedbench.metrics.aggregate import group_stats
+from speedbench.metrics.models import GroupStats
+from speedbench.records import RequestRecord
+from speedbench.results.loader import RunResult
+from speedbench.results.manifest import Manifest
+
+Key = tuple[str, int]  # (question_id, turn)
+Side = Literal["a", "b"]
+
+MISSING = "missing in the other run"
+FAILED_A = "failed in A"
+FAILED_B = "failed in B"
+DROP_REASONS = (MISSING, FAILED_A, FAILED_B)
+
+
+@dataclass(frozen=True)
+class ManifestDifference:
+    """One setting that differs between the runs, as each run has it."""
+
+    field: str
+    a: str
+    b: str
+
+    def __str__(self) -> str:
+        return f"{self.field} {self.a} (A) vs {self.b} (B)"
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """Records of one run left out of the pairing, by reason (each record counted once: missing in the other
+    run first, then its own failure, then the other run's)."""
+
+    missing_in_other: int = 0
+    failed_in_a: int = 0
+    failed_in_b: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.missing_in_other + self.failed_in_a + self.failed_in_b
+
+    def by_reason(self) -> dict[str, int]:
+        return {MISSING: self.missing_in_other, FAILED_A: self.failed_in_a, FAILED_B: self.failed_in_b}
+
+    def describe(self) -> str:
+        """'3 (1 missing in the other run, 2 failed in A)'; '0' when nothing was dropped."""
+        parts = [f"{n} {reason}" for reason, n in self.by_reason().items() if n]
+        return f"{self.total} ({', '.join(parts)})" if parts else "0"
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """The (question_id, turn) present and successful in both runs, their records, and what was dropped."""
+
+    keys: tuple[Key, ...]
+    a: tuple[RequestRecord, ...]  # A's record of each paired key, in key order
+    b: tuple[RequestRecord, ...]
+    dropped_a: Dropped
+    dropped_b: Dropped
+    differences: tuple[ManifestDifference, ...] = ()
+
+    @property
+    def paired(self) -> int:
+        return len(self.keys)
+
+    def describe(self) -> str:
+        return (
+            f"paired {self.paired} (question_id, turn) present and successful in both runs; "
+            f"dropped from A: {self.dropped_a.describe()}; dropped from B: {self.dropped_b.describe()}"
+        )
+
+
+@dataclass(frozen=True)
+class CategoryComparison:
+    """One category (or ``overall``): both runs' figures over the paired requests and the speedup."""
+
+    category: str
+    paired: int
+    a: GroupStats
+    b: GroupStats
+    speedup: float | None  # mean user tok/s of B / of A over the paired requests
+
+
+@dataclass(frozen=True)
+class Comparison:
+    pairing: Pairing
+    per_category: tuple[CategoryComparison, ...]
+    overall: CategoryComparison
+
+    @property
+    def rows(self) -> tuple[CategoryComparison, ...]:
+        """The table's rows: each category, then overall."""
+        return (*self.per_category, self.overall)
+
+
+# ---- what must match ---------------------------------------------------------------------------------
+
+
+def _output_len(m: Manifest) -> int | None:
+    """The output length the run asked for: the configured one, else the engine's declared default."""
+    if m.config.output_len is not None:
+        return m.config.output_len
+    default = m.engine.capabilities.get("default_output_len") if m.engine is not None else None
+    return default if isinstance(default, int) else None
+
+
+def _show_output_len(m: Manifest) -> str:
+    if m.config.output_len is not None:
+        return str(m.config.output_len)
+    n = _output_len(m)
+    return "the engine's default" + ("" if n is None else f" ({n})")
+
+
+def _ids_side(ids: set[str], other: set[str]) -> str:
+    only = sorted(ids - other)
+    shown = ", ".join(only[:3]) + (", …" if len(only) > 3 else "")
+    return f"{len(ids)} ids" + (f" ({len(only)} not in the other: {shown})" if only else "")
+
+
+def manifest_differences(a: Manifest, b: Manifest) -> list[ManifestDifference]:
+    """The settings that make two runs incomparable and differ: dataset content hash, selected question ids,
+    output length, temperature, ignore_eos."""
+    out: list[ManifestDifference] = []
+    if a.dataset.content_hash != b.dataset.content_hash:
+        out.append(ManifestDifference("dataset content hash", a.dataset.content_hash, b.dataset.content_hash))
+    ids_a, ids_b = set(a.dataset.question_ids), set(b.dataset.question_ids)
+    if ids_a != ids_b:
+        out.append(ManifestDifference("selected question ids", _ids_side(ids_a, ids_b), _ids_side(ids_b, ids_a)))
+    if _output_len(a) != _output_len(b):
+        out.append(ManifestDifference("output length", _show_output_len(a), _show_output_len(b)))
+    if a.config.temperature != b.config.temperature:
+        out.append(ManifestDifference("temperature", str(a.config.temperature), str(b.config.temperature)))
+    if a.config.ignore_eos != b.config.ignore_eos:
+        out.append(ManifestDifference("ignore_eos", str(a.config.ignore_eos), str(b.config.ignore_eos)))
+    return out
+
+
+# ---- pairing -------------------------------------------------------------------------------------------
+
+
+def by_key(records: Iterable[RequestRecord]) -> dict[Key, RequestRecord]:
+    """Each (question_id, turn)'s record; the last one wins (a retried request's final attempt)."""
+    return {(r.question_id, r.turn): r for r in records}
+
+
+def _drop_reason(key: Key, mine: dict[Key, RequestRecord], other: dict[Key, RequestRecord], side: Side) -> str:
+    if key not in other:
+        return MISSING
+    if not mine[key].ok:
+        return FAILED_A if side == "a" else FAILED_B
+    return FAILED_B if side == "a" else FAILED_A
+
+
+def _dropped(mine: dict[Key, RequestRecord], other: dict[Key, RequestRecord], paired: set[Key], side: Side) -> Dropped:
+    reasons = [_drop_reason(key, mine, other, side) for key in mine if key not in paired]
+    return Dropped(reasons.count(MISSING), reasons.count(FAILED_A), reasons.count(FAILED_B))
+
+
+def pair_records(
+    a: Sequence[RequestRecord], b: Sequence[RequestRecord], differences: Sequence[ManifestDifference] = ()
+) -> Pairing:
+    """Pair two runs' records by (question_id, turn), keeping the keys present and successful in both."""
+    ra, rb = by_key(a), by_key(b)
+    keys = sorted(k for k in ra.keys() & rb.keys() if ra[k].ok and rb[k].ok)
+    paired = set(keys)
+    return Pairing(
+        keys=tuple(keys),
+        a=tuple(ra[k] for k in keys),
+        b=tuple(rb[k] for k in keys),
+        dropped_a=_dropped(ra, rb, paired, "a"),
+        dropped_b=_dropped(rb, ra, paired, "b"),
+        differences=tuple(differences),
+    )
+
+
+def pair_runs(a: RunResult, b: RunResult) -> Pairing:
+    """Pair two loaded runs; the manifest differences travel with the pairing."""
+    return pair_records(a.records, b.records, manifest_differences(a.manifest, b.manifest))
+
+
+# ---- the comparison over the paired records ------------------------------------------------------------
+
+
+def speedup(a: GroupStats, b: GroupStats) -> float | None:
+    """Mean user tok/s of B over that of A (None when either has none)."""
+    ua, ub = a.user_tps.mean, b.user_tps.mean
+    return ub / ua if ua and ub else None
+
+
+def _row(
+    name: str, ra: Sequence[RequestRecord], rb: Sequence[RequestRecord], a: RunResult, b: RunResult
+) -> CategoryComparison:
+    ga = group_stats(ra, a.manifest.k, a.manifest.chunks_are_steps)
+    gb = group_stats(rb, b.manifest.k, b.manifest.chunks_are_steps)
+    return CategoryComparison(name, len(ra), ga, gb, speedup(ga, gb))
+
+
+def compare_paired(a: RunResult, b: RunResult, pairing: Pairing | None = None) -> Comparison:
+    """Per category (A's category of each key; every category either run has, 0 paired included) and
+    overall: both runs' figures over the paired records only."""
+    pairing = pairing or pair_runs(a, b)
+    cat_a: dict[str, list[RequestRecord]] = defaultdict(list)
+    cat_b: dict[str, list[RequestRecord]] = defaultdict(list)
+    for ra, rb in zip(pairing.a, pairing.b, strict=True):
+        cat_a[ra.category].append(ra)
+        cat_b[ra.category].append(rb)
+    categories = sorted({r.category for r in (*a.records, *b.records)})
+    rows = tuple(_row(c, cat_a[c], cat_b[c], a, b) for c in categories)
+    return Comparison(pairing, rows, _row("overall", pairing.a, pairing.b, a, b))
