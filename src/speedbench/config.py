@@ -68,7 +68,11 @@ class RunConfig(BaseModel):
     temperature: float = Field(0.0, ge=0.0)
     ignore_eos: bool = False
     warmup: int = Field(2, ge=0)
-    timeout_s: float = Field(300.0, gt=0)
+    # None: the engine's default: 300 s for a server; no wall-clock limit for an in-process engine, whose requests
+    # are slow only when the machine is (a timeout there fails requests the engine keeps decoding)
+    timeout_s: float | None = Field(None, gt=0)
+    # a run in which more than this share of requests failed (or every one) exits non-zero
+    max_failed: float = Field(0.1, ge=0, le=1)
     out: str | None = None
     seed: int = 0  # the one seed: the stratified pick and every request's sampling seed (load/seeds.py)
 

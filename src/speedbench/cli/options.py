@@ -48,6 +48,7 @@ def build_config(flags: dict[str, Any]) -> Any:
         ignore_eos=f["ignore_eos"],
         warmup=f["warmup"],
         timeout_s=f["timeout"],
+        max_failed=f.get("max_failed", 0.1),
         out=f.get("out"),
         seed=f.get("seed", 0),
     )
@@ -116,4 +117,11 @@ OutputLen = Annotated[Optional[int], typer.Option(help="max output tokens per tu
 Temperature = Annotated[float, typer.Option()]
 IgnoreEos = Annotated[bool, typer.Option("--ignore-eos", help="ask the server to ignore EOS")]
 Warmup = Annotated[int, typer.Option(help="warm-up requests (not recorded)")]
-Timeout = Annotated[float, typer.Option(help="per-request timeout, seconds")]
+Timeout = Annotated[
+    Optional[float],
+    typer.Option(help="per-request timeout, seconds (default: 300 for a server, none for an in-process engine)"),
+]
+MaxFailed = Annotated[
+    float,
+    typer.Option(help="exit 1 when more than this share of requests failed (0..1; every request failing always does)"),
+]

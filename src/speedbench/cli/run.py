@@ -21,6 +21,7 @@ from speedbench.cli.options import (
     EngineOpt,
     IgnoreEos,
     LaunchOpt,
+    MaxFailed,
     MetricsUrl,
     ModelOpt,
     NumRequests,
@@ -65,15 +66,19 @@ def run(
     temperature: Temperature = 0.0,
     ignore_eos: IgnoreEos = False,
     warmup: Warmup = 2,
-    timeout: Timeout = 300.0,
+    timeout: Timeout = None,
+    max_failed: MaxFailed = 0.1,
     out: Annotated[Optional[str], typer.Option(help="run directory (default runs/<UTC time>-<engine>)")] = None,
     resume: Annotated[Optional[str], typer.Option(help="finish an interrupted run in this directory")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Run a benchmark and write a run directory (manifest, records, summary)."""
+    from rich.markup import escape
+
     from speedbench.config import engine_secrets
     from speedbench.report.console import make_console, print_summary
-    from speedbench.usecases.run import execute, finish, prepare
+    from speedbench.results.loader import load_run
+    from speedbench.usecases.run import execute, failure_verdict, finish, prepare
 
     console = make_console()
     protect_console()  # URLs' userinfo never printed; the run's secret values join once known
@@ -139,6 +144,9 @@ def run(
     summary = finish(run_dir)
     print_summary(summary, console)
     console.print(f"run directory: {run_dir.path}")
+    verdict = failure_verdict(cfg, load_run(run_dir.path).records)
+    if verdict is not None:
+        console.print(escape(verdict), style="bold red", soft_wrap=True)
     if not completed:
         console.print(
             f"interrupted: {summary.overall.requests + summary.overall.errors} finished records "
@@ -146,6 +154,8 @@ def run(
             style="yellow",
         )
         raise typer.Exit(130)
+    if verdict is not None:
+        raise typer.Exit(1)
 
 
 def check_lossless(
@@ -170,7 +180,7 @@ def check_lossless(
     temperature: Temperature = 0.0,
     ignore_eos: IgnoreEos = False,
     warmup: Warmup = 2,
-    timeout: Timeout = 300.0,
+    timeout: Timeout = None,
     score_model: Annotated[
         Optional[str],
         typer.Option(

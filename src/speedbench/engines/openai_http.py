@@ -103,6 +103,9 @@ class OpenAIEngine:
     opts: OpenAIOptions
 
     def __init__(self, spec: EngineSpec) -> None:
+        # a server speedbench launched serves what it was told (llama-server lists its model path and accepts any
+        # name), so --model is checked against /v1/models only for attached servers
+        self.launch = spec.launch
         own, self.body_extra = split_body(spec.options)  # -E body.FIELD=VALUE: into every request body
         self.options = own
         self.opts = parse_options(type(self).Options, self.name, own, body=True)
@@ -147,30 +150,59 @@ class OpenAIEngine:
         self._session = aiohttp.ClientSession(
             connector=conn, timeout=aiohttp.ClientTimeout(total=None, sock_connect=30)
         )
+        try:
+            await self._models()
+            self.server_version = await self._server_version()
+        except BaseException:
+            await self.close()  # every failed start closes its session (no "Unclosed connector" at exit)
+            raise
+
+    async def _models(self) -> None:
+        """GET /v1/models: its JSON, or EngineStartError (unreachable, an HTTP error, not JSON, a --model it
+        does not serve).  Picks the first listed model when --model is not given."""
+        assert self._session is not None
         url = f"{self.base_url}/models"
         shown = redact_urls(url)
         try:
             async with self._session.get(
                 url, headers=self.auth_headers(url), timeout=aiohttp.ClientTimeout(total=30)
             ) as r:
+                raw = await r.read()
                 if r.status != 200:
-                    text = (await r.text())[:200]
+                    text = raw[:200].decode(errors="replace")
                     raise EngineStartError(
                         redact_urls(f"{shown} answered HTTP {r.status}: {text!r}; check --base-url and the API key")
                     )
-                data = await r.json(content_type=None)
+                content_type = r.headers.get("Content-Type", "none")
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
-            await self.close()
             raise EngineStartError(
                 redact_urls(f"cannot reach {shown} ({type(e).__name__}: {e}); is the server running? check --base-url")
             ) from None
-        self.server_version = await self._server_version()
+        try:
+            data = json_loads(raw)
+        except ValueError:
+            raise EngineStartError(
+                redact_urls(
+                    f"{shown} did not answer JSON (Content-Type {content_type}, body starts {raw[:80]!r}); "
+                    "is --base-url the server's OpenAI API (usually ending in /v1)?"
+                )
+            ) from None
+        listed = data.get("data") if isinstance(data, dict) else None
+        ids = (
+            [m["id"] for m in listed if isinstance(m, dict) and isinstance(m.get("id"), str)]
+            if isinstance(listed, list)
+            else []
+        )
         if self.model is None:
-            try:
-                self.model = data["data"][0]["id"]
-            except (KeyError, IndexError, TypeError):
-                await self.close()
-                raise EngineStartError(f"{shown} lists no model; pass --model") from None
+            if not ids:
+                raise EngineStartError(f"{shown} lists no model; pass --model")
+            self.model = ids[0]
+        elif ids and self.model not in ids and not self.launch:
+            # a server speedbench launched was given this name itself (llama-server lists its model path
+            # and accepts any name): only an attached server's list is held against --model
+            raise EngineStartError(
+                redact_urls(f"--model {self.model!r} is not served by {self.base_url} (it serves: {', '.join(ids)})")
+            )
 
     async def _server_version(self) -> str | None:
         """vLLM and SGLang answer GET /version; others may not (then None)."""
@@ -261,6 +293,32 @@ class OpenAIEngine:
             return await self._session.post(url, data=body, headers=headers)
 
     # ---- streaming -------------------------------------------------------------------------
+    @staticmethod
+    def _read_chunk(obj: dict[str, Any]) -> tuple[list[tuple[int, str, list[int] | None]], str | None]:
+        """One SSE object's choices -> ([(n_tokens, text, token_ids)] for choices that carry output, the last
+        finish_reason); TypeError/AttributeError when the object is not shaped as a completion chunk."""
+        choices = obj.get("choices") or []
+        if not isinstance(choices, list):
+            raise TypeError(f"choices is {type(choices).__name__}, not a list")
+        out: list[tuple[int, str, list[int] | None]] = []
+        finish: str | None = None
+        for choice in choices:
+            if not isinstance(choice, dict):
+                raise TypeError(f"a choice is {type(choice).__name__}, not an object")
+            delta = choice.get("delta")
+            text = (delta.get("content") or "") if isinstance(delta, dict) else (choice.get("text") or "")
+            if not isinstance(text, str):
+                raise TypeError(f"content is {type(text).__name__}, not a string")
+            ids = choice.get("token_ids")
+            if ids is not None and not isinstance(ids, list):
+                raise TypeError(f"token_ids is {type(ids).__name__}, not a list")
+            n = len(ids) if ids is not None else (1 if text else 0)
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+            if n:
+                out.append((n, text, ids))
+        return out, finish
+
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         assert self._session is not None, "start() first"
         url = f"{self.base_url}/{'chat/completions' if self.endpoint == 'chat' else 'completions'}"
@@ -276,6 +334,14 @@ class OpenAIEngine:
                 if resp.status != 200:
                     text = (await resp.text())[:300]
                     raise RequestError(f"http_{resp.status}", text)
+                if resp.content_type != "text/event-stream":
+                    # a proxy's HTML page, or a non-streaming JSON completion: not the stream asked for
+                    head = await resp.content.read(80)
+                    content_type = resp.headers.get("Content-Type", "none")
+                    raise RequestError(
+                        "not_streaming",
+                        f"HTTP 200 with Content-Type {content_type}, not text/event-stream; body starts {head!r}",
+                    )
                 buf = b""
                 async for data in resp.content.iter_any():
                     # split what arrived into lines; a partial last line waits for the next read
@@ -296,23 +362,26 @@ class OpenAIEngine:
                             raise RequestError("malformed_stream", f"SSE data is not an object: {payload[:120]!r}")
                         if "error" in obj:
                             raise RequestError("server_error", str(obj["error"])[:300])
-                        if obj.get("usage"):
-                            usage = obj["usage"]
-                        got_sd = self.parse_sd(obj, state)
+                        try:  # a chunk of the wrong shape is the server's fault, not the client's
+                            chunks, got_finish = self._read_chunk(obj)
+                            got_usage = obj.get("usage")
+                            if got_usage and not isinstance(got_usage, dict):
+                                raise TypeError(f"usage is {type(got_usage).__name__}, not an object")
+                            got_sd = self.parse_sd(obj, state)
+                        except (AttributeError, TypeError, ValueError, KeyError) as e:
+                            raise RequestError(
+                                "malformed_stream",
+                                f"chunk of the wrong shape ({type(e).__name__}: {e}): {payload[:120]!r}",
+                            ) from None
+                        if got_usage:
+                            usage = got_usage
                         if got_sd is not None:
                             sd = got_sd
-                        for choice in obj.get("choices") or ():
-                            delta = choice.get("delta")
-                            text = (
-                                (delta.get("content") or "") if isinstance(delta, dict) else (choice.get("text") or "")
-                            )
-                            ids = choice.get("token_ids")
-                            n = len(ids) if ids is not None else (1 if text else 0)
-                            if choice.get("finish_reason"):
-                                finish = choice["finish_reason"]
-                            if n:
-                                tokens_seen += n
-                                yield Event("chunk", n_tokens=n, text=text, token_ids=ids)
+                        if got_finish:
+                            finish = got_finish
+                        for n, text, ids in chunks:
+                            tokens_seen += n
+                            yield Event("chunk", n_tokens=n, text=text, token_ids=ids)
                     if done:
                         break
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ConnectionResetError) as e:
@@ -323,9 +392,12 @@ class OpenAIEngine:
             raise RequestError("client_error", f"{type(e).__name__}: {e}") from None
         if not done and finish is None:
             raise RequestError("reset", "stream ended without [DONE] or finish_reason")
-        n_tokens = (
-            int(usage["completion_tokens"]) if usage and usage.get("completion_tokens") is not None else tokens_seen
-        )
+        try:
+            n_tokens = (
+                int(usage["completion_tokens"]) if usage and usage.get("completion_tokens") is not None else tokens_seen
+            )
+        except (TypeError, ValueError):
+            raise RequestError("malformed_stream", f"usage.completion_tokens is not a count: {usage!r}"[:200]) from None
         yield Event("final", finish_reason=finish, usage=usage, sd=self.finish_sd(sd, n_tokens, state))
 
     async def counters(self) -> dict[str, Any] | None:

@@ -27,7 +27,7 @@ class LoadSettings:
     output_len: int = 256
     temperature: float = 0.0
     ignore_eos: bool = False
-    timeout_s: float = 300.0
+    timeout_s: float | None = 300.0  # None: no wall-clock limit
     warmup: int = 2
     seed: int = 0  # the run's seed: each request's sampling seed is derived from it (load/seeds.py)
     segment: int = 0
@@ -42,7 +42,7 @@ class LoadResult:
     measure_end_ns: int = 0
 
 
-async def send(engine: Engine, req: Request, timeout_s: float, segment: int = 0) -> RequestRecord:
+async def send(engine: Engine, req: Request, timeout_s: float | None, segment: int = 0) -> RequestRecord:
     """Send one request and measure it; failures become error records (never raised)."""
     rec = RequestRecord(
         question_id=req.question_id, category=req.category, turn=req.turn, start_ns=0, end_ns=0, segment=segment

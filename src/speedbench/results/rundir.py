@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -43,6 +44,25 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         data = self.secrets.scrub_obj(manifest.to_dict())
         atomic_write(self.manifest_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+    def check_writable(self) -> None:
+        """Write a probe file where the run directory goes: a directory speedbench cannot write is refused in one
+        line before anything starts (not after an engine was launched and requests were sent).  Directories made
+        for the probe are removed again, so a run refused later for another reason leaves nothing behind."""
+        missing = [p for p in (self.path, *self.path.parents) if not p.exists()]
+        probe = self.path / f".speedbench-probe-{os.getpid()}"
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise RunDirError(
+                f"--out {self.path}: cannot write a run directory there ({e.strerror or e}); pick another --out"
+            ) from None
+        finally:
+            for d in missing:   # deepest first
+                with contextlib.suppress(OSError):
+                    d.rmdir()
 
     # ---- records -----------------------------------------------------------------------------
     def open_for_append(self) -> None:

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -129,7 +129,7 @@ async def execute(
         output_len=cfg.output_len,
         temperature=cfg.temperature,
         ignore_eos=cfg.ignore_eos,
-        timeout_s=cfg.timeout_s,
+        timeout_s=request_timeout(cfg, engine.capabilities.in_process),
         warmup=cfg.warmup if not done else 0,
         seed=cfg.seed,
         segment=segment,
@@ -206,6 +206,7 @@ def prepare(
         raise RunDirError(
             f"{run_dir.path} already holds records; use --resume {run_dir.path} to finish it or pick another --out"
         )
+    run_dir.check_writable()  # before any engine is built, started or launched
     dataset = DatasetInfo(
         name=cfg.dataset.name,
         content_hash=content_hash(all_samples),
@@ -232,6 +233,41 @@ def with_url_credentials(saved: RunConfig, given: RunConfig, run: str) -> RunCon
             )
         update[field] = again
     return saved.model_copy(update={"engine": saved.engine.model_copy(update=update)}) if update else saved
+
+
+SERVER_TIMEOUT_S = 300.0
+
+
+def request_timeout(cfg: RunConfig, in_process: bool) -> float | None:
+    """The per-request wall-clock limit: --timeout when given; else 300 s for a server and none for an in-process
+    engine (its requests are slow only when the machine is, and a timed-out request would keep decoding)."""
+    if cfg.timeout_s is not None:
+        return cfg.timeout_s
+    return None if in_process else SERVER_TIMEOUT_S
+
+
+def failure_verdict(cfg: RunConfig, records: Sequence[RequestRecord], shown: int = 3) -> str | None:
+    """None when the run is usable; else why it failed: every request failed, or more than ``cfg.max_failed``
+    of them did, with the first error messages (cause: detail) so the reason is on screen, not only counts."""
+    if not records:
+        return None
+    failed = [r for r in records if not r.ok]
+    if not failed or (len(failed) < len(records) and len(failed) / len(records) <= cfg.max_failed):
+        return None
+    why = (
+        "every request failed"
+        if len(failed) == len(records)
+        else (
+            f"{len(failed)} of {len(records)} requests failed ({len(failed) / len(records):.0%} > --max-failed "
+            f"{cfg.max_failed:g})"
+        )
+    )
+    # the first failures by time, own causes before the later turns they took down (prior_turn_failed)
+    first = sorted(failed, key=lambda r: ((r.error or {}).get("cause") == "prior_turn_failed", r.end_ns))[:shown]
+    msgs = "; ".join(
+        f"{r.question_id} turn {r.turn}: {(r.error or {}).get('cause')}: {(r.error or {}).get('detail')}" for r in first
+    )
+    return f"run FAILED: {why}; first errors: {msgs}"
 
 
 def finish(run_dir: RunDir) -> RunSummary:
