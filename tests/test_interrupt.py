@@ -16,38 +16,25 @@ def _records(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_keeps_records_and_resume_completes(tmp_path, sig):
-    out = tmp_path / "run"
-    proc = subprocess.Popen(
-        speedbench_cmd(
-            "run",
-            "--engine",
-            "mock",
-            "-E",
-            "step_ms=20",
-            "-E",
-            "ttft_ms=5",
-            "--output-len",
-            "64",
-            "--num-requests",
-            "88",
-            "--concurrency",
-            "8",
-            "--out",
-            str(out),
-            "--no-progress",
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def _start_and_wait_for_records(out, n):
+    """The whole starter set on a slowish mock in a subprocess, returned once ``n`` records are on disk."""
+    args = ["run", "--engine", "mock", "-E", "step_ms=20", "-E", "ttft_ms=5", "--output-len", "64"]
+    args += ["--num-requests", "88", "--concurrency", "8", "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(speedbench_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     rec_path = out / "records.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if rec_path.exists() and len(rec_path.read_text().splitlines()) >= 15:
+        if rec_path.exists() and len(rec_path.read_text().splitlines()) >= n:
             break
         time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_keeps_records_and_resume_completes(tmp_path, sig):
+    out = tmp_path / "run"
+    proc = _start_and_wait_for_records(out, 15)
+    rec_path = out / "records.jsonl"
     proc.send_signal(sig)
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, output
@@ -113,15 +100,8 @@ def test_a_client_killed_hard_leaves_a_run_that_resumes_into_a_new_segment(tmp_p
     interrupts like Ctrl-C.  Either way --resume writes a new segment, so the counter cross-checks compare each
     segment with its own window (on c6e6c23, after kill -9 the resumed records reused segment 0)."""
     out = tmp_path / "run"
-    args = ["run", "--engine", "mock", "-E", "step_ms=20", "-E", "ttft_ms=5", "--output-len", "64"]
-    args += ["--num-requests", "88", "--concurrency", "8", "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen(speedbench_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = _start_and_wait_for_records(out, 15)
     rec_path = out / "records.jsonl"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if rec_path.exists() and len(rec_path.read_text().splitlines()) >= 15:
-            break
-        time.sleep(0.05)
     proc.send_signal(sig)
     proc.communicate(timeout=60)
     assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 130)
