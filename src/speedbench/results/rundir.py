@@ -60,7 +60,7 @@ class RunDir:
                 f"--out {self.path}: cannot write a run directory there ({e.strerror or e}); pick another --out"
             ) from None
         finally:
-            for d in missing:   # deepest first
+            for d in missing:  # deepest first
                 with contextlib.suppress(OSError):
                     d.rmdir()
 
