@@ -77,7 +77,6 @@ def run(
 
     from speedbench.config import engine_secrets
     from speedbench.report.console import make_console, print_summary
-    from speedbench.results.loader import load_run
     from speedbench.usecases.run import execute, failure_verdict, finish, prepare
 
     console = make_console()
@@ -141,10 +140,11 @@ def run(
     finally:
         if bar is not None:
             bar.stop()
-    summary = finish(run_dir)
+    result = finish(run_dir)
+    summary = result.summary
     print_summary(summary, console)
     console.print(f"run directory: {run_dir.path}")
-    verdict = failure_verdict(cfg, load_run(run_dir.path).records)
+    verdict = failure_verdict(cfg, result.records)
     if verdict is not None:
         console.print(escape(verdict), style="bold red", soft_wrap=True)
     if not completed:

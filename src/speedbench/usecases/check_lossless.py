@@ -19,7 +19,6 @@ from speedbench.data.sample import Sample
 from speedbench.engines import registry
 from speedbench.metrics.models import RunSummary
 from speedbench.records import RequestRecord
-from speedbench.results.loader import load_run
 from speedbench.usecases.run import execute, finish, prepare
 
 
@@ -48,8 +47,7 @@ def pair_configs(cfg: RunConfig, baseline_url: str | None) -> tuple[RunConfig, R
 def run_one(cfg: RunConfig) -> tuple[RunSummary, list[RequestRecord], list[Sample]]:
     cfg, run_dir, samples, done, manifest = prepare(cfg, None)
     asyncio.run(execute(cfg, run_dir, samples, done, manifest))
-    finish(run_dir)
-    result = load_run(run_dir.path)
+    result = finish(run_dir)
     return result.summary, result.records, samples
 
 

@@ -22,10 +22,9 @@ from speedbench.engines import registry
 from speedbench.engines.base import Engine
 from speedbench.load.generator import LoadResult, LoadSettings, run_load
 from speedbench.metrics.acceptance import acceptance_length
-from speedbench.metrics.models import RunSummary
 from speedbench.metrics.sources import request_stats
 from speedbench.records import RequestRecord
-from speedbench.results.loader import load_run, read_manifest
+from speedbench.results.loader import RunResult, load_run, read_manifest
 from speedbench.results.manifest import CounterWindow, DatasetInfo, Manifest
 from speedbench.results.rundir import RunDir, RunDirError
 
@@ -270,8 +269,9 @@ def failure_verdict(cfg: RunConfig, records: Sequence[RequestRecord], shown: int
     return f"run FAILED: {why}; first errors: {msgs}"
 
 
-def finish(run_dir: RunDir) -> RunSummary:
-    """Recompute the summary from the run directory alone and write summary.json/csv."""
-    summary = load_run(run_dir.path).summary
-    run_dir.write_summary(summary)
-    return summary
+def finish(run_dir: RunDir) -> RunResult:
+    """Read the run directory once (manifest, records, the summary recomputed from them), write
+    summary.json/csv, and return what was read so callers need not read the records again."""
+    result = load_run(run_dir.path)
+    run_dir.write_summary(result.summary)
+    return result
