@@ -40,6 +40,9 @@ class SDStats:
     # fields the engine did not report but speedbench derived (e.g. llama.cpp gives no step count:
     # steps = completion_tokens - 1 - accepted); named here so reports can label them
     inferred: list[str] = field(default_factory=list)
+    # how many of ``steps`` had no draft at all (n-gram lookup found nothing, or no room left for a draft);
+    # None: the engine does not say (vLLM's counters count only drafted steps, so there it is 0 by definition)
+    undrafted_steps: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +57,7 @@ class SDStats:
             histogram=[int(x) for x in d.get("histogram") or []],
             source=d.get("source", "per_request"),
             inferred=[str(x) for x in d.get("inferred") or []],
+            undrafted_steps=None if d.get("undrafted_steps") is None else int(d["undrafted_steps"]),
         )
 
     @classmethod
@@ -106,12 +110,15 @@ class Event:
 
     kind "chunk": ``n_tokens`` output tokens arrived together (one verification step in
     engines that stream per step).  kind "final": end of stream, with the server's usage
-    and, when it reports them, its per-request SD stats.
+    and, when it reports them, its per-request SD stats.  A chunk's tokens are either answer
+    (``text``) or a reasoning model's thinking (``reasoning_text``: vLLM/SGLang stream it as
+    ``delta.reasoning_content`` or ``delta.reasoning``); both are output tokens, timed alike.
     """
 
     kind: Literal["chunk", "final"]
     n_tokens: int = 0
     text: str = ""
+    reasoning_text: str = ""
     token_ids: list[int] | None = None
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
@@ -134,6 +141,10 @@ class RequestRecord:
     Timestamps are ``time.perf_counter_ns()`` values taken by the load generator:
     ``start_ns`` just before the request is sent, ``chunk_ns[i]`` when chunk i arrived,
     ``end_ns`` when the stream ended.  ``chunk_tokens[i]`` is the token count of chunk i.
+    ``output_text`` is the answer (what the next turn sends back as history); ``reasoning_text`` a reasoning
+    model's thinking, counted and timed as output but never sent back (as chat templates drop it).
+    ``attempt``: 0 for the first try of (question_id, turn); ``--resume`` retries a transport failure as
+    attempt n+1 and keeps the failed line as history (the summary counts the last attempt only).
     """
 
     question_id: str
@@ -153,6 +164,8 @@ class RequestRecord:
     error: dict[str, str] | None = None
     segment: int = 0
     finish_reason: str | None = None
+    reasoning_text: str = ""
+    attempt: int = 0
 
     @property
     def ok(self) -> bool:

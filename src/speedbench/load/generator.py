@@ -48,6 +48,7 @@ async def send(engine: Engine, req: Request, timeout_s: float | None, segment: i
         question_id=req.question_id, category=req.category, turn=req.turn, start_ns=0, end_ns=0, segment=segment
     )
     texts: list[str] = []
+    thoughts: list[str] = []
     ids: list[int] = []
     ids_exact = True
     final: list[Event] = []
@@ -63,6 +64,8 @@ async def send(engine: Engine, req: Request, timeout_s: float | None, segment: i
                 chunk_ns.append(t)
                 chunk_tokens.append(ev.n_tokens)
                 texts.append(ev.text)
+                if ev.reasoning_text:
+                    thoughts.append(ev.reasoning_text)
                 if ev.token_ids is None:
                     ids_exact = False
                 else:
@@ -86,6 +89,7 @@ async def send(engine: Engine, req: Request, timeout_s: float | None, segment: i
         rec.error = {"cause": "client_exception", "detail": f"{type(e).__name__}: {e}"}
     rec.end_ns = time.perf_counter_ns()
     rec.output_text = "".join(texts)
+    rec.reasoning_text = "".join(thoughts)
     if rec.error is None and not final:
         rec.error = {"cause": "reset", "detail": "stream ended without a final event"}
     if rec.error is None and not chunk_ns:
