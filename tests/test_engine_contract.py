@@ -190,7 +190,7 @@ def _two_runs(spec: EngineSpec, tmp_path: Path, **cfg_kw) -> list[Path]:
         async with open_engine(shared) as engine:
             for cfg in cfgs:
                 cfg, run_dir, samples, done, manifest = prepare(cfg, None)
-                assert await execute(cfg, run_dir, samples, done, manifest, engine=engine) is True
+                assert await execute(cfg, run_dir, samples, done, manifest, engine=engine) == "complete"
                 dirs.append(run_dir.path)
         return dirs
 

@@ -73,6 +73,9 @@ class RunConfig(BaseModel):
     timeout_s: float | None = Field(None, gt=0)
     # a run in which more than this share of requests failed (or every one) exits non-zero
     max_failed: float = Field(0.1, ge=0, le=1)
+    # stop dispatching after this many consecutive connection-level failures (connect error, reset, timeout):
+    # the run ends "interrupted", resumable; 0 never stops
+    breaker: int = Field(10, ge=0)
     out: str | None = None
     seed: int = 0  # the one seed: the stratified pick and every request's sampling seed (load/seeds.py)
 

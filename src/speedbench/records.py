@@ -11,6 +11,7 @@ Definitions used everywhere (see docs/metrics.md):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -45,7 +46,10 @@ class SDStats:
     undrafted_steps: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["undrafted_steps"] is None:
+            del d["undrafted_steps"]  # unknown: absent, as in records written before the field existed
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SDStats:
@@ -189,3 +193,17 @@ class RequestRecord:
         rec = cls(**d)
         rec.sd = SDStats.from_dict(sd) if sd else None
         return rec
+
+
+def final_attempts(records: Iterable[RequestRecord]) -> tuple[list[RequestRecord], list[RequestRecord]]:
+    """Split a run's records (in file order) into the final attempt of each (question_id, turn), which every
+    figure counts, and the earlier attempts it superseded (``--resume`` retried them), kept as history.  The
+    final attempt is the one with the highest ``attempt``, the later line on a tie; order is kept."""
+    last: dict[tuple[str, int], int] = {}
+    for i, r in enumerate(records := list(records)):
+        key = (r.question_id, r.turn)
+        j = last.get(key)
+        if j is None or r.attempt >= records[j].attempt:
+            last[key] = i
+    keep = set(last.values())
+    return [r for i, r in enumerate(records) if i in keep], [r for i, r in enumerate(records) if i not in keep]

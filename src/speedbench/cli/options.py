@@ -49,6 +49,7 @@ def build_config(flags: dict[str, Any]) -> Any:
         warmup=f["warmup"],
         timeout_s=f["timeout"],
         max_failed=f.get("max_failed", 0.1),
+        breaker=f.get("breaker", 10),
         out=f.get("out"),
         seed=f.get("seed", 0),
     )
@@ -125,3 +126,52 @@ MaxFailed = Annotated[
     float,
     typer.Option(help="exit 1 when more than this share of requests failed (0..1; every request failing always does)"),
 ]
+Breaker = Annotated[
+    int,
+    typer.Option(
+        help="stop dispatching after N consecutive connection-level failures (connect error, reset, timeout): the "
+        "run ends interrupted (exit 75) and --resume retries what failed; 0: never stop"
+    ),
+]
+
+# flag (parameter name) -> the RunConfig field it sets, dotted; what `run --resume` compares with the saved run
+FLAG_FIELDS = {
+    "engine": "engine.kind",
+    "base_url": "engine.base_url",
+    "model": "engine.model",
+    "metrics_url": "engine.metrics_url",
+    "endpoint": "engine.endpoint",
+    "sd": "engine.sd",
+    "draft_model": "engine.draft_model",
+    "launch": "engine.launch",
+    "server_bin": "engine.server_bin",
+    "server_arg": "engine.server_args",
+    "engine_opt": "engine.options",
+    "request_seed": "engine.request_seed",
+    "dataset": "dataset.name",
+    "num_requests": "dataset.num_requests",
+    "max_turns": "dataset.max_turns",
+    "concurrency": "concurrency",
+    "draft_length": "draft_length",
+    "output_len": "output_len",
+    "temperature": "temperature",
+    "ignore_eos": "ignore_eos",
+    "warmup": "warmup",
+    "timeout": "timeout_s",
+    "max_failed": "max_failed",
+    "breaker": "breaker",
+    "out": "out",
+    "seed": "seed",
+}
+
+
+def given_flags(ctx: typer.Context) -> dict[str, str]:
+    """The flags the user typed (or set in the environment), as {RunConfig field: "--flag"}."""
+    out: dict[str, str] = {}
+    for param in ctx.command.params:
+        name = param.name or ""
+        source = ctx.get_parameter_source(name)
+        # compared by name: typer may bring its own copy of click's ParameterSource enum
+        if name in FLAG_FIELDS and source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            out[FLAG_FIELDS[name]] = "--" + name.replace("_", "-")
+    return out

@@ -12,6 +12,7 @@ import typer
 from speedbench.cli.common import fail, one_line, protect_console, user_errors
 from speedbench.cli.options import (
     BaseUrl,
+    Breaker,
     Concurrency,
     DatasetOpt,
     DraftLength,
@@ -35,7 +36,12 @@ from speedbench.cli.options import (
     Timeout,
     Warmup,
     build_config,
+    given_flags,
 )
+
+# exit statuses of `run` (docs/reliability.md): 0 usable run; 1 failed (every request, or more than --max-failed);
+# 2 bad input; 75 stopped by the circuit breaker (server unreachable: resumable, EX_TEMPFAIL); 130 interrupted
+EXIT_FAILED, EXIT_STOPPED, EXIT_INTERRUPTED = 1, 75, 130
 
 
 def register(app: typer.Typer) -> None:
@@ -44,6 +50,7 @@ def register(app: typer.Typer) -> None:
 
 
 def run(
+    ctx: typer.Context,
     engine: EngineName = "reference",
     base_url: BaseUrl = None,
     model: ModelOpt = None,
@@ -68,8 +75,16 @@ def run(
     warmup: Warmup = 2,
     timeout: Timeout = None,
     max_failed: MaxFailed = 0.1,
+    breaker: Breaker = 10,
     out: Annotated[Optional[str], typer.Option(help="run directory (default runs/<UTC time>-<engine>)")] = None,
-    resume: Annotated[Optional[str], typer.Option(help="finish an interrupted run in this directory")] = None,
+    resume: Annotated[
+        Optional[str],
+        typer.Option(
+            help="finish an interrupted run in this directory: sends the turns not run and retries transport "
+            "failures (connect_error, reset, timeout, http 5xx, prior_turn_failed); --base-url, --metrics-url, "
+            "--concurrency, --timeout, --max-failed and --breaker may change (recorded), other flags must match"
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Run a benchmark and write a run directory (manifest, records, summary)."""
@@ -77,7 +92,7 @@ def run(
 
     from speedbench.config import engine_secrets
     from speedbench.report.console import make_console, print_summary
-    from speedbench.usecases.run import execute, failure_verdict, finish, prepare
+    from speedbench.usecases.run import Outcome, execute, failure_verdict, finish, prepare, retryable
 
     console = make_console()
     protect_console()  # URLs' userinfo never printed; the run's secret values join once known
@@ -88,7 +103,7 @@ def run(
             from speedbench.engines import registry
 
             registry.resolve(cfg.engine.kind)  # fail fast on a bad engine name
-        cfg, run_dir, samples, done, manifest = prepare(cfg, resume)
+        cfg, run_dir, samples, done, manifest = prepare(cfg, resume, given_flags(ctx))
         protect_console(run_dir.secrets)  # a resumed run's: its saved api_key_env, the URLs it was given again
     except user_errors() as e:
         fail(one_line(e))
@@ -114,7 +129,7 @@ def run(
         if bar is not None:
             bar.update(task_id, completed=p.done, live=p.line())
 
-    async def main() -> bool:
+    async def main() -> Outcome:
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
         assert me is not None
@@ -128,12 +143,24 @@ def run(
         f"conversations={len(samples)} concurrency={cfg.concurrency} k={cfg.draft_length} "
         f"output_len={cfg.output_len} -> {run_dir.path}"
     )
+    if resume is not None:
+        retry = sum(1 for r in done.values() if r.error is not None and retryable(r))
+        change = manifest.segment_changes[-1] if manifest.segment_changes else None
+        changed = (
+            "; changed for this segment: " + ", ".join(f"{k} {v[0]!r} -> {v[1]!r}" for k, v in change.changes.items())
+            if change is not None and change.segment == manifest.next_segment
+            else ""
+        )
+        console.print(
+            escape(f"resuming: {len(done) - retry} turns kept, {retry} failed turns to retry{changed}"), soft_wrap=True
+        )
+    outcome: Outcome = "interrupted"
     try:
         if bar is not None:
             bar.start()
-        completed = asyncio.run(main())
+        outcome = asyncio.run(main())
     except asyncio.CancelledError:
-        completed = False
+        outcome = "interrupted"
     except user_errors() as e:
         fail(one_line(e))
         return
@@ -147,15 +174,19 @@ def run(
     verdict = failure_verdict(cfg, result.records)
     if verdict is not None:
         console.print(escape(verdict), style="bold red", soft_wrap=True)
-    if not completed:
+    if outcome != "complete":
+        cause = result.manifest.stop_cause or "interrupted"
         console.print(
-            f"interrupted: {summary.overall.requests + summary.overall.errors} finished records "
-            f"kept in {run_dir.records_path}; finish with: speedbench run --resume {run_dir.path}",
-            style="yellow",
+            escape(
+                f"run INTERRUPTED: {cause}. {summary.overall.requests + summary.overall.errors} finished records "
+                f"kept in {run_dir.records_path}; finish with: speedbench run --resume {run_dir.path}"
+            ),
+            style="bold yellow" if outcome == "stopped" else "yellow",
+            soft_wrap=True,
         )
-        raise typer.Exit(130)
+        raise typer.Exit(EXIT_STOPPED if outcome == "stopped" else EXIT_INTERRUPTED)
     if verdict is not None:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def check_lossless(

@@ -5,6 +5,10 @@ after another; each later turn carries the model's own earlier replies.  Every c
 timestamped here with ``time.perf_counter_ns()`` as it arrives (engines never time).  Each
 finished turn becomes a RequestRecord handed to ``on_record`` at once (the run directory
 appends and flushes it), so an interrupted run loses only requests in flight.
+
+A circuit breaker stops dispatching after ``breaker`` consecutive connection-level failures
+(``TRANSPORT_CAUSES``: the server is gone, not merely refusing requests); the run then ends
+with ``LoadResult.stopped`` saying why, and ``--resume`` retries what failed (``RETRY_CAUSES``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,17 @@ from speedbench.engines.base import Engine, Request
 from speedbench.load.seeds import request_seed
 from speedbench.records import Event, RequestError, RequestRecord
 
+# failures that say the server could not be reached or went away mid-stream: what trips the breaker
+# (HTTP error statuses do not: a server that answers is up, and those count toward --max-failed)
+TRANSPORT_CAUSES = frozenset({"connect_error", "reset", "timeout"})
+
+
+def retryable(rec: RequestRecord) -> bool:
+    """A failure worth sending again on ``--resume``: the transport failed (or the server did, 5xx), or an
+    earlier turn of the conversation did; a 4xx or a malformed reply would fail the same way again."""
+    cause = (rec.error or {}).get("cause", "")
+    return cause in TRANSPORT_CAUSES or cause == "prior_turn_failed" or cause.startswith("http_5")
+
 
 @dataclass
 class LoadSettings:
@@ -31,6 +46,7 @@ class LoadSettings:
     warmup: int = 2
     seed: int = 0  # the run's seed: each request's sampling seed is derived from it (load/seeds.py)
     segment: int = 0
+    breaker: int = 10  # stop after this many consecutive TRANSPORT_CAUSES failures; 0: never stop
 
 
 @dataclass
@@ -40,12 +56,50 @@ class LoadResult:
     warmup_errors: list[str] = field(default_factory=list)
     measure_start_ns: int = 0
     measure_end_ns: int = 0
+    stopped: str | None = None  # why the circuit breaker stopped dispatching (None: it did not)
 
 
-async def send(engine: Engine, req: Request, timeout_s: float | None, segment: int = 0) -> RequestRecord:
+class Breaker:
+    """Counts consecutive connection-level failures across all workers; opens at ``limit`` (0: never)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.run = 0
+        self.last: list[str] = []
+        self.reason: str | None = None
+
+    def see(self, rec: RequestRecord) -> None:
+        if self.reason is not None:
+            return
+        cause = (rec.error or {}).get("cause")
+        if cause not in TRANSPORT_CAUSES:
+            self.run, self.last = 0, []
+            return
+        self.run += 1
+        self.last = [*self.last[-2:], f"{cause}: {(rec.error or {}).get('detail', '')}"]
+        if self.limit and self.run >= self.limit:
+            self.reason = (
+                f"circuit breaker: {self.run} consecutive connection-level failures (last: {self.last[-1]}); "
+                "the server looks unreachable, dispatching stopped"
+            )
+
+    @property
+    def open(self) -> bool:
+        return self.reason is not None
+
+
+async def send(
+    engine: Engine, req: Request, timeout_s: float | None, segment: int = 0, attempt: int = 0
+) -> RequestRecord:
     """Send one request and measure it; failures become error records (never raised)."""
     rec = RequestRecord(
-        question_id=req.question_id, category=req.category, turn=req.turn, start_ns=0, end_ns=0, segment=segment
+        question_id=req.question_id,
+        category=req.category,
+        turn=req.turn,
+        start_ns=0,
+        end_ns=0,
+        segment=segment,
+        attempt=attempt,
     )
     texts: list[str] = []
     thoughts: list[str] = []
@@ -136,10 +190,15 @@ async def run_load(
 ) -> LoadResult:
     """Warm up, snapshot counters, run every conversation, snapshot counters again.
 
-    ``done`` holds records already on disk (resume): those turns are skipped, and their
-    replies are reused as conversation history for the turns still to run.
+    ``done`` holds the final attempt of each turn already on disk (resume): a successful turn is
+    skipped and its reply reused as conversation history for the turns still to run; a retryable
+    failure (``retryable``) is sent again as the next attempt; any other failure ends its
+    conversation there, as it did the first time.
     """
     done = done or {}
+    attempts = {key: r.attempt + 1 for key, r in done.items() if retryable(r)}
+    done = {key: r for key, r in done.items() if key not in attempts}
+    breaker = Breaker(settings.breaker)
     result = LoadResult()
     pending = [s for s in samples if any((s.question_id, t) not in done for t in range(len(s.turns)))]
 
@@ -154,9 +213,15 @@ async def run_load(
     for s in pending:
         queue.put_nowait(s)
 
+    def record(rec: RequestRecord) -> None:
+        on_record(rec)
+        breaker.see(rec)
+
     async def conversation(sample: Sample) -> None:
         history: list[dict[str, str]] = []
         for turn in range(len(sample.turns)):
+            if breaker.open:
+                return  # stop dispatching: the turns not sent have no record, so --resume sends them
             prev = done.get((sample.question_id, turn))
             if prev is not None:
                 if not prev.ok:
@@ -167,9 +232,13 @@ async def run_load(
                 ]
                 continue
             rec = await send(
-                engine, make_request(sample, turn, history, settings), settings.timeout_s, settings.segment
+                engine,
+                make_request(sample, turn, history, settings),
+                settings.timeout_s,
+                settings.segment,
+                attempts.get((sample.question_id, turn), 0),
             )
-            on_record(rec)
+            record(rec)
             if rec.error is not None:
                 # later turns need this reply: record them as failed with the cause, never drop them
                 for later in range(turn + 1, len(sample.turns)):
@@ -181,6 +250,7 @@ async def run_load(
                             start_ns=rec.end_ns,
                             end_ns=rec.end_ns,
                             segment=settings.segment,
+                            attempt=attempts.get((sample.question_id, later), 0),
                             error={"cause": "prior_turn_failed", "detail": f"turn {turn}: {rec.error['cause']}"},
                         )
                     )
@@ -191,7 +261,7 @@ async def run_load(
             ]
 
     async def worker() -> None:
-        while True:
+        while not breaker.open:
             try:
                 sample = queue.get_nowait()
             except asyncio.QueueEmpty:
@@ -201,5 +271,6 @@ async def run_load(
     n_workers = max(1, min(settings.concurrency, len(pending)))
     await asyncio.gather(*(worker() for _ in range(n_workers)))
     result.measure_end_ns = time.perf_counter_ns()
+    result.stopped = breaker.reason
     result.counters_after = await engine.counters()
     return result

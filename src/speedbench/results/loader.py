@@ -16,20 +16,22 @@ from pydantic import ValidationError
 
 from speedbench.metrics.aggregate import summarize
 from speedbench.metrics.models import RunSummary
-from speedbench.records import RequestRecord
+from speedbench.records import RequestRecord, final_attempts
 from speedbench.results.manifest import MANIFEST_SCHEMA_VERSION, Manifest
 from speedbench.results.rundir import RunDir, RunDirError
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """One run directory, read and summarized."""
+    """One run directory, read and summarized.  ``records`` holds the final attempt of each (question_id, turn),
+    which every figure counts; ``superseded`` the earlier attempts that ``--resume`` retried (history)."""
 
     path: Path
     manifest: Manifest
     records: list[RequestRecord]
     summary: RunSummary
     torn_line: int | None = None  # records.jsonl's half-written last line (left out of records), if any
+    superseded: tuple[RequestRecord, ...] = ()
 
 
 def parse_manifest(path: Path, text: str) -> Manifest:
@@ -80,5 +82,8 @@ def load_run(path: str | Path) -> RunResult:
             "file was moved): rerun it, or finish it with speedbench run --resume "
             f"{run_dir.path}"
         )
-    records, torn_line = run_dir.read_records()
-    return RunResult(run_dir.path, manifest, records, summarize_records(manifest, records), torn_line)
+    lines, torn_line = run_dir.read_records()
+    records, superseded = final_attempts(lines)
+    return RunResult(
+        run_dir.path, manifest, records, summarize_records(manifest, records), torn_line, tuple(superseded)
+    )

@@ -98,6 +98,15 @@ class CounterWindow(_Model):
         }
 
 
+class SegmentChange(_Model):
+    """Settings a ``--resume`` changed for the segment it wrote (client-side only: base URL, concurrency, timeout,
+    failure share, breaker): ``changes[field] = [before, after]`` (URLs redacted)."""
+
+    segment: int
+    utc: str
+    changes: dict[str, list[Any]]
+
+
 class EngineInfo(BaseModel):
     """What the engine said about itself (``describe()``, secrets redacted) plus what the run read from it.
     Typed where every engine has the field; engine-specific facts (settings, server command, versions)
@@ -130,6 +139,9 @@ class Manifest(_Model):
     counter_error: str | None = None
     finished_utc: str | None = None
     resumed_utc: list[str] = Field(default_factory=list)
+    # why the last segment ended before its work was done (the circuit breaker, a signal); None when it did not
+    stop_cause: str | None = None
+    segment_changes: list[SegmentChange] = Field(default_factory=list)
 
     # ---- building ----------------------------------------------------------------------------
     @classmethod
@@ -155,11 +167,13 @@ class Manifest(_Model):
         window: CounterWindow,
         warmup_errors: Sequence[str] = (),
         counter_error: str | None = None,
+        stop_cause: str | None = None,
     ) -> Manifest:
-        """The measured window is over (completed, or interrupted with its records kept)."""
+        """The measured window is over (completed, or interrupted with its records kept and, when known, why)."""
         return self.model_copy(
             update={
                 "status": "complete" if completed else "interrupted",
+                "stop_cause": None if completed else stop_cause,
                 "counter_windows": [*self.counter_windows, window],
                 "warmup_errors": list(warmup_errors) if completed else self.warmup_errors,
                 "counter_error": counter_error or self.counter_error,
@@ -167,8 +181,18 @@ class Manifest(_Model):
             }
         )
 
-    def resumed(self) -> Manifest:
-        return self.model_copy(update={"resumed_utc": [*self.resumed_utc, utc_now()]})
+    def resumed(self, config: RunConfig | None = None, changes: dict[str, list[Any]] | None = None) -> Manifest:
+        """A ``--resume`` starts: its time, and the settings it changed (``config`` then holds the new values,
+        ``segment_changes`` what they were, for the segment about to be written)."""
+        update: dict[str, Any] = {"resumed_utc": [*self.resumed_utc, utc_now()]}
+        if changes:
+            segment = self.next_segment
+            update["config"] = RunConfig.model_validate(redact((config or self.config).model_dump()))
+            update["segment_changes"] = [
+                *self.segment_changes,
+                SegmentChange(segment=segment, utc=utc_now(), changes=redact(changes)),
+            ]
+        return self.model_copy(update=update)
 
     # ---- reading -----------------------------------------------------------------------------
     @property
@@ -199,11 +223,12 @@ class Manifest(_Model):
         d["counter_windows"] = self.counter_window_dicts()
         if self.engine is not None:
             d["engine"] = self.engine.model_dump(mode="json")
-        for optional in ("counter_error", "finished_utc"):
+        for optional in ("counter_error", "finished_utc", "stop_cause"):
             if d[optional] is None:
                 del d[optional]
-        if not d["resumed_utc"]:
-            del d["resumed_utc"]
+        for listed in ("resumed_utc", "segment_changes"):
+            if not d[listed]:
+                del d[listed]
         return d
 
 

@@ -10,20 +10,20 @@ import asyncio
 import dataclasses
 import datetime as dt
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from speedbench.config import REDACTED, EngineSpec, RunConfig, engine_secrets, redact_urls
 from speedbench.data.readers import content_hash, load_dataset, pick_stratified
 from speedbench.data.sample import Sample
 from speedbench.engines import registry
 from speedbench.engines.base import Engine
-from speedbench.load.generator import LoadResult, LoadSettings, run_load
+from speedbench.load.generator import LoadResult, LoadSettings, retryable, run_load
 from speedbench.metrics.acceptance import acceptance_length
 from speedbench.metrics.sources import request_stats
-from speedbench.records import RequestRecord
+from speedbench.records import RequestRecord, final_attempts
 from speedbench.results.loader import RunResult, load_run, read_manifest
 from speedbench.results.manifest import CounterWindow, DatasetInfo, Manifest
 from speedbench.results.rundir import RunDir, RunDirError
@@ -106,6 +106,11 @@ class Progress:
         return f"AL {al_text} | {tps:,.0f} tok/s | errors {self.errors}"
 
 
+# how a run (segment) ended: every turn dispatched; interrupted by a signal (Ctrl-C, SIGTERM, SIGHUP); stopped
+# by the circuit breaker (the server unreachable).  Records are kept in every case; the last two are resumable.
+Outcome = Literal["complete", "interrupted", "stopped"]
+
+
 async def execute(
     cfg: RunConfig,
     run_dir: RunDir,
@@ -114,10 +119,11 @@ async def execute(
     manifest: Manifest,
     on_progress: Any = None,
     engine: Engine | None = None,
-) -> bool:
-    """Run the load, appending records; returns False when interrupted (records kept).  ``engine``: an
-    already started engine (``open_engine``), which this run neither starts nor closes; None: one is built
-    from ``cfg.engine_spec()``, started and closed here."""
+) -> Outcome:
+    """Run the load, appending records; says how it ended (records are kept whatever the outcome).  ``done``:
+    the final attempt of each turn already on disk (``--resume``); the retryable failures among them are sent
+    again.  ``engine``: an already started engine (``open_engine``), which this run neither starts nor closes;
+    None: one is built from ``cfg.engine_spec()``, started and closed here."""
     if engine is None:
         async with open_engine(cfg.engine_spec()) as own:
             return await execute(cfg, run_dir, samples, done, manifest, on_progress, own)
@@ -132,12 +138,14 @@ async def execute(
         warmup=cfg.warmup if not done else 0,
         seed=cfg.seed,
         segment=segment,
+        breaker=cfg.breaker,
     )
     chunks_are_steps = engine.capabilities.chunks_are_steps
     total = sum(len(s.turns) for s in samples)
     prog = Progress(total=total)
     for rec in done.values():
-        prog.add(rec, cfg.draft_length, chunks_are_steps)
+        if not retryable(rec):  # a retried turn is counted when its new attempt lands
+            prog.add(rec, cfg.draft_length, chunks_are_steps)
 
     def on_record(rec: RequestRecord) -> None:
         run_dir.append(rec)
@@ -160,10 +168,10 @@ async def execute(
     result: LoadResult | None = None
     try:
         result = await run_load(engine, samples, settings, on_record, done)
-        completed = True
-        return True
+        completed = result.stopped is None
+        return "complete" if completed else "stopped"
     except asyncio.CancelledError:
-        return False
+        return "interrupted"
     finally:
         run_dir.close()
         window = CounterWindow(
@@ -171,19 +179,30 @@ async def execute(
             before=result.counters_before if result else None,
             after=result.counters_after if result else None,
         )
-        manifest = manifest.finished(completed, window, result.warmup_errors if result else (), engine.counter_error)
+        manifest = manifest.finished(
+            completed,
+            window,
+            result.warmup_errors if result else (),
+            engine.counter_error,
+            stop_cause=result.stopped if result else "interrupted by a signal (Ctrl-C, SIGTERM or SIGHUP)",
+        )
         run_dir.write_manifest(manifest)
 
 
 def prepare(
-    cfg: RunConfig, resume: str | None
+    cfg: RunConfig, resume: str | None, given: Mapping[str, str] | None = None
 ) -> tuple[RunConfig, RunDir, list[Sample], dict[tuple[str, int], RequestRecord], Manifest]:
-    """Resolve dataset, run dir and (for --resume) what is already done; the manifest is built here."""
+    """Resolve dataset, run dir and (for --resume) what is already done; the manifest is built here.
+
+    ``given``: the flags the user typed, {RunConfig field: "--flag"} (``cli.options.given_flags``); on
+    ``--resume`` each is compared with the saved run: the same value is fine, a client-side setting
+    (``RESUME_CHANGEABLE``) changes for the new segment and is recorded, anything else is refused."""
     if resume:
         manifest = read_manifest(RunDir(resume))
-        # the saved config wins (same protocol); secrets were never saved: the key comes from the environment,
-        # URL credentials from the flags
-        cfg = with_url_credentials(manifest.config, cfg, resume)
+        # the saved config wins (same protocol) but for the client-side settings the flags change; secrets were
+        # never saved: the key comes from the environment, URL credentials from the flags
+        saved, changes = resume_changes(manifest.config, cfg, given or {}, resume)
+        cfg = with_url_credentials(saved, cfg, resume)
         run_dir = RunDir(resume, engine_secrets(cfg.engine, os.environ))
         all_samples = load_dataset(cfg.dataset.name)
         by_id = {s.question_id: s for s in all_samples}
@@ -193,8 +212,9 @@ def prepare(
                 "(content hash differs); cannot resume"
             )
         samples = limit_turns([by_id[q] for q in manifest.dataset.question_ids], cfg.dataset.max_turns)
-        done = {(r.question_id, r.turn): r for r in run_dir.load_records()}
-        return cfg, run_dir, samples, done, manifest.resumed()
+        final, _ = final_attempts(run_dir.load_records())
+        done = {(r.question_id, r.turn): r for r in final}
+        return cfg, run_dir, samples, done, manifest.resumed(cfg, changes)
     all_samples = load_dataset(cfg.dataset.name)
     samples = limit_turns(pick_stratified(all_samples, cfg.dataset.num_requests, cfg.seed), cfg.dataset.max_turns)
     cfg = resolve_output_len(cfg)
@@ -214,6 +234,60 @@ def prepare(
         question_ids=[s.question_id for s in samples],
     )
     return cfg, run_dir, samples, {}, Manifest.new(cfg, dataset)
+
+
+# what --resume may change: where the server is and how the client drives it (recorded per segment); any other
+# setting would make the segments unlike (another model, k, dataset, output length...), so it is refused
+RESUME_CHANGEABLE = {
+    "engine.base_url": "--base-url",
+    "engine.metrics_url": "--metrics-url",
+    "concurrency": "--concurrency",
+    "timeout_s": "--timeout",
+    "max_failed": "--max-failed",
+    "breaker": "--breaker",
+}
+
+
+def _field(cfg: RunConfig, path: str) -> Any:
+    obj: Any = cfg
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _with_field(cfg: RunConfig, path: str, value: Any) -> RunConfig:
+    head, _, rest = path.partition(".")
+    if not rest:
+        return cfg.model_copy(update={head: value})
+    inner = getattr(cfg, head)
+    return cfg.model_copy(update={head: inner.model_copy(update={rest: value})})
+
+
+def resume_changes(
+    saved: RunConfig, flags: RunConfig, given: Mapping[str, str], run: str
+) -> tuple[RunConfig, dict[str, list[Any]]]:
+    """The saved config with the client-side settings the user gave again changed, and {field: [before,
+    after]} of those changes; a flag that would change anything else is refused in one line (never ignored)."""
+    cfg, changes = saved, {}
+    allowed = ", ".join(RESUME_CHANGEABLE.values())
+    for path, flag in given.items():
+        before, after = _field(saved, path), _field(flags, path)
+        if path == "out":
+            if after is not None and os.path.abspath(after) != os.path.abspath(run):
+                raise RunDirError(f"--out {after} with --resume {run}: a resumed run writes to its own directory")
+            continue
+        if isinstance(after, str) and isinstance(before, str) and redact_urls(after) == before:
+            continue  # the same URL, its credentials given again (with_url_credentials puts them back)
+        if after == before:
+            continue
+        if path not in RESUME_CHANGEABLE:
+            raise RunDirError(
+                f"{flag} {after!r} differs from the run's {before!r} in {run}: --resume keeps the run's settings "
+                f"except {allowed}; start a new run (another --out) to change it"
+            )
+        cfg = _with_field(cfg, path, after)
+        changes[path] = [before, redact_urls(after) if isinstance(after, str) else after]
+    return cfg, changes
 
 
 def with_url_credentials(saved: RunConfig, given: RunConfig, run: str) -> RunConfig:
