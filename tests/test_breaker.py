@@ -147,6 +147,7 @@ def test_resume_retries_server_errors_and_changes_concurrency_on_record(tmp_path
             timeout=120,
         )
     assert p.returncode == 1, p.stdout + p.stderr  # ~30% failed > --max-failed
+    assert f"--resume {out} sends them again" in p.stdout
     first = _records(out)
     failed = [r for r in first if r["error"]]
     assert failed and {r["error"]["cause"] for r in failed} <= {"http_500", "prior_turn_failed"}

@@ -83,7 +83,7 @@ def test_cli_refuses_a_typod_option_before_anything_starts(tmp_path):
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert lines == [lines[0]] and lines[0].startswith(
         "error: -E tempreature=0.5: unknown option for engine "
-        "'openai' (accepted: api_token, chunks_are_steps, body.FIELD)"
+        "'openai' (accepted: api_token, chunks_are_steps, enable_thinking, body.FIELD)"
     )
     assert not (tmp_path / "r").exists()
 

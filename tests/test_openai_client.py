@@ -240,7 +240,7 @@ def test_body_fields_pass_through_and_the_seed_is_sent_only_when_asked():
         (
             {"tempreature": "0.5"},
             "-E tempreature=0.5: unknown option for engine 'openai' (accepted: api_token, "
-            "chunks_are_steps, body.FIELD)",
+            "chunks_are_steps, enable_thinking, body.FIELD)",
         ),
         ({"top_p": "0.9"}, "-E top_p=0.9: unknown option for engine 'openai'"),  # request fields need body.
         ({"chunks_are_steps": "sometimes"}, "-E chunks_are_steps=sometimes: Input should be a valid boolean"),

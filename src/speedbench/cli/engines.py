@@ -33,12 +33,17 @@ def serve_mock(
     step_ms: Annotated[float, typer.Option(help="time per verification step")] = 10.0,
     output_len: Annotated[Optional[int], typer.Option(help="tokens per reply (default: request max_tokens)")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    reasoning_tokens: Annotated[
+        int, typer.Option(help="a reasoning model: the first N tokens of each chat reply stream as thinking")
+    ] = 0,
+    reasoning_field: Annotated[
+        str, typer.Option(help="the delta field thinking streams in: reasoning_content (SGLang) or reasoning (vLLM)")
+    ] = "reasoning_content",
     engine_opt: EngineOpt = [],  # noqa: B006
 ) -> None:
     """Serve the mock SD engine over OpenAI-compatible HTTP (SSE streaming, /metrics)."""
     from speedbench.config import parse_engine_options
-    from speedbench.engines.mock import MockSettings
-    from speedbench.engines.mock_server import serve
+    from speedbench.engines.mock_server import ServeMockSettings, serve
 
     try:
         opts: dict[str, Any] = {
@@ -48,9 +53,11 @@ def serve_mock(
             "step_ms": step_ms,
             "seed": seed,
             "output_len": output_len,
+            "reasoning_tokens": reasoning_tokens,
+            "reasoning_field": reasoning_field,
         }
         opts.update(parse_engine_options(engine_opt))
-        settings = MockSettings.from_options(opts)
+        settings = ServeMockSettings.from_options(opts)
     except user_errors() as e:
         fail(one_line(e))
         return

@@ -174,6 +174,14 @@ def run(
     verdict = failure_verdict(cfg, result.records)
     if verdict is not None:
         console.print(escape(verdict), style="bold red", soft_wrap=True)
+    again = sum(1 for r in result.records if r.error is not None and retryable(r))
+    if again and outcome == "complete":
+        console.print(
+            f"{again} failed turns are transport or server failures: speedbench run --resume {run_dir.path} "
+            "sends them again (the failed attempts stay in records.jsonl as history)",
+            style="yellow",
+            soft_wrap=True,
+        )
     if outcome != "complete":
         cause = result.manifest.stop_cause or "interrupted"
         console.print(

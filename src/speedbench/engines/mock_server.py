@@ -5,6 +5,14 @@ stream_options.include_usage, or plain JSON), GET /v1/models, GET /health, GET /
 (vLLM's spec-decode counter names).  Each verification step is one SSE chunk carrying its
 1..k+1 tokens (``token_ids`` per choice, as vLLM's return_token_ids gives); the per-request SD
 stats go in the final chunk as ``metrics.speculative_decoding`` (vLLM's shape).
+
+A reasoning model (``ServeMockSettings``: ``-E reasoning_tokens=N``, ``-E reasoning_field=reasoning_content|
+reasoning``): the first N output tokens of a chat reply are thinking, streamed as ``delta.<reasoning_field>``
+(SGLang and older vLLM: ``reasoning_content``; newer vLLM: ``reasoning``), the rest as ``delta.content``; the step
+that crosses from thinking to answer sends both in one delta.  They are the same tokens from the same steps as
+without a reasoning phase (usage, SD stats and counters unchanged: thinking tokens are output tokens).  A request
+with ``chat_template_kwargs.enable_thinking`` false gets no thinking, and the completions route never has any
+(no chat template).  ``-E request_log=PATH`` appends each request received as one JSON line (route and body).
 """
 
 from __future__ import annotations
@@ -15,16 +23,40 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily
+from pydantic import Field
 
 from speedbench.engines.mock import MockSettings, MockSimulator, partial_stats, prompt_key, sleep_until, token_text
 from speedbench.records import SDStats
 
 SIM_KEY = web.AppKey("sim", MockSimulator)
+
+
+class ServeMockSettings(MockSettings):
+    """serve-mock's settings: the mock engine's, plus what only the HTTP server does."""
+
+    reasoning_tokens: int = Field(
+        0, ge=0, description="the first N output tokens of a chat reply are thinking (a reasoning model)"
+    )
+    reasoning_field: Literal["reasoning_content", "reasoning"] = Field(
+        "reasoning_content", description="the delta field thinking streams in (newer vLLM: reasoning)"
+    )
+    request_log: str | None = Field(None, description="append each request received (route, body) as a JSON line")
+
+
+def reasoning_count(settings: ServeMockSettings, body: dict[str, Any], chat: bool, n_tokens: int) -> int:
+    """How many of a reply's first tokens are thinking: none on the completions route or when the request
+    turns thinking off (``chat_template_kwargs.enable_thinking`` false), else ``reasoning_tokens`` (at most all)."""
+    if not chat or not settings.reasoning_tokens:
+        return 0
+    kwargs = body.get("chat_template_kwargs")
+    if isinstance(kwargs, dict) and kwargs.get("enable_thinking") is False:
+        return 0
+    return min(settings.reasoning_tokens, n_tokens)
 
 
 class _SpecDecodeCollector:
@@ -69,7 +101,22 @@ def _sse(obj: dict[str, Any]) -> bytes:
 class _Stream:
     """One streaming reply being sent by the StepClock."""
 
-    __slots__ = ("resp", "request", "plan", "head", "chat", "arrival", "tail", "combined", "i", "done", "cancelled")
+    __slots__ = (
+        "resp",
+        "request",
+        "plan",
+        "head",
+        "chat",
+        "arrival",
+        "tail",
+        "combined",
+        "i",
+        "done",
+        "cancelled",
+        "n_reasoning",
+        "reasoning_field",
+        "starts",
+    )
 
     def __init__(
         self,
@@ -81,18 +128,35 @@ class _Stream:
         arrival: float,
         tail: bytes,
         combined: bool,
+        n_reasoning: int = 0,
+        reasoning_field: str = "reasoning_content",
     ) -> None:
         self.resp, self.request, self.plan, self.head, self.chat = resp, request, plan, head, chat
         self.arrival, self.tail, self.combined = arrival, tail, combined
         self.i = 0
         self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.cancelled = False
+        self.n_reasoning, self.reasoning_field = n_reasoning, reasoning_field
+        self.starts: list[int] = []  # each chunk's first token's position in the reply (with a reasoning phase)
+        if n_reasoning:
+            pos = 0
+            for c in plan.chunks:
+                self.starts.append(pos)
+                pos += len(c)
 
     def chunk_bytes(self, i: int) -> bytes:
         ids = self.plan.chunks[i]
         last = i == len(self.plan.chunks) - 1
-        text = "".join(token_text(t) for t in ids)  # token texts are plain ASCII: no JSON escaping needed
-        body = ('"delta":{"content":"%s"}' if self.chat else '"text":"%s"') % text
+        # token texts are plain ASCII: no JSON escaping needed
+        if self.n_reasoning and self.starts[i] < self.n_reasoning:
+            cut = self.n_reasoning - self.starts[i]  # this chunk's thinking tokens; the rest is answer
+            thought = "".join(token_text(t) for t in ids[:cut])
+            answer = "".join(token_text(t) for t in ids[cut:])
+            fields = f'"{self.reasoning_field}":"{thought}"' + (f',"content":"{answer}"' if answer else "")
+            body = '"delta":{' + fields + "}"
+        else:
+            text = "".join(token_text(t) for t in ids)
+            body = ('"delta":{"content":"%s"}' if self.chat else '"text":"%s"') % text
         fin = '"length"' if last else "null"
         joined = ",".join(map(str, ids))
         out = f'{body},"finish_reason":{fin},"token_ids":[{joined}]}}]'
@@ -185,6 +249,10 @@ def _wake(fut: asyncio.Future[None]) -> None:
 
 
 def create_app(settings: MockSettings) -> web.Application:
+    """The server's app; plain ``MockSettings`` serve without a reasoning phase or request log."""
+    server = (
+        settings if isinstance(settings, ServeMockSettings) else ServeMockSettings.model_validate(settings.model_dump())
+    )
     sim = MockSimulator(settings)
     clock = StepClock(settings)
     app = web.Application()
@@ -219,6 +287,9 @@ def create_app(settings: MockSettings) -> web.Application:
             body = await request.json()
         except json.JSONDecodeError:
             return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
+        if server.request_log:
+            with open(server.request_log, "a", encoding="utf-8") as log:
+                log.write(json.dumps({"route": request.path, "body": body}) + "\n")
         if chat:
             messages = body.get("messages")
             if not isinstance(messages, list):
@@ -238,6 +309,7 @@ def create_app(settings: MockSettings) -> web.Application:
         obj = "chat.completion.chunk" if chat else "text_completion"
         created = int(time.time())
         n_tokens = sum(len(c) for c in plan.chunks)
+        n_reasoning = reasoning_count(server, body, chat, n_tokens)
         usage = {
             "prompt_tokens": len(key) // 8,
             "completion_tokens": n_tokens,
@@ -248,14 +320,13 @@ def create_app(settings: MockSettings) -> web.Application:
         if not body.get("stream"):
             await sleep_until(arrival + (settings.ttft_ms + (len(plan.chunks) - 1) * settings.step_ms) / 1000)
             sim.account(plan.sd)
-            text = "".join(token_text(t) for c in plan.chunks for t in c)
-            choice: dict[str, Any] = {
-                "index": 0,
-                "finish_reason": "length",
-                "token_ids": [t for c in plan.chunks for t in c],
-            }
+            all_ids = [t for c in plan.chunks for t in c]
+            text = "".join(token_text(t) for t in all_ids[n_reasoning:])
+            choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "token_ids": all_ids}
             if chat:
                 choice["message"] = {"role": "assistant", "content": text}
+                if n_reasoning:
+                    choice["message"][server.reasoning_field] = "".join(token_text(t) for t in all_ids[:n_reasoning])
             else:
                 choice["text"] = text
             out: dict[str, Any] = {
@@ -297,7 +368,18 @@ def create_app(settings: MockSettings) -> web.Application:
                     **final,
                 }
                 tail = _sse(tail_chunk)
-        stream = _Stream(resp, request, plan, head, chat, arrival, tail, settings.stream_end == "combined")
+        stream = _Stream(
+            resp,
+            request,
+            plan,
+            head,
+            chat,
+            arrival,
+            tail,
+            settings.stream_end == "combined",
+            n_reasoning,
+            server.reasoning_field,
+        )
         clock.add(stream)
         try:
             outcome = await stream.done
@@ -351,9 +433,14 @@ async def serve(
     site = web.TCPSite(runner, host, port, backlog=4096)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else port
+    thinking = (
+        f", reasoning_tokens={settings.reasoning_tokens} in {settings.reasoning_field}"
+        if isinstance(settings, ServeMockSettings) and settings.reasoning_tokens
+        else ""
+    )
     print(
         f"speedbench mock server listening on http://{host}:{bound}/v1 (k={settings.k}, "
-        f"acceptance={settings.acceptance}, ttft_ms={settings.ttft_ms}, step_ms={settings.step_ms})",
+        f"acceptance={settings.acceptance}, ttft_ms={settings.ttft_ms}, step_ms={settings.step_ms}{thinking})",
         flush=True,
     )
     if ready is not None:

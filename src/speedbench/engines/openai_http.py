@@ -5,9 +5,10 @@ TensorRT-LLM and llama.cpp subclass OpenAIEngine and override only ``payload`` (
 ``parse_sd`` (their per-request SD stats), plus ``counter_prefix`` / ``metrics_path`` for /metrics.
 
 Options (``-E``, typed in ``OpenAIOptions``): ``chunks_are_steps`` (the engine's declared value), ``api_token``
-(the API key itself instead of ``$OPENAI_API_KEY``; redacted in the run directory), and ``body.FIELD=VALUE`` for a
-field passed verbatim into every request body (JSON values parsed: ``-E body.top_p=0.9``).  ``--sd`` is a label of
-what the server runs, recorded as declared and not verified.
+(the API key itself instead of ``$OPENAI_API_KEY``; redacted in the run directory), ``enable_thinking`` (sent as
+``chat_template_kwargs.enable_thinking``, merged with an explicit ``body.chat_template_kwargs``; a contradiction is
+refused), and ``body.FIELD=VALUE`` for a field passed verbatim into every request body (JSON values parsed:
+``-E body.top_p=0.9``).  ``--sd`` is a label of what the server runs, recorded as declared and not verified.
 
 Secrets: a URL with ``user:password@`` is requested as written (aiohttp sends basic auth) and without the bearer
 key (HTTP has one Authorization header); URLs in messages (start errors, request error details,
@@ -17,6 +18,10 @@ or print scrub their values (config.Secrets).
 Token counting: a chunk's tokens are ``len(choice.token_ids)`` when the server returns token
 ids (vLLM's ``return_token_ids``); otherwise a chunk with text counts as one token and the
 record is marked ``chunk_tokens_exact=False`` unless the server's usage total confirms it.
+
+Reasoning models: a chat delta's thinking (``delta.reasoning``, newer vLLM; ``delta.reasoning_content``, SGLang and
+older vLLM; one of them when both come) is output like ``content``: counted and timed by the same rule, yielded as
+the chunk's ``reasoning_text``.  A delta with thinking and answer both is one chunk (one arrival, one step).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -33,7 +38,7 @@ from speedbench.config import REDACTED, EngineSpec, engine_secrets, has_userinfo
 from speedbench.engines import registry
 from speedbench.engines.base import Request, check_sd
 from speedbench.engines.errors import EngineStartError
-from speedbench.engines.options import EngineOptions, parse_options, split_body
+from speedbench.engines.options import EngineOptions, parse_options, split_body, with_thinking
 from speedbench.engines.prometheus import parse_sd_counters
 from speedbench.prompts import render_completion_prompt
 from speedbench.records import Event, RequestError, SDStats, per_position_from_histogram
@@ -75,6 +80,33 @@ def parse_vllm_sd(m: dict[str, Any] | None, k: int | None) -> SDStats | None:
     )
 
 
+class Chunk(NamedTuple):
+    """One choice's output in one SSE object: its token count, answer text, thinking text, token ids."""
+
+    n_tokens: int
+    text: str
+    reasoning: str
+    token_ids: list[int] | None
+
+
+REASONING_FIELDS = ("reasoning", "reasoning_content")  # newer vLLM's name first; SGLang and older vLLM: the second
+
+
+def _reasoning(delta: dict[str, Any]) -> str:
+    """A chat delta's thinking text: ``reasoning`` (newer vLLM), else ``reasoning_content`` (SGLang, older vLLM).
+    A server that sends both sends the same text under both names (vLLM while it renamed the field), so
+    the first non-empty one is taken, never both."""
+    for key in REASONING_FIELDS:
+        v = delta.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, str):
+            raise TypeError(f"{key} is {type(v).__name__}, not a string")
+        if v:
+            return v
+    return ""
+
+
 def root_url(base_url: str) -> str:
     """The server's root for an OpenAI base URL: ``http://h:p/v1`` -> ``http://h:p`` (/metrics, /health, /version)."""
     url = base_url.rstrip("/")
@@ -86,6 +118,8 @@ class OpenAIOptions(EngineOptions):
 
     chunks_are_steps: bool | None = None  # None: as the engine declares; false: a chunk is a token, not a step
     api_token: str | None = None  # the API key itself (else $OPENAI_API_KEY); never written unredacted
+    # thinking on/off for chat templates that take it: chat_template_kwargs.enable_thinking; None sends nothing
+    enable_thinking: bool | None = None
 
 
 class OpenAIEngine:
@@ -122,6 +156,14 @@ class OpenAIEngine:
         self.model = spec.model
         self.metrics_url = spec.metrics_url or root_url(self.base_url) + self.metrics_path
         self.endpoint = spec.endpoint
+        if self.opts.enable_thinking is not None:
+            if self.endpoint != "chat":
+                raise ValueError(
+                    f"-E enable_thinking={str(self.opts.enable_thinking).lower()}: thinking is switched in the chat "
+                    f"template, and --endpoint {self.endpoint} sends a plain prompt without one (use --endpoint chat)"
+                )
+            # sent as chat_template_kwargs.enable_thinking, merged with an explicit -E body.chat_template_kwargs
+            self.body_extra = with_thinking(self.body_extra, self.opts.enable_thinking)
         # a resumed run reads its config back with secrets redacted: the key then comes from the environment
         token = self.opts.api_token if self.opts.api_token != REDACTED else None
         self.api_key = token or os.environ.get(spec.api_key_env) or None
@@ -294,29 +336,37 @@ class OpenAIEngine:
 
     # ---- streaming -------------------------------------------------------------------------
     @staticmethod
-    def _read_chunk(obj: dict[str, Any]) -> tuple[list[tuple[int, str, list[int] | None]], str | None]:
-        """One SSE object's choices -> ([(n_tokens, text, token_ids)] for choices that carry output, the last
-        finish_reason); TypeError/AttributeError when the object is not shaped as a completion chunk."""
+    def _read_chunk(obj: dict[str, Any]) -> tuple[list[Chunk], str | None]:
+        """One SSE object's choices -> ([Chunk] for choices that carry output, the last finish_reason);
+        TypeError/AttributeError when the object is not shaped as a completion chunk.
+
+        A chat delta's thinking (``reasoning``, else ``reasoning_content``) is output like its ``content``: a
+        choice with either carries tokens, counted by the one rule (``len(token_ids)``, else 1 per chunk with
+        text); a delta with both thinking and answer (the step that ended the thinking) is one chunk."""
         choices = obj.get("choices") or []
         if not isinstance(choices, list):
             raise TypeError(f"choices is {type(choices).__name__}, not a list")
-        out: list[tuple[int, str, list[int] | None]] = []
+        out: list[Chunk] = []
         finish: str | None = None
         for choice in choices:
             if not isinstance(choice, dict):
                 raise TypeError(f"a choice is {type(choice).__name__}, not an object")
             delta = choice.get("delta")
-            text = (delta.get("content") or "") if isinstance(delta, dict) else (choice.get("text") or "")
+            if isinstance(delta, dict):
+                text = delta.get("content") or ""
+                reasoning = _reasoning(delta)
+            else:
+                text, reasoning = choice.get("text") or "", ""
             if not isinstance(text, str):
                 raise TypeError(f"content is {type(text).__name__}, not a string")
             ids = choice.get("token_ids")
             if ids is not None and not isinstance(ids, list):
                 raise TypeError(f"token_ids is {type(ids).__name__}, not a list")
-            n = len(ids) if ids is not None else (1 if text else 0)
+            n = len(ids) if ids is not None else (1 if text or reasoning else 0)
             if choice.get("finish_reason"):
                 finish = choice["finish_reason"]
             if n:
-                out.append((n, text, ids))
+                out.append(Chunk(n, text, reasoning, ids))
         return out, finish
 
     async def stream(self, request: Request) -> AsyncIterator[Event]:
@@ -379,9 +429,15 @@ class OpenAIEngine:
                             sd = got_sd
                         if got_finish:
                             finish = got_finish
-                        for n, text, ids in chunks:
-                            tokens_seen += n
-                            yield Event("chunk", n_tokens=n, text=text, token_ids=ids)
+                        for c in chunks:
+                            tokens_seen += c.n_tokens
+                            yield Event(
+                                "chunk",
+                                n_tokens=c.n_tokens,
+                                text=c.text,
+                                reasoning_text=c.reasoning,
+                                token_ids=c.token_ids,
+                            )
                     if done:
                         break
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ConnectionResetError) as e:

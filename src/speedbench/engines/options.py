@@ -3,7 +3,8 @@
 Each engine declares its options as a pydantic model (a subclass of ``EngineOptions``, or any model with
 ``extra="forbid"``); ``parse_options`` turns the spec's string pairs into it and refuses an unknown key or a
 wrong value in one line that names the key and the keys the engine accepts.  HTTP engines also take
-``-E body.FIELD=VALUE`` (config.BODY_PREFIX): a field passed into each request body (``body_fields``).
+``-E body.FIELD=VALUE`` (config.BODY_PREFIX): a field passed into each request body (``split_body``), and
+``-E enable_thinking=BOOL``, sent as ``chat_template_kwargs.enable_thinking`` (``with_thinking``).
 """
 
 from __future__ import annotations
@@ -70,3 +71,32 @@ def _json_or_str(v: str) -> Any:
         return json.loads(v)
     except json.JSONDecodeError:
         return v
+
+
+def with_thinking(body: Mapping[str, Any], enable: bool | None) -> dict[str, Any]:
+    """The ``body.*`` request fields with ``-E enable_thinking`` added as ``chat_template_kwargs.enable_thinking``
+    (what Qwen3-style chat templates read; vLLM and SGLang pass ``chat_template_kwargs`` to the template).
+
+    ``None``: the fields unchanged (the server's default).  An explicit ``-E body.chat_template_kwargs={...}``
+    is merged with it: its other keys are kept, the same ``enable_thinking`` is accepted, and a different one
+    (or a ``chat_template_kwargs`` that is not a JSON object) is refused in one ValueError line, since neither
+    can be sent as asked."""
+    out = dict(body)
+    if enable is None:
+        return out
+    kwargs = out.get("chat_template_kwargs")
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, dict):
+        raise ValueError(
+            f"-E enable_thinking={str(enable).lower()}: -E {BODY_PREFIX}chat_template_kwargs is not a JSON object "
+            f"({kwargs!r}), so enable_thinking cannot be added to it"
+        )
+    given = kwargs.get("enable_thinking")
+    if given is not None and given != enable:
+        raise ValueError(
+            f"-E enable_thinking={str(enable).lower()} contradicts -E {BODY_PREFIX}chat_template_kwargs "
+            f"(enable_thinking={json.dumps(given)}): give one of them"
+        )
+    out["chat_template_kwargs"] = {**kwargs, "enable_thinking": enable}
+    return out
