@@ -32,8 +32,12 @@ def old_run(tmp_path: Path) -> Path:
 
 
 def test_summary_of_a_run_written_before_the_typed_form_is_byte_identical(old_run: Path) -> None:
-    """Recomputed from records + manifest, the typed summary serialises to exactly the summary.json main
-    wrote (same keys, same order, same values), plus the schema version."""
+    """Recomputed from records + manifest, the typed summary serialises to exactly the pinned summary.json
+    (same keys, same order, same values), plus the schema version.  The pinned file is what main wrote at
+    c6e6c23, regenerated once when the engine-independent step figures were added: every key main wrote kept its
+    value; the new keys (acceptance_length_drafted_steps..., tokens_per_decode_step, undrafted_step_share, their
+    sources) were added, and the counter cross-checks now allow the reset request's streamed steps (two checks
+    that cried "other traffic" pass, saying so)."""
     result = load_run(old_run)
     before = json.loads((OLD_RUN / "summary.json").read_text())
     after = result.summary.to_dict()

@@ -6,13 +6,21 @@ Definitions (one place, used by every report):
 - histogram[j] = steps that accepted exactly j drafts (produced j+1 tokens); L = j + 1
 - joint AR_i       = P(L >= i+1)            = per_position[i-1] / steps
 - conditional AR_i = P(L >= i+1) / P(L >= i) = per_position[i-1] / per_position[i-2]  (per_position[-1] = steps)
+
+The figures above use ``steps`` as the source counts them, which differs by engine (sources.py).  The same on
+every engine (``step_figures``, over ``sources.DecodeSteps``):
+- AL over drafted steps    = 1 + accepted / drafted steps   (vLLM's and the paper's AL)
+- tokens per decode step   = tokens after the first / all decode steps (drafted or not: what speedup follows)
+- undrafted step share     = decode steps that drafted nothing / all decode steps
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from speedbench.metrics.models import AcceptanceStats
+from speedbench.metrics.sources import DecodeSteps
 from speedbench.records import SDStats
 
 
@@ -47,6 +55,9 @@ def sum_stats(stats: Iterable[SDStats], source: str | None = None) -> SDStats | 
         histogram=hist,
         source=source or items[0].source,  # type: ignore[arg-type]
         inferred=sorted({f for s in items for f in s.inferred}),
+        undrafted_steps=(
+            None if any(s.undrafted_steps is None for s in items) else sum(s.undrafted_steps or 0 for s in items)
+        ),
     )
 
 
@@ -95,3 +106,49 @@ def acceptance_stats(stats: list[SDStats], k: int | None = None) -> AcceptanceSt
         drafted=total.drafted,
         accepted=total.accepted,
     )
+
+
+def _missing(items: Sequence[DecodeSteps], known: Iterable[bool]) -> str:
+    """'none: m of n requests: <the first missing request's reason>'."""
+    flags = list(known)
+    lacking = [d for d, ok in zip(items, flags, strict=True) if not ok]
+    return f"none: {len(lacking)} of {len(items)} requests: {lacking[0].reason}" if lacking else "none"
+
+
+def step_figures(items: Sequence[DecodeSteps]) -> dict[str, Any]:
+    """The engine-independent figures of a group of requests (the new AcceptanceStats fields).
+
+    Each is computed only when every request of the group has what it needs (partial sums would pass for
+    figures of the whole group); otherwise it is None and its ``*_source`` says why ("none: m of n requests:
+    reason").  Token-weighted figures are ratios of sums; ``acceptance_length_drafted_steps`` is the mean over
+    requests that drafted at least once."""
+    out: dict[str, Any] = {}
+    if not items:
+        return out
+    if all(d.drafted_steps is not None for d in items):
+        drafted = sum(d.drafted_steps or 0 for d in items)
+        accepted = sum(d.accepted for d in items)
+        per_req = [v for d in items if (v := acceptance_length(d.accepted, d.drafted_steps or 0)) is not None]
+        out |= {
+            "acceptance_length_drafted_steps": sum(per_req) / len(per_req) if per_req else None,
+            "acceptance_length_drafted_steps_token_weighted": acceptance_length(accepted, drafted),
+            "drafted_steps": drafted,
+            "drafted_steps_source": "per_request",
+        }
+    else:
+        out["drafted_steps_source"] = _missing(items, (d.drafted_steps is not None for d in items))
+    if all(d.decode_steps is not None for d in items):
+        steps = sum(d.decode_steps or 0 for d in items)
+        tokens = sum(d.tokens for d in items)
+        out |= {
+            "tokens_per_decode_step": tokens / steps if steps > 0 else None,
+            "decode_steps": steps,
+            "decode_tokens": tokens,
+            "decode_steps_source": "+".join(sorted({d.source for d in items})),
+        }
+        if all(d.undrafted_steps is not None for d in items):
+            undrafted = sum(d.undrafted_steps or 0 for d in items)
+            out |= {"undrafted_steps": undrafted, "undrafted_step_share": undrafted / steps if steps > 0 else None}
+    else:
+        out["decode_steps_source"] = _missing(items, (d.decode_steps is not None for d in items))
+    return out

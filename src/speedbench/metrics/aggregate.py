@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from speedbench.metrics import invariants as inv
-from speedbench.metrics.acceptance import acceptance_stats, sum_stats
+from speedbench.metrics.acceptance import acceptance_length, acceptance_stats, step_figures, sum_stats
 from speedbench.metrics.counters import counter_delta
 from speedbench.metrics.latency import distribution, e2e_s, itl_s, output_tps, step_times_s, tpot_s, ttft_s, user_tps
 from speedbench.metrics.models import (
@@ -27,7 +27,7 @@ from speedbench.metrics.models import (
     Sources,
     TimingStats,
 )
-from speedbench.metrics.sources import chunk_stats, request_stats
+from speedbench.metrics.sources import DecodeSteps, chunk_stats, decode_steps, request_stats
 from speedbench.records import RequestRecord, SDStats
 
 Pair = tuple[RequestRecord, SDStats]
@@ -42,9 +42,16 @@ def request_pairs(records: Sequence[RequestRecord], k: int, chunks_are_steps: bo
     return out
 
 
+def decode_items(records: Sequence[RequestRecord], k: int, chunks_are_steps: bool = True) -> list[DecodeSteps]:
+    """Each successful request's decode steps on the one definition (sources.decode_steps)."""
+    return [decode_steps(r, request_stats(r, k, chunks_are_steps), k, chunks_are_steps) for r in records if r.ok]
+
+
 def group_acceptance(records: Sequence[RequestRecord], k: int, chunks_are_steps: bool = True) -> AcceptanceStats:
-    """Acceptance of the successful requests among ``records`` from their per-request sources."""
-    return acceptance_stats([s for _, s in request_pairs(records, k, chunks_are_steps)], k)
+    """Acceptance of the successful requests among ``records`` from their per-request sources, with the
+    engine-independent step figures (AL over drafted steps, tokens per decode step, undrafted share)."""
+    acc = acceptance_stats([s for _, s in request_pairs(records, k, chunks_are_steps)], k)
+    return acc.model_copy(update=step_figures(decode_items(records, k, chunks_are_steps)))
 
 
 def group_timing(records: Sequence[RequestRecord], chunks_are_steps: bool = True) -> TimingStats:
@@ -91,12 +98,18 @@ class OverallAcceptance:
     per_position_source: str  # where the per-position figures came from
 
 
-def overall_acceptance(pairs: Sequence[Pair], n_ok: int, total_delta: SDStats | None, k: int) -> OverallAcceptance:
+def overall_acceptance(
+    pairs: Sequence[Pair], n_ok: int, total_delta: SDStats | None, k: int, steps: Sequence[DecodeSteps] = ()
+) -> OverallAcceptance:
     """Run-level acceptance: per-request stats when every ok request has them, else the counter delta
     (macro AL still from the requests), else whatever per-request source there is (chunks).  Per-position
     figures missing from the requests (llama.cpp) come from the counters when they have them.  With no
     successful request there are no figures (source ``none``): whatever the counters saw was the work of
-    failed requests (or other traffic), not this run's acceptance; it stays in ``counter_delta``."""
+    failed requests (or other traffic), not this run's acceptance; it stays in ``counter_delta``.
+
+    The step figures come from ``steps`` (every ok request's ``DecodeSteps``); when the requests do not tell
+    their drafted steps (llama.cpp, chunks alone) the token-weighted AL over drafted steps comes from the
+    counters, whose steps are the steps that drafted (vLLM's ``num_drafts``), unless the adapter inferred them."""
     if n_ok == 0:
         return OverallAcceptance(acceptance_stats([], k), "none", "none")
     stats = [s for _, s in pairs]
@@ -124,30 +137,60 @@ def overall_acceptance(pairs: Sequence[Pair], n_ok: int, total_delta: SDStats | 
             }
         )
         per_position_source = "counter_delta"
+    acc = acc.model_copy(update=step_figures(steps))
+    if (
+        acc.drafted_steps is None
+        and total_delta is not None
+        and total_delta.steps > 0
+        and "steps" not in total_delta.inferred
+    ):
+        acc = acc.model_copy(
+            update={
+                "acceptance_length_drafted_steps_token_weighted": acceptance_length(
+                    total_delta.accepted, total_delta.steps
+                ),
+                "drafted_steps": total_delta.steps,
+                "drafted_steps_source": "counter_delta",
+            }
+        )
     return OverallAcceptance(acc, source, per_position_source)
 
 
-def per_request_checks(pairs: Sequence[Pair], k: int) -> list[Invariant]:
+def per_request_checks(pairs: Sequence[Pair], k: int, chunks_are_steps: bool = True) -> list[Invariant]:
     """Checks of each request's own figures."""
     return [
         inv.al_bounded(pairs, k),
         inv.histogram_sums(pairs),
-        inv.tokens_match_steps([(r, s) for r, s in pairs if s.source == "per_request"], k),
+        inv.tokens_match_steps([(r, s) for r, s in pairs if s.source == "per_request"], k, chunks_are_steps),
     ]
 
 
 def cross_checks(
-    records: Sequence[RequestRecord], deltas: dict[int, SDStats], k: int, chunks_are_steps: bool = True
+    records: Sequence[RequestRecord],
+    deltas: dict[int, SDStats],
+    k: int,
+    chunks_are_steps: bool = True,
+    max_tokens: int | None = None,
+    superseded: Sequence[RequestRecord] = (),
 ) -> list[Invariant]:
     """The three sources compared per measured window: per-request totals, counter deltas and the chunk
     estimate (engines that stream one chunk per step).  A source is only summed over a segment when
-    every ok request of it has that source, so partial sums never pass for disagreement."""
+    every ok request of it has that source, so partial sums never pass for disagreement.  The counters also
+    hold the failed requests' work, allowed per ``invariants.failed_work`` (``max_tokens``: the per-request
+    output limit; None: taken from the replies), and the failed attempts a ``--resume`` retried (``superseded``):
+    the server did their work in the segment that sent them."""
     ok = [r for r in records if r.ok]
+    sent = [*records, *superseded]
+    limit = inv.output_limit(sent, max_tokens)
     out: list[Invariant] = []
     for seg in sorted(set(deltas) | {r.segment for r in ok}):
         seg_ok = [r for r in ok if r.segment == seg]
-        req_stats = [r.sd for r in seg_ok if r.sd is not None and r.sd.source == "per_request"]
+        seg_records = [r for r in sent if r.segment == seg]
+        req_pairs = [(r, r.sd) for r in seg_ok if r.sd is not None and r.sd.source == "per_request"]
+        req_stats = [s for _, s in req_pairs]
         seg_req = sum_stats(req_stats) if req_stats and len(req_stats) == len(seg_ok) else None
+        account = inv.step_account(req_pairs if seg_req is not None else [], k, chunks_are_steps)
+        failed = inv.failed_work(seg_records, k, chunks_are_steps, limit)
         seg_chunks = None
         if chunks_are_steps and k > 0:
             ch = [chunk_stats(r, k) for r in seg_ok]
@@ -155,13 +198,13 @@ def cross_checks(
                 seg_chunks = sum_stats([c for c in ch if c is not None])
         d = deltas.get(seg)
         if d is not None:
-            out.append(inv.per_request_vs_counters(seg_req, d, seg))
-            out.append(inv.counters_within_traffic(d, [r for r in records if r.segment == seg], seg))
+            out.append(inv.per_request_vs_counters(seg_req, d, seg, failed))
+            out.append(inv.counters_within_traffic(d, seg_records, seg, k, failed))
         if seg_chunks is not None and (seg_req is not None or d is not None):
             if d is not None:
-                out.append(inv.chunks_vs(d, "counter_delta", seg_chunks, seg, len(seg_ok), k))
+                out.append(inv.chunks_vs(d, "counter_delta", seg_chunks, seg, len(seg_ok), k, account, failed))
             if seg_req is not None:
-                out.append(inv.chunks_vs(seg_req, "per_request", seg_chunks, seg, len(seg_ok), k))
+                out.append(inv.chunks_vs(seg_req, "per_request", seg_chunks, seg, len(seg_ok), k, account))
     return out
 
 
@@ -173,18 +216,32 @@ def per_category(records: Sequence[RequestRecord], k: int, chunks_are_steps: boo
     return {cat: group_stats(by_cat[cat], k, chunks_are_steps) for cat in sorted(by_cat)}
 
 
+def _totals(delta: SDStats | None) -> SDTotals | None:
+    """summary.json's counter_delta.  Counters never say which steps drafted nothing (vLLM's count only the
+    steps that drafted), so ``undrafted_steps`` is not one of its keys."""
+    if delta is None:
+        return None
+    d = delta.to_dict()
+    d.pop("undrafted_steps", None)
+    return SDTotals(**d)
+
+
 def summarize(
     records: Sequence[RequestRecord],
     k: int,
     chunks_are_steps: bool = True,
     counter_windows: Sequence[dict[str, Any]] = (),
+    max_tokens: int | None = None,
+    superseded: Sequence[RequestRecord] = (),
 ) -> RunSummary:
-    """Every figure of a run from its records and the counter snapshots around its measured windows."""
+    """Every figure of a run from its records (the final attempt of each turn) and the counter snapshots around
+    its measured windows (``max_tokens``: the per-request output limit, for the failed requests' allowance; None:
+    from the replies; ``superseded``: earlier failed attempts, which only the counter cross-checks see)."""
     ok = [r for r in records if r.ok]
     pairs = request_pairs(ok, k, chunks_are_steps)
     deltas = window_deltas(counter_windows)
     total_delta = sum_stats(deltas.values(), source="counter_delta")
-    overall_acc = overall_acceptance(pairs, len(ok), total_delta, k)
+    overall_acc = overall_acceptance(pairs, len(ok), total_delta, k, decode_items(ok, k, chunks_are_steps))
     overall = GroupStats.combine(group_counts(records), overall_acc.stats, group_timing(ok, chunks_are_steps))
     req_sources = sorted({s.source for _, s in pairs})
     return RunSummary(
@@ -198,6 +255,7 @@ def summarize(
             acceptance_per_position=overall_acc.per_position_source,
             tokens=sorted({r.completion_tokens_source for r in ok}),
         ),
-        counter_delta=SDTotals(**total_delta.to_dict()) if total_delta else None,
-        invariants=per_request_checks(pairs, k) + cross_checks(records, deltas, k, chunks_are_steps),
+        counter_delta=_totals(total_delta),
+        invariants=per_request_checks(pairs, k, chunks_are_steps)
+        + cross_checks(records, deltas, k, chunks_are_steps, max_tokens, superseded),
     )

@@ -6,6 +6,8 @@ docs/results.md; ``schema_version`` is the one key added by the typed form.  Rea
 
 Definitions (docs/metrics.md): AL = 1 + accepted/steps (bonus token counted), AR = accepted/drafted,
 joint AR_i = P(L >= i+1), conditional AR_i = P(L >= i+1) / P(L >= i); timings from client timestamps.
+``steps`` is what the source counts (engines differ); the figures that mean the same on every engine are
+AL over drafted steps, tokens per decode step and the undrafted step share (metrics/sources.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 # 1: the typed form (adds schema_version); summaries written before it have no such key and read as 0.
+# Still 1 after the engine-independent step figures were added: keys are only added (docs/results.md), every
+# old key keeps its meaning and value, and runs are always re-summarized from records, never read back.
 SUMMARY_SCHEMA_VERSION = 1
 
 AcceptanceSourceName = str  # per_request | counter_delta | chunks | none, or a "+"-join of request sources
@@ -62,6 +66,25 @@ class AcceptanceStats(_Model):
     steps: int = 0
     drafted: int = 0
     accepted: int = 0
+    # the same on every engine (docs/metrics.md "Figures that mean the same on every engine")
+    acceptance_length_drafted_steps: float | None = Field(
+        None, description="mean over requests of 1 + accepted/drafted steps (steps that verified a draft)"
+    )
+    acceptance_length_drafted_steps_token_weighted: float | None = Field(
+        None, description="1 + sum(accepted)/sum(drafted steps): vLLM's (and vllm bench's) AL"
+    )
+    drafted_steps: int | None = Field(None, description="decode steps that verified a draft")
+    drafted_steps_source: str = Field("none", description='per_request | counter_delta | "none: why"')
+    tokens_per_decode_step: float | None = Field(
+        None, description="sum(tokens after each request's first)/sum(all decode steps, drafted or not)"
+    )
+    decode_steps: int | None = Field(None, description="all decode steps (target passes after prefill)")
+    decode_tokens: int | None = Field(None, description="tokens after each request's first, same requests")
+    undrafted_steps: int | None = Field(None, description="decode steps that drafted nothing")
+    undrafted_step_share: float | None = Field(None, description="undrafted_steps/decode_steps")
+    decode_steps_source: str = Field(
+        "none", description='per_request | chunks | per_request_inferred (or a "+"-join) | "none: why"'
+    )
 
 
 class TimingStats(_Model):

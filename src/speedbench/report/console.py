@@ -28,17 +28,36 @@ def _ms(v: Any) -> str:
     return "-" if v is None else f"{v * 1000:.2f}"
 
 
+ACCEPTANCE_LEGEND = (
+    "AL engine steps = 1 + accepted/steps as the engine counts steps (the reference engine: every decode step; "
+    "vLLM: only those that drafted), summary.json acceptance_length. AL drafted steps = 1 + accepted/drafted "
+    "steps, the same on every engine (vLLM's and the paper's AL). mean = mean over requests; tok-w = "
+    "token-weighted, 1 + sum(accepted)/sum(drafted steps), as vllm bench prints. tok/step all decode = tokens "
+    "after the first / all decode steps, drafted or not (what the speedup follows). no draft = share of decode "
+    "steps that drafted nothing. cond ARi = conditional acceptance rate of draft position i, P(L>=i+1)/P(L>=i) "
+    "(not joint). '-' = not known for this engine or group (summary.json drafted_steps_source and "
+    "decode_steps_source say why)."
+)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
 def acceptance_table(summary: RunSummary, title: str = "Acceptance per category") -> Table:
     k = summary.k
-    t = Table(title=title)
-    t.add_column("category")
+    t = Table(title=title, caption=ACCEPTANCE_LEGEND, caption_justify="left")
+    t.add_column("category", no_wrap=True)
     t.add_column("requests", justify="right")
     t.add_column("errors", justify="right")
-    t.add_column("AL", justify="right")
-    t.add_column("AL (tok-w)", justify="right")
+    t.add_column("AL engine steps (mean)", justify="right")
+    t.add_column("AL drafted steps (mean)", justify="right")
+    t.add_column("AL drafted steps (tok-w)", justify="right")
+    t.add_column("tok/step all decode", justify="right")
+    t.add_column("no draft", justify="right")
     t.add_column("AR", justify="right")
     for i in range(k):
-        t.add_column(f"cAR{i + 1}", justify="right")
+        t.add_column(f"cond AR{i + 1}", justify="right")
     t.add_column("user tok/s", justify="right")
 
     def row(name: str, e: GroupStats, style: str | None = None) -> None:
@@ -48,7 +67,10 @@ def acceptance_table(summary: RunSummary, title: str = "Acceptance per category"
             _f(e.requests),
             _f(e.errors),
             _f(e.acceptance_length),
-            _f(e.acceptance_length_token_weighted),
+            _f(e.acceptance_length_drafted_steps),
+            _f(e.acceptance_length_drafted_steps_token_weighted),
+            _f(e.tokens_per_decode_step),
+            _pct(e.undrafted_step_share),
             _f(e.acceptance_rate),
         ]
         cells += [_f(cond[i]) if i < len(cond) else "-" for i in range(k)]
@@ -96,8 +118,8 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     console.print(
         f"output throughput: {_f(o.output_tps, 1)} tok/s over {o.output_tokens} tokens; "
         f"acceptance source: overall={src.acceptance}, per category={src.acceptance_per_category}, "
-        f"per position={src.acceptance_per_position}; "
-        f"AL = 1 + accepted/steps (bonus token counted)"
+        f"per position={src.acceptance_per_position}; drafted steps: {o.drafted_steps_source}; "
+        f"decode steps: {o.decode_steps_source}; AL counts the bonus token"
     )
     if summary.errors_by_cause:
         console.print(
@@ -130,8 +152,8 @@ def comparison_table(rows: Sequence[ComparisonRow], base_name: str, other_name: 
     t = Table(title=f"{other_name} vs {base_name} (paired requests only)")
     t.add_column("category")
     t.add_column("paired", justify="right")
-    t.add_column(f"AL {base_name}", justify="right")
-    t.add_column(f"AL {other_name}", justify="right")
+    t.add_column(f"AL {base_name} (engine steps, req mean)", justify="right")
+    t.add_column(f"AL {other_name} (engine steps, req mean)", justify="right")
     t.add_column(f"user tok/s {base_name}", justify="right")
     t.add_column(f"user tok/s {other_name}", justify="right")
     t.add_column("speedup", justify="right")

@@ -9,6 +9,7 @@ records, a manifest that is not valid, or one written by a newer speedbench (a f
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,12 +64,16 @@ def read_manifest(run_dir: RunDir) -> Manifest:
     return parse_manifest(run_dir.manifest_path, run_dir.manifest_path.read_text(encoding="utf-8"))
 
 
-def summarize_records(manifest: Manifest, records: list[RequestRecord]) -> RunSummary:
+def summarize_records(
+    manifest: Manifest, records: list[RequestRecord], superseded: Sequence[RequestRecord] = ()
+) -> RunSummary:
     return summarize(
         records,
         k=manifest.k,
         chunks_are_steps=manifest.chunks_are_steps,
         counter_windows=manifest.counter_window_dicts(),
+        max_tokens=manifest.config.output_len,
+        superseded=superseded,
     )
 
 
@@ -85,5 +90,5 @@ def load_run(path: str | Path) -> RunResult:
     lines, torn_line = run_dir.read_records()
     records, superseded = final_attempts(lines)
     return RunResult(
-        run_dir.path, manifest, records, summarize_records(manifest, records), torn_line, tuple(superseded)
+        run_dir.path, manifest, records, summarize_records(manifest, records, superseded), torn_line, tuple(superseded)
     )
