@@ -31,6 +31,33 @@ def old_run(tmp_path: Path) -> Path:
     return dst
 
 
+def _leaves(obj: object, path: str = "") -> dict[str, object]:
+    if isinstance(obj, dict):
+        out: dict[str, object] = {}
+        for key, value in obj.items():
+            out.update(_leaves(value, f"{path}.{key}"))
+        return out
+    return {path: obj}
+
+
+def test_every_figure_main_wrote_at_c6e6c23_keeps_its_value(old_run: Path) -> None:
+    """Against the summary.json main itself wrote at c6e6c23 (kept verbatim): every key it had keeps its value in
+    today's recomputed summary (acceptance_length included), in the same order; only the invariants' wording and
+    verdicts may change (issue 11's allowances), and only keys may be added."""
+    written = json.loads((OLD_RUN / "summary-as-written-at-c6e6c23.json").read_text())
+    now = load_run(old_run).summary.to_dict()
+    old_invariants, new_invariants = written.pop("invariants"), now.pop("invariants")
+    assert [i["name"] for i in new_invariants] == [i["name"] for i in old_invariants]
+    old, new = _leaves(written), _leaves(now)
+    assert {k: new.get(k, "<missing>") for k in old} == old
+    assert [k for k in new if k in old] == list(old)  # same order
+    assert (
+        old[".overall.acceptance_length"]
+        == new[".overall.acceptance_length"]
+        == written["overall"]["acceptance_length"]
+    )
+
+
 def test_summary_of_a_run_written_before_the_typed_form_is_byte_identical(old_run: Path) -> None:
     """Recomputed from records + manifest, the typed summary serialises to exactly the pinned summary.json
     (same keys, same order, same values), plus the schema version.  The pinned file is what main wrote at
