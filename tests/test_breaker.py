@@ -89,6 +89,10 @@ def test_server_killed_mid_run_stops_the_run_and_resume_recovers_it(tmp_path: Pa
     # it stopped dispatching: the breaker's 10 plus the few in flight, not every one of the 121 turns
     assert 10 <= len(own) <= 10 + 4, Counter(r["error"]["cause"] for r in own)
     assert len(first) < 100, len(first)
+    report = subprocess.run(speedbench_cmd("report", str(out)), capture_output=True, text=True, timeout=120)
+    assert "is INTERRUPTED (circuit breaker: 10 consecutive connection-level failures" in report.stdout.replace(
+        "\n", " "
+    ), report.stdout
 
     with serve_mock(*mock) as url2:  # the server is back, on another port: --base-url may change on resume
         p2 = subprocess.run(

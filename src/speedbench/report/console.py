@@ -183,6 +183,9 @@ def _status_line(result: RunResult) -> str | None:
         "created": f"run {path} was CREATED but never started",
     }[status]
     if_idle = " once no client is writing it" if status == "running" else ""
+    cause = result.manifest.stop_cause
+    if status == "interrupted" and cause:
+        state += f" ({cause})"
     return (
         f"{state} (manifest status {status!r}): figures cover only the {n} finished records "
         f"(turns of {selected} selected conversations); finish it{if_idle} with speedbench run --resume {path}"
