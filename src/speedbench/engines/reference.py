@@ -4,7 +4,10 @@ The batched decoder (reference_batch.py) runs in one worker thread; requests joi
 others finish (continuous batching, up to the run's concurrency).  Each verification step is
 streamed as one Event carrying its 1..k+1 tokens, and each request ends with exact per-request
 SD stats (source ``per_request``).  Engine totals are exposed as counters in vLLM's shape
-(steps = target verification passes) so the usual cross-check runs too.
+(steps = target verification passes) so the usual cross-check runs too; a request is counted when its
+final event reaches the consumer, so one abandoned on the way (timeout, Ctrl-C) is never counted.
+Chunk texts come from an incremental detokenizer (detokenize.py): they add up to the one-shot decode of
+the reply's ids exactly, even where a token ends inside a multi-byte character.
 
 Options (``-E key=value``, typed in ``ReferenceOptions``): model, draft_model, sd (none|ngram|draft), dtype
 (float32), device (cpu|cuda), threads (torch threads, default: all cores), ngram_max (3), ngram_min (1),
@@ -50,6 +53,13 @@ class _Job:
 
     def __init__(self, seq: Any, events: asyncio.Queue[Any], loop: asyncio.AbstractEventLoop) -> None:
         self.seq, self.events, self.loop = seq, events, loop
+
+
+def _post(job: _Job, item: Any) -> None:
+    try:
+        job.loop.call_soon_threadsafe(job.events.put_nowait, item)
+    except RuntimeError:  # its event loop is closed: nobody is waiting
+        pass
 
 
 class ReferenceEngine:
@@ -166,7 +176,8 @@ class ReferenceEngine:
                     joining.append(job.seq)
                     if dec.active == 0 and len(joining) == 1:
                         time.sleep(0.02)  # idle start: let a burst of arrivals prefill together
-                dec.add_many(joining)  # one batched prefill for everything that arrived
+                # one batched prefill for everything that arrived (and is still wanted)
+                dec.add_many([s for s in joining if not s.cancelled])
                 if dec.active:
                     dec.step()
                 for key in [k for k, j in jobs.items() if j.seq.done or j.seq.cancelled]:
@@ -174,14 +185,14 @@ class ReferenceEngine:
         except BaseException as e:  # noqa: BLE001 - every waiting request must learn the cause
             self._failure = e
             for job in list(jobs.values()):
-                job.loop.call_soon_threadsafe(job.events.put_nowait, e)
+                _post(job, e)
             while True:
                 try:
                     job = self._inbox.get_nowait()
                 except queue.Empty:
                     break
                 if job is not None:
-                    job.loop.call_soon_threadsafe(job.events.put_nowait, e)
+                    _post(job, e)
 
     def _account(self, stats: Any) -> None:
         with self._lock:
@@ -200,6 +211,7 @@ class ReferenceEngine:
     async def stream(self, request: Request) -> AsyncIterator[Event]:
         import torch
 
+        from speedbench.engines.detokenize import IncrementalDetokenizer
         from speedbench.engines.reference_batch import Seq
 
         if self._failure is not None or self._thread is None:
@@ -210,11 +222,13 @@ class ReferenceEngine:
         k = self.k if self.method != "none" else 0
 
         def emit(tokens: list[int], final: bool, finish: str | None) -> None:  # worker thread
-            stats = None
-            if final:
-                stats = seq.stats(k)
-                self._account(stats)
-            loop.call_soon_threadsafe(events.put_nowait, (tokens, final, finish, stats))
+            if seq.cancelled:  # nobody reads this request's events any more
+                return
+            stats = seq.stats(k) if final else None  # a snapshot, taken where the counts change
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, (tokens, final, finish, stats))
+            except RuntimeError:  # the consumer's event loop is closed: it went away too
+                seq.cancelled = True
 
         seq = Seq(
             rid=(request.question_id, request.turn),
@@ -227,27 +241,36 @@ class ReferenceEngine:
             generator=torch.Generator().manual_seed(request.seed),
             emit=emit,
         )
+        detok = IncrementalDetokenizer(self.tokenizer, skip_special_tokens=True)
         self._inbox.put(_Job(seq, events, loop))
-        generated: list[int] = []
-        text_so_far = ""
+        n_generated = 0
         try:
             while True:
                 item = await events.get()
                 if isinstance(item, BaseException):
                     raise RequestError("engine_error", f"{type(item).__name__}: {item}")
                 tokens, final, finish, stats = item
-                if tokens:
-                    generated.extend(tokens)
-                    text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                    delta, text_so_far = text[len(text_so_far) :], text
-                    yield Event("chunk", n_tokens=len(tokens), text=delta, token_ids=list(tokens))
+                # the text of incomplete characters waits for the next chunk; the final chunk carries
+                # whatever is still held back, so the chunks' texts add up to the one-shot decode
+                text = detok.push(tokens) if tokens else ""
                 if final:
+                    text += detok.flush()
+                if tokens or text:  # a final with no tokens (not produced today) hands on held text alone
+                    n_generated += len(tokens)
+                    yield Event("chunk", n_tokens=len(tokens), text=text, token_ids=list(tokens))
+                if final:
+                    # counted here, as the consumer receives the final (no await in between): a request whose
+                    # consumer left (timeout, Ctrl-C) before its final never reaches the engine's counters
+                    self._account(stats)
                     yield Event(
                         "final",
                         finish_reason=finish,
                         sd=stats,
-                        usage={"prompt_tokens": len(prompt), "completion_tokens": len(generated)},
+                        usage={"prompt_tokens": len(prompt), "completion_tokens": n_generated},
                     )
                     return
         finally:
-            seq.cancelled = not seq.done  # a consumer that stops early frees its batch slot
+            # a consumer that stops early (timeout, Ctrl-C, aclose) frees its batch slot: the worker drops the
+            # request before its next step (a step already running finishes; its events are discarded), and a
+            # request still in the inbox never joins
+            seq.cancelled = not seq.done

@@ -15,8 +15,13 @@ Acceptance (per row, every step):
   norm(max(0, p - q)); if all drafts pass, sample the bonus token from p.  For n-gram proposals
   q is a point mass on x.  The output follows the target's distribution exactly.
 
-Statistics are exact per request: steps (target verification passes after prefill), drafted,
+Statistics are exact per request: steps (target verification passes after prefill), undrafted
+steps (those that verified no draft: no n-gram match, no budget left, or method "none"), drafted,
 accepted, per-position accepts and the histogram of accepted drafts per step.
+
+A sequence whose ``cancelled`` flag is set (its consumer went away) leaves the batch at the start of
+the next step, before any proposal or forward pass: at most the step already running when the flag
+was set still includes it.
 """
 
 from __future__ import annotations
@@ -267,6 +272,7 @@ class Seq:
     last: int = -1  # newest token, not yet in the target cache
     draft_pending: list[int] = field(default_factory=list)  # tokens not yet in the draft cache
     steps: int = 0
+    undrafted: int = 0  # steps that verified no draft at all (no n-gram match, no budget left, or k = 0)
     drafted: int = 0
     accepted: int = 0
     per_pos: list[int] = field(default_factory=list)
@@ -288,6 +294,7 @@ class Seq:
             per_position=per_pos,
             histogram=hist,
             source="per_request",
+            undrafted_steps=self.undrafted,
         )
 
 
@@ -445,6 +452,8 @@ class BatchDecoder:
             keep[r, : 1 + n_acc] = True
             results.append((n_acc, out))
             s.steps += 1
+            if not p:
+                s.undrafted += 1
             s.drafted += len(p)
             s.accepted += n_acc
             s.hist[n_acc] += 1
