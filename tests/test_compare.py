@@ -125,6 +125,23 @@ def test_like_runs_compare_without_warning(make_run: RunMaker) -> None:
     assert "paired 7 (question_id, turn)" in out and "dropped from A: 0; dropped from B: 0" in out
 
 
+def test_comparison_has_intervals_and_says_what_they_cover(make_run: RunMaker) -> None:
+    """A run against itself: every resample's speedup is 1, so the interval is [1.00, 1.00], not significant;
+    each category of the 4 conversations has one conversation, so no interval, and the line says why."""
+    a = make_run()
+    code, out, err = _report(a, a)
+    assert code == 0, err
+    overall = next(
+        ln for ln in out.split("B vs A (paired requests only)")[1].splitlines() if ln.startswith("│ overall")
+    )
+    cells = [c.strip() for c in overall.strip("│").split("│")]
+    assert cells[6:10] == ["1.00x", "[1.00, 1.00] n.s.", "±0.00", "4"]
+    assert "percentile bootstrap over conversations, 2000 resamples, seed 0" in out
+    assert "they cover prompt sampling, not run-to-run noise" in out
+    assert ": 1 conversation: no interval (the bootstrap resamples conversations" in out
+    assert "TTFT ratio" in out and "system tok/s ratio" in out
+
+
 # ---- pairing -------------------------------------------------------------------------------------------
 
 

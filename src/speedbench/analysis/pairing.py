@@ -8,7 +8,9 @@ not in the other, so the comparison pairs records by (question_id, turn) and kee
 and successful in both (``pair_records``); every other record is dropped from its side with one reason:
 missing in the other run, failed in A, or failed in B.  ``compare_paired`` computes each category's and the
 overall figures of both runs over the paired records only (``group_stats`` on each paired subset) and the
-speedup = mean user tok/s of B / mean user tok/s of A over those requests.
+speedup = mean user tok/s of B / mean user tok/s of A over those requests, with the paired statistics of
+``analysis.stats`` (95% intervals from a bootstrap over conversations, docs/statistics.md) of every row.
+``compare_repeats`` gives the same statistics for several repeats of each side (the sweep's ``--repeats``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from speedbench.analysis.stats import RESAMPLES, PairedStats, combine_repeats, stats_by_category
 from speedbench.metrics.aggregate import group_stats
 from speedbench.metrics.models import GroupStats
 from speedbench.records import RequestRecord
@@ -98,6 +101,7 @@ class CategoryComparison:
     a: GroupStats
     b: GroupStats
     speedup: float | None  # mean user tok/s of B / of A over the paired requests
+    stats: PairedStats  # every paired statistic with its interval (analysis.stats)
 
 
 @dataclass(frozen=True)
@@ -207,22 +211,50 @@ def speedup(a: GroupStats, b: GroupStats) -> float | None:
 
 
 def _row(
-    name: str, ra: Sequence[RequestRecord], rb: Sequence[RequestRecord], a: RunResult, b: RunResult
+    name: str, ra: Sequence[RequestRecord], rb: Sequence[RequestRecord], a: RunResult, b: RunResult, stats: PairedStats
 ) -> CategoryComparison:
     ga = group_stats(ra, a.manifest.k, a.manifest.chunks_are_steps)
     gb = group_stats(rb, b.manifest.k, b.manifest.chunks_are_steps)
-    return CategoryComparison(name, len(ra), ga, gb, speedup(ga, gb))
+    return CategoryComparison(name, len(ra), ga, gb, speedup(ga, gb), stats)
 
 
-def compare_paired(a: RunResult, b: RunResult, pairing: Pairing | None = None) -> Comparison:
+def _categories(a: RunResult, b: RunResult) -> list[str]:
+    return sorted({r.category for r in (*a.records, *b.records)})
+
+
+def compare_paired(
+    a: RunResult, b: RunResult, pairing: Pairing | None = None, resamples: int = RESAMPLES, seed: int = 0
+) -> Comparison:
     """Per category (A's category of each key; every category either run has, 0 paired included) and
-    overall: both runs' figures over the paired records only."""
+    overall: both runs' figures over the paired records only, and the paired statistics with their intervals
+    (``resamples`` bootstrap resamples of the conversations, seeded)."""
     pairing = pairing or pair_runs(a, b)
     cat_a: dict[str, list[RequestRecord]] = defaultdict(list)
     cat_b: dict[str, list[RequestRecord]] = defaultdict(list)
     for ra, rb in zip(pairing.a, pairing.b, strict=True):
         cat_a[ra.category].append(ra)
         cat_b[ra.category].append(rb)
-    categories = sorted({r.category for r in (*a.records, *b.records)})
-    rows = tuple(_row(c, cat_a[c], cat_b[c], a, b) for c in categories)
-    return Comparison(pairing, rows, _row("overall", pairing.a, pairing.b, a, b))
+    categories = _categories(a, b)
+    sample = combine_repeats(
+        [pairing.a], [pairing.b], a.manifest.k, b.manifest.k, a.manifest.chunks_are_steps, b.manifest.chunks_are_steps
+    )
+    stats = stats_by_category(sample, categories, resamples, seed)
+    rows = tuple(_row(c, cat_a[c], cat_b[c], a, b, stats[c]) for c in categories)
+    return Comparison(pairing, rows, _row("overall", pairing.a, pairing.b, a, b, stats["overall"]))
+
+
+def compare_repeats(
+    a_runs: Sequence[RunResult], b_runs: Sequence[RunResult], resamples: int = RESAMPLES, seed: int = 0
+) -> dict[str, PairedStats]:
+    """The paired statistics of repeats of A against repeats of B (the same prompts, each repeat a run): per
+    category and ``overall``, over the (question_id, turn) successful in every repeat of both; each resample
+    draws each side's repeats as well as the conversations (``stats.combine_repeats``, docs/statistics.md).
+    A's and B's k and chunk kind are those of their first repeat."""
+    if not a_runs or not b_runs:
+        raise ValueError("compare_repeats needs at least one run of each side")
+    ma, mb = a_runs[0].manifest, b_runs[0].manifest
+    sample = combine_repeats(
+        [r.records for r in a_runs], [r.records for r in b_runs], ma.k, mb.k, ma.chunks_are_steps, mb.chunks_are_steps
+    )
+    categories = sorted({r.category for run in (*a_runs, *b_runs) for r in run.records})
+    return stats_by_category(sample, categories, resamples, seed)

@@ -8,6 +8,7 @@ import typer
 from speedbench.cli import engines as _engines
 from speedbench.cli import report as _report
 from speedbench.cli import run as _run
+from speedbench.cli import sweep as _sweep
 from speedbench.cli.data import data_app
 
 app = typer.Typer(
@@ -17,6 +18,7 @@ app = typer.Typer(
     help="Benchmark speculative decoding in LLM serving engines (SPEED-Bench and beyond).",
 )
 _run.register(app)
+_sweep.register(app)
 _report.register(app)
 _engines.register(app)
 app.add_typer(data_app, name="data")

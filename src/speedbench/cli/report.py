@@ -30,11 +30,20 @@ def report(
             "length, temperature or ignore_eos (a loud warning says what differs)",
         ),
     ] = False,
+    resamples: Annotated[
+        int,
+        typer.Option(
+            "--resamples",
+            min=1000,
+            help="two directories: bootstrap resamples of the conversations for the 95% intervals",
+        ),
+    ] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="two directories: the bootstrap's seed")] = 0,
 ) -> None:
     """Recompute summaries from records.jsonl + manifest.json and print the tables.  Two directories: the
     runs must match in dataset content hash, selected question ids, output length, temperature and
     ignore_eos (else refused, or with --force warned); only the (question_id, turn) successful in both
-    are compared."""
+    are compared, with 95% intervals from a paired bootstrap over conversations (docs/statistics.md)."""
     from speedbench.analysis.pairing import pair_runs
     from speedbench.report.console import make_console
 
@@ -47,7 +56,7 @@ def report(
     console = make_console()
     _print_runs(run_dirs, results, pairing, console)
     if pairing is not None:
-        _print_comparison(run_dirs, results, pairing, console)
+        _print_comparison(run_dirs, results, pairing, console, resamples, seed)
 
 
 def _load(path: str) -> RunResult:
@@ -94,18 +103,29 @@ def _print_runs(run_dirs: list[str], results: list[RunResult], pairing: Pairing 
         print_summary(r.summary, console)
 
 
-def _print_comparison(run_dirs: list[str], results: list[RunResult], pairing: Pairing, console: Console) -> None:
+def _print_comparison(
+    run_dirs: list[str], results: list[RunResult], pairing: Pairing, console: Console, resamples: int, seed: int
+) -> None:
     from rich.markup import escape
 
     from speedbench.analysis.pairing import compare_paired
-    from speedbench.report.console import comparison_table
+    from speedbench.analysis.stats import TARGET_HALF_WIDTH
+    from speedbench.report.console import comparison_table, ratios_table
 
-    comparison = compare_paired(results[0], results[1], pairing)
+    comparison = compare_paired(results[0], results[1], pairing, resamples, seed)
+    console.print(ratios_table(comparison.rows, "A", "B", TARGET_HALF_WIDTH))
     console.print(comparison_table(comparison.rows, "A", "B"))
+    by_note: dict[str, list[str]] = {}
+    for r in comparison.rows:
+        if r.stats.note:
+            by_note.setdefault(r.stats.note, []).append(r.category)
+    notes = [f"{', '.join(cats)}: {note}" for note, cats in by_note.items()]
     console.print(
         escape(
-            f"A = {run_dirs[0]}, B = {run_dirs[1]}; {pairing.describe()}; the table's figures are over the paired "
-            "requests only; speedup = mean user tok/s B / A over them (confidence intervals come later)"
+            f"A = {run_dirs[0]}, B = {run_dirs[1]}; {pairing.describe()}; the tables' figures are over the paired "
+            "requests only; speedup = mean user tok/s B / A over them; 95% intervals: percentile bootstrap over "
+            f"conversations, {resamples} resamples, seed {seed}: they cover prompt sampling, not run-to-run noise "
+            "(docs/statistics.md)" + "".join(f"; {n}" for n in notes)
         ),
         soft_wrap=True,
     )

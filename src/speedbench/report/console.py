@@ -131,6 +131,32 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
         console.print(f"  invariant {escape(inv.name)}: {mark} - {escape(inv.detail)}")
 
 
+class Interval(Protocol):
+    """A point estimate with its 95% interval (analysis.stats.Estimate has this shape)."""
+
+    @property
+    def point(self) -> float | None: ...
+    @property
+    def lo(self) -> float | None: ...
+    @property
+    def hi(self) -> float | None: ...
+    @property
+    def significant(self) -> bool | None: ...
+    @property
+    def half_width(self) -> float | None: ...
+
+
+class PairedFigures(Protocol):
+    """A group's paired statistics (analysis.stats.PairedStats has this shape)."""
+
+    @property
+    def conversations(self) -> int: ...
+    @property
+    def note(self) -> str: ...
+    def __getitem__(self, name: str) -> Interval: ...
+    def conversations_needed(self, target_half_width: float = ..., name: str = ...) -> int | None: ...
+
+
 class ComparisonRow(Protocol):
     """One row of a paired comparison (analysis.pairing.CategoryComparison has this shape)."""
 
@@ -144,28 +170,113 @@ class ComparisonRow(Protocol):
     def b(self) -> GroupStats: ...
     @property
     def speedup(self) -> float | None: ...
+    @property
+    def stats(self) -> PairedFigures: ...
+
+
+def _interval(e: Interval, digits: int = 2, sign: bool = False) -> str:
+    """'[lo, hi]', followed by 'n.s.' when the interval holds the value of no effect; '-' with no interval."""
+    if e.lo is None or e.hi is None:
+        return "-"
+    fmt = f"{{:{'+' if sign else ''}.{digits}f}}"
+    return f"[{fmt.format(e.lo)}, {fmt.format(e.hi)}]" + (" n.s." if e.significant is False else "")
+
+
+def _with_interval(e: Interval, digits: int = 2, sign: bool = False) -> str:
+    """'point [lo, hi]' (and 'n.s.'); the point alone when there is no interval; '-' when there is no point."""
+    if e.point is None:
+        return "-"
+    point = f"{e.point:{'+' if sign else ''}.{digits}f}"
+    return point if e.lo is None else f"{point} {_interval(e, digits, sign)}"
+
+
+def _half_width(e: Interval) -> str:
+    return "-" if e.half_width is None else f"±{e.half_width:.2f}"
+
+
+COMPARISON_LEGEND = (
+    "Over the paired requests only. AL = mean over requests of 1 + accepted/steps (engine steps), with its 95% "
+    "interval. speedup = mean user tok/s B / mean user tok/s A; 95% CI: percentile interval of a paired bootstrap "
+    "over conversations (docs/statistics.md); n.s. = not significant (the interval contains 1); ± = the "
+    "interval's half-width; conv. = paired conversations (the unit resampled). '-' in an interval: fewer than 2 "
+    "conversations (no spread between conversations to resample) or the figure is not known."
+)
 
 
 def comparison_table(rows: Sequence[ComparisonRow], base_name: str, other_name: str) -> Table:
-    """Per-category paired comparison (the last row: overall): requests paired, AL and mean user tok/s of
-    each run over the paired requests only, and the speedup (ratio of those means)."""
-    t = Table(title=f"{other_name} vs {base_name} (paired requests only)")
+    """Per-category paired comparison (the last row: overall): requests paired, AL of each run with its
+    interval, mean user tok/s of each run over the paired requests only, the speedup (ratio of those means)
+    with its interval and half-width, and the conversations resampled."""
+    t = Table(title=f"{other_name} vs {base_name} (paired requests only)", caption=COMPARISON_LEGEND)
+    t.caption_justify = "left"
     t.add_column("category")
     t.add_column("paired", justify="right")
-    t.add_column(f"AL {base_name} (engine steps, req mean)", justify="right")
-    t.add_column(f"AL {other_name} (engine steps, req mean)", justify="right")
+    t.add_column(f"AL {base_name} [95% CI]", justify="right")
+    t.add_column(f"AL {other_name} [95% CI]", justify="right")
     t.add_column(f"user tok/s {base_name}", justify="right")
     t.add_column(f"user tok/s {other_name}", justify="right")
     t.add_column("speedup", justify="right")
+    t.add_column("speedup 95% CI", justify="right")
+    t.add_column("±", justify="right")
+    t.add_column("conv.", justify="right")
     for i, r in enumerate(rows):
+        s = r.stats
         t.add_row(
             r.category,
             str(r.paired),
-            _f(r.a.acceptance_length),
-            _f(r.b.acceptance_length),
+            _with_interval(s["al_a"], 3),
+            _with_interval(s["al_b"], 3),
             _f(r.a.user_tps.mean, 1),
             _f(r.b.user_tps.mean, 1),
             "-" if r.speedup is None else f"{r.speedup:.2f}x",
+            _interval(s["speedup"]),
+            _half_width(s["speedup"]),
+            str(s.conversations),
+            style="bold" if i == len(rows) - 1 else None,
+        )
+    return t
+
+
+def ratios_legend(target_half_width: float) -> str:
+    hw = f"±{target_half_width:g}"
+    return (
+        "Paired ratios B/A over the paired requests, each with its 95% interval (bootstrap over conversations): "
+        "TTFT and E2E = ratio of the mean per request (< 1: B faster); system tok/s = ratio of Σ output tokens / "
+        "Σ E2E × the run's mean requests in flight (> 1: B serves more). AL B-A = difference of the ALs. n.s. = "
+        "the interval contains the value of no effect (1 for a ratio, 0 for a difference). conv. for "
+        f"{hw} = about how many conversations the group needs for a speedup interval {hw} wide: conv. × "
+        "(half-width / target)² (docs/statistics.md)."
+    )
+
+
+def ratios_table(
+    rows: Sequence[ComparisonRow], base_name: str, other_name: str, target_half_width: float = 0.05
+) -> Table:
+    """Per category and overall: TTFT, E2E latency and system output tok/s ratios B/A and the AL difference,
+    each with its interval, and the conversations a category needs for a speedup half-width of ± target."""
+    t = Table(
+        title=f"{other_name}/{base_name}: latency and system throughput (paired ratios, 95% CI)",
+        caption=ratios_legend(target_half_width),
+    )
+    t.caption_justify = "left"
+    t.add_column("category")
+    t.add_column("conv.", justify="right")
+    t.add_column("TTFT ratio", justify="right")
+    t.add_column("E2E ratio", justify="right")
+    t.add_column("system tok/s ratio", justify="right")
+    t.add_column(f"AL {other_name}-{base_name}", justify="right")
+    t.add_column(f"conv. for ±{target_half_width:g}", justify="right")
+    for i, r in enumerate(rows):
+        s = r.stats
+        needed = s.conversations_needed(target_half_width)
+        t.add_row(
+            r.category,
+            str(s.conversations),
+            _with_interval(s["ttft_ratio"]),
+            _with_interval(s["e2e_ratio"]),
+            _with_interval(s["system_tps_ratio"]),
+            _with_interval(s["al_diff"], 3, sign=True),
+            "-" if needed is None else str(needed),
             style="bold" if i == len(rows) - 1 else None,
         )
     return t

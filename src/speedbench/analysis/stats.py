@@ -1,0 +1,381 @@
+"""Paired statistics of two runs (A = baseline, B = the other): point estimates and 95% intervals from a
+bootstrap over conversations that keeps the pairing (docs/statistics.md).
+
+What is resampled: conversations (question ids), with replacement, each drawn conversation bringing all its
+paired (question_id, turn) records of both runs.  Turns of one conversation share a prompt, a history and
+often a speedup, so they are not independent; resampling turns would understate the interval.
+
+The statistics (each B over A; the point estimate is the statistic of the sample itself):
+
+- ``speedup``: mean user tok/s of B / mean user tok/s of A (``metrics.latency.user_tps`` per request, the
+  mean over the requests that have one): the comparison table's speedup, > 1 = B faster per user;
+- ``ttft_ratio``: mean TTFT of B / of A (< 1 = B faster to the first token);
+- ``e2e_ratio``: mean end-to-end latency of B / of A (< 1 = B faster);
+- ``system_tps_ratio``: system output tok/s of B / of A, each side's = Σ output tokens / Σ E2E of the
+  resampled requests × the run's occupancy (Σ E2E / (last end − first start) of all its paired requests:
+  the mean number of requests in flight, fixed per run), so that on the whole sample it is the run's output
+  tok/s over its paired requests;
+- ``al_a``, ``al_b``: AL of each run (macro: mean over requests of 1 + accepted/steps, the comparison
+  table's AL) with its own interval, and ``al_diff`` = AL of B − AL of A.
+
+The interval is the 2.5th-97.5th percentile of the statistic over the resamples (percentile bootstrap).
+A ratio is significant when its interval excludes 1.0, a difference when it excludes 0.
+
+Repeats (``combine_repeats``): each side may hold several runs of the same configuration on the same
+prompts.  Each resample then also draws, per side, as many repeats as it has, with replacement (a two-way
+bootstrap of conversations crossed with repeats; the repeat weights' spread scaled by sqrt(R / (R - 1)) so that
+it is not understated with few repeats): the interval covers run-to-run spread as well as prompt sampling.  With
+one repeat per side it is the plain conversation bootstrap.
+
+Everything is computed from per-conversation sums (arrays of shape (repeats, conversations)), so a resample is
+a weighted sum: 2,000 resamples of 100 conversations take tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from speedbench.metrics.acceptance import acceptance_length
+from speedbench.metrics.latency import e2e_s, ttft_s, user_tps
+from speedbench.metrics.sources import request_stats
+from speedbench.records import RequestRecord
+
+Array = np.ndarray
+Key = tuple[str, int]  # (question_id, turn)
+
+RESAMPLES = 2000
+LEVEL = 0.95
+TARGET_HALF_WIDTH = 0.05  # the speedup half-width `report A B` says how many conversations would reach
+
+# per-conversation sums of one side: (sum, count) of each per-request mean, and output tokens
+COMPONENTS = ("tps_sum", "tps_n", "ttft_sum", "ttft_n", "e2e_sum", "e2e_n", "tokens", "al_sum", "al_n")
+
+# statistic name -> its null value (significance = the interval excludes it); None: a level, never "significant"
+STATISTICS: dict[str, float | None] = {
+    "speedup": 1.0,
+    "ttft_ratio": 1.0,
+    "e2e_ratio": 1.0,
+    "system_tps_ratio": 1.0,
+    "al_a": None,
+    "al_b": None,
+    "al_diff": 0.0,
+}
+
+NO_PAIRS = "no paired conversation"
+ONE_CONVERSATION = (
+    "1 conversation: no interval (the bootstrap resamples conversations; one conversation shows no spread "
+    "between conversations)"
+)
+
+
+# ---- per-request values and per-conversation sums ------------------------------------------------------
+
+
+def request_values(r: RequestRecord, k: int, chunks_are_steps: bool = True) -> dict[str, float | None]:
+    """One successful request's figures: user tok/s, TTFT and E2E (s), output tokens, AL (engine steps)."""
+    s = request_stats(r, k, chunks_are_steps)
+    return {
+        "tps": user_tps(r),
+        "ttft": ttft_s(r),
+        "e2e": e2e_s(r),
+        "tokens": float(r.tokens),
+        "al": acceptance_length(s.accepted, s.steps) if s is not None else None,
+    }
+
+
+def conversation_sums(
+    conversations: Sequence[Sequence[RequestRecord]], k: int, chunks_are_steps: bool = True
+) -> dict[str, Array]:
+    """Each conversation's sums (``COMPONENTS``, arrays of shape (conversations,)): for each per-request mean,
+    the sum of the values it has and how many it has (a request without a value, e.g. no user tok/s for a
+    1-token reply, is left out of that mean only, as ``group_stats`` does)."""
+    out = {c: np.zeros(len(conversations)) for c in COMPONENTS}
+    for i, records in enumerate(conversations):
+        for r in records:
+            v = request_values(r, k, chunks_are_steps)
+            out["tokens"][i] += v["tokens"] or 0.0
+            for name in ("tps", "ttft", "e2e", "al"):
+                x = v[name]
+                if x is not None:
+                    out[f"{name}_sum"][i] += x
+                    out[f"{name}_n"][i] += 1
+    return out
+
+
+def occupancy(records: Sequence[RequestRecord]) -> float:
+    """Mean requests in flight over the records' span: Σ E2E / (last end − first start); nan when no span."""
+    if not records:
+        return math.nan
+    span = max(r.end_ns for r in records) - min(r.start_ns for r in records)
+    return sum(e2e_s(r) for r in records) / (span / 1e9) if span > 0 else math.nan
+
+
+# ---- the sample -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Side:
+    """One run's (or one configuration's repeats') per-conversation sums: each array (repeats, conversations);
+    ``occupancy`` (repeats,): each repeat's mean requests in flight over its paired requests."""
+
+    sums: Mapping[str, Array]
+    occupancy: Array
+
+    @property
+    def repeats(self) -> int:
+        return int(self.occupancy.shape[0])
+
+    def take(self, columns: Array) -> Side:
+        return Side({c: v[:, columns] for c, v in self.sums.items()}, self.occupancy)
+
+
+@dataclass(frozen=True)
+class PairedSample:
+    """The paired conversations of two sides: their ids and categories (A's), the paired (question_id, turn)
+    count (the same in every repeat), and each side's sums."""
+
+    conversations: tuple[str, ...]
+    categories: tuple[str, ...]
+    turns: int
+    a: Side
+    b: Side
+
+    def category(self, name: str) -> PairedSample:
+        """The conversations of one category (occupancy stays the run's: it is a property of the whole run)."""
+        cols = np.array([i for i, c in enumerate(self.categories) if c == name], dtype=int)
+        n_turns = self.turns_per_conversation[cols].sum() if cols.size else 0
+        return PairedSample(
+            tuple(self.conversations[i] for i in cols),
+            tuple(self.categories[i] for i in cols),
+            int(n_turns),
+            self.a.take(cols),
+            self.b.take(cols),
+        )
+
+    @property
+    def turns_per_conversation(self) -> Array:
+        return self.a.sums["e2e_n"][0] if self.a.repeats else np.zeros(0)
+
+
+def _by_key(records: Sequence[RequestRecord]) -> dict[Key, RequestRecord]:
+    return {(r.question_id, r.turn): r for r in records}
+
+
+def combine_repeats(
+    a_repeats: Sequence[Sequence[RequestRecord]],
+    b_repeats: Sequence[Sequence[RequestRecord]],
+    k_a: int,
+    k_b: int,
+    chunks_are_steps_a: bool = True,
+    chunks_are_steps_b: bool = True,
+) -> PairedSample:
+    """The paired sample of several repeats of A and of B on the same prompts: the (question_id, turn)
+    successful in every repeat of both sides (for a key recorded more than once, its last record), grouped
+    into conversations (A's category of the conversation's first turn).  One repeat each: ``report A B``."""
+    if not a_repeats or not b_repeats:
+        raise ValueError("combine_repeats needs at least one repeat of each side")
+    runs = [_by_key(rs) for rs in (*a_repeats, *b_repeats)]
+    keys = sorted(set.intersection(*(set(k for k, r in run.items() if r.ok) for run in runs)))
+    conv_ids = sorted({q for q, _ in keys})
+    col = {q: i for i, q in enumerate(conv_ids)}
+    first = _by_key(a_repeats[0])
+    first_turn: dict[str, Key] = {}
+    for key in keys:  # sorted: a conversation's first paired turn comes first
+        first_turn.setdefault(key[0], key)
+    categories = tuple(first[first_turn[q]].category for q in conv_ids)
+
+    def side(repeats: Sequence[Sequence[RequestRecord]], k: int, chunks: bool) -> Side:
+        rows = []
+        occ = []
+        for rs in repeats:
+            run = _by_key(rs)
+            grouped: list[list[RequestRecord]] = [[] for _ in conv_ids]
+            for key in keys:
+                grouped[col[key[0]]].append(run[key])
+            rows.append(conversation_sums(grouped, k, chunks))
+            occ.append(occupancy([run[key] for key in keys]))
+        return Side({c: np.stack([r[c] for r in rows]) for c in COMPONENTS}, np.asarray(occ, dtype=float))
+
+    return PairedSample(
+        tuple(conv_ids),
+        categories,
+        len(keys),
+        side(a_repeats, k_a, chunks_are_steps_a),
+        side(b_repeats, k_b, chunks_are_steps_b),
+    )
+
+
+# ---- statistics of weighted sums ------------------------------------------------------------------------
+
+
+def _div(num: Array, den: Array) -> Array:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _weighted(side: Side, w_rep: Array, w_conv: Array) -> dict[str, Array]:
+    """Each component summed over the drawn repeats and conversations: w_rep (B, R) and w_conv (B, C) weigh each
+    repeat / conversation in each of B resamples (how many times it was drawn; ``repeat_weights`` for repeats);
+    returns arrays of shape (B,)."""
+    return {c: ((w_rep @ v) * w_conv).sum(axis=1) for c, v in side.sums.items()}
+
+
+def side_figures(sums: Mapping[str, Array], occ: Array) -> dict[str, Array]:
+    """One side's means from summed components (``occ``: the drawn repeats' mean occupancy)."""
+    return {
+        "user_tps": _div(sums["tps_sum"], sums["tps_n"]),
+        "ttft": _div(sums["ttft_sum"], sums["ttft_n"]),
+        "e2e": _div(sums["e2e_sum"], sums["e2e_n"]),
+        "system_tps": _div(sums["tokens"], sums["e2e_sum"]) * occ,
+        "al": _div(sums["al_sum"], sums["al_n"]),
+    }
+
+
+def paired_statistics(a: Mapping[str, Array], b: Mapping[str, Array]) -> dict[str, Array]:
+    """Every statistic of ``STATISTICS`` from the two sides' figures (B over A)."""
+    return {
+        "speedup": _div(b["user_tps"], a["user_tps"]),
+        "ttft_ratio": _div(b["ttft"], a["ttft"]),
+        "e2e_ratio": _div(b["e2e"], a["e2e"]),
+        "system_tps_ratio": _div(b["system_tps"], a["system_tps"]),
+        "al_a": a["al"],
+        "al_b": b["al"],
+        "al_diff": b["al"] - a["al"],
+    }
+
+
+def resample_statistics(sample: PairedSample, w_conv: Array, w_rep_a: Array, w_rep_b: Array) -> dict[str, Array]:
+    """The statistics of B weighted resamples (weights: draw counts, as in ``_weighted``)."""
+    figs = []
+    for side, w_rep in ((sample.a, w_rep_a), (sample.b, w_rep_b)):
+        occ = _div(w_rep @ side.occupancy, w_rep.sum(axis=1))  # nan when a repeat has no span
+        figs.append(side_figures(_weighted(side, w_rep, w_conv), occ))
+    return paired_statistics(figs[0], figs[1])
+
+
+def draw_counts(rng: np.random.Generator, n: int, resamples: int) -> Array:
+    """(resamples, n): how many times each of n units is drawn when n are drawn with replacement."""
+    idx = rng.integers(0, n, size=(resamples, n))
+    flat = idx + n * np.arange(resamples)[:, None]
+    return np.bincount(flat.ravel(), minlength=resamples * n).reshape(resamples, n).astype(float)
+
+
+def repeat_weights(rng: np.random.Generator, repeats: int, resamples: int) -> Array:
+    """(resamples, repeats): each side's repeat weights.  The draw counts of R repeats drawn with replacement,
+    their deviation from 1 scaled by sqrt(R / (R - 1)): a resample's repeat mean then varies as much as the
+    mean of R repeats does (s² / R), where plain draw counts give (R - 1) / R of it (half with 2 repeats).
+    Weights still sum to R.  One repeat: weight 1, nothing drawn."""
+    if repeats < 2:
+        return np.ones((resamples, 1))
+    counts = draw_counts(rng, repeats, resamples)
+    return 1.0 + math.sqrt(repeats / (repeats - 1)) * (counts - 1.0)
+
+
+# ---- estimates --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate and its interval (None: not known, or no interval); ``null``: the value of no effect
+    (1 for a ratio, 0 for a difference, None for a level such as one run's AL)."""
+
+    point: float | None
+    lo: float | None = None
+    hi: float | None = None
+    null: float | None = None
+
+    @property
+    def significant(self) -> bool | None:
+        """The interval excludes the null value (None: no interval, or a level)."""
+        if self.null is None or self.lo is None or self.hi is None:
+            return None
+        return not self.lo <= self.null <= self.hi
+
+    @property
+    def half_width(self) -> float | None:
+        return None if self.lo is None or self.hi is None else (self.hi - self.lo) / 2
+
+
+@dataclass(frozen=True)
+class PairedStats:
+    """The statistics of one group (a category or overall): ``estimates`` by name (``STATISTICS``);
+    ``note`` says why there are no intervals when there are none."""
+
+    conversations: int
+    turns: int
+    repeats: tuple[int, int]
+    resamples: int
+    seed: int
+    estimates: dict[str, Estimate] = field(default_factory=dict)
+    note: str = ""
+
+    def __getitem__(self, name: str) -> Estimate:
+        return self.estimates.get(name, Estimate(None, null=STATISTICS.get(name)))
+
+    def conversations_needed(self, target_half_width: float = TARGET_HALF_WIDTH, name: str = "speedup") -> int | None:
+        """About how many conversations this group needs for ``name``'s interval to be ± target wide."""
+        hw = self[name].half_width
+        return None if hw is None else prompts_needed(hw, self.conversations, target_half_width)
+
+
+def prompts_needed(half_width_now: float, n_now: int, target_half_width: float) -> int:
+    """Conversations needed for a target half-width: the half-width shrinks as 1/sqrt(n), so
+    n ≈ n_now × (half_width_now / target)², rounded up (at least 2: the bootstrap needs a spread)."""
+    if target_half_width <= 0:
+        raise ValueError("target half-width must be positive")
+    return max(2, math.ceil(n_now * (half_width_now / target_half_width) ** 2 - 1e-9))
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def bootstrap(sample: PairedSample, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL) -> PairedStats:
+    """Point estimates and percentile intervals of every statistic over ``resamples`` paired resamples of the
+    conversations (and of each side's repeats when it has several), seeded.  Fewer than 2 conversations: point
+    estimates only (``note`` says why).  A statistic undefined in more than half of the resamples (its
+    denominator drawn empty) gets no interval."""
+    n = len(sample.conversations)
+
+    def result(estimates: dict[str, Estimate], note: str = "") -> PairedStats:
+        repeats = (sample.a.repeats, sample.b.repeats)
+        return PairedStats(n, sample.turns, repeats, resamples, seed, estimates, note)
+
+    if n == 0:
+        return result({}, NO_PAIRS)
+    ones = np.ones((1, n))
+    point = resample_statistics(sample, ones, np.ones((1, sample.a.repeats)), np.ones((1, sample.b.repeats)))
+    if n < 2:
+        return result({k: Estimate(_finite(v[0]), null=STATISTICS[k]) for k, v in point.items()}, ONE_CONVERSATION)
+    rng = np.random.default_rng(seed)
+    w_conv = draw_counts(rng, n, resamples)
+    w_rep = [repeat_weights(rng, r, resamples) for r in (sample.a.repeats, sample.b.repeats)]
+    stats = resample_statistics(sample, w_conv, w_rep[0], w_rep[1])
+    return result({name: _estimate(name, point[name][0], values, level) for name, values in stats.items()})
+
+
+def _estimate(name: str, point: float, values: Array, level: float) -> Estimate:
+    """The point and the percentile interval of the resampled values (none when the point is undefined, or the
+    statistic is undefined in more than half of the resamples)."""
+    p = _finite(point)
+    ok = values[np.isfinite(values)]
+    if p is None or ok.size * 2 < values.size:
+        return Estimate(p, null=STATISTICS[name])
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(ok, [tail, 100 - tail])
+    return Estimate(p, float(lo), float(hi), STATISTICS[name])
+
+
+def stats_by_category(
+    sample: PairedSample, categories: Sequence[str], resamples: int = RESAMPLES, seed: int = 0
+) -> dict[str, PairedStats]:
+    """``bootstrap`` of each category's conversations (every name in ``categories``, 0 paired included) and of
+    all of them, keyed ``overall``, each with the same seed (a category's interval does not depend on which
+    other categories there are)."""
+    out = {c: bootstrap(sample.category(c), resamples, seed) for c in categories}
+    out["overall"] = bootstrap(sample, resamples, seed)
+    return out

@@ -1,0 +1,512 @@
+"""``speedbench sweep``: flags (and a TOML file) -> SweepConfig -> usecases/sweep.py; plan, progress lines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from speedbench.cli.common import fail, one_line, protect_console, user_errors
+from speedbench.cli.options import (
+    BaseUrl,
+    Breaker,
+    DraftModel,
+    EndpointOpt,
+    EngineName,
+    EngineOpt,
+    LaunchOpt,
+    MaxFailed,
+    MetricsUrl,
+    ModelOpt,
+    NumRequests,
+    RequestSeed,
+    SeedOpt,
+    ServerArg,
+    ServerBin,
+    Temperature,
+    Timeout,
+    Warmup,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from speedbench.results.sweep_manifest import SweepManifest
+    from speedbench.usecases.sweep import SweepEvent, SweepPlan
+
+# a long cell prints a line this often when the output is not a terminal (CI, nohup): alive, never spam
+HEARTBEAT_S = 60.0
+
+# flag (parameter name) -> where it goes in the sweep's TOML-shaped dict (flags are merged over the file)
+FLAG_PATHS = {
+    "engine": "run.engine.kind",
+    "base_url": "run.engine.base_url",
+    "model": "run.engine.model",
+    "metrics_url": "run.engine.metrics_url",
+    "endpoint": "run.engine.endpoint",
+    "draft_model": "run.engine.draft_model",
+    "launch": "run.engine.launch",
+    "server_bin": "run.engine.server_bin",
+    "server_arg": "run.engine.server_args",
+    "engine_opt": "run.engine.options",
+    "request_seed": "run.engine.request_seed",
+    "num_requests": "run.dataset.num_requests",
+    "max_turns": "run.dataset.max_turns",
+    "output_len": "run.output_len",
+    "temperature": "run.temperature",
+    "ignore_eos": "ignore_eos",
+    "warmup": "run.warmup",
+    "timeout": "run.timeout_s",
+    "max_failed": "run.max_failed",
+    "breaker": "run.breaker",
+    "seed": "run.seed",
+    "concurrency": "grid.concurrency",
+    "draft_length": "grid.draft_length",
+    "sd": "grid.sd",
+    "dataset": "grid.dataset",
+    "grid_opt": "grid.engine_options",
+    "baseline": "grid.baseline",
+    "url": "urls",
+    "out": "out",
+}
+# what --resume takes again: the servers' URLs (their credentials are never saved) and how to run
+RESUME_FLAGS = {"resume", "base_url", "metrics_url", "url", "retry_failed", "progress", "plan"}
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(sweep)
+
+
+def sweep(
+    ctx: typer.Context,
+    config: Annotated[
+        Optional[str],
+        typer.Option("--config", help="TOML file: tables grid, run (a run config), urls; key out; flags override it"),
+    ] = None,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="print the cells, the engine starts and the work, then exit without running")
+    ] = False,
+    resume: Annotated[
+        Optional[str],
+        typer.Option(help="finish the sweep in this directory: the interrupted cell (run --resume), then the rest"),
+    ] = None,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="with --resume: run the failed cells again too")
+    ] = False,
+    out: Annotated[Optional[str], typer.Option(help="sweep directory (default sweeps/<UTC time>-<engine>)")] = None,
+    concurrency: Annotated[
+        Optional[str], typer.Option("--concurrency", "-c", help="comma list (default 1,2,4,8,16,32,64)")
+    ] = None,
+    draft_length: Annotated[
+        Optional[str],
+        typer.Option("--draft-length", "-k", help="comma list (default 1,2,3,4,5); the baseline (k 0) is added"),
+    ] = None,
+    sd: Annotated[
+        Optional[str],
+        typer.Option(help="SD methods, comma list (default ngram); the SD-off baseline is added (--no-baseline)"),
+    ] = None,
+    dataset: Annotated[
+        list[str], typer.Option("--dataset", "-d", help="dataset (repeatable or comma list; default starter)")
+    ] = [],  # noqa: B006 - typer needs a literal default
+    grid_opt: Annotated[
+        list[str],
+        typer.Option(
+            "-G",
+            "--grid-opt",
+            help="an engine option that varies: KEY=VALUE, repeated per value (-G fail_500=0 -G fail_500=0.5)",
+        ),
+    ] = [],  # noqa: B006
+    baseline: Annotated[
+        bool, typer.Option("--baseline/--no-baseline", help="run the SD-off pair of every SD cell (default on)")
+    ] = True,
+    url: Annotated[
+        list[str],
+        typer.Option(
+            "--url",
+            help="attached: one server per SD setting, SETTING=URL (none=..., ngram:k3=...; repeatable); the SD "
+            "settings are then these",
+        ),
+    ] = [],  # noqa: B006
+    engine: EngineName = "reference",
+    base_url: BaseUrl = None,
+    model: ModelOpt = None,
+    launch: LaunchOpt = False,
+    server_bin: ServerBin = None,
+    server_arg: ServerArg = [],  # noqa: B006
+    draft_model: DraftModel = None,
+    metrics_url: MetricsUrl = None,
+    endpoint: EndpointOpt = "chat",
+    engine_opt: EngineOpt = [],  # noqa: B006
+    num_requests: NumRequests = None,
+    seed: SeedOpt = 0,
+    request_seed: RequestSeed = False,
+    max_turns: Annotated[Optional[int], typer.Option(help="keep only the first N turns of each conversation")] = None,
+    output_len: Annotated[
+        Optional[int], typer.Option(help="max output tokens per turn, every cell (default: the engine's)")
+    ] = None,
+    temperature: Temperature = 0.0,
+    ignore_eos: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--ignore-eos/--no-ignore-eos",
+            help="default: on for throughput and synthetic datasets (token counts of a pair match), off otherwise",
+        ),
+    ] = None,
+    warmup: Warmup = 2,
+    timeout: Timeout = None,
+    max_failed: MaxFailed = 0.1,
+    breaker: Breaker = 10,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Run a grid of benchmark runs (SD settings x concurrency x dataset x engine options, each SD cell paired with
+    its SD-off baseline), one run directory per cell, resumable.  Exit 0 when every cell is complete, 1 when some
+    cell failed, 2 for bad input, 130 when interrupted (finish with --resume DIR)."""
+    from speedbench.report.console import make_console
+    from speedbench.usecases import sweep as uc
+
+    console = make_console()
+    protect_console()
+    given = _given(ctx)
+    try:
+        if resume is not None:
+            extra = sorted(given - RESUME_FLAGS)
+            if extra:
+                flag = "--" + extra[0].replace("_", "-")
+                raise uc.SweepConfigError(
+                    f"{flag} with --resume: a resumed sweep keeps its grid and settings (only --base-url, "
+                    "--metrics-url and --url may be given again, for their credentials); start a new sweep to change it"
+                )
+            again = uc.SweepConfig.model_validate(_flags_dict(locals(), given & {"base_url", "metrics_url", "url"}))
+            the_plan, sdir, saved = uc.resume_plan(resume, again)
+        else:
+            if retry_failed:
+                raise uc.SweepConfigError("--retry-failed goes with --resume DIR")
+            data = uc.read_toml(config) if config is not None else {}
+            cfg = uc.sweep_config(uc.merge(data, _flags_dict(locals(), given)))
+            protect_console(uc.sweep_secrets(cfg))
+            the_plan = uc.build_plan(cfg)
+            saved = None
+        protect_console(uc.sweep_secrets(the_plan.config))
+    except user_errors() as e:
+        fail(one_line(e))
+        return
+
+    if plan:
+        print_plan(the_plan, console, saved)
+        return
+    try:
+        if saved is None:
+            sdir, manifest = uc.create(the_plan)
+        else:
+            manifest = saved
+    except user_errors() as e:
+        fail(one_line(e))
+        return
+    view = ProgressView(the_plan, console, progress and console.is_terminal)
+    kind = the_plan.config.run.engine.kind
+    console.print(
+        f"speedbench sweep: engine={kind}, {len(the_plan.cells)} cells in {len(the_plan.groups)} launch groups "
+        f"-> {the_plan.out}" + (" (resuming)" if saved is not None else ""),
+        soft_wrap=True,
+    )
+    if saved is not None:
+        counts = saved.counts()
+        console.print("resuming: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())), soft_wrap=True)
+    try:
+        view.start()
+        final = uc.run_sweep(
+            the_plan,
+            sdir,
+            manifest,
+            view.on_event,
+            retry_failed=retry_failed,
+            signals=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
+            resume=saved is not None,
+        )
+    except user_errors() as e:  # the directory is being run by another process
+        fail(one_line(e))
+        return
+    finally:
+        view.stop()
+    status = uc.exit_status(final)
+    print_end(final, the_plan, console)
+    if status:
+        raise typer.Exit(status)
+
+
+# ---------------------------------------------------------------------------------------------- flags
+
+
+def _given(ctx: typer.Context) -> set[str]:
+    """The parameters the user typed (or set in the environment)."""
+    out = set()
+    for param in ctx.command.params:
+        name = param.name or ""
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            out.add(name)
+    return out
+
+
+def _ints(flag: str, text: str) -> list[int]:
+    from speedbench.usecases.sweep import SweepConfigError
+
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SweepConfigError(f"{flag} {text!r}: expected integers separated by commas (e.g. 1,2,4)") from None
+
+
+def _words(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _pairs(flag: str, values: list[str]) -> list[tuple[str, str]]:
+    from speedbench.usecases.sweep import SweepConfigError
+
+    out = []
+    for v in values:
+        key, sep, value = v.partition("=")
+        if not sep or not key.strip():
+            raise SweepConfigError(f"{flag} {v!r}: expected KEY=VALUE")
+        out.append((key.strip(), value.strip()))
+    return out
+
+
+def _flags_dict(flags: dict[str, Any], given: set[str]) -> dict[str, Any]:
+    """The given flags as the TOML-shaped dict ``sweep_config`` reads (merged over the file's)."""
+    from speedbench.config import parse_engine_options
+
+    out: dict[str, Any] = {}
+    for name in sorted(given & set(FLAG_PATHS)):
+        value = flags[name]
+        if name in ("concurrency", "draft_length"):
+            value = _ints("--" + name.replace("_", "-"), value)
+        elif name == "sd":
+            value = _words(value)
+        elif name == "dataset":
+            value = [w for v in value for w in ([v] if os.path.exists(v) else _words(v))]
+        elif name == "engine_opt":
+            value = parse_engine_options(list(value))
+        elif name == "grid_opt":
+            grid: dict[str, list[str]] = {}
+            for key, val in _pairs("-G", list(value)):
+                grid.setdefault(key, []).append(val)
+            value = grid
+        elif name == "url":
+            value = dict(_pairs("--url", list(value)))
+        elif name == "server_arg":
+            value = list(value)
+        node = out
+        *parents, leaf = FLAG_PATHS[name].split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _columns(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Plain aligned text: ids are never cut or wrapped (greppable in a CI log)."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
+
+
+def print_plan(plan: SweepPlan, console: Console, saved: SweepManifest | None = None) -> None:
+    """The cells, the engine starts (launch groups) and the work; nothing is started."""
+    from rich.markup import escape
+
+    def say(text: str) -> None:
+        console.print(escape(text), soft_wrap=True, highlight=False)
+
+    cfg = plan.config
+    e = cfg.run.engine
+    status = {c.id: c.status for c in saved.cells} if saved is not None else {}
+    say(
+        f"sweep plan: engine={e.kind}{' --launch' if e.launch else ''}, {len(plan.cells)} cells in "
+        f"{len(plan.groups)} launch groups -> {plan.out}"
+    )
+    say("launch groups (one engine start each):")
+    rows = [
+        [g.id, str(g.max_concurrency), str(len(g.cells)), plan.commands.get(g.id, "-" if not e.launch else "?")]
+        for g in plan.groups
+    ]
+    for line in _columns(["group", "max_concurrency", "cells", "server command (its port is picked at start)"], rows):
+        say("  " + line)
+    say("cells (each an ordinary run directory under cells/):")
+    header = ["cell", "sd", "k", "c", "dataset", "requests", "output_tokens", "group", "baseline"]
+    rows = []
+    for c in plan.cells:
+        w = plan.work[c.id]
+        row = [
+            c.id,
+            c.settings.sd,
+            str(c.settings.k),
+            str(c.settings.concurrency),
+            c.settings.dataset,
+            str(w.requests),
+            f"{'' if w.exact_tokens else '<='}{w.output_tokens}",
+            c.group,
+            c.baseline or "-",
+        ]
+        rows.append([*row, status[c.id]] if status else row)
+    for line in _columns([*header, "status"] if status else header, rows):
+        say("  " + line)
+    todo = [c.id for c in plan.cells if status.get(c.id, "pending") != "complete"]
+    if not todo:
+        say("work: nothing left to run (every cell complete)")
+        say("nothing was started (--plan)")
+        return
+    works = [plan.work[c] for c in todo]
+    requests = sum(w.requests for w in works)
+    warmup = sum(w.warmup for w in works)
+    tokens = sum(w.output_tokens for w in works)
+    exact = all(w.exact_tokens for w in works)
+    seconds = [w.seconds for w in works]
+    time_text = (
+        f"about {_duration(sum(s for s in seconds if s is not None))} ({plan.timing})"
+        if all(s is not None for s in seconds)
+        else plan.timing
+    )
+    starts = len({plan.cell(c).group for c in todo})
+    say(
+        f"work: {len(todo)} cells, {starts} engine starts, {requests:,} requests (+{warmup} warm-up), "
+        f"{'' if exact else 'at most '}{tokens:,} output tokens"
+        f"{' (ignore_eos: exact)' if exact else ' (ignore_eos off where a dataset is not throughput/synthetic)'}; "
+        f"time: {time_text}"
+    )
+    say("nothing was started (--plan)")
+
+
+def print_end(manifest: SweepManifest, plan: SweepPlan, console: Console) -> None:
+    from rich.markup import escape
+
+    counts = manifest.counts()
+    total = len(manifest.cells)
+    where = f"sweep directory: {plan.out} (sweep.json; cells/<cell id>/ are run directories)"
+    if manifest.status == "interrupted":
+        console.print(
+            escape(
+                f"sweep INTERRUPTED: {counts.get('complete', 0)} of {total} cells complete; finish with: "
+                f"speedbench sweep --resume {plan.out}"
+            ),
+            style="yellow",
+            soft_wrap=True,
+        )
+    elif manifest.status == "complete":
+        console.print(f"sweep complete: {total} of {total} cells complete", style="bold green", soft_wrap=True)
+    else:
+        bad = [c for c in manifest.cells if c.status != "complete"]
+        console.print(
+            escape(
+                f"sweep FAILED: {len(bad)} of {total} cells not complete: "
+                + "; ".join(f"{c.id} {c.status}: {c.cause}" for c in bad[:5])
+                + (" ..." if len(bad) > 5 else "")
+                + f" (speedbench sweep --resume {plan.out} finishes interrupted cells; --retry-failed reruns failed)"
+            ),
+            style="bold red",
+            soft_wrap=True,
+        )
+    console.print(escape(where), soft_wrap=True, highlight=False)
+
+
+class ProgressView:
+    """One line per cell start and finish (cells done / total, the cell's own figures, elapsed, ETA); on a terminal
+    a live bar for the running cell, elsewhere (CI, nohup) at most a line a minute while a long cell runs."""
+
+    def __init__(self, plan: SweepPlan, console: Console, live: bool) -> None:
+        self.plan = plan
+        self.console = console
+        self.bar: Any = None
+        self.task: Any = None
+        self.last_line = 0.0
+        if live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[live]}"),
+                console=console,
+                transient=True,
+            )
+
+    def start(self) -> None:
+        if self.bar is not None:
+            self.bar.start()
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def say(self, text: str, style: str | None = None) -> None:
+        from rich.markup import escape
+
+        target = self.bar.console if self.bar is not None else self.console
+        target.print(escape(text), style=style, soft_wrap=True, highlight=False)
+        self.last_line = time.monotonic()
+
+    def on_event(self, ev: SweepEvent) -> None:
+        m = ev.manifest
+        head = f"[{ev.done}/{ev.total}]"
+        clock = f"elapsed {_duration(ev.elapsed_s)}, ETA {_duration(ev.eta_s)}"
+        if ev.kind == "group_start" and ev.group is not None:
+            g = m.group(ev.group)
+            if self.plan.config.run.engine.launch:
+                self.say(f"{head} launch group {g.id}: starting the server (max concurrency {g.max_concurrency})")
+        elif ev.kind == "group_started" and ev.group is not None:
+            g = m.group(ev.group)
+            if self.plan.config.run.engine.launch:
+                self.say(f"{head} launch group {g.id}: server up in {_num(g.startup_s, 1)} s")
+            elif (g.startup_s or 0) >= 1.0:  # an in-process engine loading its model
+                self.say(f"{head} launch group {g.id}: engine started in {_num(g.startup_s, 1)} s")
+        elif ev.kind == "group_failed" and ev.group is not None:
+            g = m.group(ev.group)
+            self.say(f"{head} launch group {g.id}: {g.start_error}; its {len(g.cells)} cells failed", "bold red")
+        elif ev.kind == "cell_start" and ev.cell is not None:
+            c = m.cell(ev.cell)
+            again = " (resumed)" if c.segments > 1 else ""
+            self.say(f"{head} {c.id}: running{again}, {self.plan.work[c.id].requests} requests | {clock}")
+            if self.bar is not None:
+                if self.task is not None:
+                    self.bar.remove_task(self.task)
+                self.task = self.bar.add_task(c.id, total=self.plan.work[c.id].requests, live="")
+        elif ev.kind == "cell_progress" and ev.progress is not None and ev.cell is not None:
+            p = ev.progress
+            if self.bar is not None and self.task is not None:
+                self.bar.update(self.task, completed=p.done, live=p.line())
+            elif time.monotonic() - self.last_line >= HEARTBEAT_S:
+                self.say(f"{head} {ev.cell}: {p.done}/{p.total} requests, {p.line()} | {clock}")
+        elif ev.kind == "cell_done" and ev.cell is not None:
+            if self.bar is not None and self.task is not None:
+                self.bar.remove_task(self.task)
+                self.task = None
+            c = m.cell(ev.cell)
+            if c.status == "complete":
+                self.say(
+                    f"{head} {c.id}: complete, {c.requests} requests, {c.errors} errors, AL "
+                    f"{_num(c.acceptance_length)}, {_num(c.output_tps, 1)} output tok/s, "
+                    f"{_num(c.duration_s, 1)} s | {clock}"
+                )
+            else:
+                self.say(f"{head} {c.id}: {c.status.upper()}: {c.cause} | {clock}", "bold red")

@@ -1,0 +1,341 @@
+"""The sweep manifest (``<sweep dir>/sweep.json``) as a typed model, and the sweep directory that holds it.
+
+A sweep directory holds one ordinary run directory per cell (``cells/<cell id>/``: every tool that reads runs
+reads them), the logs of the servers it launched (``groups/<group id>/server.log``) and ``sweep.json``: the grid,
+the base run config (secrets redacted), each launch group and each cell with its settings, status and figures,
+and the engine versions the cells' manifests recorded.  Like the run manifest it moves through its states by
+methods that return a new manifest, and it is rewritten atomically at every change, so a sweep killed at any
+moment leaves a readable sweep.json (``speedbench sweep --resume DIR``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from speedbench import __version__
+from speedbench.atomic import atomic_write
+from speedbench.config import RunConfig, Secrets, redact
+from speedbench.results.manifest import utc_now
+from speedbench.results.rundir import RunDirError
+
+# 1: the first typed form.
+SWEEP_SCHEMA_VERSION = 1
+SWEEP_FILE = "sweep.json"
+LOCK_FILE = ".lock"
+
+# pending: not run yet; running: being run now (or the sweep died while it ran); complete: its run finished and is
+# usable; interrupted: its run was stopped part-way (a signal, or the circuit breaker: ``cause`` says which) and
+# ``--resume`` finishes it; failed: its engine did not start, its run raised, or its run finished but failed
+# (``failure_verdict``: every request, or more than --max-failed of them); ``cause`` says why.
+CellStatus = Literal["pending", "running", "complete", "interrupted", "failed"]
+# complete: every cell complete; failed: every cell run, some failed or stopped; interrupted: stopped by a signal
+SweepStatus = Literal["created", "running", "complete", "failed", "interrupted"]
+
+DEFAULT_CONCURRENCY = (1, 2, 4, 8, 16, 32, 64)
+DEFAULT_DRAFT_LENGTH = (1, 2, 3, 4, 5)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _dedupe(values: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for v in values:
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def _option_text(value: Any) -> str:
+    """An ``-E`` value as the engines read it (a string): TOML's ``1`` / ``true`` as ``-E k=1`` / ``-E k=true``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class SweepGrid(_Frozen):
+    """The axes of a sweep.  Every SD setting (``sd`` x ``draft_length``) runs at every concurrency, on every
+    dataset, with every combination of the ``engine_options`` values; with ``baseline`` (the default) the SD-off
+    setting (sd none, k 0) runs once per (dataset, concurrency, engine options) as the pair of the SD cells."""
+
+    concurrency: list[int] = Field(default_factory=lambda: list(DEFAULT_CONCURRENCY), min_length=1)
+    draft_length: list[int] = Field(default_factory=lambda: list(DEFAULT_DRAFT_LENGTH), min_length=1)
+    sd: list[str] = Field(default_factory=lambda: ["ngram"], min_length=1)
+    dataset: list[str] = Field(default_factory=lambda: ["starter"], min_length=1)
+    # -E options that vary: {key: [value, ...]}; the fixed ones are the base config's engine.options
+    engine_options: dict[str, list[str]] = Field(default_factory=dict)
+    baseline: bool = True
+
+    @field_validator("concurrency")
+    @classmethod
+    def _concurrency(cls, v: list[int]) -> list[int]:
+        if any(c < 1 for c in v):
+            raise ValueError(f"every concurrency must be >= 1, got {v}")
+        return _dedupe(v)
+
+    @field_validator("draft_length")
+    @classmethod
+    def _draft_length(cls, v: list[int]) -> list[int]:
+        if any(k < 1 for k in v):
+            raise ValueError(
+                f"every draft length must be >= 1, got {v} (the SD-off baseline, k 0, is added by the sweep itself)"
+            )
+        return _dedupe(v)
+
+    @field_validator("sd")
+    @classmethod
+    def _sd(cls, v: list[str]) -> list[str]:
+        if any(not m.strip() for m in v):
+            raise ValueError("an SD method name is empty")
+        return _dedupe([m.strip().lower() for m in v])
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, v: list[str]) -> list[str]:
+        if any(not d.strip() for d in v):
+            raise ValueError("a dataset name is empty")
+        return _dedupe([d.strip() for d in v])
+
+    @field_validator("engine_options", mode="before")
+    @classmethod
+    def _options(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        out: dict[str, list[str]] = {}
+        for key, values in v.items():
+            vals = values if isinstance(values, list) else [values]
+            if not vals:
+                raise ValueError(f"{key}: no values")
+            name = str(key).strip()
+            if not name.startswith("body."):
+                name = name.replace("-", "_")
+            out[name] = _dedupe([_option_text(x) for x in vals])
+        return out
+
+
+class CellSettings(_Frozen):
+    """What a cell varies: the grid's values for it."""
+
+    sd: str  # "none" for the SD-off baseline
+    k: int  # 0 for the baseline
+    concurrency: int
+    dataset: str
+    engine_options: dict[str, str] = Field(default_factory=dict)  # the grid's engine-option values
+    base_url: str | None = None  # attached with one server per SD setting (--url): this setting's (redacted)
+
+
+class SweepCell(_Frozen):
+    """One cell: an ordinary run directory ``dir`` (relative to the sweep directory) and where it stands."""
+
+    id: str
+    settings: CellSettings
+    group: str  # the launch group whose engine it runs on
+    baseline: str | None = None  # the id of its SD-off pair (same prompts, output length, concurrency); None: it is one
+    dir: str
+    status: CellStatus = "pending"
+    cause: str | None = None  # why failed / interrupted
+    outcome: str | None = None  # how its run's last segment ended: complete, interrupted, stopped (usecases.run)
+    verdict: str | None = None  # failure_verdict of a finished run (None: usable)
+    started_utc: str | None = None
+    finished_utc: str | None = None
+    duration_s: float | None = None  # wall time spent on it, summed over the sweep's attempts
+    records: int | None = None  # finished (question_id, turn) records: successes + errors
+    requests: int | None = None  # successful
+    errors: int | None = None
+    acceptance_length: float | None = None
+    output_tps: float | None = None
+    output_tokens: int | None = None
+    segments: int = 0  # how many times the sweep ran it (1, then +1 per resume)
+
+
+class LaunchGroup(_Frozen):
+    """Cells that share one engine (one launched server): everything launch-time is the same; concurrency (and,
+    where the batch cap changes what is measured, not even that) and dataset vary within it."""
+
+    id: str
+    engine: dict[str, Any]  # the EngineSpec it is built from (redacted), max_concurrency = its largest concurrency
+    max_concurrency: int
+    per_concurrency: bool = False  # the engine's batch cap changes what it measures: one start per concurrency
+    cells: list[str]
+    starts: int = 0  # how many times the sweep started it (once, then once per resume that needed it)
+    startup_s: float | None = None  # the last start's duration
+    start_error: str | None = None  # why the last start failed
+    server_command: str | None = None  # a launched server's command line (also in each cell's manifest)
+
+
+class SweepManifest(_Frozen):
+    """sweep.json."""
+
+    schema_version: int = SWEEP_SCHEMA_VERSION
+    speedbench_version: str = __version__
+    created_utc: str = Field(default_factory=utc_now)
+    updated_utc: str | None = None
+    status: SweepStatus = "created"
+    stop_cause: str | None = None
+    resumed_utc: list[str] = Field(default_factory=list)
+    grid: SweepGrid
+    base: RunConfig  # every cell's settings but the grid's (secrets redacted, as run manifests)
+    ignore_eos: bool | None = None  # None: true for throughput and synthetic datasets, false otherwise
+    urls: dict[str, str] = Field(default_factory=dict)  # one attached server per SD setting (redacted)
+    groups: list[LaunchGroup]
+    cells: list[SweepCell]
+    engine_versions: dict[str, str] = Field(default_factory=dict)  # from the cells' manifests
+
+    @classmethod
+    def new(
+        cls,
+        grid: SweepGrid,
+        base: RunConfig,
+        ignore_eos: bool | None,
+        urls: dict[str, str],
+        groups: list[LaunchGroup],
+        cells: list[SweepCell],
+    ) -> SweepManifest:
+        return cls(
+            grid=grid,
+            base=RunConfig.model_validate(redact(base.model_dump())),
+            ignore_eos=ignore_eos,
+            urls=redact(urls),
+            groups=groups,
+            cells=cells,
+        )
+
+    # ---- moving on ---------------------------------------------------------------------------
+    def cell(self, cell_id: str) -> SweepCell:
+        for c in self.cells:
+            if c.id == cell_id:
+                return c
+        raise KeyError(cell_id)
+
+    def group(self, group_id: str) -> LaunchGroup:
+        for g in self.groups:
+            if g.id == group_id:
+                return g
+        raise KeyError(group_id)
+
+    def with_cell(self, cell_id: str, **update: Any) -> SweepManifest:
+        self.cell(cell_id)  # KeyError for an unknown cell
+        cells = [c.model_copy(update=update) if c.id == cell_id else c for c in self.cells]
+        return self.model_copy(update={"cells": cells})
+
+    def with_group(self, group_id: str, **update: Any) -> SweepManifest:
+        self.group(group_id)
+        groups = [g.model_copy(update=update) if g.id == group_id else g for g in self.groups]
+        return self.model_copy(update={"groups": groups})
+
+    def with_versions(self, versions: dict[str, str]) -> SweepManifest:
+        """Merge engine versions read from a cell's manifest (a value that differs between cells is kept as
+        ``a | b``: a server upgraded between two resumes shows)."""
+        merged = dict(self.engine_versions)
+        for key, value in versions.items():
+            seen = merged[key].split(" | ") if key in merged else []
+            if value not in seen:
+                seen.append(value)
+            merged[key] = " | ".join(seen)
+        return self.model_copy(update={"engine_versions": merged})
+
+    def with_status(self, status: SweepStatus, stop_cause: str | None = None) -> SweepManifest:
+        return self.model_copy(update={"status": status, "stop_cause": stop_cause})
+
+    def resumed(self) -> SweepManifest:
+        return self.model_copy(
+            update={"resumed_utc": [*self.resumed_utc, utc_now()], "status": "running", "stop_cause": None}
+        )
+
+    # ---- reading -----------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Cells per status."""
+        out: dict[str, int] = {}
+        for c in self.cells:
+            out[c.status] = out.get(c.status, 0) + 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class SweepDir:
+    """Where a sweep lives: ``sweep.json``, ``cells/<id>/`` (run directories), ``groups/<id>/`` (server logs).
+    ``write`` scrubs ``secrets`` (the sweep's secret values, URLs' userinfo) from everything it writes."""
+
+    def __init__(self, path: str | Path, secrets: Secrets | None = None) -> None:
+        self.path = Path(path)
+        self.secrets = secrets or Secrets()
+        self.sweep_path = self.path / SWEEP_FILE
+
+    def cell_dir(self, cell_id: str) -> Path:
+        return self.path / "cells" / cell_id
+
+    def group_dir(self, group_id: str) -> Path:
+        return self.path / "groups" / group_id
+
+    def exists(self) -> bool:
+        return self.sweep_path.exists()
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Held while a sweep runs: a second ``speedbench sweep`` (or ``--resume``) on the same directory is refused
+        in one line instead of running the same cells twice (an advisory ``flock`` on ``.lock``; released when
+        the process ends, however it ends)."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / LOCK_FILE, "a+") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise RunDirError(
+                    f"{self.path} is being run by another speedbench sweep (it holds {self.path / LOCK_FILE}): "
+                    "wait for it to end, or stop it (Ctrl-C) and --resume"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def write(self, manifest: SweepManifest) -> SweepManifest:
+        """Write sweep.json atomically (a reader sees the old one or the new one); returns the manifest written."""
+        manifest = manifest.model_copy(update={"updated_utc": utc_now()})
+        data = self.secrets.scrub_obj(manifest.to_dict())
+        atomic_write(self.sweep_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        return manifest
+
+    def read(self) -> SweepManifest:
+        return read_sweep(self.path)
+
+
+def read_sweep(path: str | Path) -> SweepManifest:
+    """A sweep directory's sweep.json, typed; one-line ``RunDirError`` when it is missing, not JSON, not a sweep
+    manifest, or from a newer schema."""
+    file = Path(path) / SWEEP_FILE
+    if not file.exists():
+        raise RunDirError(f"{file}: not found; is {path} a speedbench sweep directory?")
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{file}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(raw, dict):
+        raise RunDirError(f"{file}: not a speedbench sweep manifest (a JSON object is expected)")
+    version = raw.get("schema_version", 0)
+    if not isinstance(version, int) or version > SWEEP_SCHEMA_VERSION:
+        raise RunDirError(
+            f"{file}: written by a newer speedbench (sweep schema {version}; this one reads up to "
+            f"{SWEEP_SCHEMA_VERSION}): upgrade speedbench to read it"
+        )
+    try:
+        return SweepManifest.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "value"
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise RunDirError(f"{file}: field {loc}: {err['msg']}{more}; is this a speedbench sweep directory?") from None
