@@ -21,7 +21,9 @@ def register(app: typer.Typer) -> None:
 
 
 def report(
-    run_dirs: Annotated[list[str], typer.Argument(help="one run directory, or two to compare (baseline first)")],
+    run_dirs: Annotated[
+        list[str], typer.Argument(help="one run directory, or two to compare (baseline first), or one sweep directory")
+    ],
     force: Annotated[
         bool,
         typer.Option(
@@ -35,20 +37,26 @@ def report(
         typer.Option(
             "--resamples",
             min=1000,
-            help="two directories: bootstrap resamples of the conversations for the 95% intervals",
+            help="two directories or a sweep: bootstrap resamples of the conversations for the 95% intervals",
         ),
     ] = 2000,
-    seed: Annotated[int, typer.Option("--seed", help="two directories: the bootstrap's seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="two directories or a sweep: the bootstrap's seed")] = 0,
 ) -> None:
     """Recompute summaries from records.jsonl + manifest.json and print the tables.  Two directories: the
     runs must match in dataset content hash, selected question ids, output length, temperature and
     ignore_eos (else refused, or with --force warned); only the (question_id, turn) successful in both
-    are compared, with 95% intervals from a paired bootstrap over conversations (docs/statistics.md)."""
+    are compared, with 95% intervals from a paired bootstrap over conversations (docs/statistics.md).  A sweep
+    directory (it holds sweep.json): every SD cell against its baseline cell, per (method, dataset) tables of
+    speedup, AL and output tok/s by concurrency x draft length, the Pareto front; writes pareto.csv and
+    speedups.csv into it (docs/sweep.md "Report")."""
     from speedbench.analysis.pairing import pair_runs
     from speedbench.report.console import make_console
 
     if len(run_dirs) > 2:
         fail("report takes one run directory, or two to compare")
+    if len(run_dirs) == 1 and _is_sweep(run_dirs[0]):
+        _report_sweep(run_dirs[0], resamples, seed)
+        return
     results = [_load(d) for d in run_dirs]
     pairing = pair_runs(results[0], results[1]) if len(results) == 2 else None
     if pairing is not None and pairing.differences and not force:
@@ -57,6 +65,27 @@ def report(
     _print_runs(run_dirs, results, pairing, console)
     if pairing is not None:
         _print_comparison(run_dirs, results, pairing, console, resamples, seed)
+
+
+def _is_sweep(path: str) -> bool:
+    from pathlib import Path
+
+    return (Path(path) / "sweep.json").is_file()
+
+
+def _report_sweep(path: str, resamples: int, seed: int) -> None:
+    from speedbench.analysis.sweep_report import sweep_tables, write_files
+    from speedbench.report.console import make_console
+    from speedbench.report.sweep import print_sweep_report
+
+    errors: tuple[type[BaseException], ...] = (*user_errors(), OSError)
+    try:
+        report = sweep_tables(path, resamples, seed)
+        files = write_files(report)
+    except errors as e:
+        fail(one_line(e))
+        raise  # unreachable: fail exits
+    print_sweep_report(report, make_console(), [str(f) for f in files])
 
 
 def _load(path: str) -> RunResult:

@@ -7,9 +7,15 @@ the draft position i is accepted with probability a_i given all earlier position
 accepted (``acceptance=a1,...,ak``).  Near the end of the output the draft is capped at the
 remaining budget minus one (the bonus token), so tokens = 1 + steps + accepted holds exactly.
 
-Timing: chunk i of a request is due at arrival + ttft_ms + i * step_ms (fixed schedule,
-no drift).  Faults (fractions of requests): fail_500, fail_reset (connection dropped
-mid-stream), fail_stall (stream stops sending), fail_malformed (a bad SSE line).
+Timing (default, ``cost=fixed``): chunk i of a request is due at arrival + ttft_ms + i * step_ms (fixed
+schedule, no drift), whatever else is in flight.  The in-process engine also has ``-E cost=batch``
+(``MockEngineSettings``): one shared engine loop verifies every request it holds in one step of
+step_time(b, k) = base_ms + per_token_ms * b * (k + 1) (with an optional knee and seeded noise), b being
+the requests really in the batch at that step; ``-E clock=virtual`` runs that loop on a virtual clock
+(no sleeping), read back per request with ``MockEngine.virtual_times``.
+
+Faults (fractions of requests): fail_500, fail_reset (connection dropped mid-stream), fail_stall (stream
+stops sending), fail_malformed (a bad SSE line).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -32,6 +38,8 @@ from speedbench.engines.base import Request, check_sd
 from speedbench.engines.options import parse_options
 from speedbench.prompts import render_completion_prompt
 from speedbench.records import Event, RequestError, SDCounterTotals, SDStats
+
+_S = TypeVar("_S", bound="MockSettings")
 
 
 class MockSettings(BaseModel):
@@ -89,8 +97,8 @@ class MockSettings(BaseModel):
 
     @classmethod
     def from_options(
-        cls, options: dict[str, Any], draft_length: int | None = None, engine: str = "mock"
-    ) -> MockSettings:
+        cls: type[_S], options: dict[str, Any], draft_length: int | None = None, engine: str = "mock"
+    ) -> _S:
         """``-E`` options (``draft_length`` reads as ``k``; else ``draft_length``, the run's k), validated
         like every engine's options (one line naming the key and the accepted ones)."""
         opts: dict[str, Any] = dict(options)
@@ -109,6 +117,63 @@ class MockSettings(BaseModel):
         return total
 
 
+BATCH_FIELDS = ("cost", "clock", "base_ms", "per_token_ms", "knee_tokens", "per_token_ms_after", "noise")
+
+
+class MockEngineSettings(MockSettings):
+    """The in-process engine's options: serve-mock's (``MockSettings``) plus the batched step-time model.
+
+    ``cost=batch``: one engine loop runs steps over the requests it holds; a step takes
+    ``step_time(b, k)`` (``step_ms`` is then unused), plus ``ttft_ms`` when one or more requests join
+    in it (their prefill stalls the batch; a joining request gets its prefill token at the step's end)."""
+
+    cost: str = Field(
+        "fixed", pattern="^(fixed|batch)$", description="fixed: per-request schedule; batch: shared engine loop"
+    )
+    clock: str = Field("wall", pattern="^(wall|virtual)$", description="virtual: the batch loop never sleeps")
+    base_ms: float = Field(5.0, ge=0, description="cost=batch: fixed cost of a step")
+    per_token_ms: float = Field(0.0, ge=0, description="cost=batch: cost per token verified in a step")
+    knee_tokens: int | None = Field(
+        None,
+        ge=0,
+        description="cost=batch: tokens per step (b * (k + 1)) beyond which a token costs per_token_ms_after",
+    )
+    per_token_ms_after: float | None = Field(
+        None, ge=0, description="cost=batch: cost per token past the knee (default per_token_ms)"
+    )
+    noise: float = Field(0.0, ge=0, lt=1, description="cost=batch: step time x U(1-noise, 1+noise), seeded")
+
+    @model_validator(mode="after")
+    def _check_batch(self) -> MockEngineSettings:
+        if self.cost != "batch":
+            changed = [f for f in BATCH_FIELDS[1:] if f in self.model_fields_set]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} need cost=batch")
+        return self
+
+    def step_time_ms(self, b: int, k: int | None = None) -> float:
+        """Noise-free time of one step verifying ``b`` requests with draft length ``k`` (default: ours)."""
+        k = self.k if k is None else k
+        tokens = b * (k + 1)
+        after = self.per_token_ms if self.per_token_ms_after is None else self.per_token_ms_after
+        if self.knee_tokens is not None and tokens > self.knee_tokens:
+            return self.base_ms + self.per_token_ms * self.knee_tokens + after * (tokens - self.knee_tokens)
+        return self.base_ms + self.per_token_ms * tokens
+
+
+@dataclass
+class _Slot:
+    """One request in the batch loop: its chunks and what has been delivered."""
+
+    chunks: list[list[int]]
+    key: tuple[str, int]
+    stop_at: int  # chunks to produce (a reset/stall/malformed fault stops early)
+    next: int = 0
+    waiting: bool = False  # the consumer is blocked on the queue (the loop steps only when all are)
+    gone: bool = False
+    queue: asyncio.Queue[int] = field(default_factory=asyncio.Queue)
+
+
 @dataclass
 class Plan:
     """What the simulator decided for one request."""
@@ -120,6 +185,10 @@ class Plan:
 
 
 VOCAB = 1000
+# cost=batch: event-loop turns the engine loop yields before each step, so closed-loop clients whose reply
+# just ended can send their next request into that step (the load generator's wait_for task, its record
+# keeping and the next request's task take a few turns)
+SETTLE_YIELDS = 8
 
 
 def token_text(tid: int) -> str:
@@ -227,8 +296,16 @@ class MockEngine:
             if str(options.get("k", options.get("draft_length", "0"))).strip() != "0":
                 raise ValueError("--sd none simulates SD off (k = 0): drop -E k / -E draft_length")
             options["k"] = 0
-        self.settings = MockSettings.from_options(options, spec.draft_length, self.name)
+        self.settings = MockEngineSettings.from_options(options, spec.draft_length, self.name)
         self.sim = MockSimulator(self.settings)
+        # cost=batch: the engine loop's state and its modelled clock (ms since the engine was built)
+        self._joining: list[_Slot] = []
+        self._active: list[_Slot] = []
+        self._loop_task: asyncio.Task[None] | None = None
+        self._vclock_ms = 0.0
+        self._vtimes: dict[tuple[str, int], list[float]] = {}
+        self._steps: list[tuple[int, float, float]] = []  # (batch size, duration ms, end ms) per step
+        self._noise = random.Random(f"{self.settings.seed}:step-noise")
         self._in_flight = 0  # requests being streamed now (batch_nondeterminism)
         # -E per_request_stats=false: the engine reports no per-request SD stats (computed once, here)
         self.capabilities = dataclasses.replace(
@@ -240,6 +317,8 @@ class MockEngine:
         return None
 
     async def close(self) -> None:
+        if self._loop_task is not None and not self._loop_task.done():
+            self._loop_task.cancel()
         return None
 
     async def counters(self) -> dict[str, Any] | None:
@@ -250,7 +329,8 @@ class MockEngine:
             "engine": "mock",
             "sd": self.sd,
             "k": self.settings.k,
-            "settings": self.settings.model_dump(),
+            # the default (cost=fixed) description is the same as before the batch model existed
+            "settings": self.settings.model_dump(exclude=None if self.settings.cost == "batch" else set(BATCH_FIELDS)),
             "expected_acceptance_length": self.settings.expected_al(),
         }
 
@@ -262,8 +342,102 @@ class MockEngine:
         finally:
             self._in_flight -= 1
 
+    # --- cost=batch: one engine loop over the requests really held ---------------------------------
+
+    def virtual_times(self, question_id: str, turn: int) -> list[float]:
+        """cost=batch: the modelled time (ms on the engine's clock, virtual or not) at which each chunk
+        of the latest request for (question_id, turn) was produced: the end of the step that made it."""
+        return list(self._vtimes.get((question_id, turn), []))
+
+    @property
+    def virtual_now_ms(self) -> float:
+        """cost=batch: the engine clock: the sum of the step times run so far."""
+        return self._vclock_ms
+
+    def step_log(self) -> list[tuple[int, float, float]]:
+        """cost=batch: (requests in the batch, step time ms, end ms) of every step run so far."""
+        return list(self._steps)
+
+    def _step_duration_ms(self, b: int, joining: bool) -> float:
+        s = self.settings
+        d = s.step_time_ms(b)
+        if s.noise:
+            d *= self._noise.uniform(1 - s.noise, 1 + s.noise)
+        return d + (s.ttft_ms if joining else 0.0)
+
+    async def _engine_loop(self) -> None:
+        clock_wall = self.settings.clock == "wall"
+        while self._joining or self._active:
+            # step only when every consumer has taken what it was given, then let closed-loop
+            # clients whose reply just ended send their next request (they join this step)
+            for _ in range(100_000):
+                if all(sl.waiting or sl.gone for sl in self._active):
+                    break
+                await asyncio.sleep(0)
+            for _ in range(SETTLE_YIELDS):
+                await asyncio.sleep(0)
+            joining, self._joining = self._joining, []
+            batch = [sl for sl in self._active + joining if not sl.gone]
+            if not batch:
+                self._active = []
+                continue
+            t0 = time.perf_counter()
+            dur = self._step_duration_ms(len(batch), bool(joining))
+            if clock_wall:
+                await sleep_until(t0 + dur / 1000.0)
+            self._vclock_ms += dur
+            self._steps.append((len(batch), dur, self._vclock_ms))
+            for sl in batch:
+                if sl.gone:
+                    continue  # cancelled while the step ran: it still cost its share
+                self._vtimes[sl.key].append(self._vclock_ms)
+                sl.queue.put_nowait(sl.next)
+                sl.next += 1
+            self._active = [sl for sl in batch if not sl.gone and sl.next < sl.stop_at]
+        self._loop_task = None
+
+    async def _stream_batch(self, request: Request) -> AsyncIterator[Event]:
+        s = self.settings
+        plan = self.sim.plan(prompt_key(request.messages), request.max_tokens, self._in_flight)
+        if plan.fault == "500":
+            raise RequestError("http_500", "mock injected an internal server error")
+        stop_at = plan.fault_after if plan.fault else len(plan.chunks)
+        slot = _Slot(chunks=plan.chunks, key=(request.question_id, request.turn), stop_at=stop_at)
+        self._vtimes[slot.key] = []
+        try:
+            if stop_at > 0:
+                self._joining.append(slot)
+                if self._loop_task is None:
+                    self._loop_task = asyncio.get_running_loop().create_task(self._engine_loop())
+            for _ in range(stop_at):
+                slot.waiting = True
+                idx = await slot.queue.get()
+                slot.waiting = False
+                ids = plan.chunks[idx]
+                yield Event("chunk", n_tokens=len(ids), text="".join(map(token_text, ids)), token_ids=list(ids))
+        finally:
+            slot.gone = True
+        if plan.fault:
+            self.sim.account(partial_stats(plan.chunks[:stop_at], s.k))
+            if plan.fault == "stall":
+                await asyncio.sleep(s.stall_s)
+            cause = {"reset": "reset", "malformed": "malformed_stream", "stall": "timeout"}[plan.fault]
+            raise RequestError(cause, "mock injected fault")
+        self.sim.account(plan.sd)
+        n = sum(len(c) for c in plan.chunks)
+        yield Event(
+            "final",
+            finish_reason="length",
+            usage={"prompt_tokens": None, "completion_tokens": n},
+            sd=plan.sd if s.per_request_stats else None,
+        )
+
     async def _stream(self, request: Request) -> AsyncIterator[Event]:
         s = self.settings
+        if s.cost == "batch":
+            async for ev in self._stream_batch(request):
+                yield ev
+            return
         plan = self.sim.plan(prompt_key(request.messages), request.max_tokens, self._in_flight)
         t0 = time.perf_counter()
         if plan.fault == "500":

@@ -1,0 +1,188 @@
+"""Console tables of a sweep report (``speedbench report SWEEP_DIR``): per (SD method, dataset, engine options)
+a concurrency x draft length table of the speedup over the paired baseline, of AL and of output tok/s, and the
+Pareto front of output tok/s against mean per-user tok/s.  The figures come from ``analysis.sweep_report``; this
+module only draws them (it reads them through the protocols below: ``report/`` never imports ``analysis/``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+BEST = "*"
+
+
+class Interval(Protocol):
+    @property
+    def point(self) -> float | None: ...
+    @property
+    def lo(self) -> float | None: ...
+    @property
+    def hi(self) -> float | None: ...
+    @property
+    def significant(self) -> bool | None: ...
+
+
+class Cell(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def sd(self) -> str: ...
+    @property
+    def k(self) -> int: ...
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def dataset(self) -> str: ...
+    @property
+    def output_tps(self) -> float | None: ...
+    @property
+    def user_tps_mean(self) -> float | None: ...
+    @property
+    def speedup(self) -> Interval | None: ...
+    @property
+    def al(self) -> Interval | None: ...
+    @property
+    def note(self) -> str: ...
+
+
+class GridTable(Protocol):
+    @property
+    def title(self) -> str: ...
+    @property
+    def concurrencies(self) -> tuple[int, ...]: ...
+    @property
+    def ks(self) -> tuple[int, ...]: ...
+    @property
+    def cells(self) -> Mapping[tuple[int, int], Cell]: ...
+    @property
+    def best_k(self) -> Mapping[int, int | None]: ...
+
+
+class Report(Protocol):
+    @property
+    def cells(self) -> Sequence[Cell]: ...
+    @property
+    def tables(self) -> Sequence[GridTable]: ...
+    @property
+    def on_front(self) -> Mapping[str, bool]: ...
+    @property
+    def resamples(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
+
+
+def interval_text(e: Interval | None, digits: int = 2) -> str:
+    """'1.23 [1.10, 1.35]', with ' n.s.' when the interval holds 1; the point alone without an interval."""
+    if e is None or e.point is None:
+        return "-"
+    text = f"{e.point:.{digits}f}"
+    if e.lo is not None and e.hi is not None:
+        text += f" [{e.lo:.{digits}f}, {e.hi:.{digits}f}]"
+        if e.significant is False:
+            text += " n.s."
+    return text
+
+
+def _f(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+class Footnotes:
+    """Numbered notes of the cells shown as '-' (one number per distinct note)."""
+
+    def __init__(self) -> None:
+        self.notes: dict[str, int] = {}
+
+    def mark(self, cell: Cell) -> str:
+        if not cell.note:
+            return ""
+        n = self.notes.setdefault(cell.note, len(self.notes) + 1)
+        return f" ({n})"
+
+    def lines(self) -> list[str]:
+        return [f"({n}) {note}" for note, n in self.notes.items()]
+
+
+def grid_table(
+    t: GridTable, what: str, text: Callable[[Cell], str], notes: Footnotes, mark_best: bool = False
+) -> Table:
+    """Rows concurrency, columns draft length; ``text`` draws a cell; the best draft length per row gets ``*``."""
+    table = Table(title=f"{what}: {t.title}")
+    table.add_column("concurrency", justify="right")
+    for k in t.ks:
+        table.add_column(f"k={k}", justify="right")
+    for c in t.concurrencies:
+        row = []
+        for k in t.ks:
+            cell = t.cells.get((c, k))
+            if cell is None:
+                row.append("")
+                continue
+            raw = text(cell)
+            if raw == "-":
+                row.append(escape(raw + notes.mark(cell)))
+            elif mark_best and t.best_k.get(c) == k:
+                row.append(f"[bold]{escape(raw)} {BEST}[/bold]")
+            else:
+                row.append(escape(raw))
+        table.add_row(str(c), *row)
+    return table
+
+
+def _speedup(cell: Cell) -> str:
+    return interval_text(cell.speedup)
+
+
+def _al(cell: Cell) -> str:
+    return interval_text(cell.al)
+
+
+def _output(cell: Cell) -> str:
+    return _f(cell.output_tps)
+
+
+def pareto_table(report: Report) -> Table:
+    table = Table(title="Output tok/s vs mean per-user tok/s (every cell; * = on the Pareto front)")
+    for name in ("cell", "sd", "k", "c", "dataset", "output tok/s", "user tok/s", "speedup", "front"):
+        table.add_column(name, justify="left" if name in ("cell", "sd", "dataset") else "right")
+    for c in report.cells:
+        table.add_row(
+            escape(c.id),
+            escape(c.sd),
+            str(c.k),
+            str(c.concurrency),
+            escape(c.dataset),
+            _f(c.output_tps),
+            _f(c.user_tps_mean),
+            "" if c.sd == "none" else escape(interval_text(c.speedup)),
+            BEST if report.on_front.get(c.id) else "",
+        )
+    return table
+
+
+def print_sweep_report(report: Report, console: Console, files: Sequence[str] = ()) -> None:
+    notes = Footnotes()
+    for t in report.tables:
+        console.print(grid_table(t, "Speedup over the baseline", _speedup, notes, mark_best=True))
+        console.print(grid_table(t, "AL", _al, notes))
+        console.print(grid_table(t, "Output tok/s", _output, notes))
+    console.print(pareto_table(report))
+    console.print(
+        escape(
+            "speedup = mean user tok/s of the SD cell / of its baseline cell (sd none, same dataset, concurrency and "
+            "engine options) over their paired requests; [lo, hi] = 95% percentile interval of a paired bootstrap "
+            f"over conversations ({report.resamples} resamples, seed {report.seed}); n.s. = the interval holds 1; "
+            f"{BEST} = the best draft length of the row (highest speedup among the significantly faster, else the "
+            "highest). AL = mean over the SD cell's paired requests of 1 + accepted/steps with its interval, or "
+            "without an interval the run's AL over drafted steps. Output tok/s: each cell's run summary."
+        ),
+        soft_wrap=True,
+    )
+    for line in notes.lines():
+        console.print(escape(line), soft_wrap=True)
+    for f in files:
+        console.print(escape(f"wrote {f}"), soft_wrap=True)
