@@ -26,7 +26,7 @@ import hashlib
 import os
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -305,6 +305,11 @@ class MockEngine:
         self._vclock_ms = 0.0
         self._vtimes: dict[tuple[str, int], list[float]] = {}
         self._steps: list[tuple[int, float, float]] = []  # (batch size, duration ms, end ms) per step
+        # clock=virtual: the load generator reads this clock instead of the wall clock (load/generator.clock_of),
+        # so every timestamp of the run is modelled time and no figure depends on how busy the machine is
+        self.clock_ns: Callable[[], int] | None = (
+            (lambda: int(round(self._vclock_ms * 1_000_000))) if self.settings.clock == "virtual" else None
+        )
         self._noise = random.Random(f"{self.settings.seed}:step-noise")
         self._in_flight = 0  # requests being streamed now (batch_nondeterminism)
         # -E per_request_stats=false: the engine reports no per-request SD stats (computed once, here)

@@ -2,7 +2,8 @@
 
 ``concurrency`` workers each take the next conversation from a queue and send its turns one
 after another; each later turn carries the model's own earlier replies.  Every chunk is
-timestamped here with ``time.perf_counter_ns()`` as it arrives (engines never time).  Each
+timestamped here with ``time.perf_counter_ns()`` as it arrives (engines never time; an engine that
+simulates time, the mock with ``-E clock=virtual``, lends its clock instead: ``clock_of``).  Each
 finished turn becomes a RequestRecord handed to ``on_record`` at once (the run directory
 appends and flushes it), so an interrupted run loses only requests in flight.
 
@@ -88,6 +89,14 @@ class Breaker:
         return self.reason is not None
 
 
+def clock_of(engine: Engine) -> Callable[[], int]:
+    """The clock every timestamp of a run is read from: ``time.perf_counter_ns``, or the engine's own
+    ``clock_ns`` when it simulates time (the mock's virtual clock: then figures are modelled time, immune to a
+    busy machine)."""
+    own = getattr(engine, "clock_ns", None)
+    return own if callable(own) else time.perf_counter_ns
+
+
 async def send(
     engine: Engine, req: Request, timeout_s: float | None, segment: int = 0, attempt: int = 0
 ) -> RequestRecord:
@@ -107,13 +116,14 @@ async def send(
     ids_exact = True
     final: list[Event] = []
     chunk_ns, chunk_tokens = rec.chunk_ns, rec.chunk_tokens
+    now = clock_of(engine)
 
     async def consume() -> None:
         nonlocal ids_exact
         # start is taken here, inside the task that sends, so task scheduling is not counted as latency
-        rec.start_ns = time.perf_counter_ns()
+        rec.start_ns = now()
         async for ev in engine.stream(req):
-            t = time.perf_counter_ns()
+            t = now()
             if ev.kind == "chunk":
                 chunk_ns.append(t)
                 chunk_tokens.append(ev.n_tokens)
@@ -127,7 +137,7 @@ async def send(
             else:
                 final.append(ev)
 
-    rec.start_ns = time.perf_counter_ns()  # replaced by consume(); kept for a timeout before it ran
+    rec.start_ns = now()  # replaced by consume(); kept for a timeout before it ran
     try:
         await asyncio.wait_for(consume(), timeout_s)
     except asyncio.TimeoutError:
@@ -141,7 +151,7 @@ async def send(
         raise
     except Exception as e:  # an engine bug must still leave a record with its cause
         rec.error = {"cause": "client_exception", "detail": f"{type(e).__name__}: {e}"}
-    rec.end_ns = time.perf_counter_ns()
+    rec.end_ns = now()
     rec.output_text = "".join(texts)
     rec.reasoning_text = "".join(thoughts)
     if rec.error is None and not final:
@@ -208,7 +218,7 @@ async def run_load(
         result.warmup_errors = [f"{r.question_id}: {r.error['cause']}" for r in recs if r.error]
 
     result.counters_before = await engine.counters()
-    result.measure_start_ns = time.perf_counter_ns()
+    result.measure_start_ns = clock_of(engine)()
     queue: asyncio.Queue[Sample] = asyncio.Queue()
     for s in pending:
         queue.put_nowait(s)
@@ -270,7 +280,7 @@ async def run_load(
 
     n_workers = max(1, min(settings.concurrency, len(pending)))
     await asyncio.gather(*(worker() for _ in range(n_workers)))
-    result.measure_end_ns = time.perf_counter_ns()
+    result.measure_end_ns = clock_of(engine)()
     result.stopped = breaker.reason
     result.counters_after = await engine.counters()
     return result
