@@ -28,7 +28,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -402,7 +402,6 @@ class MockEngine:
         self._loop_task = None
 
     async def _stream_batch(self, request: Request) -> AsyncIterator[Event]:
-        s = self.settings
         plan = self.sim.plan(prompt_key(request.messages), request.max_tokens, self._in_flight)
         if plan.fault == "500":
             raise RequestError("http_500", "mock injected an internal server error")
@@ -423,19 +422,8 @@ class MockEngine:
         finally:
             slot.gone = True
         if plan.fault:
-            self.sim.account(partial_stats(plan.chunks[:stop_at], s.k))
-            if plan.fault == "stall":
-                await asyncio.sleep(s.stall_s)
-            cause = {"reset": "reset", "malformed": "malformed_stream", "stall": "timeout"}[plan.fault]
-            raise RequestError(cause, "mock injected fault")
-        self.sim.account(plan.sd)
-        n = sum(len(c) for c in plan.chunks)
-        yield Event(
-            "final",
-            finish_reason="length",
-            usage={"prompt_tokens": None, "completion_tokens": n},
-            sd=plan.sd if s.per_request_stats else None,
-        )
+            await self._fail(plan, stop_at)
+        yield self._final(plan)
 
     async def _stream(self, request: Request) -> AsyncIterator[Event]:
         s = self.settings
@@ -449,18 +437,28 @@ class MockEngine:
             raise RequestError("http_500", "mock injected an internal server error")
         for i, ids in enumerate(plan.chunks):
             if plan.fault and i == plan.fault_after:
-                self.sim.account(partial_stats(plan.chunks[:i], s.k))
-                if plan.fault == "stall":
-                    await asyncio.sleep(s.stall_s)
-                cause = {"reset": "reset", "malformed": "malformed_stream", "stall": "timeout"}[plan.fault]
-                raise RequestError(cause, "mock injected fault")
+                await self._fail(plan, i)
             await sleep_until(t0 + (s.ttft_ms + i * s.step_ms) / 1000.0)
             yield Event("chunk", n_tokens=len(ids), text="".join(map(token_text, ids)), token_ids=list(ids))
+        yield self._final(plan)
+
+    async def _fail(self, plan: Plan, delivered: int) -> NoReturn:
+        """An injected fault after ``delivered`` chunks: the engine counts the steps it ran, then the stream fails."""
+        s = self.settings
+        assert plan.fault is not None  # called only for a planned fault
+        self.sim.account(partial_stats(plan.chunks[:delivered], s.k))
+        if plan.fault == "stall":
+            await asyncio.sleep(s.stall_s)
+        cause = {"reset": "reset", "malformed": "malformed_stream", "stall": "timeout"}[plan.fault]
+        raise RequestError(cause, "mock injected fault")
+
+    def _final(self, plan: Plan) -> Event:
+        """The end of a reply that was sent whole: the engine counts it, and the final event carries usage and stats."""
         self.sim.account(plan.sd)
         n = sum(len(c) for c in plan.chunks)
-        yield Event(
+        return Event(
             "final",
             finish_reason="length",
             usage={"prompt_tokens": None, "completion_tokens": n},
-            sd=plan.sd if s.per_request_stats else None,
+            sd=plan.sd if self.settings.per_request_stats else None,
         )

@@ -182,7 +182,7 @@ def _interval(e: Interval, digits: int = 2, sign: bool = False) -> str:
     return f"[{fmt.format(e.lo)}, {fmt.format(e.hi)}]" + (" n.s." if e.significant is False else "")
 
 
-def _with_interval(e: Interval, digits: int = 2, sign: bool = False) -> str:
+def with_interval(e: Interval, digits: int = 2, sign: bool = False) -> str:
     """'point [lo, hi]' (and 'n.s.'); the point alone when there is no interval; '-' when there is no point."""
     if e.point is None:
         return "-"
@@ -224,8 +224,8 @@ def comparison_table(rows: Sequence[ComparisonRow], base_name: str, other_name: 
         t.add_row(
             r.category,
             str(r.paired),
-            _with_interval(s["al_a"], 3),
-            _with_interval(s["al_b"], 3),
+            with_interval(s["al_a"], 3),
+            with_interval(s["al_b"], 3),
             _f(r.a.user_tps.mean, 1),
             _f(r.b.user_tps.mean, 1),
             "-" if r.speedup is None else f"{r.speedup:.2f}x",
@@ -272,10 +272,10 @@ def ratios_table(
         t.add_row(
             r.category,
             str(s.conversations),
-            _with_interval(s["ttft_ratio"]),
-            _with_interval(s["e2e_ratio"]),
-            _with_interval(s["system_tps_ratio"]),
-            _with_interval(s["al_diff"], 3, sign=True),
+            with_interval(s["ttft_ratio"]),
+            with_interval(s["e2e_ratio"]),
+            with_interval(s["system_tps_ratio"]),
+            with_interval(s["al_diff"], 3, sign=True),
             "-" if needed is None else str(needed),
             style="bold" if i == len(rows) - 1 else None,
         )

@@ -1,7 +1,8 @@
 """Console tables of a sweep report (``speedbench report SWEEP_DIR``): per (SD method, dataset, engine options)
 a concurrency x draft length table of the speedup over the paired baseline, of AL and of output tok/s, and the
 Pareto front of output tok/s against mean per-user tok/s.  The figures come from ``analysis.sweep_report``; this
-module only draws them (it reads them through the protocols below: ``report/`` never imports ``analysis/``)."""
+module only draws them (it reads them through the protocols below and console's ``Interval``: ``report/`` never
+imports ``analysis/``)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from speedbench.report.console import Interval, with_interval
+
 BEST = "*"
-
-
-class Interval(Protocol):
-    @property
-    def point(self) -> float | None: ...
-    @property
-    def lo(self) -> float | None: ...
-    @property
-    def hi(self) -> float | None: ...
-    @property
-    def significant(self) -> bool | None: ...
 
 
 class Cell(Protocol):
@@ -77,14 +69,7 @@ class Report(Protocol):
 
 def interval_text(e: Interval | None, digits: int = 2) -> str:
     """'1.23 [1.10, 1.35]', with ' n.s.' when the interval holds 1; the point alone without an interval."""
-    if e is None or e.point is None:
-        return "-"
-    text = f"{e.point:.{digits}f}"
-    if e.lo is not None and e.hi is not None:
-        text += f" [{e.lo:.{digits}f}, {e.hi:.{digits}f}]"
-        if e.significant is False:
-            text += " n.s."
-    return text
+    return "-" if e is None else with_interval(e, digits)
 
 
 def _f(v: float | None, digits: int = 1) -> str:

@@ -8,18 +8,15 @@ records, a manifest that is not valid, or one written by a newer speedbench (a f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from pydantic import ValidationError
 
 from speedbench.metrics.aggregate import summarize
 from speedbench.metrics.models import RunSummary
 from speedbench.records import RequestRecord, final_attempts
 from speedbench.results.manifest import MANIFEST_SCHEMA_VERSION, Manifest
-from speedbench.results.rundir import RunDir, RunDirError
+from speedbench.results.rundir import RunDir, RunDirError, parse_versioned
 
 
 @dataclass(frozen=True)
@@ -37,25 +34,7 @@ class RunResult:
 
 def parse_manifest(path: Path, text: str) -> Manifest:
     """A manifest from its JSON text; one-line RunDirError when it cannot be read."""
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise RunDirError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(raw, dict):
-        raise RunDirError(f"{path}: not a speedbench manifest (a JSON object is expected)")
-    version = raw.get("schema_version", 0)
-    if not isinstance(version, int) or version > MANIFEST_SCHEMA_VERSION:
-        raise RunDirError(
-            f"{path}: written by a newer speedbench (manifest schema {version}; this one reads up to "
-            f"{MANIFEST_SCHEMA_VERSION}): upgrade speedbench to read it"
-        )
-    try:
-        return Manifest.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "value"
-        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise RunDirError(f"{path}: field {loc}: {err['msg']}{more}; is this a speedbench run directory?") from None
+    return parse_versioned(path, text, Manifest, MANIFEST_SCHEMA_VERSION, "manifest", "manifest", "run directory")
 
 
 def read_manifest(run_dir: RunDir) -> Manifest:

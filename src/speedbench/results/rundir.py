@@ -13,7 +13,9 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from speedbench.atomic import atomic_write, atomic_write_with
 from speedbench.config import Secrets
@@ -26,6 +28,34 @@ if TYPE_CHECKING:
 
 class RunDirError(ValueError):
     pass
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_versioned(path: Path, text: str, model: type[M], max_version: int, kind: str, schema: str, folder: str) -> M:
+    """A typed JSON file (manifest.json, sweep.json) from its text; one-line RunDirError when it is not JSON, not a
+    JSON object, from a newer schema than ``max_version``, or not a valid ``model`` (``kind``: what the file is,
+    ``schema``: the schema's name, ``folder``: the directory it belongs in, as the messages name them)."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(raw, dict):
+        raise RunDirError(f"{path}: not a speedbench {kind} (a JSON object is expected)")
+    version = raw.get("schema_version", 0)
+    if not isinstance(version, int) or version > max_version:
+        raise RunDirError(
+            f"{path}: written by a newer speedbench ({schema} schema {version}; this one reads up to "
+            f"{max_version}): upgrade speedbench to read it"
+        )
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "value"
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise RunDirError(f"{path}: field {loc}: {err['msg']}{more}; is this a speedbench {folder}?") from None
 
 
 class RunDir:

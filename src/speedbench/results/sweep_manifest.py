@@ -16,13 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from speedbench import __version__
 from speedbench.atomic import atomic_write
 from speedbench.config import RunConfig, Secrets, redact
 from speedbench.results.manifest import utc_now
-from speedbench.results.rundir import RunDirError
+from speedbench.results.rundir import RunDirError, parse_versioned
 
 # 1: the first typed form.
 SWEEP_SCHEMA_VERSION = 1
@@ -320,22 +320,7 @@ def read_sweep(path: str | Path) -> SweepManifest:
     file = Path(path) / SWEEP_FILE
     if not file.exists():
         raise RunDirError(f"{file}: not found; is {path} a speedbench sweep directory?")
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise RunDirError(f"{file}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(raw, dict):
-        raise RunDirError(f"{file}: not a speedbench sweep manifest (a JSON object is expected)")
-    version = raw.get("schema_version", 0)
-    if not isinstance(version, int) or version > SWEEP_SCHEMA_VERSION:
-        raise RunDirError(
-            f"{file}: written by a newer speedbench (sweep schema {version}; this one reads up to "
-            f"{SWEEP_SCHEMA_VERSION}): upgrade speedbench to read it"
-        )
-    try:
-        return SweepManifest.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "value"
-        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise RunDirError(f"{file}: field {loc}: {err['msg']}{more}; is this a speedbench sweep directory?") from None
+    text = file.read_text(encoding="utf-8")
+    return parse_versioned(
+        file, text, SweepManifest, SWEEP_SCHEMA_VERSION, "sweep manifest", "sweep", "sweep directory"
+    )
