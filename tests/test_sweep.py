@@ -21,6 +21,7 @@ from speedbench.results.loader import load_run
 from speedbench.results.rundir import RunDirError
 from speedbench.results.sweep_manifest import SweepGrid, read_sweep
 from speedbench.usecases import sweep as uc
+from speedbench.usecases import sweep_plan as plan_uc
 
 runner = CliRunner()
 FAST = ["--engine", "mock", "-E", "step_ms=1", "-E", "ttft_ms=1", "-n", "4", "--output-len", "16"]
@@ -34,10 +35,10 @@ CELLS = [
 ]
 
 
-def _config(kind: str, launch: bool = False, **grid) -> uc.SweepConfig:
+def _config(kind: str, launch: bool = False, **grid) -> plan_uc.SweepConfig:
     engine = EngineSpec(kind=kind, launch=launch, model="m.gguf" if launch else None)
     defaults = {"concurrency": [1, 4], "draft_length": [1, 2], "sd": ["ngram"]}
-    return uc.SweepConfig(grid=SweepGrid(**{**defaults, **grid}), run=RunConfig(engine=engine))
+    return plan_uc.SweepConfig(grid=SweepGrid(**{**defaults, **grid}), run=RunConfig(engine=engine))
 
 
 def _records(path: Path) -> list[dict]:
@@ -58,7 +59,7 @@ def _keys(sweep_dir: Path) -> set[tuple[str, str, int]]:
 def test_grid_expansion_and_vllm_like_launch_groups(tmp_path):
     """sd [ngram] x k [1,2] x c [1,4] + the baseline: 6 cells; vLLM (batch cap only) shares one server per SD
     setting: 3 launch groups, each sized for concurrency 4."""
-    cells, groups = uc.expand(_config("vllm", launch=True), tmp_path)
+    cells, groups = plan_uc.expand(_config("vllm", launch=True), tmp_path)
     assert [c.id for c in cells] == [
         "sd-none_k-0_c-1_ds-starter",
         "sd-none_k-0_c-4_ds-starter",
@@ -86,13 +87,13 @@ def test_grid_expansion_and_vllm_like_launch_groups(tmp_path):
     assert cell.baseline == "sd-none_k-0_c-1_ds-starter" and by_id[cell.baseline].baseline is None
     assert by_id["sd-none_k-0_c-4_ds-starter"].cfg.engine.sd == "none"
     # the mock only caps the batch too
-    _, mock_groups = uc.expand(_config("mock"), tmp_path)
+    _, mock_groups = plan_uc.expand(_config("mock"), tmp_path)
     assert [(g.id, g.max_concurrency) for g in mock_groups] == [(g.id, 4) for g in groups]
 
 
 @pytest.mark.parametrize("kind, launch", [("reference", False), ("llamacpp", True)])
 def test_engines_whose_batch_cap_changes_the_measure_start_once_per_concurrency(tmp_path, kind, launch):
-    cells, groups = uc.expand(_config(kind, launch), tmp_path)
+    cells, groups = plan_uc.expand(_config(kind, launch), tmp_path)
     assert len(cells) == 6 and len(groups) == 6
     assert [(g.id, g.max_concurrency) for g in groups] == [
         ("sd-none_k-0_c-1", 1),
@@ -104,8 +105,8 @@ def test_engines_whose_batch_cap_changes_the_measure_start_once_per_concurrency(
     ]
     assert all(len(g.cells) == 1 and g.per_concurrency for g in groups)
     # attached, llama.cpp is what it is: no relaunch
-    assert uc.relaunch_per_concurrency(EngineSpec(kind="llamacpp", base_url="http://x/v1")) is False
-    assert uc.relaunch_per_concurrency(EngineSpec(kind="vllm", launch=True)) is False
+    assert plan_uc.relaunch_per_concurrency(EngineSpec(kind="llamacpp", base_url="http://x/v1")) is False
+    assert plan_uc.relaunch_per_concurrency(EngineSpec(kind="vllm", launch=True)) is False
 
 
 def test_engine_option_axis_datasets_and_the_baseline_per_combination(tmp_path):
@@ -116,7 +117,7 @@ def test_engine_option_axis_datasets_and_the_baseline_per_combination(tmp_path):
         dataset=["starter", "speed:throughput_1k"],
         engine_options={"fail_500": [0, "0.5"]},
     )
-    cells, groups = uc.expand(config, tmp_path)
+    cells, groups = plan_uc.expand(config, tmp_path)
     # (baseline + ngram k3) x 2 option values x 2 datasets x 1 concurrency
     assert len(cells) == 8 and len(groups) == 4
     ids = {c.id for c in cells}
@@ -127,8 +128,8 @@ def test_engine_option_axis_datasets_and_the_baseline_per_combination(tmp_path):
     # ignore_eos by default on throughput (and synthetic) datasets only; an explicit choice holds everywhere
     assert {c.settings.dataset: c.cfg.ignore_eos for c in cells} == {"starter": False, "speed:throughput_1k": True}
     explicit = config.model_copy(update={"ignore_eos": False})
-    assert not any(c.cfg.ignore_eos for c in uc.expand(explicit, tmp_path)[0])
-    assert uc.fixed_length_dataset("/data/synthetic-isl1000.jsonl") and not uc.fixed_length_dataset("mtbench")
+    assert not any(c.cfg.ignore_eos for c in plan_uc.expand(explicit, tmp_path)[0])
+    assert plan_uc.fixed_length_dataset("/data/synthetic-isl1000.jsonl") and not plan_uc.fixed_length_dataset("mtbench")
 
 
 @pytest.mark.parametrize(
@@ -155,16 +156,16 @@ def test_engine_option_axis_datasets_and_the_baseline_per_combination(tmp_path):
     ],
 )
 def test_bad_configs_are_refused_in_one_line_naming_the_field(data, message):
-    with pytest.raises(uc.SweepConfigError) as e:
-        uc.sweep_config(data)
+    with pytest.raises(plan_uc.SweepConfigError) as e:
+        plan_uc.sweep_config(data)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
 def test_one_server_per_sd_setting_gives_the_settings():
-    config = uc.sweep_config(
+    config = plan_uc.sweep_config(
         {"run": {"engine": {"kind": "openai"}}, "urls": {"ngram:k3": "http://b/v1", "none": "http://a/v1"}}
     )
-    assert [(s.sd, s.k, s.url) for s in uc.sd_settings(config)] == [
+    assert [(s.sd, s.k, s.url) for s in plan_uc.sd_settings(config)] == [
         ("none", 0, "http://a/v1"),
         ("ngram", 3, "http://b/v1"),
     ]
@@ -222,7 +223,9 @@ num_requests = 4
     # --concurrency replaced the file's list; the file's k list and engine option axis stay
     assert "4 cells in 4 launch groups" in res.output
     assert "sd-ngram_k-3_c-8_ds-starter_E-fail-500=0" in res.output and "_c-1_" not in res.output
-    config = uc.sweep_config(uc.merge(uc.read_toml(toml), {"run": {"engine": {"options": {"ttft_ms": "1"}}}}))
+    config = plan_uc.sweep_config(
+        plan_uc.merge(plan_uc.read_toml(toml), {"run": {"engine": {"options": {"ttft_ms": "1"}}}})
+    )
     assert config.run.engine.options == {"step_ms": "1", "ttft_ms": "1"} and config.run.output_len == 16
     assert config.grid.draft_length == [1, 2, 3] and config.run.warmup == 0
 
@@ -384,7 +387,7 @@ def test_resume_refuses_flags_that_would_change_the_sweep(tmp_path):
 # ---------------------------------------------------------------------------------------------- launch groups
 
 
-def _plan(tmp_path, **grid) -> uc.SweepPlan:
+def _plan(tmp_path, **grid) -> plan_uc.SweepPlan:
     run = RunConfig(
         engine=EngineSpec(kind="mock", options={"step_ms": "1", "ttft_ms": "1"}),
         output_len=16,
@@ -392,7 +395,7 @@ def _plan(tmp_path, **grid) -> uc.SweepPlan:
         dataset={"num_requests": 2},
     )
     defaults = {"concurrency": [1, 2, 4], "draft_length": [2], "sd": ["ngram"]}
-    return uc.build_plan(uc.SweepConfig(grid=SweepGrid(**{**defaults, **grid}), run=run), tmp_path / "sweep")
+    return plan_uc.build_plan(plan_uc.SweepConfig(grid=SweepGrid(**{**defaults, **grid}), run=run), tmp_path / "sweep")
 
 
 def test_a_launch_group_opens_its_engine_once(tmp_path, monkeypatch):
@@ -414,7 +417,7 @@ def test_a_launch_group_opens_its_engine_once(tmp_path, monkeypatch):
     monkeypatch.setattr(run_uc, "open_engine", counting_open)
     monkeypatch.setattr(MockEngine, "start", counting_start)
     plan = _plan(tmp_path)
-    sdir, manifest = uc.create(plan)
+    sdir, manifest = plan_uc.create(plan)
     final = uc.run_sweep(plan, sdir, manifest)
     assert uc.exit_status(final) == 0 and len(final.cells) == 6
     assert opened == [("none", 4), ("ngram", 4)] and len(started) == 2
@@ -441,7 +444,7 @@ def test_an_engine_that_does_not_start_fails_its_group_only(tmp_path, monkeypatc
 
     monkeypatch.setattr(MockEngine, "start", start)
     plan = _plan(tmp_path, concurrency=[1, 2])
-    sdir, manifest = uc.create(plan)
+    sdir, manifest = plan_uc.create(plan)
     events: list[str] = []
     final = uc.run_sweep(plan, sdir, manifest, on_event=lambda ev: events.append(ev.kind))
     assert uc.exit_status(final) == 1 and final.status == "failed"
@@ -494,23 +497,23 @@ def test_attached_one_server_per_sd_setting(tmp_path):
 def test_secrets_stay_out_of_sweep_json_and_resume_needs_the_credentials_again(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-sweep-secret-key")
     url = "http://user:pw-sweep-secret@127.0.0.1:9/v1"
-    config = uc.sweep_config(
+    config = plan_uc.sweep_config(
         {"grid": {"concurrency": [1]}, "urls": {"none": url, "ngram:k2": url}, "run": {"engine": {"kind": "openai"}}}
     )
-    plan = uc.build_plan(config, tmp_path / "sweep")
-    sdir, _ = uc.create(plan)
+    plan = plan_uc.build_plan(config, tmp_path / "sweep")
+    sdir, _ = plan_uc.create(plan)
     text = sdir.sweep_path.read_text()
     assert "pw-sweep-secret" not in text and "sk-sweep-secret-key" not in text and "***@127.0.0.1" in text
     with pytest.raises(RunDirError, match="credentials that are not saved: pass it again"):
-        uc.resume_plan(sdir.path)
-    again = uc.SweepConfig(urls={"none": url, "ngram:k2": url})
-    plan2, _, saved = uc.resume_plan(sdir.path, again)
+        plan_uc.resume_plan(sdir.path)
+    again = plan_uc.SweepConfig(urls={"none": url, "ngram:k2": url})
+    plan2, _, saved = plan_uc.resume_plan(sdir.path, again)
     assert plan2.cell("sd-ngram_k-2_c-1_ds-starter").cfg.engine.base_url == url and saved.status == "created"
 
 
 def test_a_second_process_on_a_running_sweep_is_refused(tmp_path):
     plan = _plan(tmp_path, concurrency=[1])
-    sdir, manifest = uc.create(plan)
+    sdir, manifest = plan_uc.create(plan)
     with sdir.lock():  # another process running it
         res = runner.invoke(app, ["sweep", "--resume", str(sdir.path), "--no-progress"])
     assert res.exit_code == 2 and "is being run by another speedbench sweep" in res.output, res.output

@@ -1,4 +1,5 @@
-"""``speedbench sweep``: flags (and a TOML file) -> SweepConfig -> usecases/sweep.py; plan, progress lines."""
+"""``speedbench sweep``: flags (and a TOML file) -> SweepConfig (usecases/sweep_plan.py) -> the runner
+(usecases/sweep.py); plan, progress lines."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from speedbench.results.sweep_manifest import SweepManifest
-    from speedbench.usecases.sweep import SweepEvent, SweepPlan
+    from speedbench.usecases.sweep import SweepEvent
+    from speedbench.usecases.sweep_plan import SweepPlan
 
 # a long cell prints a line this often when the output is not a terminal (CI, nohup): alive, never spam
 HEARTBEAT_S = 60.0
@@ -166,6 +168,7 @@ def sweep(
     cell failed, 2 for bad input, 130 when interrupted (finish with --resume DIR)."""
     from speedbench.report.console import make_console
     from speedbench.usecases import sweep as uc
+    from speedbench.usecases import sweep_plan as plan_uc
 
     console = make_console()
     protect_console()
@@ -175,21 +178,23 @@ def sweep(
             extra = sorted(given - RESUME_FLAGS)
             if extra:
                 flag = "--" + extra[0].replace("_", "-")
-                raise uc.SweepConfigError(
+                raise plan_uc.SweepConfigError(
                     f"{flag} with --resume: a resumed sweep keeps its grid and settings (only --base-url, "
                     "--metrics-url and --url may be given again, for their credentials); start a new sweep to change it"
                 )
-            again = uc.SweepConfig.model_validate(_flags_dict(locals(), given & {"base_url", "metrics_url", "url"}))
-            the_plan, sdir, saved = uc.resume_plan(resume, again)
+            again = plan_uc.SweepConfig.model_validate(
+                _flags_dict(locals(), given & {"base_url", "metrics_url", "url"})
+            )
+            the_plan, sdir, saved = plan_uc.resume_plan(resume, again)
         else:
             if retry_failed:
-                raise uc.SweepConfigError("--retry-failed goes with --resume DIR")
-            data = uc.read_toml(config) if config is not None else {}
-            cfg = uc.sweep_config(uc.merge(data, _flags_dict(locals(), given)))
-            protect_console(uc.sweep_secrets(cfg))
-            the_plan = uc.build_plan(cfg)
+                raise plan_uc.SweepConfigError("--retry-failed goes with --resume DIR")
+            data = plan_uc.read_toml(config) if config is not None else {}
+            cfg = plan_uc.sweep_config(plan_uc.merge(data, _flags_dict(locals(), given)))
+            protect_console(plan_uc.sweep_secrets(cfg))
+            the_plan = plan_uc.build_plan(cfg)
             saved = None
-        protect_console(uc.sweep_secrets(the_plan.config))
+        protect_console(plan_uc.sweep_secrets(the_plan.config))
     except user_errors() as e:
         fail(one_line(e))
         return
@@ -199,7 +204,7 @@ def sweep(
         return
     try:
         if saved is None:
-            sdir, manifest = uc.create(the_plan)
+            sdir, manifest = plan_uc.create(the_plan)
         else:
             manifest = saved
     except user_errors() as e:
@@ -252,7 +257,7 @@ def _given(ctx: typer.Context) -> set[str]:
 
 
 def _ints(flag: str, text: str) -> list[int]:
-    from speedbench.usecases.sweep import SweepConfigError
+    from speedbench.usecases.sweep_plan import SweepConfigError
 
     try:
         return [int(x) for x in text.split(",") if x.strip()]
@@ -265,7 +270,7 @@ def _words(text: str) -> list[str]:
 
 
 def _pairs(flag: str, values: list[str]) -> list[tuple[str, str]]:
-    from speedbench.usecases.sweep import SweepConfigError
+    from speedbench.usecases.sweep_plan import SweepConfigError
 
     out = []
     for v in values:
