@@ -5,14 +5,18 @@ the throughput / per-user-speed Pareto front (docs/sweep.md "Report").
 ``sweep.json`` only says which cells there are, their settings, their baseline and their status; every figure
 is recomputed from the cell's run directory (``results.loader.load_run``):
 
-- speedup: ``analysis.pairing.compare_paired`` of the baseline cell (A) and the SD cell (B), overall row: mean user
-  tok/s B / A over the paired requests, with its 95% interval (paired bootstrap over conversations);
+- speedup: ``analysis.pairing.compare_repeats`` of the baseline cell's repeats (A) and the SD cell's (B), overall:
+  mean user tok/s B / A over the paired requests, with its 95% interval (paired bootstrap over conversations,
+  crossed with repeats when there are several: docs/statistics.md);
 - AL: the paired statistics' ``al_b`` (mean over the SD cell's paired requests of 1 + accepted/steps) with its
   interval when it has one; else the run summary's AL over drafted steps (no interval);
-- output tok/s and mean user tok/s: the cell's run summary (overall).
+- output tok/s and mean user tok/s: the cell's run summary (overall), the mean over its repeats.
 
-A cell counts only when the sweep recorded it ``complete`` and its run directory loads with a ``complete`` run;
-an SD cell also needs such a baseline.  Anything else has no figure and a note saying why.
+With ``--repeats`` a configuration (SD setting, concurrency, dataset, engine options) is one row of the report
+whatever its number of repeats (``CellFigures.cells`` lists them; its id is the first repeat's without ``_r-1``).
+A repeat counts only when the sweep recorded it ``complete`` and its run directory loads with a ``complete`` run;
+an SD configuration also needs such a baseline repeat.  A configuration without any has no figure and a note
+saying why; one with some repeats unusable uses the others and says so.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from speedbench.analysis.pairing import compare_paired, pair_runs
+from speedbench.analysis.pairing import compare_repeats, pair_runs
 from speedbench.analysis.stats import RESAMPLES, Estimate
 from speedbench.results.loader import RunResult, load_run
 from speedbench.results.rundir import RunDirError
@@ -42,6 +46,7 @@ PARETO_COLUMNS = (
     "speedup_lo",
     "speedup_hi",
     "al",
+    "repeats",
     "on_front",
 )
 SPEEDUP_COLUMNS = (
@@ -64,6 +69,8 @@ SPEEDUP_COLUMNS = (
     "baseline_output_tps",
     "user_tps_mean",
     "baseline_user_tps_mean",
+    "repeats",
+    "baseline_repeats",
     "note",
 )
 
@@ -89,7 +96,10 @@ class CellFigures:
     paired: int | None = None  # SD cells: paired (question_id, turn)
     baseline_output_tps: float | None = None
     baseline_user_tps_mean: float | None = None
-    note: str = ""  # why there is no figure
+    note: str = ""  # why there is no figure (or why some repeats were left out)
+    repeats: int = 1  # the repeats its figures pool (usable ones)
+    baseline_repeats: int = 0  # SD cells: its baseline's usable repeats
+    cells: tuple[str, ...] = ()  # every repeat's cell id
 
     @property
     def is_baseline(self) -> bool:
@@ -127,6 +137,7 @@ class SweepReport:
     on_front: dict[str, bool] = field(default_factory=dict)  # cell id -> on the Pareto front
     resamples: int = RESAMPLES
     seed: int = 0
+    repeats: int = 1  # the grid's
 
     @property
     def notes(self) -> dict[str, str]:
@@ -181,53 +192,114 @@ def _options(cell: SweepCell) -> OptionKey:
     return tuple(sorted(cell.settings.engine_options.items()))
 
 
-def _tps(run: RunResult | None) -> tuple[float | None, float | None]:
-    if run is None:
-        return None, None
-    o = run.summary.overall
-    return o.output_tps, o.user_tps.mean
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
 
 
-def _summary_al(run: RunResult) -> Estimate:
-    o = run.summary.overall
-    point = o.acceptance_length_drafted_steps
-    return Estimate(point if point is not None else o.acceptance_length)
+def _tps(runs: Sequence[RunResult]) -> tuple[float | None, float | None]:
+    """Output tok/s and mean user tok/s: each repeat's run summary (overall), averaged over the repeats."""
+    return (_mean([r.summary.overall.output_tps for r in runs]), _mean([r.summary.overall.user_tps.mean for r in runs]))
 
 
-def _cell_figures(
-    cell: SweepCell, runs: dict[str, tuple[RunResult | None, str]], resamples: int, seed: int
-) -> CellFigures:
+def _summary_al(runs: Sequence[RunResult]) -> Estimate:
+    def one(run: RunResult) -> float | None:
+        o = run.summary.overall
+        return (
+            o.acceptance_length_drafted_steps if o.acceptance_length_drafted_steps is not None else o.acceptance_length
+        )
+
+    return Estimate(_mean([one(r) for r in runs]))
+
+
+def config_key(cell: SweepCell) -> tuple[str, int, int, str, OptionKey]:
+    """What a configuration is: everything a cell varies but the repeat."""
     s = cell.settings
-    run, why = runs[cell.id]
-    out_tps, user_tps = _tps(run)
+    return (s.sd, s.k, s.concurrency, s.dataset, _options(cell))
+
+
+def config_id(cell: SweepCell, repeats: int) -> str:
+    """A configuration's id: a cell id without its repeat suffix (``_r-<r>``, only when the grid has repeats)."""
+    return cell.id.removesuffix(f"_r-{cell.settings.repeat}") if repeats > 1 else cell.id
+
+
+def _usable(
+    cells: Sequence[SweepCell], runs: dict[str, tuple[RunResult | None, str]]
+) -> tuple[list[RunResult], list[str]]:
+    """The repeats that count, and why each other one does not (``cell id: why``)."""
+    ok: list[RunResult] = []
+    why: list[str] = []
+    for c in cells:
+        run, reason = runs[c.id]
+        if run is not None:
+            ok.append(run)
+        else:
+            why.append(f"{c.id}: {reason}" if len(cells) > 1 else reason)
+    return ok, why
+
+
+def _config_figures(
+    members: Sequence[SweepCell],
+    baselines: dict[str, list[SweepCell]],
+    runs: dict[str, tuple[RunResult | None, str]],
+    resamples: int,
+    seed: int,
+    repeats: int,
+) -> CellFigures:
+    """One configuration's figures from its repeats (``members``, repeat order) against its baseline's."""
+    first = members[0]
+    s = first.settings
+    sd_runs, why = _usable(members, runs)
+    out_tps, user_tps = _tps(sd_runs)
     base = CellFigures(
-        cell.id, s.sd, s.k, s.concurrency, s.dataset, _options(cell), cell.status, cell.baseline, out_tps, user_tps
+        config_id(first, repeats),
+        s.sd,
+        s.k,
+        s.concurrency,
+        s.dataset,
+        _options(first),
+        first.status if len(members) == 1 else ",".join(sorted({c.status for c in members})),
+        first.baseline,
+        out_tps,
+        user_tps,
+        repeats=len(sd_runs),
+        cells=tuple(c.id for c in members),
     )
+    left_out = f"{len(members) - len(sd_runs)} of {len(members)} repeats left out ({'; '.join(why)})"
+    if not sd_runs:
+        return _replace(base, note="; ".join(why) if len(members) == 1 else left_out)
+    note = left_out if why else ""
     if s.sd == "none":
-        return _replace(base, note=why)
-    if run is None:
-        return _replace(base, note=why)
-    if cell.baseline is None or cell.baseline not in runs:
-        return _replace(base, al=_summary_al(run), note="no baseline cell (--no-baseline)")
-    brun, bwhy = runs[cell.baseline]
-    if brun is None:
-        return _replace(base, al=_summary_al(run), note=f"baseline {cell.baseline} {bwhy}")
-    pairing = pair_runs(brun, run)
-    if pairing.differences:
-        what = "; ".join(str(d) for d in pairing.differences)
-        return _replace(base, al=_summary_al(run), note=f"not like for like with its baseline: {what}")
-    overall = compare_paired(brun, run, pairing, resamples, seed).overall
-    al_b = overall.stats["al_b"]
-    al = al_b if al_b.point is not None and al_b.lo is not None else _summary_al(run)
-    b_out, b_user = _tps(brun)
+        return _replace(base, note=note)
+    if first.baseline is None or first.baseline not in runs:
+        return _replace(base, al=_summary_al(sd_runs), note="no baseline cell (--no-baseline)")
+    base_cells = baselines.get(first.baseline) or []
+    base_runs, bwhy = _usable(base_cells, runs)
+    baseline_name = config_id(base_cells[0], repeats) if base_cells else first.baseline
+    if not base_runs:
+        return _replace(base, al=_summary_al(sd_runs), note=f"baseline {baseline_name} {'; '.join(bwhy)}")
+    if bwhy:
+        note = "; ".join(x for x in (note, f"baseline: {len(bwhy)} of {len(base_cells)} repeats left out") if x)
+    for run in sd_runs:
+        differences = pair_runs(base_runs[0], run).differences
+        if differences:
+            what = "; ".join(str(d) for d in differences)
+            return _replace(base, al=_summary_al(sd_runs), note=f"not like for like with its baseline: {what}")
+    overall = compare_repeats(base_runs, sd_runs, resamples, seed)["overall"]
+    al_b = overall["al_b"]
+    al = al_b if al_b.point is not None and al_b.lo is not None else _summary_al(sd_runs)
+    b_out, b_user = _tps(base_runs)
+    speed = overall["speedup"]
     return _replace(
         base,
-        speedup=overall.stats["speedup"],
+        baseline=baseline_name,
+        speedup=speed,
         al=al,
-        paired=pairing.paired,
+        paired=overall.turns,
         baseline_output_tps=b_out,
         baseline_user_tps_mean=b_user,
-        note="" if overall.stats["speedup"].point is not None else overall.stats.note or "no speedup",
+        baseline_repeats=len(base_runs),
+        note=note if speed.point is not None else overall.note or "no speedup",
     )
 
 
@@ -257,10 +329,18 @@ def sweep_tables(sweep_dir: str | Path, resamples: int = RESAMPLES, seed: int = 
     path = Path(sweep_dir)
     manifest = read_sweep(path)
     runs = {c.id: _load(path, c) for c in manifest.cells}
-    cells = tuple(_cell_figures(c, runs, resamples, seed) for c in manifest.cells)
+    configs: dict[tuple[str, int, int, str, OptionKey], list[SweepCell]] = {}
+    for c in manifest.cells:
+        configs.setdefault(config_key(c), []).append(c)
+    for members in configs.values():
+        members.sort(key=lambda c: c.settings.repeat)
+    # a baseline cell id (any repeat's) -> every repeat of its configuration
+    baselines = {c.id: members for members in configs.values() for c in members if c.settings.sd == "none"}
+    reps = manifest.grid.repeats
+    cells = tuple(_config_figures(m, baselines, runs, resamples, seed, reps) for m in configs.values())
     front = pareto_front([(c.output_tps, c.user_tps_mean) for c in cells])
     on_front = {c.id: f for c, f in zip(cells, front, strict=True)}
-    return SweepReport(path, cells, _tables(cells), on_front, resamples, seed)
+    return SweepReport(path, cells, _tables(cells), on_front, resamples, seed, reps)
 
 
 # ---- files -----------------------------------------------------------------------------------------------
@@ -286,7 +366,7 @@ def write_files(report: SweepReport) -> tuple[Path, Path]:
             sp = _est(c.speedup)
             al = "" if c.al is None else _num(c.al.point)
             row = [c.id, c.sd, c.k, c.concurrency, c.dataset, _num(c.output_tps), _num(c.user_tps_mean), *sp, al]
-            w.writerow([*row, str(report.on_front.get(c.id, False)).lower()])
+            w.writerow([*row, c.repeats, str(report.on_front.get(c.id, False)).lower()])
     speedups = report.path / SPEEDUPS_CSV
     with speedups.open("w", newline="") as f:
         w = csv.writer(f)
@@ -312,6 +392,8 @@ def write_files(report: SweepReport) -> tuple[Path, Path]:
                     _num(c.baseline_output_tps),
                     _num(c.user_tps_mean),
                     _num(c.baseline_user_tps_mean),
+                    c.repeats,
+                    c.baseline_repeats,
                     c.note,
                 ]
             )

@@ -35,6 +35,7 @@ from speedbench.cli.options import (
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from speedbench.config import EngineSpec
     from speedbench.results.sweep_manifest import SweepManifest
     from speedbench.usecases.sweep import SweepEvent
     from speedbench.usecases.sweep_plan import SweepPlan
@@ -71,6 +72,7 @@ FLAG_PATHS = {
     "dataset": "grid.dataset",
     "grid_opt": "grid.engine_options",
     "baseline": "grid.baseline",
+    "repeats": "grid.repeats",
     "url": "urls",
     "out": "out",
 }
@@ -124,6 +126,15 @@ def sweep(
     baseline: Annotated[
         bool, typer.Option("--baseline/--no-baseline", help="run the SD-off pair of every SD cell (default on)")
     ] = True,
+    repeats: Annotated[
+        Optional[int],
+        typer.Option(
+            "--repeats",
+            min=1,
+            help="run every cell N times (each repeat its own engine starts); the report's intervals then include "
+            "the spread between repeats",
+        ),
+    ] = None,
     url: Annotated[
         list[str],
         typer.Option(
@@ -347,7 +358,9 @@ def print_plan(plan: SweepPlan, console: Console, saved: SweepManifest | None = 
     status = {c.id: c.status for c in saved.cells} if saved is not None else {}
     say(
         f"sweep plan: engine={e.kind}{' --launch' if e.launch else ''}, {len(plan.cells)} cells in "
-        f"{len(plan.groups)} launch groups -> {plan.out}"
+        f"{len(plan.groups)} launch groups"
+        + (f" ({cfg.grid.repeats} repeats of each cell)" if cfg.grid.repeats > 1 else "")
+        + f" -> {plan.out}"
     )
     say("launch groups (one engine start each):")
     rows = [
@@ -430,7 +443,28 @@ def print_end(manifest: SweepManifest, plan: SweepPlan, console: Console) -> Non
             style="bold red",
             soft_wrap=True,
         )
+    line = cost_line(manifest, plan.config.run.engine)
+    if line:
+        console.print(escape(line), soft_wrap=True, highlight=False)
     console.print(escape(where), soft_wrap=True, highlight=False)
+
+
+def cost_line(manifest: SweepManifest, engine: EngineSpec) -> str:
+    """What the sweep cost the client: CPU seconds over the cells' wall time, peak memory; and the launched
+    servers' CPU seconds, the engine's side, when speedbench started them."""
+    cost = manifest.cost()
+    wall, cpu, rss, server = cost["wall_s"], cost["client_cpu_s"], cost["client_max_rss_mb"], cost["server_cpu_s"]
+    if not wall or cpu is None:
+        return ""
+    from speedbench.engines import registry
+
+    text = f"client cost: {cpu:,.1f} CPU s over {wall:,.1f} s of cells ({cpu / wall:.0%} of one core)"
+    text += f", peak memory {rss:,.0f} MiB" if rss else ""
+    if registry.capabilities(engine.kind).in_process:
+        text += f" (the in-process {engine.kind} engine's work included)"
+    if server is not None:
+        text += f"; launched servers: {server:,.1f} CPU s"
+    return text
 
 
 class ProgressView:

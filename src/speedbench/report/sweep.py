@@ -65,6 +65,8 @@ class Report(Protocol):
     def resamples(self) -> int: ...
     @property
     def seed(self) -> int: ...
+    @property
+    def repeats(self) -> int: ...
 
 
 def interval_text(e: Interval | None, digits: int = 2) -> str:
@@ -108,12 +110,11 @@ def grid_table(
                 row.append("")
                 continue
             raw = text(cell)
-            if raw == "-":
-                row.append(escape(raw + notes.mark(cell)))
-            elif mark_best and t.best_k.get(c) == k:
-                row.append(f"[bold]{escape(raw)} {BEST}[/bold]")
+            mark = notes.mark(cell)  # no figure, or some repeats left out: the note says why
+            if raw != "-" and mark_best and t.best_k.get(c) == k:
+                row.append(f"[bold]{escape(raw)} {BEST}[/bold]{escape(mark)}")
             else:
-                row.append(escape(raw))
+                row.append(escape(raw + mark))
         table.add_row(str(c), *row)
     return table
 
@@ -164,6 +165,12 @@ def print_sweep_report(report: Report, console: Console, files: Sequence[str] = 
             f"{BEST} = the best draft length of the row (highest speedup among the significantly faster, else the "
             "highest). AL = mean over the SD cell's paired requests of 1 + accepted/steps with its interval, or "
             "without an interval the run's AL over drafted steps. Output tok/s: each cell's run summary."
+            + (
+                f" Every figure pools {report.repeats} repeats of its cell (output tok/s: their mean); the bootstrap "
+                "also resamples the repeats, so the intervals include the spread between them (docs/statistics.md)."
+                if report.repeats > 1
+                else ""
+            )
         ),
         soft_wrap=True,
     )

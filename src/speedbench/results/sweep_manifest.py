@@ -63,7 +63,8 @@ def _option_text(value: Any) -> str:
 class SweepGrid(_Frozen):
     """The axes of a sweep.  Every SD setting (``sd`` x ``draft_length``) runs at every concurrency, on every
     dataset, with every combination of the ``engine_options`` values; with ``baseline`` (the default) the SD-off
-    setting (sd none, k 0) runs once per (dataset, concurrency, engine options) as the pair of the SD cells."""
+    setting (sd none, k 0) runs once per (dataset, concurrency, engine options) as the pair of the SD cells; with
+    ``repeats`` R > 1 all of it R times (repeat r of an SD cell pairs with repeat r of its baseline)."""
 
     concurrency: list[int] = Field(default_factory=lambda: list(DEFAULT_CONCURRENCY), min_length=1)
     draft_length: list[int] = Field(default_factory=lambda: list(DEFAULT_DRAFT_LENGTH), min_length=1)
@@ -72,6 +73,8 @@ class SweepGrid(_Frozen):
     # -E options that vary: {key: [value, ...]}; the fixed ones are the base config's engine.options
     engine_options: dict[str, list[str]] = Field(default_factory=dict)
     baseline: bool = True
+    # every cell runs this many times (each repeat its own engine starts; the report pools them, docs/statistics.md)
+    repeats: int = Field(1, ge=1)
 
     @field_validator("concurrency")
     @classmethod
@@ -129,6 +132,7 @@ class CellSettings(_Frozen):
     dataset: str
     engine_options: dict[str, str] = Field(default_factory=dict)  # the grid's engine-option values
     base_url: str | None = None  # attached with one server per SD setting (--url): this setting's (redacted)
+    repeat: int = 1  # 1..grid.repeats
 
 
 class SweepCell(_Frozen):
@@ -153,6 +157,11 @@ class SweepCell(_Frozen):
     output_tps: float | None = None
     output_tokens: int | None = None
     segments: int = 0  # how many times the sweep ran it (1, then +1 per resume)
+    # what the cell cost the speedbench process (usecases/sweep.py ``Usage``): CPU seconds (user + system) while it
+    # ran, summed over attempts, and the process's peak resident memory so far (MiB).  An in-process engine
+    # (reference, mock) runs in this process, so its work is in these figures too.
+    client_cpu_s: float | None = None
+    client_max_rss_mb: float | None = None
 
 
 class LaunchGroup(_Frozen):
@@ -168,6 +177,9 @@ class LaunchGroup(_Frozen):
     startup_s: float | None = None  # the last start's duration
     start_error: str | None = None  # why the last start failed
     server_command: str | None = None  # a launched server's command line (also in each cell's manifest)
+    # a launched server's CPU seconds (its processes and their children, user + system, from the start to the
+    # stop), summed over starts; None for an engine that is not a child process of the sweep
+    server_cpu_s: float | None = None
 
 
 class SweepManifest(_Frozen):
@@ -256,6 +268,19 @@ class SweepManifest(_Frozen):
         for c in self.cells:
             out[c.status] = out.get(c.status, 0) + 1
         return out
+
+    def cost(self) -> dict[str, float | None]:
+        """What the sweep cost so far: the cells' wall time, the speedbench process's CPU seconds over them and its
+        peak memory (``SweepCell.client_*``), and the launched servers' CPU seconds (``LaunchGroup.server_cpu_s``;
+        None when no server was launched)."""
+        cells = [c for c in self.cells if c.client_cpu_s is not None]
+        servers = [g.server_cpu_s for g in self.groups if g.server_cpu_s is not None]
+        return {
+            "wall_s": sum(c.duration_s or 0.0 for c in cells),
+            "client_cpu_s": sum(c.client_cpu_s or 0.0 for c in cells),
+            "client_max_rss_mb": max((c.client_max_rss_mb or 0.0 for c in cells), default=None),
+            "server_cpu_s": sum(servers) if servers else None,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import platform
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -139,6 +140,25 @@ def _version_text(value: Any) -> str:
     return str(value)
 
 
+@dataclass(frozen=True)
+class Usage:
+    """CPU seconds (user + system) and peak resident memory (MiB) of this process (``self``) or of its reaped
+    children (a launched server and its workers, once stopped): ``resource.getrusage``."""
+
+    cpu_s: float
+    max_rss_mb: float
+
+    @classmethod
+    def now(cls, children: bool = False) -> Usage:
+        try:
+            import resource
+        except ImportError:  # pragma: no cover - not POSIX
+            return cls(0.0, 0.0)
+        u = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
+        per_mib = 1024 * 1024 if platform.system() == "Darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        return cls(u.ru_utime + u.ru_stime, u.ru_maxrss / per_mib)
+
+
 def _error_line(e: BaseException) -> str:
     text = str(e).splitlines()[0] if str(e) else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
@@ -233,6 +253,7 @@ class SweepRunner:
         self.emit("group_start", group=group.id)
         stack = contextlib.AsyncExitStack()
         t = time.monotonic()
+        children = Usage.now(children=True)
         starts = self.manifest.group(group.id).starts + 1
         try:
             # looked up on the module each time: tests count the starts by replacing it
@@ -265,6 +286,10 @@ class SweepRunner:
                 await self.run_cell(cid, engine)
         finally:
             await stack.aclose()  # the engine is closed (a launched server stopped) however the group ended
+            if group.spec.launch:  # its processes are reaped now: their CPU time is in RUSAGE_CHILDREN
+                spent = Usage.now(children=True).cpu_s - children.cpu_s
+                before = self.manifest.group(group.id).server_cpu_s or 0.0
+                self._save(self.manifest.with_group(group.id, server_cpu_s=round(before + spent, 3)))
 
     async def run_cell(self, cid: str, engine: Engine) -> None:
         cell = self.plan.cell(cid)
@@ -281,9 +306,15 @@ class SweepRunner:
         self._live = (cid, 0)
         self.emit("cell_start", cell=cid)
         t = time.monotonic()
+        usage = Usage.now()
 
         def spent() -> float:
             return round((before.duration_s or 0.0) + time.monotonic() - t, 3)
+
+        def cost() -> dict[str, float]:
+            now = Usage.now()
+            cpu = (before.client_cpu_s or 0.0) + now.cpu_s - usage.cpu_s
+            return {"client_cpu_s": round(cpu, 3), "client_max_rss_mb": round(now.max_rss_mb, 1)}
 
         def on_progress(p: run_uc.Progress) -> None:
             self._live = (cid, p.done)
@@ -304,21 +335,23 @@ class SweepRunner:
                 result = run_uc.finish(run_dir)
         except Interrupted:  # before its run started: it stays as it was
             self._live = None
-            self._save(self.manifest.with_cell(cid, status=before.status, cause=before.cause, duration_s=spent()))
+            self._save(
+                self.manifest.with_cell(cid, status=before.status, cause=before.cause, duration_s=spent(), **cost())
+            )
             raise
         except Exception as e:  # its run raised: recorded, and the sweep goes on
             self._live = None
             self.finished.add(cid)
             self._save(
                 self.manifest.with_cell(
-                    cid, status="failed", cause=_error_line(e), finished_utc=utc_now(), duration_s=spent()
+                    cid, status="failed", cause=_error_line(e), finished_utc=utc_now(), duration_s=spent(), **cost()
                 )
             )
             self.emit("cell_done", cell=cid)
             return
         self._live = None
         self.finished.add(cid)
-        self._save(self._finished(cid, cfg, result, outcome, spent()))
+        self._save(self._finished(cid, cfg, result, outcome, spent()).with_cell(cid, **cost()))
         self.emit("cell_done", cell=cid)
         if outcome == "interrupted":
             raise Interrupted

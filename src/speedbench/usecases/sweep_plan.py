@@ -60,6 +60,11 @@ PER_CONCURRENCY_LAUNCH: dict[str, str] = {
     "reference": "max_batch sizes the batched decoder: every step computes over all its slots",
 }
 
+# Engines whose every random choice follows one engine option (the mock: acceptance draws, faults, step-time
+# noise): with --repeats, repeat r runs with that option set to r - 1 (unless the user fixed or varied it), so
+# that its repeats differ as runs of a real engine do.  A real engine's runs differ by themselves.
+REPEAT_SEED_OPTION: dict[str, str] = {"mock": "seed"}
+
 # datasets run with ignore_eos and the fixed output length by default, so that the token counts of a pair match:
 # the throughput split (speed:throughput_<N>k, throughput_<N>k.parquet) and random-token synthetic prompts
 FIXED_LENGTH_PREFIXES = ("throughput", "synthetic")
@@ -340,8 +345,9 @@ def expand(
     config: SweepConfig, out: str | Path, fixed_length: set[str] | None = None
 ) -> tuple[list[Cell], list[Group]]:
     """The cells and launch groups of a grid (pure: nothing is built or read).  Cells come group by group (so one
-    engine start serves consecutive cells), each group's by dataset then concurrency.  ``fixed_length``: the
-    datasets that get ignore_eos by default (None: by name, ``fixed_length_dataset``)."""
+    engine start serves consecutive cells), each group's by dataset then concurrency; with repeats, repeat 1 of
+    every group first, then repeat 2 (each repeat its own groups, ids ending ``_r-<r>``, as the cells').
+    ``fixed_length``: the datasets that get ignore_eos by default (None: by name, ``fixed_length_dataset``)."""
     grid = config.grid
     base = config.run
     sdir = SweepDir(out)
@@ -360,29 +366,40 @@ def expand(
     def setting_id(s: Setting) -> str:
         return f"sd-{_slug(s.sd)}_k-{s.k}"
 
-    def cell_id(s: Setting, c: int, ds: str, combo: tuple[tuple[str, str], ...]) -> str:
-        return f"{setting_id(s)}_c-{c}_ds-{ds_part[ds]}{opt_id(combo)}"
+    repeats = grid.repeats
+
+    def rep_id(r: int) -> str:
+        return f"_r-{r}" if repeats > 1 else ""
+
+    def cell_id(s: Setting, c: int, ds: str, combo: tuple[tuple[str, str], ...], r: int) -> str:
+        return f"{setting_id(s)}_c-{c}_ds-{ds_part[ds]}{opt_id(combo)}{rep_id(r)}"
+
+    seed_option = REPEAT_SEED_OPTION.get(base.engine.kind)
+    if seed_option is not None and (seed_option in base.engine.options or seed_option in grid.engine_options):
+        seed_option = None  # the user's value holds for every repeat
 
     settings = sd_settings(config)
     has_baseline = any(s.sd == BASELINE for s in settings)
-    raw: list[tuple[str, str, Setting, int, str, tuple[tuple[str, str], ...]]] = []
-    for s in settings:
-        for combo in combos:
-            for ds in grid.dataset:
-                for c in grid.concurrency:
-                    gid = f"{setting_id(s)}{opt_id(combo)}" + (f"_c-{c}" if per_c else "")
-                    raw.append((gid, cell_id(s, c, ds, combo), s, c, ds, combo))
+    Row = tuple[str, str, Setting, int, str, tuple[tuple[str, str], ...], int]
+    raw: list[Row] = []
+    for r in range(1, repeats + 1):  # repeat-major: a slow drift of the machine touches every setting alike
+        for s in settings:
+            for combo in combos:
+                for ds in grid.dataset:
+                    for c in grid.concurrency:
+                        gid = f"{setting_id(s)}{opt_id(combo)}" + (f"_c-{c}" if per_c else "") + rep_id(r)
+                        raw.append((gid, cell_id(s, c, ds, combo, r), s, c, ds, combo, r))
     order = list(dict.fromkeys(r[0] for r in raw))
-    members: dict[str, list[tuple[str, str, Setting, int, str, tuple[tuple[str, str], ...]]]] = {g: [] for g in order}
-    for r in raw:
-        members[r[0]].append(r)
+    members: dict[str, list[Row]] = {g: [] for g in order}
+    for row in raw:
+        members[row[0]].append(row)
     cells: list[Cell] = []
     groups: list[Group] = []
     for gid in order:
         rows = members[gid]
-        max_c = max(r[3] for r in rows)
+        max_c = max(row[3] for row in rows)
         specs = []
-        for _, cid, s, c, ds, combo in rows:
+        for _, cid, s, c, ds, combo, r in rows:
             ignore = config.ignore_eos
             if ignore is None:
                 ignore = ds in fixed_length if fixed_length is not None else fixed_length_dataset(ds)
@@ -390,7 +407,11 @@ def expand(
                 update={
                     "sd": s.sd,
                     "draft_model": None if s.sd == BASELINE else base.engine.draft_model,
-                    "options": {**base.engine.options, **dict(combo)},
+                    "options": {
+                        **base.engine.options,
+                        **dict(combo),
+                        **({seed_option: str(r - 1)} if seed_option and repeats > 1 else {}),
+                    },
                     "base_url": s.url if s.url is not None else base.engine.base_url,
                     "draft_length": None,
                     "max_concurrency": max_c,
@@ -417,8 +438,9 @@ def expand(
                 dataset=ds,
                 engine_options=dict(combo),
                 base_url=redact_urls(s.url) if s.url else None,
+                repeat=r,
             )
-            pair = cell_id(Setting(BASELINE, 0), c, ds, combo) if has_baseline and s.sd != BASELINE else None
+            pair = cell_id(Setting(BASELINE, 0), c, ds, combo, r) if has_baseline and s.sd != BASELINE else None
             cells.append(Cell(cid, settings_, gid, pair, cfg))
         # every cell of a group builds the same engine: that is what makes it a group
         assert all(sp == specs[0] for sp in specs), f"launch group {gid}: cells disagree on the engine spec"
