@@ -347,15 +347,52 @@ def bootstrap(sample: PairedSample, resamples: int = RESAMPLES, seed: int = 0, l
 
     if n == 0:
         return result({}, NO_PAIRS)
+    point = point_statistics(sample)
+    if n < 2:
+        return result({k: Estimate(_finite(v), null=STATISTICS[k]) for k, v in point.items()}, ONE_CONVERSATION)
+    stats = resampled_statistics(sample, resamples, np.random.default_rng(seed))
+    return result({name: _estimate(name, point[name], values, level) for name, values in stats.items()})
+
+
+def point_statistics(sample: PairedSample) -> dict[str, float]:
+    """Every statistic of the sample itself (each conversation and repeat once)."""
+    n = len(sample.conversations)
     ones = np.ones((1, n))
     point = resample_statistics(sample, ones, np.ones((1, sample.a.repeats)), np.ones((1, sample.b.repeats)))
-    if n < 2:
-        return result({k: Estimate(_finite(v[0]), null=STATISTICS[k]) for k, v in point.items()}, ONE_CONVERSATION)
-    rng = np.random.default_rng(seed)
-    w_conv = draw_counts(rng, n, resamples)
+    return {k: float(v[0]) for k, v in point.items()}
+
+
+def resampled_statistics(sample: PairedSample, resamples: int, rng: np.random.Generator) -> dict[str, Array]:
+    """Every statistic over ``resamples`` paired resamples drawn from ``rng`` (conversations, and each side's
+    repeats when it has several): arrays of shape (resamples,)."""
+    w_conv = draw_counts(rng, len(sample.conversations), resamples)
     w_rep = [repeat_weights(rng, r, resamples) for r in (sample.a.repeats, sample.b.repeats)]
-    stats = resample_statistics(sample, w_conv, w_rep[0], w_rep[1])
-    return result({name: _estimate(name, point[name][0], values, level) for name, values in stats.items()})
+    return resample_statistics(sample, w_conv, w_rep[0], w_rep[1])
+
+
+def unpaired_ratio(
+    x: PairedSample, y: PairedSample, name: str, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL
+) -> Estimate:
+    """The ratio of one statistic between two samples of **different** prompts (y over x, e.g. the speedup on
+    random-token prompts over the speedup on real ones): nothing pairs them, so each side is resampled on its
+    own (independent generators spawned from ``seed``), each with its own paired bootstrap inside, and the
+    interval is the percentile interval of the ratio of the two resampled statistics.  Null 1.0: significant =
+    the two prompt sets give different values.  No interval with fewer than 2 conversations on a side."""
+    px, py = point_statistics(x).get(name), point_statistics(y).get(name)
+    point = py / px if px and py is not None and np.isfinite(px) and np.isfinite(py) else math.nan
+    if len(x.conversations) < 2 or len(y.conversations) < 2:
+        return Estimate(_finite(point), null=1.0)
+    gx, gy = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    vx = resampled_statistics(x, resamples, gx)[name]
+    vy = resampled_statistics(y, resamples, gy)[name]
+    ratio = _div(vy, vx)
+    p = _finite(point)
+    ok = ratio[np.isfinite(ratio)]
+    if p is None or ok.size * 2 < ratio.size:
+        return Estimate(p, null=1.0)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(ok, [tail, 100 - tail])
+    return Estimate(p, float(lo), float(hi), 1.0)
 
 
 def _estimate(name: str, point: float, values: Array, level: float) -> Estimate:

@@ -28,12 +28,43 @@ from pathlib import Path
 
 from speedbench.analysis.pairing import compare_repeats, pair_runs
 from speedbench.analysis.stats import RESAMPLES, Estimate
+from speedbench.analysis.synthetic_vs_real import PromptSet, Side, SyntheticBias, compare_sides, prompt_set
 from speedbench.results.loader import RunResult, load_run
 from speedbench.results.rundir import RunDirError
 from speedbench.results.sweep_manifest import SweepCell, read_sweep
 
 PARETO_CSV = "pareto.csv"
 SPEEDUPS_CSV = "speedups.csv"
+BIAS_CSV = "synthetic_vs_real.csv"
+BIAS_COLUMNS = (
+    "sd",
+    "k",
+    "concurrency",
+    "engine_options",
+    "isl",
+    "real_dataset",
+    "synthetic_dataset",
+    "al_real",
+    "al_real_lo",
+    "al_real_hi",
+    "al_synthetic",
+    "al_synthetic_lo",
+    "al_synthetic_hi",
+    "al_ratio",
+    "al_ratio_lo",
+    "al_ratio_hi",
+    "speedup_real",
+    "speedup_real_lo",
+    "speedup_real_hi",
+    "speedup_synthetic",
+    "speedup_synthetic_lo",
+    "speedup_synthetic_hi",
+    "speedup_ratio",
+    "speedup_ratio_lo",
+    "speedup_ratio_hi",
+    "conversations_real",
+    "conversations_synthetic",
+)
 PARETO_COLUMNS = (
     "cell_id",
     "sd",
@@ -138,6 +169,7 @@ class SweepReport:
     resamples: int = RESAMPLES
     seed: int = 0
     repeats: int = 1  # the grid's
+    bias: tuple[SyntheticBias, ...] = ()  # synthetic vs real, per SD configuration and ISL
 
     @property
     def notes(self) -> dict[str, str]:
@@ -338,9 +370,46 @@ def sweep_tables(sweep_dir: str | Path, resamples: int = RESAMPLES, seed: int = 
     baselines = {c.id: members for members in configs.values() for c in members if c.settings.sd == "none"}
     reps = manifest.grid.repeats
     cells = tuple(_config_figures(m, baselines, runs, resamples, seed, reps) for m in configs.values())
+    bias = synthetic_vs_real(configs, baselines, runs, resamples, seed)
     front = pareto_front([(c.output_tps, c.user_tps_mean) for c in cells])
     on_front = {c.id: f for c, f in zip(cells, front, strict=True)}
-    return SweepReport(path, cells, _tables(cells), on_front, resamples, seed, reps)
+    return SweepReport(path, cells, _tables(cells), on_front, resamples, seed, reps, bias)
+
+
+def synthetic_vs_real(
+    configs: dict[tuple[str, int, int, str, OptionKey], list[SweepCell]],
+    baselines: dict[str, list[SweepCell]],
+    runs: dict[str, tuple[RunResult | None, str]],
+    resamples: int,
+    seed: int,
+) -> tuple[SyntheticBias, ...]:
+    """Every SD configuration run on both a real and a synthetic prompt set of the same ISL (``prompt_set``):
+    ``compare_sides`` of the two, over their usable repeats (a side without a usable SD and baseline repeat, or
+    not like for like with its baseline, is left out: its cell's note in the tables says why)."""
+    sides: dict[tuple[str, int, int, OptionKey], dict[str, Side]] = {}
+    for (sd, k, c, ds, opts), members in configs.items():
+        if sd == "none" or members[0].baseline is None:
+            continue
+        sd_runs, _ = _usable(members, runs)
+        base_runs, _ = _usable(baselines.get(members[0].baseline) or [], runs)
+        if not sd_runs or not base_runs or any(pair_runs(base_runs[0], r).differences for r in sd_runs):
+            continue
+        sides.setdefault((sd, k, c, opts), {})[ds] = Side(ds, base_runs, sd_runs)
+    kinds: dict[str, PromptSet | None] = {}
+    for by_ds in sides.values():
+        for ds, side in by_ds.items():
+            kinds.setdefault(ds, prompt_set(ds, [*side.baseline, *side.sd]))
+    out = []
+    for key, by_ds in sides.items():
+        for syn in by_ds:
+            s = kinds[syn]
+            if s is None or not s.synthetic:
+                continue
+            for real in by_ds:
+                r = kinds[real]
+                if r is not None and not r.synthetic and r.isl == s.isl:
+                    out.append(compare_sides(by_ds[real], by_ds[syn], key, s.isl, resamples, seed))
+    return tuple(out)
 
 
 # ---- files -----------------------------------------------------------------------------------------------
@@ -356,8 +425,9 @@ def _est(e: Estimate | None) -> tuple[str, str, str]:
     return _num(e.point), _num(e.lo), _num(e.hi)
 
 
-def write_files(report: SweepReport) -> tuple[Path, Path]:
-    """SWEEP_DIR/pareto.csv (every cell) and SWEEP_DIR/speedups.csv (every SD cell); returns their paths."""
+def write_files(report: SweepReport) -> tuple[Path, ...]:
+    """SWEEP_DIR/pareto.csv (every cell), SWEEP_DIR/speedups.csv (every SD cell) and, when the sweep has a
+    synthetic-vs-real comparison, SWEEP_DIR/synthetic_vs_real.csv; returns their paths."""
     pareto = report.path / PARETO_CSV
     with pareto.open("w", newline="") as f:
         w = csv.writer(f)
@@ -397,4 +467,15 @@ def write_files(report: SweepReport) -> tuple[Path, Path]:
                     c.note,
                 ]
             )
-    return pareto, speedups
+    if not report.bias:
+        return pareto, speedups
+    bias = report.path / BIAS_CSV
+    with bias.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(BIAS_COLUMNS)
+        for b in report.bias:
+            estimates = (b.al_real, b.al_synthetic, b.al_ratio, b.speedup_real, b.speedup_synthetic, b.speedup_ratio)
+            opts = ",".join(f"{k}={v}" for k, v in b.engine_options)
+            head = [b.sd, b.k, b.concurrency, opts, b.isl, b.real, b.synthetic]
+            w.writerow([*head, *(x for e in estimates for x in _est(e)), *b.conversations])
+    return pareto, speedups, bias

@@ -54,6 +54,37 @@ class GridTable(Protocol):
     def best_k(self) -> Mapping[int, int | None]: ...
 
 
+class Bias(Protocol):
+    @property
+    def sd(self) -> str: ...
+    @property
+    def k(self) -> int: ...
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def engine_options(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def isl(self) -> int: ...
+    @property
+    def real(self) -> str: ...
+    @property
+    def synthetic(self) -> str: ...
+    @property
+    def al_real(self) -> Interval: ...
+    @property
+    def al_synthetic(self) -> Interval: ...
+    @property
+    def al_ratio(self) -> Interval: ...
+    @property
+    def speedup_real(self) -> Interval: ...
+    @property
+    def speedup_synthetic(self) -> Interval: ...
+    @property
+    def speedup_ratio(self) -> Interval: ...
+    @property
+    def conversations(self) -> tuple[int, int]: ...
+
+
 class Report(Protocol):
     @property
     def cells(self) -> Sequence[Cell]: ...
@@ -67,6 +98,8 @@ class Report(Protocol):
     def seed(self) -> int: ...
     @property
     def repeats(self) -> int: ...
+    @property
+    def bias(self) -> Sequence[Bias]: ...
 
 
 def interval_text(e: Interval | None, digits: int = 2) -> str:
@@ -150,6 +183,38 @@ def pareto_table(report: Report) -> Table:
     return table
 
 
+def bias_tables(report: Report) -> list[Table]:
+    """Synthetic vs real: one table per (SD method, ISL, real set, synthetic set, engine options), a row per
+    (concurrency, k)."""
+    groups: dict[tuple[str, int, str, str, tuple[tuple[str, str], ...]], list[Bias]] = {}
+    for b in report.bias:
+        groups.setdefault((b.sd, b.isl, b.real, b.synthetic, b.engine_options), []).append(b)
+    tables = []
+    for (sd, isl, real, synthetic, opts), rows in groups.items():
+        extra = ",".join(f"{k}={v}" for k, v in opts)
+        title = f"Synthetic vs real (unpaired): {sd}, ISL {isl:,}: {real} vs {synthetic}" + (
+            f" ({extra})" if extra else ""
+        )
+        table = Table(title=escape(title))
+        for name in ("c", "k", "conv.", "AL real", "AL synthetic", "AL syn/real", "speedup real", "speedup synthetic"):
+            table.add_column(name, justify="right")
+        table.add_column("speedup syn/real", justify="right")
+        for b in sorted(rows, key=lambda b: (b.concurrency, b.k)):
+            table.add_row(
+                str(b.concurrency),
+                str(b.k),
+                f"{b.conversations[0]}/{b.conversations[1]}",
+                escape(interval_text(b.al_real)),
+                escape(interval_text(b.al_synthetic)),
+                escape(interval_text(b.al_ratio)),
+                escape(interval_text(b.speedup_real)),
+                escape(interval_text(b.speedup_synthetic)),
+                escape(interval_text(b.speedup_ratio)),
+            )
+        tables.append(table)
+    return tables
+
+
 def print_sweep_report(report: Report, console: Console, files: Sequence[str] = ()) -> None:
     notes = Footnotes()
     for t in report.tables:
@@ -176,5 +241,18 @@ def print_sweep_report(report: Report, console: Console, files: Sequence[str] = 
     )
     for line in notes.lines():
         console.print(escape(line), soft_wrap=True)
+    for table in bias_tables(report):
+        console.print(table)
+    if report.bias:
+        console.print(
+            escape(
+                "synthetic vs real: the same SD settings on random-token prompts and on real prompts of the same input "
+                "length; AL and speedup of each over its own baseline (paired); syn/real = their ratio, > 1: random "
+                "tokens overstate it, < 1: understate it. The two are different prompts, so the ratio's 95% interval "
+                "comes from resampling each side on its own (unpaired; wider than a paired one); n.s. = it holds 1 "
+                "(no bias shown). conv. = conversations real/synthetic."
+            ),
+            soft_wrap=True,
+        )
     for f in files:
         console.print(escape(f"wrote {f}"), soft_wrap=True)
