@@ -13,11 +13,13 @@ torch and transformers are imported inside the functions that need them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +104,24 @@ def converted_gguf(gguf: Path) -> Path:
     return dest
 
 
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """transformers' "Loading weights" bar only on a terminal: under CI or nohup it would write a line of carriage
+    returns into the log of every run and sweep cell that starts the reference engine."""
+    if sys.stderr.isatty():
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def load(spec: str | None, dtype: str = "float32", device: str = "cpu") -> tuple[Any, Any, str]:
     """(model, tokenizer, folder) for a spec, in eval mode on ``device``."""
     import torch
@@ -113,7 +133,8 @@ def load(spec: str | None, dtype: str = "float32", device: str = "cpu") -> tuple
     if not isinstance(torch_dtype, torch.dtype):
         raise ModelLoadError(f"dtype {dtype!r}: not a torch dtype (float32, bfloat16, float16)")
     try:
-        model: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype)
+        with _quiet_progress():
+            model: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype)
         tok = AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{folder}: cannot load ({str(e).splitlines()[0]})") from None
