@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from speedbench.cli import engines as _engines
+from speedbench.cli import model as _model
 from speedbench.cli import report as _report
 from speedbench.cli import run as _run
 from speedbench.cli import sweep as _sweep
@@ -20,6 +21,7 @@ app = typer.Typer(
 _run.register(app)
 _sweep.register(app)
 _report.register(app)
+_model.register(app)
 _engines.register(app)
 app.add_typer(data_app, name="data")
 

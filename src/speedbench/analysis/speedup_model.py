@@ -1,0 +1,751 @@
+"""A fitted speedup model of a sweep (``speedbench model SWEEP_DIR``, docs/model.md): acceptance from per-position
+rates, step cost from the batch each cell really held, and from the two the per-user and output tok/s and the
+speedup at any (batch, draft length) in range, with intervals, validated on held-out cells.
+
+The model, per (engine, model, SD method) of one dataset:
+
+- **acceptance**: the conditional acceptance rate of each draft position, r_i = P(position i accepted | every
+  earlier one was), from the per-position counts of the cells at the method's largest draft length (every
+  concurrency and repeat pooled: greedy acceptance does not depend on the batch).  Tokens per drafted step with
+  k' <= k drafts: tau(k') = 1 + sum_{i<=k'} prod_{j<=i} r_j (SPEED-Bench Eq. 1).  A share u of decode steps had
+  no draft (n-gram lookup found nothing; docs/metrics.md), so tokens per decode step = 1 + (1 - u)(tau(k') - 1).
+- **cost**: the decode step time t(b, k) = c0 + c1 x, x = b (k + 1) the tokens verified in a step, with a knee
+  (c2 per token past x = knee, where the step turns compute-bound) when it fits better; b is the mean number of
+  requests decoding at the moments the cell's chunks arrived (measured from the records' timestamps, not the
+  nominal concurrency) and t the cell's mean time between chunks per decode step.  Weighted least squares
+  over cells (weight: decode steps), parameter uncertainties from the residual variance (numpy).
+- **prediction**: per-user tok/s = tokens per step / t(b, k); output tok/s = b x that; speedup over SD off =
+  tokens per step x t(b, 0) / t(b, k).  Its interval: 1,000 draws of the cost parameters (normal, their
+  covariance) and of the acceptance rates (conversations of the largest-k cells resampled), plus the cells'
+  residual spread for a measured value (a prediction interval, not only a confidence interval).
+
+Validation: fit without the held-out cells (``holdout``), predict their per-user tok/s, report the absolute
+percentage errors (MAPE, worst cell).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from speedbench.metrics.sources import decode_steps, request_stats
+from speedbench.records import RequestRecord
+from speedbench.results.loader import RunResult, load_run
+from speedbench.results.rundir import RunDirError
+from speedbench.results.sweep_manifest import SweepCell, read_sweep
+
+BASELINE = "none"
+DRAWS = 1000
+OVERALL = "overall"
+
+
+class ModelError(ValueError):
+    """The sweep cannot be modelled (one line saying what is missing)."""
+
+
+# ---- what each cell measured ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CellObs:
+    """One complete cell's observations: ``batch`` the mean requests decoding at its chunk arrivals, ``step_s`` its
+    mean decode step time (Σ first-to-last chunk time / Σ decode steps), ``tokens_per_step`` (Σ tokens after the
+    first / Σ decode steps), ``user_tps`` its mean per-user tok/s (run summary), ``steps`` Σ decode steps."""
+
+    id: str
+    sd: str
+    k: int
+    concurrency: int
+    dataset: str
+    batch: float
+    step_s: float
+    steps: int
+    tokens_per_step: float
+    user_tps: float | None
+    output_tps: float | None
+    records: tuple[RequestRecord, ...] = field(repr=False, default=())
+    chunks_are_steps: bool = True
+
+    @property
+    def decode_tps(self) -> float:
+        """Per-user decode speed: Σ tokens after the first / Σ first-to-last chunk time = tokens per step / step
+        time, the quantity the model predicts (the run summary's mean user tok/s averages per-request ratios)."""
+        return self.tokens_per_step / self.step_s
+
+
+def _decode_span(r: RequestRecord) -> tuple[int, int] | None:
+    if not r.ok or len(r.chunk_ns) < 2:
+        return None
+    return r.chunk_ns[0], r.chunk_ns[-1]
+
+
+def _steps(r: RequestRecord, k: int, chunks_are_steps: bool) -> int | None:
+    """A request's decode steps: every target pass after prefill (SD off: one token each)."""
+    if k == 0:
+        return max(r.tokens - 1, 0)
+    return decode_steps(r, request_stats(r, k, chunks_are_steps), k, chunks_are_steps).decode_steps
+
+
+def mean_batch(records: Sequence[RequestRecord]) -> float:
+    """The mean number of requests decoding (between their first and last chunk) at the moments the records'
+    chunks after the first arrived: each engine step is seen once per request it holds, so this is the
+    chunk-weighted mean batch, the one that pairs with the chunk-weighted mean step time in a cost linear in b."""
+    spans = [s for s in (_decode_span(r) for r in records) if s is not None]
+    if not spans:
+        return math.nan
+    starts = np.sort(np.array([s[0] for s in spans]))
+    ends = np.sort(np.array([s[1] for s in spans]))
+    times = np.concatenate([np.asarray(r.chunk_ns[1:], dtype=np.int64) for r in records if _decode_span(r)])
+    # the step that ends at t produced a token for every request whose first chunk is at or before t and whose
+    # last chunk is not before t: the batch it held, a request it prefilled (first token at t) included (a real
+    # engine's prefill costs more than one token: docs/model.md, where the model breaks)
+    held = np.searchsorted(starts, times, side="right") - np.searchsorted(ends, times, side="left")
+    return float(np.mean(held)) if held.size else math.nan
+
+
+def observe(cell_id: str, run: RunResult) -> CellObs | None:
+    """A cell's observations (None when no request decoded: nothing to fit)."""
+    m = run.manifest
+    settings = m.config
+    k = m.k
+    duration = steps = tokens = 0
+    for r in run.records:
+        span = _decode_span(r)
+        n = _steps(r, k, m.chunks_are_steps) if span else None
+        if span is None or not n:
+            continue
+        duration += span[1] - span[0]
+        steps += n
+        tokens += max(r.tokens - 1, 0)
+    if steps == 0:
+        return None
+    o = run.summary.overall
+    return CellObs(
+        cell_id,
+        settings.engine.sd or BASELINE,
+        k,
+        settings.concurrency,
+        settings.dataset.name,
+        mean_batch(run.records),
+        duration / 1e9 / steps,
+        steps,
+        tokens / steps,
+        o.user_tps.mean,
+        o.output_tps,
+        tuple(r for r in run.records if r.ok),
+        m.chunks_are_steps,
+    )
+
+
+def sweep_observations(sweep_dir: str | Path) -> list[CellObs]:
+    """Every complete cell of a sweep, observed (cells not complete, or whose run does not load, are left out)."""
+    path = Path(sweep_dir)
+    manifest = read_sweep(path)
+    out = []
+    for c in manifest.cells:
+        obs = _observe_cell(path, c)
+        if obs is not None:
+            out.append(obs)
+    return out
+
+
+def _observe_cell(path: Path, cell: SweepCell) -> CellObs | None:
+    if cell.status != "complete":
+        return None
+    try:
+        run = load_run(path / cell.dir)
+    except (RunDirError, OSError):
+        return None
+    if run.manifest.status != "complete":
+        return None
+    obs = observe(cell.id, run)
+    return None if obs is None else _with_sd(obs, cell.settings.sd)
+
+
+def _with_sd(obs: CellObs, sd: str) -> CellObs:
+    from dataclasses import replace
+
+    return replace(obs, sd=sd)
+
+
+# ---- acceptance ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """Per-position conditional acceptance of one group of requests (a category or overall) at draft length k:
+    ``rates[i]`` = r_{i+1}; ``undrafted`` the share of decode steps that had no draft; ``drafted_steps``."""
+
+    rates: tuple[float, ...]
+    undrafted: float
+    drafted_steps: int
+    requests: int
+
+    def tau(self, k: int) -> float:
+        """Tokens per drafted step with k drafts: 1 + Σ_{i<=k} Π_{j<=i} r_j.  Past the measured draft length the
+        last measured rate is assumed for every further position (an extrapolation: ``extrapolated(k)``)."""
+        return tau_of(self.rates, k)
+
+    def extrapolated(self, k: int) -> bool:
+        return k > len(self.rates)
+
+    def tokens_per_step(self, k: int) -> float:
+        """Tokens per decode step, drafted or not: 1 + (1 - u)(tau(k) - 1)."""
+        return 1.0 + (1.0 - self.undrafted) * (self.tau(k) - 1.0)
+
+
+def tau_of(rates: Sequence[float] | np.ndarray, k: int) -> float:
+    """1 + Σ_{i<=k} Π_{j<=i} r_j, the last rate repeated past the end of ``rates``."""
+    total, p = 1.0, 1.0
+    n = len(rates)
+    for i in range(k):
+        p *= float(rates[min(i, n - 1)]) if n else 0.0
+        total += p
+    return total
+
+
+def acceptance_of(records: Sequence[RequestRecord], k: int, chunks_are_steps: bool = True) -> Acceptance | None:
+    """The per-position conditional rates of requests run at draft length k (None: no SD stats, no drafted
+    step)."""
+    per = np.zeros(k)
+    drafted = decode = undrafted = 0
+    n = 0
+    for r in records:
+        s = request_stats(r, k, chunks_are_steps)
+        if s is None:
+            continue
+        d = decode_steps(r, s, k, chunks_are_steps)
+        if d.drafted_steps is None or d.drafted_steps == 0:
+            continue
+        n += 1
+        pp = list(s.per_position)[:k] + [0] * max(0, k - len(s.per_position))
+        per += np.asarray(pp, dtype=float)
+        drafted += d.drafted_steps
+        if d.decode_steps is not None:
+            decode += d.decode_steps
+            undrafted += d.decode_steps - d.drafted_steps
+    if drafted == 0:
+        return None
+    rates = []
+    prev = float(drafted)
+    for p in per:
+        rates.append(p / prev if prev > 0 else 0.0)
+        prev = p
+    return Acceptance(tuple(rates), undrafted / decode if decode else 0.0, drafted, n)
+
+
+def leviathan_alpha(tau_k: float, k: int) -> float:
+    """The i.i.d. acceptance alpha whose closed form (1 - alpha^(k+1)) / (1 - alpha) equals tau_k (bisection)."""
+    if tau_k <= 1.0:
+        return 0.0
+    if tau_k >= k + 1:
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if leviathan_tau(mid, k) < tau_k:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def leviathan_tau(alpha: float, k: int) -> float:
+    """Leviathan et al.: expected tokens per step with i.i.d. acceptance alpha, (1 - alpha^(k+1)) / (1 - alpha)."""
+    return float(k + 1) if alpha >= 1.0 else (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
+
+
+# ---- cost ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CostFit:
+    """t(b, k) = c0 + c1 min(x, knee) + c2 max(0, x - knee), x = b (k + 1) (no knee: c2 unused).  ``cov`` the
+    covariance of the fitted coefficients (conditional on the knee), ``sigma_rel`` the cells' leave-one-out
+    relative error (root mean square; the spread a new cell shows around the fit, for prediction intervals)."""
+
+    coef: tuple[float, ...]
+    cov: np.ndarray = field(repr=False)
+    knee: float | None
+    sigma_rel: float
+    cells: int
+    x_range: tuple[float, float]
+
+    @staticmethod
+    def design(x: np.ndarray, knee: float | None) -> np.ndarray:
+        if knee is None:
+            return np.column_stack([np.ones_like(x), x])
+        return np.column_stack([np.ones_like(x), np.minimum(x, knee), np.maximum(0.0, x - knee)])
+
+    def time(self, b: float | np.ndarray, k: int | np.ndarray, coef: np.ndarray | None = None) -> np.ndarray:
+        x = np.asarray(b, dtype=float) * (np.asarray(k, dtype=float) + 1.0)
+        c = np.asarray(self.coef if coef is None else coef)
+        d = self.design(np.atleast_1d(x), self.knee)
+        return d @ c.T if c.ndim == 1 else d @ c.T
+
+    def errors(self) -> tuple[float, ...]:
+        return tuple(float(math.sqrt(max(v, 0.0))) for v in np.diag(self.cov))
+
+
+def _wls(x: np.ndarray, t: np.ndarray, w: np.ndarray, knee: float | None) -> tuple[np.ndarray, np.ndarray, float]:
+    d = CostFit.design(x, knee)
+    sw = np.sqrt(w)
+    coef, *_ = np.linalg.lstsq(d * sw[:, None], t * sw, rcond=None)
+    resid = t - d @ coef
+    dof = max(len(t) - d.shape[1], 1)
+    s2 = float((w * resid**2).sum() / dof)
+    cov = s2 * np.linalg.pinv((d * w[:, None]).T @ d)
+    return coef, cov, float((w * resid**2).sum())
+
+
+def fit_cost(cells: Sequence[CellObs], knee: bool | None = None) -> CostFit:
+    """Weighted least squares of the cells' mean step time on x = b (k + 1).  ``knee``: None = add the knee only
+    when it lowers the Bayesian information criterion (each candidate knee between two measured x is tried),
+    True = always, False = never.  Weights: relative (each cell's decode steps over its squared step time), so a
+    fast cell's error counts as much in percent as a slow one's."""
+    if len(cells) < 2:
+        raise ModelError(f"the cost fit needs at least 2 cells, got {len(cells)}")
+    x = np.array([c.batch * (c.k + 1) for c in cells])
+    t = np.array([c.step_s for c in cells])
+    w = np.array([c.steps for c in cells], dtype=float) / t**2
+    w = w / w.mean()
+    coef, cov, sse = _wls(x, t, w, None)
+    best: tuple[np.ndarray, np.ndarray, float, float | None] = (coef, cov, sse, None)
+    n = len(cells)
+    if knee is not False and len(set(np.round(x, 6))) >= 4:
+        xs = np.unique(x)
+        bic_lin = n * math.log(max(sse, 1e-300) / n) + 2 * math.log(n)
+        best_bic = bic_lin if knee is None else math.inf
+        for lo, hi in zip(xs[1:-2], xs[2:-1], strict=True):  # at least 2 points each side
+            for kn in np.linspace(lo, hi, 5):
+                c2, v2, s2 = _wls(x, t, w, float(kn))
+                bic = n * math.log(max(s2, 1e-300) / n) + 4 * math.log(n)  # knee counts as a parameter
+                if bic < best_bic:
+                    best_bic, best = bic, (c2, v2, s2, float(kn))
+    coef, cov, sse, kn = best
+    # the spread a new cell shows around the fit: leave-one-out relative errors (each cell predicted by the fit
+    # of the others, the knee kept), larger and more honest than in-sample residuals at the ends of the range
+    loo = []
+    for i in range(n):
+        keep = np.arange(n) != i
+        if keep.sum() < (2 if kn is None else 3):
+            continue
+        c_i, _, _ = _wls(x[keep], t[keep], w[keep], kn)
+        pred = float((CostFit.design(x[i : i + 1], kn) @ c_i)[0])
+        loo.append((t[i] - pred) / pred)
+    sigma_rel = float(math.sqrt(np.mean(np.square(loo)))) if loo else 0.0
+    return CostFit(tuple(float(c) for c in coef), cov, kn, sigma_rel, n, (float(x.min()), float(x.max())))
+
+
+# ---- the model ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prediction:
+    b: float
+    k: int
+    user_tps: tuple[float, float, float]  # point, lo, hi (95% prediction interval)
+    output_tps: tuple[float, float, float]
+    speedup: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class SpeedupModel:
+    """One SD method's model: its acceptance per category (and ``overall``) at its largest k, the cost fit over
+    the baseline and its cells, and the acceptance resamples behind the intervals."""
+
+    sd: str
+    dataset: str
+    k_max: int
+    acceptance: Mapping[str, Acceptance]
+    cost: CostFit
+    cells: tuple[str, ...]
+    rate_draws: np.ndarray = field(repr=False)  # (draws, k_max): overall conditional rates, conversations resampled
+    undrafted_draws: np.ndarray = field(repr=False)  # (draws,)
+    seed: int = 0
+
+    def tokens_per_step(self, k: int, category: str = OVERALL) -> float:
+        return 1.0 if k == 0 else self.acceptance[category].tokens_per_step(k)
+
+    def predict(
+        self, b: float, k: int, category: str = OVERALL, draws: int = DRAWS, requests: int | None = None
+    ) -> Prediction:
+        """Per-user tok/s, output tok/s and speedup at batch b and draft length k (k <= k_max), each with a
+        95% prediction interval (cost parameters, acceptance rates and the cells' residual spread drawn).
+        ``requests``: the size of the run the prediction is for: its own acceptance varies as a sample of that
+        many requests would (a second resample, scaled by sqrt(requests measured / requests)); None: the mean."""
+        rng = np.random.default_rng(self.seed)
+        coef = rng.multivariate_normal(np.asarray(self.cost.coef), self.cost.cov, size=draws, method="svd")
+        t_k = self.cost.time(b, k, coef).ravel()
+        t_0 = self.cost.time(b, 0, coef).ravel()
+        noise = 1.0 + rng.normal(0.0, self.cost.sigma_rel, size=draws)
+        tps_step = np.array([self._draw_tokens(i, k, category) for i in range(draws)])
+        if requests and k > 0:
+            pooled = self.acceptance[OVERALL].requests
+            other = np.array([self._draw_tokens(int(j), k, category) for j in rng.integers(0, draws, draws)])
+            tps_step = tps_step + (other - other.mean()) * math.sqrt(max(pooled / requests - 1.0, 0.0))
+        user = tps_step / (t_k * noise)
+        speed = tps_step * t_0 / t_k
+        if k > 0:  # two measured step times in a ratio: each with the cells' residual spread
+            speed = speed * (1.0 + rng.normal(0.0, self.cost.sigma_rel * math.sqrt(2), size=draws))
+        point_user = self.tokens_per_step(k, category) / float(self.cost.time(b, k)[0])
+        point_speed = self.tokens_per_step(k, category) * float(self.cost.time(b, 0)[0] / self.cost.time(b, k)[0])
+
+        def band(values: np.ndarray, point: float) -> tuple[float, float, float]:
+            ok = values[np.isfinite(values)]
+            lo, hi = np.percentile(ok, [2.5, 97.5]) if ok.size else (math.nan, math.nan)
+            return point, float(lo), float(hi)
+
+        return Prediction(b, k, band(user, point_user), band(user * b, point_user * b), band(speed, point_speed))
+
+    def _draw_tokens(self, i: int, k: int, category: str) -> float:
+        if k == 0:
+            return 1.0
+        base = self.acceptance[OVERALL]
+        scale = self.tokens_per_step(k, category) / base.tokens_per_step(k)  # a category's shift, kept per draw
+        rates = self.rate_draws[i % len(self.rate_draws)]
+        u = self.undrafted_draws[i % len(self.undrafted_draws)]
+        return (1.0 + (1.0 - u) * (tau_of(rates, k) - 1.0)) * scale
+
+    def best_k(self, b: float, category: str = OVERALL) -> tuple[int, float]:
+        """The draft length (0 = SD off) with the highest predicted per-user tok/s at batch b."""
+        scores = {k: self.tokens_per_step(k, category) / float(self.cost.time(b, k)[0]) for k in range(self.k_max + 1)}
+        k = max(scores, key=lambda kk: scores[kk])
+        return k, scores[k] / scores[0]
+
+    def pays_until(self, k: int | None = None, b_max: float = 1024.0) -> float | None:
+        """The largest batch at which SD (draft length k, or the best k) still beats SD off by the point
+        prediction (None: it pays up to b_max; 0: it never pays)."""
+        grid = np.unique(np.concatenate([np.arange(1, 65, 0.25), np.geomspace(64, b_max, 200)]))
+        last = 0.0
+        for b in grid:
+            ok = (
+                (self.best_k(float(b))[0] > 0)
+                if k is None
+                else (self.tokens_per_step(k) * float(self.cost.time(b, 0)[0] / self.cost.time(b, k)[0]) > 1.0)
+            )
+            if ok:
+                last = float(b)
+            else:
+                return last
+        return None
+
+
+def _conversation_draws(records: Sequence[RequestRecord], k: int, chunks: bool, draws: int, seed: int):
+    """Overall conditional rates and undrafted share with the conversations resampled (for the intervals)."""
+    by_conv: dict[str, list[RequestRecord]] = {}
+    for r in records:
+        by_conv.setdefault(r.question_id, []).append(r)
+    convs = list(by_conv.values())
+    rng = np.random.default_rng(seed)
+    rates = np.zeros((draws, k))
+    undrafted = np.zeros(draws)
+    # per-conversation sums, then weighted sums per draw
+    per = np.zeros((len(convs), k))
+    drafted = np.zeros(len(convs))
+    decode = np.zeros(len(convs))
+    und = np.zeros(len(convs))
+    for i, conv in enumerate(convs):
+        for r in conv:
+            s = request_stats(r, k, chunks)
+            if s is None:
+                continue
+            d = decode_steps(r, s, k, chunks)
+            if not d.drafted_steps:
+                continue
+            pp = list(s.per_position)[:k] + [0] * max(0, k - len(s.per_position))
+            per[i] += pp
+            drafted[i] += d.drafted_steps
+            if d.decode_steps is not None:
+                decode[i] += d.decode_steps
+                und[i] += d.decode_steps - d.drafted_steps
+    n = len(convs)
+    for j in range(draws):
+        w = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
+        p = w @ per
+        prev = np.concatenate([[w @ drafted], p[:-1]])
+        rates[j] = np.where(prev > 0, p / np.where(prev > 0, prev, 1.0), 0.0)
+        dd = w @ decode
+        undrafted[j] = (w @ und) / dd if dd > 0 else 0.0
+    return rates, undrafted
+
+
+def fit(cells: Sequence[CellObs], sd: str, knee: bool | None = None, seed: int = 0, draws: int = DRAWS) -> SpeedupModel:
+    """The model of SD method ``sd`` from its cells and the SD-off cells (one dataset)."""
+    mine = [c for c in cells if c.sd == sd]
+    base = [c for c in cells if c.sd == BASELINE]
+    if not mine:
+        raise ModelError(f"no complete cell of SD method {sd!r}")
+    k_max = max(c.k for c in mine)
+    top = [c for c in mine if c.k == k_max]
+    records = [r for c in top for r in c.records]
+    chunks = all(c.chunks_are_steps for c in top)
+    overall = acceptance_of(records, k_max, chunks)
+    if overall is None:
+        raise ModelError(f"{sd} at k {k_max}: no per-position acceptance in the records (no drafted step)")
+    acc: dict[str, Acceptance] = {OVERALL: overall}
+    for cat in sorted({r.category for r in records}):
+        a = acceptance_of([r for r in records if r.category == cat], k_max, chunks)
+        if a is not None:
+            acc[cat] = a
+    cost = fit_cost([*base, *mine], knee)
+    rate_draws, und_draws = _conversation_draws(records, k_max, chunks, draws, seed)
+    return SpeedupModel(
+        sd, mine[0].dataset, k_max, acc, cost, tuple(c.id for c in [*base, *mine]), rate_draws, und_draws, seed
+    )
+
+
+# ---- held-out validation ------------------------------------------------------------------------------------
+
+_HOLDOUT = re.compile(r"^(?P<key>c|k|concurrency|draft_length)\s*(?P<op>>=|<=|=|>|<)\s*(?P<value>\d+)$")
+
+
+_OPS: dict[str, Callable[[int, int], bool]] = {
+    "=": lambda a, b: a == b,
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+}
+
+
+@dataclass(frozen=True)
+class _Rule:
+    attr: str | None  # "concurrency" or "k"; None: a cell id
+    op: str
+    value: int | str
+
+    def __call__(self, c: CellObs) -> bool:
+        if self.attr is None:
+            return c.id == self.value
+        return _OPS[self.op](int(getattr(c, self.attr)), int(self.value))
+
+
+def holdout_rule(spec: str) -> Callable[[CellObs], bool]:
+    """``c=32``, ``c>=16``, ``k=3``, ``k>2`` (comma-separated: any of them), or cell ids: which cells to hold
+    out.  One line for anything else."""
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if not parts:
+        raise ModelError("--holdout: empty (e.g. c=32, k=3, c>=16, or cell ids)")
+    rules: list[_Rule] = []
+    for p in parts:
+        m = _HOLDOUT.match(p)
+        if m is None:
+            if "=" in p or "<" in p or ">" in p:
+                raise ModelError(f"--holdout {p!r}: expected c=N, c>=N, k=N, k>N ... or a cell id")
+            rules.append(_Rule(None, "=", p))
+        else:
+            rules.append(_Rule("concurrency" if m["key"] in ("c", "concurrency") else "k", m["op"], int(m["value"])))
+    return lambda c: any(r(c) for r in rules)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    id: str
+    sd: str
+    k: int
+    concurrency: int
+    batch: float
+    measured: float  # per-user tok/s
+    predicted: tuple[float, float, float]
+    inside: bool  # the measured value is inside the prediction interval
+
+    @property
+    def ape(self) -> float:
+        return abs(self.predicted[0] - self.measured) / self.measured
+
+
+@dataclass(frozen=True)
+class Validation:
+    held_out: tuple[HeldOut, ...]
+
+    @property
+    def mape(self) -> float | None:
+        return float(np.mean([h.ape for h in self.held_out])) if self.held_out else None
+
+    @property
+    def worst(self) -> HeldOut | None:
+        return max(self.held_out, key=lambda h: h.ape) if self.held_out else None
+
+
+def validate(
+    cells: Sequence[CellObs], sd: str, held: Callable[[CellObs], bool], knee: bool | None = None, seed: int = 0
+) -> tuple[SpeedupModel, Validation]:
+    """Fit on the cells ``held`` leaves in, predict the held-out cells of ``sd`` and the baseline (their mean
+    per-user tok/s at their measured batch)."""
+    train = [c for c in cells if not held(c)]
+    test = [c for c in cells if held(c) and c.sd in (sd, BASELINE)]
+    model = fit(train, sd, knee, seed)
+    out = []
+    for c in test:
+        p = model.predict(c.batch, c.k, requests=len(c.records))
+        assert c.user_tps is not None
+        measured = c.decode_tps
+        out.append(
+            HeldOut(
+                c.id,
+                c.sd,
+                c.k,
+                c.concurrency,
+                c.batch,
+                measured,
+                p.user_tps,
+                p.user_tps[1] <= measured <= p.user_tps[2],
+            )
+        )
+    return model, Validation(tuple(out))
+
+
+# ---- the whole answer, as plain data (model.json; report/model.py prints it) --------------------------------
+
+
+def _r(x: float, digits: int = 6) -> float:
+    return float(round(float(x), digits))
+
+
+def _band(b: tuple[float, float, float]) -> list[float]:
+    return [_r(v) for v in b]
+
+
+def model_summary(
+    sweep_dir: str | Path,
+    sd: str | None = None,
+    dataset: str | None = None,
+    holdout: str | None = None,
+    batches: Sequence[float] | None = None,
+    knee: bool | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fit the model of one SD method on one dataset of a sweep and say everything it predicts, as JSON-ready
+    data: the acceptance per category (rates, tau, undrafted share) with Leviathan's i.i.d. closed form beside
+    it and the cells measured at smaller k, the cost fit, predictions per batch x k with the best k, the best k
+    per category, the batch beyond which SD stops paying, and the held-out validation."""
+    all_cells = sweep_observations(sweep_dir)
+    if not all_cells:
+        raise ModelError(f"{sweep_dir}: no complete cell to fit")
+    methods = sorted({c.sd for c in all_cells if c.sd != BASELINE})
+    if not methods:
+        raise ModelError(f"{sweep_dir}: no complete SD cell (only SD off): nothing to model")
+    if sd is None:
+        if len(methods) > 1:
+            raise ModelError(f"the sweep has several SD methods ({', '.join(methods)}): choose one with --sd")
+        sd = methods[0]
+    elif sd not in methods:
+        raise ModelError(f"--sd {sd!r}: no complete cell of it (the sweep has: {', '.join(methods)})")
+    datasets = sorted({c.dataset for c in all_cells if c.sd == sd})
+    if dataset is None:
+        if len(datasets) > 1:
+            raise ModelError(f"the sweep has several datasets ({', '.join(datasets)}): choose one with --dataset")
+        dataset = datasets[0]
+    elif dataset not in datasets:
+        raise ModelError(f"--dataset {dataset!r}: no complete {sd} cell on it (the sweep has: {', '.join(datasets)})")
+    cells = [c for c in all_cells if c.dataset == dataset and c.sd in (sd, BASELINE)]
+    if not any(c.sd == BASELINE for c in cells):
+        raise ModelError(f"no complete SD-off cell on {dataset}: the cost at k 0 (the speedup's baseline) is unknown")
+    model = fit(cells, sd, knee, seed)
+    validation = None
+    if holdout:
+        _, validation = validate(cells, sd, holdout_rule(holdout), knee, seed)
+    measured_b = sorted({c.concurrency for c in cells})
+    bs = list(batches) if batches else sorted({*measured_b, max(measured_b) * 2, max(measured_b) * 4})
+    ks = list(range(0, model.k_max + 1))
+    acc = model.acceptance
+    overall = acc[OVERALL]
+    alpha = leviathan_alpha(overall.tau(model.k_max), model.k_max)
+    smaller = {}
+    for k in ks[1:]:
+        at_k = [c for c in cells if c.sd == sd and c.k == k]
+        if at_k:
+            steps = sum(c.steps for c in at_k)
+            smaller[k] = sum(c.tokens_per_step * c.steps for c in at_k) / steps
+    cost = model.cost
+    names = ["c0_s", "c1_s_per_token"] + (["c2_s_per_token_past_knee"] if cost.knee is not None else [])
+    preds = []
+    for b in bs:
+        per_k: dict[str, Any] = {}
+        row: dict[str, Any] = {"b": _r(b), "k": per_k}
+        for k in ks:
+            p = model.predict(b, k)
+            per_k[str(k)] = {
+                "user_tps": _band(p.user_tps),
+                "output_tps": _band(p.output_tps),
+                "speedup": _band(p.speedup),
+            }
+        best, gain = model.best_k(b)
+        row["best_k"] = best
+        row["best_speedup"] = _r(gain)
+        preds.append(row)
+    by_cat = {}
+    for cat in acc:
+        by_cat[cat] = {str(_r(b)): model.best_k(b, cat)[0] for b in bs}
+    pays = model.pays_until()
+    return {
+        "sweep": str(sweep_dir),
+        "sd": sd,
+        "dataset": dataset,
+        "k_max": model.k_max,
+        "cells": list(model.cells),
+        "seed": seed,
+        "acceptance": {
+            cat: {
+                "requests": a.requests,
+                "drafted_steps": a.drafted_steps,
+                "rates": [_r(x) for x in a.rates],
+                "tau": {str(k): _r(a.tau(k)) for k in ks[1:]},
+                "undrafted_share": _r(a.undrafted),
+                "tokens_per_step": {str(k): _r(a.tokens_per_step(k)) for k in ks[1:]},
+            }
+            for cat, a in acc.items()
+        },
+        "leviathan": {
+            "alpha": _r(alpha),
+            "tau": {str(k): _r(leviathan_tau(alpha, k)) for k in ks[1:]},
+            "per_position_tau": {str(k): _r(overall.tau(k)) for k in ks[1:]},
+            "measured_tokens_per_step": {str(k): _r(v) for k, v in smaller.items()},
+        },
+        "cost": {
+            "form": "t = c0 + c1 * min(x, knee) + c2 * max(0, x - knee), x = b * (k + 1)"
+            if cost.knee is not None
+            else "t = c0 + c1 * x, x = b * (k + 1)",
+            "coef": dict(zip(names, [_r(c, 9) for c in cost.coef], strict=True)),
+            "stderr": dict(zip(names, [_r(e, 9) for e in cost.errors()], strict=True)),
+            "knee_tokens": None if cost.knee is None else _r(cost.knee, 3),
+            "residual_rel": _r(cost.sigma_rel),
+            "cells": cost.cells,
+            "x_range": [_r(x, 3) for x in cost.x_range],
+            "measured": [
+                {"id": c.id, "k": c.k, "concurrency": c.concurrency, "batch": _r(c.batch, 3), "step_s": _r(c.step_s, 9)}
+                for c in cells
+            ],
+        },
+        "predictions": preds,
+        "best_k_by_category": by_cat,
+        "sd_pays_until_batch": None if pays is None else _r(pays, 2),
+        "validation": None
+        if validation is None
+        else {
+            "holdout": holdout,
+            "mape": None if validation.mape is None else _r(validation.mape),
+            "worst": None if validation.worst is None else validation.worst.id,
+            "inside_interval": sum(h.inside for h in validation.held_out),
+            "cells": [
+                {
+                    "id": h.id,
+                    "k": h.k,
+                    "concurrency": h.concurrency,
+                    "batch": _r(h.batch, 3),
+                    "measured_user_tps": _r(h.measured),
+                    "predicted_user_tps": _band(h.predicted),
+                    "ape": _r(h.ape),
+                    "inside": h.inside,
+                }
+                for h in validation.held_out
+            ],
+        },
+    }

@@ -1,0 +1,69 @@
+"""``speedbench model SWEEP_DIR``: fit the speedup model of a sweep (analysis/speedup_model.py, docs/model.md),
+print what it predicts, write SWEEP_DIR/model.json."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from speedbench.cli.common import fail, one_line, user_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(model)
+
+
+def model(
+    sweep_dir: Annotated[str, typer.Argument(help="a sweep directory (holding sweep.json)")],
+    sd: Annotated[
+        Optional[str], typer.Option(help="the SD method to model (needed when the sweep has several)")
+    ] = None,
+    dataset: Annotated[
+        Optional[str], typer.Option(help="the dataset to model (needed when the sweep has several)")
+    ] = None,
+    holdout: Annotated[
+        Optional[str],
+        typer.Option(
+            help="cells to leave out of the fit and predict: c=N, c>=N, k=N, k>N (comma-separated: any) or cell ids"
+        ),
+    ] = None,
+    batch: Annotated[
+        Optional[str],
+        typer.Option(help="batch sizes to predict, comma list (default: the measured concurrencies, x2 and x4)"),
+    ] = None,
+    knee: Annotated[
+        str, typer.Option(help="auto: a knee in the cost only when it fits better (BIC); on; off")
+    ] = "auto",
+    seed: Annotated[int, typer.Option(help="seed of the prediction intervals' draws")] = 0,
+) -> None:
+    """Fit acceptance (per-position rates per category) and step cost (per batch really held and draft length)
+    from a sweep's cells; print the predicted speedup per batch x k with intervals, the best k per batch and
+    category, where SD stops paying, and with --holdout the error on cells left out of the fit."""
+    import json
+    from pathlib import Path
+
+    from speedbench.analysis.speedup_model import model_summary
+    from speedbench.atomic import atomic_write
+    from speedbench.report.console import make_console
+    from speedbench.report.model import print_model
+
+    knees = {"auto": None, "on": True, "off": False}
+    try:
+        if knee not in knees:
+            raise ValueError(f"--knee {knee!r}: expected auto, on or off")
+        batches = None
+        if batch is not None:
+            try:
+                batches = [float(x) for x in batch.split(",") if x.strip()]
+            except ValueError:
+                raise ValueError(f"--batch {batch!r}: expected numbers separated by commas") from None
+            if not batches or any(b <= 0 for b in batches):
+                raise ValueError(f"--batch {batch!r}: expected positive numbers")
+        summary = model_summary(sweep_dir, sd, dataset, holdout, batches, knees[knee], seed)
+        out = Path(sweep_dir) / "model.json"
+        atomic_write(out, json.dumps(summary, indent=2) + "\n")
+    except user_errors() as e:
+        fail(one_line(e))
+        return
+    print_model(summary, make_console(), str(out))
