@@ -9,8 +9,10 @@ The model, per (engine, model, SD method) of one dataset:
   concurrency and repeat pooled: greedy acceptance does not depend on the batch).  Tokens per drafted step with
   k' <= k drafts: tau(k') = 1 + sum_{i<=k'} prod_{j<=i} r_j (SPEED-Bench Eq. 1).  A share u of decode steps had
   no draft (n-gram lookup found nothing; docs/metrics.md), so tokens per decode step = 1 + (1 - u)(tau(k') - 1).
-- **cost**: the decode step time t(b, k) = c0 + c1 x, x = b (k + 1) the tokens verified in a step, with a knee
-  (c2 per token past x = knee, where the step turns compute-bound) when it fits better; b is the mean number of
+- **cost**: the decode step time t(b, k) = c0 + cb b + c1 x, x = b (k + 1) the tokens verified in a step: a fixed
+  cost per step, a cost per request held (its KV cache, its attention) and a cost per token verified, with a knee
+  (c2 per token past x = knee, where the step turns compute-bound); the per-request term and the knee only when
+  they fit better (Bayesian information criterion); b is the mean number of
   requests decoding at the moments the cell's chunks arrived (measured from the records' timestamps, not the
   nominal concurrency) and t the cell's mean time between chunks per decode step.  Weighted least squares
   over cells (weight: decode steps), parameter uncertainties from the residual variance (numpy).
@@ -42,6 +44,7 @@ from speedbench.results.sweep_manifest import SweepCell, read_sweep
 
 BASELINE = "none"
 DRAWS = 1000
+PARSIMONY = 0.1  # a richer cost form must cut the leave-one-out error by 10% to be chosen
 OVERALL = "overall"
 
 
@@ -264,11 +267,16 @@ def leviathan_tau(alpha: float, k: int) -> float:
 # ---- cost ---------------------------------------------------------------------------------------------------
 
 
+COEF_NAMES = {"c0": "c0_s", "cb": "cb_s_per_request", "c1": "c1_s_per_token", "c2": "c2_s_per_token_past_knee"}
+
+
 @dataclass(frozen=True)
 class CostFit:
-    """t(b, k) = c0 + c1 min(x, knee) + c2 max(0, x - knee), x = b (k + 1) (no knee: c2 unused).  ``cov`` the
-    covariance of the fitted coefficients (conditional on the knee), ``sigma_rel`` the cells' leave-one-out
-    relative error (root mean square; the spread a new cell shows around the fit, for prediction intervals)."""
+    """t(b, k) = c0 [+ cb b] + c1 min(x, knee) [+ c2 max(0, x - knee)], x = b (k + 1): a fixed cost per step, a
+    cost per request in the batch (its KV cache read, its attention: present when it fits better), a cost per
+    token verified, and past the knee another per-token cost.  ``terms`` names the coefficients of ``coef``;
+    ``cov`` their covariance (conditional on the knee); ``sigma_rel`` the cells' leave-one-out relative error
+    (root mean square: the spread a new cell shows around the fit, for prediction intervals)."""
 
     coef: tuple[float, ...]
     cov: np.ndarray = field(repr=False)
@@ -276,25 +284,38 @@ class CostFit:
     sigma_rel: float
     cells: int
     x_range: tuple[float, float]
+    terms: tuple[str, ...] = ("c0", "c1")
 
     @staticmethod
-    def design(x: np.ndarray, knee: float | None) -> np.ndarray:
+    def design(b: np.ndarray, k: np.ndarray, per_request: bool, knee: float | None) -> np.ndarray:
+        b = np.atleast_1d(np.asarray(b, dtype=float))
+        x = b * (np.atleast_1d(np.asarray(k, dtype=float)) + 1.0)
+        cols = [np.ones_like(x)]
+        if per_request:
+            cols.append(b)
         if knee is None:
-            return np.column_stack([np.ones_like(x), x])
-        return np.column_stack([np.ones_like(x), np.minimum(x, knee), np.maximum(0.0, x - knee)])
+            cols.append(x)
+        else:
+            cols += [np.minimum(x, knee), np.maximum(0.0, x - knee)]
+        return np.column_stack(cols)
 
     def time(self, b: float | np.ndarray, k: int | np.ndarray, coef: np.ndarray | None = None) -> np.ndarray:
-        x = np.asarray(b, dtype=float) * (np.asarray(k, dtype=float) + 1.0)
+        """The step time (s) at (b, k): shape (1,) for the fitted coefficients, (draws,) for rows of draws."""
         c = np.asarray(self.coef if coef is None else coef)
-        d = self.design(np.atleast_1d(x), self.knee)
-        return d @ c.T if c.ndim == 1 else d @ c.T
+        d = self.design(np.asarray(b), np.asarray(k), "cb" in self.terms, self.knee)
+        return d @ c.T
 
     def errors(self) -> tuple[float, ...]:
         return tuple(float(math.sqrt(max(v, 0.0))) for v in np.diag(self.cov))
 
+    @property
+    def form(self) -> str:
+        per = " + cb * b" if "cb" in self.terms else ""
+        tok = " + c1 * min(x, knee) + c2 * max(0, x - knee)" if self.knee is not None else " + c1 * x"
+        return f"t = c0{per}{tok}, x = b * (k + 1)"
 
-def _wls(x: np.ndarray, t: np.ndarray, w: np.ndarray, knee: float | None) -> tuple[np.ndarray, np.ndarray, float]:
-    d = CostFit.design(x, knee)
+
+def _wls(d: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     sw = np.sqrt(w)
     coef, *_ = np.linalg.lstsq(d * sw[:, None], t * sw, rcond=None)
     resid = t - d @ coef
@@ -304,43 +325,74 @@ def _wls(x: np.ndarray, t: np.ndarray, w: np.ndarray, knee: float | None) -> tup
     return coef, cov, float((w * resid**2).sum())
 
 
-def fit_cost(cells: Sequence[CellObs], knee: bool | None = None) -> CostFit:
-    """Weighted least squares of the cells' mean step time on x = b (k + 1).  ``knee``: None = add the knee only
-    when it lowers the Bayesian information criterion (each candidate knee between two measured x is tried),
-    True = always, False = never.  Weights: relative (each cell's decode steps over its squared step time), so a
-    fast cell's error counts as much in percent as a slow one's."""
+def fit_cost(cells: Sequence[CellObs], knee: bool | None = None, per_request: bool | None = None) -> CostFit:
+    """Weighted least squares of the cells' mean step time.  The form is chosen by leave-one-out prediction
+    error (each cell predicted by the fit of the others; a richer form must cut it by ``PARSIMONY``): ``knee``
+    None = a knee only when it predicts better (each candidate between two measured x, at least 2 cells each
+    side, is tried), True = always, False = never; ``per_request`` None = the per-request term only when it
+    predicts better, True / False = always / never.
+    Weights: each cell's engine steps (decode steps / batch) over its squared step time, so a fast cell's error
+    counts as much in percent as a slow one's."""
     if len(cells) < 2:
         raise ModelError(f"the cost fit needs at least 2 cells, got {len(cells)}")
-    x = np.array([c.batch * (c.k + 1) for c in cells])
+    b = np.array([c.batch for c in cells])
+    k = np.array([c.k for c in cells], dtype=float)
+    x = b * (k + 1)
     t = np.array([c.step_s for c in cells])
-    w = np.array([c.steps for c in cells], dtype=float) / t**2
+    # a cell's mean step time averages its engine steps (request steps / batch: b requests share a step, and its
+    # noise), and the error that matters is relative
+    w = np.array([c.steps / max(c.batch, 1.0) for c in cells], dtype=float) / t**2
     w = w / w.mean()
-    coef, cov, sse = _wls(x, t, w, None)
-    best: tuple[np.ndarray, np.ndarray, float, float | None] = (coef, cov, sse, None)
     n = len(cells)
-    if knee is not False and len(set(np.round(x, 6))) >= 4:
-        xs = np.unique(x)
-        bic_lin = n * math.log(max(sse, 1e-300) / n) + 2 * math.log(n)
-        best_bic = bic_lin if knee is None else math.inf
-        for lo, hi in zip(xs[1:-2], xs[2:-1], strict=True):  # at least 2 points each side
-            for kn in np.linspace(lo, hi, 5):
-                c2, v2, s2 = _wls(x, t, w, float(kn))
-                bic = n * math.log(max(s2, 1e-300) / n) + 4 * math.log(n)  # knee counts as a parameter
-                if bic < best_bic:
-                    best_bic, best = bic, (c2, v2, s2, float(kn))
-    coef, cov, sse, kn = best
-    # the spread a new cell shows around the fit: leave-one-out relative errors (each cell predicted by the fit
-    # of the others, the knee kept), larger and more honest than in-sample residuals at the ends of the range
-    loo = []
-    for i in range(n):
-        keep = np.arange(n) != i
-        if keep.sum() < (2 if kn is None else 3):
-            continue
-        c_i, _, _ = _wls(x[keep], t[keep], w[keep], kn)
-        pred = float((CostFit.design(x[i : i + 1], kn) @ c_i)[0])
-        loo.append((t[i] - pred) / pred)
-    sigma_rel = float(math.sqrt(np.mean(np.square(loo)))) if loo else 0.0
-    return CostFit(tuple(float(c) for c in coef), cov, kn, sigma_rel, n, (float(x.min()), float(x.max())))
+    knees: list[float | None] = [] if knee is True else [None]
+    xs = np.unique(np.round(x, 9))
+    if knee is not False and len(xs) >= 4:
+        for lo, hi in zip(xs[1:-2], xs[2:-1], strict=True):
+            knees += [float(v) for v in np.linspace(lo, hi, 5)]
+    if not knees:
+        raise ModelError(f"--knee on needs cells at 4 or more distinct b (k + 1), got {len(xs)}")
+    pers = [per_request] if per_request is not None else [False, True]
+
+    def loo_rms(d: np.ndarray) -> float | None:
+        """Leave-one-out relative error (root mean square): each cell predicted by the fit of the others."""
+        errs = []
+        for i in range(n):
+            keep = np.arange(n) != i
+            if keep.sum() <= d.shape[1]:
+                return None
+            c_i, _, _ = _wls(d[keep], t[keep], w[keep])
+            pred = float(d[i] @ c_i)
+            errs.append((t[i] - pred) / pred)
+        return max(float(math.sqrt(np.mean(np.square(errs)))), 1e-9)  # below: exact to rounding, all alike
+
+    # the form that predicts cells it was not fitted on best (leave-one-out), a richer one only when it does so
+    # clearly better (by PARSIMONY): the per-request term and the knee must earn their place out of sample
+    best: tuple[float, int, bool, float | None] | None = None
+    for pr in pers:
+        if pr and len(set(np.round(k, 9))) < 2:
+            continue  # one draft length: b and x are the same column up to a factor
+        for kn in knees:
+            d = CostFit.design(b, k, pr, kn)
+            score = loo_rms(d)
+            if score is None:
+                continue
+            params = d.shape[1] + (1 if kn is not None else 0)
+            if best is None:
+                best = (score, params, pr, kn)
+                continue
+            new = (score, params, pr, kn)
+            if params == best[1]:
+                best = min(best, new, key=lambda f: f[0])
+                continue
+            simpler, richer = (best, new) if best[1] < params else (new, best)
+            best = richer if richer[0] < simpler[0] * (1 - PARSIMONY) else simpler
+    if best is None:
+        raise ModelError(f"the cost fit needs more cells than parameters ({n} cells)")
+    sigma_rel, _, pr, kn = best
+    d = CostFit.design(b, k, pr, kn)
+    coef, cov, _ = _wls(d, t, w)
+    terms = ("c0",) + (("cb",) if pr else ()) + (("c1", "c2") if kn is not None else ("c1",))
+    return CostFit(tuple(float(c) for c in coef), cov, kn, sigma_rel, n, (float(x.min()), float(x.max())), terms)
 
 
 # ---- the model ------------------------------------------------------------------------------------------
@@ -476,7 +528,14 @@ def _conversation_draws(records: Sequence[RequestRecord], k: int, chunks: bool, 
     return rates, undrafted
 
 
-def fit(cells: Sequence[CellObs], sd: str, knee: bool | None = None, seed: int = 0, draws: int = DRAWS) -> SpeedupModel:
+def fit(
+    cells: Sequence[CellObs],
+    sd: str,
+    knee: bool | None = None,
+    seed: int = 0,
+    draws: int = DRAWS,
+    per_request: bool | None = None,
+) -> SpeedupModel:
     """The model of SD method ``sd`` from its cells and the SD-off cells (one dataset)."""
     mine = [c for c in cells if c.sd == sd]
     base = [c for c in cells if c.sd == BASELINE]
@@ -494,7 +553,7 @@ def fit(cells: Sequence[CellObs], sd: str, knee: bool | None = None, seed: int =
         a = acceptance_of([r for r in records if r.category == cat], k_max, chunks)
         if a is not None:
             acc[cat] = a
-    cost = fit_cost([*base, *mine], knee)
+    cost = fit_cost([*base, *mine], knee, per_request)
     rate_draws, und_draws = _conversation_draws(records, k_max, chunks, draws, seed)
     return SpeedupModel(
         sd, mine[0].dataset, k_max, acc, cost, tuple(c.id for c in [*base, *mine]), rate_draws, und_draws, seed
@@ -575,13 +634,18 @@ class Validation:
 
 
 def validate(
-    cells: Sequence[CellObs], sd: str, held: Callable[[CellObs], bool], knee: bool | None = None, seed: int = 0
+    cells: Sequence[CellObs],
+    sd: str,
+    held: Callable[[CellObs], bool],
+    knee: bool | None = None,
+    seed: int = 0,
+    per_request: bool | None = None,
 ) -> tuple[SpeedupModel, Validation]:
     """Fit on the cells ``held`` leaves in, predict the held-out cells of ``sd`` and the baseline (their mean
     per-user tok/s at their measured batch)."""
     train = [c for c in cells if not held(c)]
     test = [c for c in cells if held(c) and c.sd in (sd, BASELINE)]
-    model = fit(train, sd, knee, seed)
+    model = fit(train, sd, knee, seed, per_request=per_request)
     out = []
     for c in test:
         p = model.predict(c.batch, c.k, requests=len(c.records))
@@ -621,6 +685,7 @@ def model_summary(
     batches: Sequence[float] | None = None,
     knee: bool | None = None,
     seed: int = 0,
+    per_request: bool | None = None,
 ) -> dict[str, Any]:
     """Fit the model of one SD method on one dataset of a sweep and say everything it predicts, as JSON-ready
     data: the acceptance per category (rates, tau, undrafted share) with Leviathan's i.i.d. closed form beside
@@ -648,10 +713,10 @@ def model_summary(
     cells = [c for c in all_cells if c.dataset == dataset and c.sd in (sd, BASELINE)]
     if not any(c.sd == BASELINE for c in cells):
         raise ModelError(f"no complete SD-off cell on {dataset}: the cost at k 0 (the speedup's baseline) is unknown")
-    model = fit(cells, sd, knee, seed)
+    model = fit(cells, sd, knee, seed, per_request=per_request)
     validation = None
     if holdout:
-        _, validation = validate(cells, sd, holdout_rule(holdout), knee, seed)
+        _, validation = validate(cells, sd, holdout_rule(holdout), knee, seed, per_request)
     measured_b = sorted({c.concurrency for c in cells})
     bs = list(batches) if batches else sorted({*measured_b, max(measured_b) * 2, max(measured_b) * 4})
     ks = list(range(0, model.k_max + 1))
@@ -661,11 +726,11 @@ def model_summary(
     smaller = {}
     for k in ks[1:]:
         at_k = [c for c in cells if c.sd == sd and c.k == k]
-        if at_k:
-            steps = sum(c.steps for c in at_k)
-            smaller[k] = sum(c.tokens_per_step * c.steps for c in at_k) / steps
+        a_k = acceptance_of([r for c in at_k for r in c.records], k, all(c.chunks_are_steps for c in at_k))
+        if a_k is not None:
+            smaller[k] = a_k.tau(k)
     cost = model.cost
-    names = ["c0_s", "c1_s_per_token"] + (["c2_s_per_token_past_knee"] if cost.knee is not None else [])
+    names = [COEF_NAMES[term] for term in cost.terms]
     preds = []
     for b in bs:
         per_k: dict[str, Any] = {}
@@ -707,12 +772,10 @@ def model_summary(
             "alpha": _r(alpha),
             "tau": {str(k): _r(leviathan_tau(alpha, k)) for k in ks[1:]},
             "per_position_tau": {str(k): _r(overall.tau(k)) for k in ks[1:]},
-            "measured_tokens_per_step": {str(k): _r(v) for k, v in smaller.items()},
+            "measured_tau": {str(k): _r(v) for k, v in smaller.items()},
         },
         "cost": {
-            "form": "t = c0 + c1 * min(x, knee) + c2 * max(0, x - knee), x = b * (k + 1)"
-            if cost.knee is not None
-            else "t = c0 + c1 * x, x = b * (k + 1)",
+            "form": cost.form,
             "coef": dict(zip(names, [_r(c, 9) for c in cost.coef], strict=True)),
             "stderr": dict(zip(names, [_r(e, 9) for e in cost.errors()], strict=True)),
             "knee_tokens": None if cost.knee is None else _r(cost.knee, 3),

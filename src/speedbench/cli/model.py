@@ -35,6 +35,9 @@ def model(
     knee: Annotated[
         str, typer.Option(help="auto: a knee in the cost only when it fits better (BIC); on; off")
     ] = "auto",
+    per_request: Annotated[
+        str, typer.Option(help="auto: a per-request term in the cost only when it predicts better; on; off")
+    ] = "auto",
     seed: Annotated[int, typer.Option(help="seed of the prediction intervals' draws")] = 0,
 ) -> None:
     """Fit acceptance (per-position rates per category) and step cost (per batch really held and draft length)
@@ -52,6 +55,8 @@ def model(
     try:
         if knee not in knees:
             raise ValueError(f"--knee {knee!r}: expected auto, on or off")
+        if per_request not in knees:
+            raise ValueError(f"--per-request {per_request!r}: expected auto, on or off")
         batches = None
         if batch is not None:
             try:
@@ -60,7 +65,7 @@ def model(
                 raise ValueError(f"--batch {batch!r}: expected numbers separated by commas") from None
             if not batches or any(b <= 0 for b in batches):
                 raise ValueError(f"--batch {batch!r}: expected positive numbers")
-        summary = model_summary(sweep_dir, sd, dataset, holdout, batches, knees[knee], seed)
+        summary = model_summary(sweep_dir, sd, dataset, holdout, batches, knees[knee], seed, knees[per_request])
         out = Path(sweep_dir) / "model.json"
         atomic_write(out, json.dumps(summary, indent=2) + "\n")
     except user_errors() as e:

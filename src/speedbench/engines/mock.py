@@ -310,7 +310,7 @@ class MockEngine:
         self.clock_ns: Callable[[], int] | None = (
             (lambda: int(round(self._vclock_ms * 1_000_000))) if self.settings.clock == "virtual" else None
         )
-        self._noise = random.Random(f"{self.settings.seed}:step-noise")
+        self._noise = random.Random(f"{self.settings.seed}:step-noise:k{self.settings.k}")
         self._in_flight = 0  # requests being streamed now (batch_nondeterminism)
         # -E per_request_stats=false: the engine reports no per-request SD stats (computed once, here)
         self.capabilities = dataclasses.replace(

@@ -49,13 +49,13 @@ def leviathan_table(s: Mapping[str, Any]) -> Table:
     t = Table(
         title=escape(
             f"Tokens per drafted step: per-position rates vs Leviathan's i.i.d. closed form (alpha {lev['alpha']:.3f}, "
-            f"fitted to tau({s['k_max']})), and the cells measured at each k"
+            f"fitted to tau({s['k_max']})), and tau measured by the cells run at each k"
         )
     )
-    for name in ("k", "per-position tau(k)", "i.i.d. tau(k)", "measured tokens/step at k"):
+    for name in ("k", "per-position tau(k)", "i.i.d. tau(k)", "measured at k"):
         t.add_column(name, justify="right")
     for k, v in lev["per_position_tau"].items():
-        measured = lev["measured_tokens_per_step"].get(k)
+        measured = lev["measured_tau"].get(k)
         t.add_row(k, f"{v:.3f}", f"{lev['tau'][k]:.3f}", "-" if measured is None else f"{measured:.3f}")
     return t
 
@@ -65,7 +65,8 @@ def cost_lines(s: Mapping[str, Any]) -> list[str]:
     parts = [f"{name} = {value * 1000:.4f} ms ± {c['stderr'][name] * 1000:.4f}" for name, value in c["coef"].items()]
     knee = f"; knee at {c['knee_tokens']:.1f} tokens per step" if c["knee_tokens"] is not None else "; no knee"
     return [
-        f"cost: {c['form']} (b = requests decoding at each chunk arrival, from the records' timestamps)",
+        f"cost: {c['form']} (b = requests a step produced tokens for, at each chunk arrival, from the records' "
+        "timestamps)",
         "  " + "; ".join(parts) + knee + " (± = 1 standard error)",
         f"  fitted on {c['cells']} cells, x from {c['x_range'][0]:.1f} to {c['x_range'][1]:.1f} tokens per step; "
         f"residual spread {c['residual_rel']:.1%} of the step time",
