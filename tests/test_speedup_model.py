@@ -225,3 +225,5 @@ def test_model_cli_writes_model_json_and_refuses_bad_input(sweep: Path, tmp_path
     assert bad.exit_code == 2 and "no complete cell of it" in bad.output
     bad = runner.invoke(app, ["model", str(sweep), "--holdout", "c=>1"])
     assert bad.exit_code == 2 and "--holdout" in bad.output
+    bad = runner.invoke(app, ["model", str(sweep), "--holdout", "c=3"])
+    assert bad.exit_code == 2 and "matches no complete cell" in bad.output

@@ -325,6 +325,11 @@ def _wls(d: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.nd
     return coef, cov, float((w * resid**2).sum())
 
 
+def _physical(coef: np.ndarray, knee: float | None) -> bool:
+    """Every cost non-negative, and past a knee (where the step turns compute-bound) a token costs more, not less."""
+    return bool((coef >= 0).all()) and (knee is None or coef[-1] >= coef[-2])
+
+
 def fit_cost(cells: Sequence[CellObs], knee: bool | None = None, per_request: bool | None = None) -> CostFit:
     """Weighted least squares of the cells' mean step time.  The form is chosen by leave-one-out prediction
     error (each cell predicted by the fit of the others; a richer form must cut it by ``PARSIMONY``): ``knee``
@@ -373,6 +378,8 @@ def fit_cost(cells: Sequence[CellObs], knee: bool | None = None, per_request: bo
             continue  # one draft length: b and x are the same column up to a factor
         for kn in knees:
             d = CostFit.design(b, k, pr, kn)
+            if knee is None and (pr or kn is not None) and not _physical(_wls(d, t, w)[0], kn):
+                continue  # an optional term that makes a cost negative, or a knee past which tokens cost less
             score = loo_rms(d)
             if score is None:
                 continue
@@ -436,6 +443,9 @@ class SpeedupModel:
         coef = rng.multivariate_normal(np.asarray(self.cost.coef), self.cost.cov, size=draws, method="svd")
         t_k = self.cost.time(b, k, coef).ravel()
         t_0 = self.cost.time(b, 0, coef).ravel()
+        # a draw whose step time is not positive is no step time: left out of the percentiles (nan)
+        t_k = np.where(t_k > 0, t_k, np.nan)
+        t_0 = np.where(t_0 > 0, t_0, np.nan)
         noise = 1.0 + rng.normal(0.0, self.cost.sigma_rel, size=draws)
         tps_step = np.array([self._draw_tokens(i, k, category) for i in range(draws)])
         if requests and k > 0:
@@ -645,6 +655,8 @@ def validate(
     per-user tok/s at their measured batch)."""
     train = [c for c in cells if not held(c)]
     test = [c for c in cells if held(c) and c.sd in (sd, BASELINE)]
+    if not test:
+        raise ModelError("--holdout matches no complete cell of this method and dataset: nothing to validate on")
     model = fit(train, sd, knee, seed, per_request=per_request)
     out = []
     for c in test:
