@@ -227,3 +227,36 @@ def test_model_cli_writes_model_json_and_refuses_bad_input(sweep: Path, tmp_path
     assert bad.exit_code == 2 and "--holdout" in bad.output
     bad = runner.invoke(app, ["model", str(sweep), "--holdout", "c=3"])
     assert bad.exit_code == 2 and "matches no complete cell" in bad.output
+
+
+def test_slo_terms_parse_and_refuse():
+    from speedbench.analysis.slo import parse_slo
+
+    terms = parse_slo("user_tps>=30, ttft_p99<=250ms,output_tps>=100")
+    assert [(t.metric, t.op, t.value, t.predicted) for t in terms] == [
+        ("user_tps", ">=", 30.0, True),
+        ("ttft_p99", "<=", 0.25, False),
+        ("output_tps", ">=", 100.0, True),
+    ]
+    assert str(terms[1]) == "ttft_p99<=0.25s"
+    for bad, why in (("user_tps>30", "expected METRIC"), ("speed>=3", "unknown metric"), ("user_tps>=3s", "no time")):
+        with pytest.raises(ModelError, match=why):
+            parse_slo(bad)
+
+
+def test_slo_answer_on_the_mock_is_the_true_optimum(sweep: Path):
+    """With the mock's true cost (10 ms + 0.5 ms b(k+1)) and acceptance, per-user tok/s >= 90 holds up to
+    concurrency 8 (k 2 at batch 7.7: 2.24 tokens / 21.5 ms = 104 tok/s) and fails at 16 for every k; of those
+    that hold, k 2 at concurrency 8 has the most output tok/s (about 800; k 1 there: about 770).  The answer is
+    a measured cell, so it is confirmed; TTFT is checked on the measured cells, unknown at concurrency 32."""
+    s = model_summary(sweep, slo="user_tps>=90,ttft_p99<=1s", batches=[1, 2, 4, 8, 16, 32])
+    slo = s["slo"]
+    a = slo["answer"]
+    assert (a["k"], a["concurrency"]) == (2, 8) and slo["confirmed"] is True and a["meets"] is True
+    assert 780 < a["output_tps"][0] < 820
+    at32 = [c for c in slo["candidates"] if c["concurrency"] == 32]
+    assert at32 and all(c["measured_cell"] is None and c["checks"]["ttft_p99<=1s"] is None for c in at32)
+    assert "checked on measured cells only" in slo["note"]
+    res = runner.invoke(app, ["model", str(sweep), "--slo", "user_tps>=90,ttft_p99<=1s"])
+    assert res.exit_code == 0 and "SLO answer: ngram k 2, concurrency 8" in res.output
+    assert "confirmed by its measured cell" in res.output

@@ -74,6 +74,9 @@ class CellObs:
     output_tps: float | None
     records: tuple[RequestRecord, ...] = field(repr=False, default=())
     chunks_are_steps: bool = True
+    # the run summary's latency distributions ({"ttft_s": {"mean", "p50", "p90", "p99"}, "tpot_s", "e2e_s"}): what
+    # SLO terms the model cannot predict are checked on
+    run_summary: dict[str, Any] | None = field(repr=False, default=None)
 
     @property
     def decode_tps(self) -> float:
@@ -143,6 +146,7 @@ def observe(cell_id: str, run: RunResult) -> CellObs | None:
         o.output_tps,
         tuple(r for r in run.records if r.ok),
         m.chunks_are_steps,
+        {name: getattr(o, name).model_dump() for name in ("ttft_s", "tpot_s", "e2e_s")},
     )
 
 
@@ -698,6 +702,7 @@ def model_summary(
     knee: bool | None = None,
     seed: int = 0,
     per_request: bool | None = None,
+    slo: str | None = None,
 ) -> dict[str, Any]:
     """Fit the model of one SD method on one dataset of a sweep and say everything it predicts, as JSON-ready
     data: the acceptance per category (rates, tau, undrafted share) with Leviathan's i.i.d. closed form beside
@@ -762,6 +767,13 @@ def model_summary(
     for cat in acc:
         by_cat[cat] = {str(_r(b)): model.best_k(b, cat)[0] for b in bs}
     pays = model.pays_until()
+    slo_part = None
+    if slo:
+        from speedbench.analysis.slo import answer_slo, parse_slo
+
+        terms = parse_slo(slo)
+        concurrencies = sorted({*measured_b, *(int(round(b)) for b in (batches or []))})
+        slo_part = _slo_dict(answer_slo(model, cells, terms, concurrencies))
     return {
         "sweep": str(sweep_dir),
         "sd": sd,
@@ -802,6 +814,7 @@ def model_summary(
         "predictions": preds,
         "best_k_by_category": by_cat,
         "sd_pays_until_batch": None if pays is None else _r(pays, 2),
+        "slo": slo_part,
         "validation": None
         if validation is None
         else {
@@ -823,4 +836,29 @@ def model_summary(
                 for h in validation.held_out
             ],
         },
+    }
+
+
+def _candidate_dict(c: Any) -> dict[str, Any]:
+    return {
+        "k": c.k,
+        "concurrency": c.concurrency,
+        "batch": _r(c.batch, 3),
+        "user_tps": _band(c.user_tps),
+        "output_tps": _band(c.output_tps),
+        "measured_cell": c.measured_cell,
+        "checks": dict(c.checks),
+        "meets": c.meets,
+        "sure": c.sure,
+    }
+
+
+def _slo_dict(a: Any) -> dict[str, Any]:
+    return {
+        "terms": [str(t) for t in a.terms],
+        "answer": None if a.answer is None else _candidate_dict(a.answer),
+        "confirmed": a.confirmed,
+        "next": [_candidate_dict(c) for c in a.next_cells],
+        "candidates": [_candidate_dict(c) for c in a.candidates],
+        "note": a.note,
     }

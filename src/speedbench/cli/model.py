@@ -38,6 +38,13 @@ def model(
     per_request: Annotated[
         str, typer.Option(help="auto: a per-request term in the cost only when it predicts better; on; off")
     ] = "auto",
+    slo: Annotated[
+        Optional[str],
+        typer.Option(
+            help="service-level objective, e.g. 'user_tps>=30,ttft_p99<=2s': the configuration with the highest "
+            "output tok/s that meets it, and the cells to measure next"
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of the prediction intervals' draws")] = 0,
 ) -> None:
     """Fit acceptance (per-position rates per category) and step cost (per batch really held and draft length)
@@ -65,7 +72,7 @@ def model(
                 raise ValueError(f"--batch {batch!r}: expected numbers separated by commas") from None
             if not batches or any(b <= 0 for b in batches):
                 raise ValueError(f"--batch {batch!r}: expected positive numbers")
-        summary = model_summary(sweep_dir, sd, dataset, holdout, batches, knees[knee], seed, knees[per_request])
+        summary = model_summary(sweep_dir, sd, dataset, holdout, batches, knees[knee], seed, knees[per_request], slo)
         out = Path(sweep_dir) / "model.json"
         atomic_write(out, json.dumps(summary, indent=2) + "\n")
     except user_errors() as e:

@@ -126,6 +126,59 @@ def validation_table(s: Mapping[str, Any]) -> Table | None:
     return t
 
 
+def _config(c: Mapping[str, Any], sd: str) -> str:
+    what = "SD off" if c["k"] == 0 else f"{sd} k {c['k']}"
+    return f"{what}, concurrency {c['concurrency']}"
+
+
+def _mark(v: bool | None) -> str:
+    return "?" if v is None else "yes" if v else "no"
+
+
+def slo_table(s: Mapping[str, Any]) -> Table:
+    slo = s["slo"]
+    t = Table(title=escape(f"Configurations against the SLO {', '.join(slo['terms'])} (predicted; '?' = not measured)"))
+    for name in ("configuration", "batch", "user tok/s [95% PI]", "output tok/s [95% PI]", *slo["terms"], "measured"):
+        t.add_column(escape(name), justify="left" if name == "configuration" else "right")
+    for c in sorted(slo["candidates"], key=lambda c: -c["output_tps"][0]):
+        t.add_row(
+            escape(_config(c, s["sd"])),
+            f"{c['batch']:.2f}",
+            _band(c["user_tps"], 1),
+            _band(c["output_tps"], 1),
+            *(_mark(c["checks"][term]) for term in slo["terms"]),
+            "yes" if c["measured_cell"] else "",
+        )
+    return t
+
+
+def slo_lines(s: Mapping[str, Any]) -> list[str]:
+    slo = s["slo"]
+    a = slo["answer"]
+    if a is None:
+        lines = [f"SLO {', '.join(slo['terms'])}: no configuration in range meets it (predicted)"]
+    else:
+        unknown = [term for term, v in a["checks"].items() if v is None]
+        status = (
+            "confirmed by its measured cell"
+            if slo["confirmed"]
+            else f"measured cell {a['measured_cell']} does not confirm every term"
+            if a["measured_cell"]
+            else "predicted only: not measured"
+        )
+        lines = [
+            f"SLO answer: {_config(a, s['sd'])}: output {_band(a['output_tps'], 1)} tok/s, per user "
+            f"{_band(a['user_tps'], 1)} tok/s; {status}"
+            + ("" if a["sure"] else "; the interval crosses the SLO boundary")
+            + (f"; unknown: {', '.join(unknown)} (measure it)" if unknown else "")
+        ]
+    if slo["next"]:
+        lines.append("measure next: " + "; ".join(_config(c, s["sd"]) for c in slo["next"]))
+    if slo["note"]:
+        lines.append(slo["note"])
+    return lines
+
+
 def print_model(s: Mapping[str, Any], console: Console, written: str | None = None) -> None:
     console.print(acceptance_table(s))
     console.print(leviathan_table(s))
@@ -148,6 +201,10 @@ def print_model(s: Mapping[str, Any], console: Console, written: str | None = No
         ),
         soft_wrap=True,
     )
+    if s.get("slo"):
+        console.print(slo_table(s))
+        for line in slo_lines(s):
+            console.print(escape(line), soft_wrap=True)
     table = validation_table(s)
     if table is not None:
         v = s["validation"]
