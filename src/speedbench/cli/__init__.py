@@ -10,6 +10,7 @@ from speedbench.cli import model as _model
 from speedbench.cli import report as _report
 from speedbench.cli import run as _run
 from speedbench.cli import sweep as _sweep
+from speedbench.cli.analyze import analyze_app
 from speedbench.cli.data import data_app
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ _report.register(app)
 _model.register(app)
 _engines.register(app)
 app.add_typer(data_app, name="data")
+app.add_typer(analyze_app, name="analyze")
 
 
 def main() -> None:
