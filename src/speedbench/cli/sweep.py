@@ -173,6 +173,18 @@ def sweep(
     max_failed: MaxFailed = 0.1,
     breaker: Breaker = 10,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    adaptive: Annotated[
+        bool,
+        typer.Option(
+            "--adaptive",
+            help="with --slo: measure a coarse grid, fit the speedup model, measure what it names, refit, until a "
+            "measured cell confirms the answer or --max-cells is spent (docs/model.md)",
+        ),
+    ] = False,
+    slo: Annotated[
+        Optional[str], typer.Option(help="with --adaptive: the service-level objective, e.g. 'user_tps>=30'")
+    ] = None,
+    max_cells: Annotated[int, typer.Option(help="with --adaptive: the most cells to run in all")] = 20,
 ) -> None:
     """Run a grid of benchmark runs (SD settings x concurrency x dataset x engine options, each SD cell paired with
     its SD-off baseline), one run directory per cell, resumable.  Exit 0 when every cell is complete, 1 when some
@@ -203,6 +215,13 @@ def sweep(
             data = plan_uc.read_toml(config) if config is not None else {}
             cfg = plan_uc.sweep_config(plan_uc.merge(data, _flags_dict(locals(), given)))
             protect_console(plan_uc.sweep_secrets(cfg))
+            if adaptive or slo is not None:
+                if not (adaptive and slo):
+                    raise plan_uc.SweepConfigError("--adaptive and --slo go together")
+                if plan:
+                    raise plan_uc.SweepConfigError("--plan with --adaptive: the rounds depend on what is measured")
+                _adaptive(cfg, slo, max_cells, console, progress)
+                return
             the_plan = plan_uc.build_plan(cfg)
             saved = None
         protect_console(plan_uc.sweep_secrets(the_plan.config))
@@ -251,6 +270,41 @@ def sweep(
     print_end(final, the_plan, console)
     if status:
         raise typer.Exit(status)
+
+
+def _adaptive(cfg: Any, slo: str, max_cells: int, console: Console, progress: bool) -> None:
+    from rich.markup import escape
+
+    from speedbench.usecases import adaptive as ad
+    from speedbench.usecases import sweep_plan as plan_uc
+
+    out = cfg.out or plan_uc.default_out(f"{cfg.run.engine.kind}-adaptive")
+
+    def say(line: str) -> None:
+        console.print(escape(line), soft_wrap=True, highlight=False)
+
+    def on_event(e: Any) -> None:  # one line per cell: the rounds' own progress
+        if e.kind == "cell_done" and e.cell is not None:
+            c = e.manifest.cell(e.cell)
+            say(f"  [{e.done}/{e.total}] {c.id}: {c.status}" + (f" ({c.cause})" if c.cause else ""))
+
+    say(f"speedbench sweep --adaptive: SLO {slo}, at most {max_cells} cells -> {out}")
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    result = ad.run_adaptive(cfg, slo, max_cells, out, on_event, say, signals)
+    a = result.answer.answer if result.answer is not None else None
+    if a is None:
+        say(f"no configuration meets the SLO ({result.stop}); {result.cells_run} cells run")
+    else:
+        what = "SD off" if a.k == 0 else f"k {a.k}"
+        say(
+            f"answer: {what} at concurrency {a.concurrency}: output {a.output_tps[0]:,.1f} tok/s "
+            f"[{a.output_tps[1]:,.1f}, {a.output_tps[2]:,.1f}], per user {a.user_tps[0]:,.1f} tok/s; "
+            f"{'confirmed by measurement' if result.answer and result.answer.confirmed else 'NOT confirmed'} "
+            f"({result.stop}); {result.cells_run} cells run"
+        )
+    say(f"rounds and answer: {out}/adaptive.json; each round a sweep directory (speedbench report / model on it)")
+    if result.exit_status:
+        raise typer.Exit(result.exit_status)
 
 
 # ---------------------------------------------------------------------------------------------- flags
