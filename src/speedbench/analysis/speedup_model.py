@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -172,13 +172,8 @@ def _observe_cell(path: Path, cell: SweepCell) -> CellObs | None:
     if run.manifest.status != "complete":
         return None
     obs = observe(cell.id, run)
-    return None if obs is None else _with_sd(obs, cell.settings.sd)
-
-
-def _with_sd(obs: CellObs, sd: str) -> CellObs:
-    from dataclasses import replace
-
-    return replace(obs, sd=sd)
+    # the sweep's name of the method (a manifest records the engine's, e.g. the mock's)
+    return None if obs is None else replace(obs, sd=cell.settings.sd)
 
 
 # ---- acceptance ----------------------------------------------------------------------------------------
@@ -503,7 +498,9 @@ class SpeedupModel:
         return None
 
 
-def _conversation_draws(records: Sequence[RequestRecord], k: int, chunks: bool, draws: int, seed: int):
+def _conversation_draws(
+    records: Sequence[RequestRecord], k: int, chunks: bool, draws: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Overall conditional rates and undrafted share with the conversations resampled (for the intervals)."""
     by_conv: dict[str, list[RequestRecord]] = {}
     for r in records:
