@@ -6,6 +6,8 @@ measure next to confirm it.
 Terms: ``METRIC OP VALUE`` joined by commas, e.g. ``user_tps>=30,ttft_p99<=2s``.
 
 - predicted by the model (any batch and k in range): ``user_tps`` (per-user decode tok/s) and ``output_tps``;
+- where a configuration was measured, its cell decides every term (user_tps = its per-user decode tok/s,
+  output_tps = its run's output tok/s): a prediction never overrules a measurement;
 - measured only (a step-time model holds no prefill or queueing): ``ttft_mean``, ``ttft_p50``, ``ttft_p90``,
   ``ttft_p99``, ``e2e_*`` and ``tpot_*`` in seconds (``2s``, ``250ms``, or a bare number of seconds): checked on
   the cell measured at that (k, concurrency), unknown elsewhere, and the answer says so.
@@ -114,7 +116,10 @@ def candidates(
             checks: dict[str, bool | None] = {}
             sure = True
             for t in terms:
-                if t.predicted:
+                if t.predicted and cell is not None:  # measured: the measurement decides, not the prediction
+                    v = cell.decode_tps if t.metric == "user_tps" else cell.output_tps
+                    checks[str(t)] = None if v is None else t.ok(v)
+                elif t.predicted:
                     band = p.user_tps if t.metric == "user_tps" else p.output_tps
                     checks[str(t)] = t.ok(band[0])
                     sure = sure and t.ok(band[1] if t.op == ">=" else band[2])
@@ -145,15 +150,8 @@ def answer_slo(
     cands = candidates(model, cells, terms, concurrencies)
     ok = [c for c in cands if c.meets is not False]
     best = max(ok, key=lambda c: c.output_tps[0]) if ok else None
-    confirmed = False
-    if best is not None and best.measured_cell is not None:
-        cell = next(x for x in cells if x.id == best.measured_cell)
-        measured_ok = True
-        for t in terms:
-            if t.predicted:
-                v = cell.decode_tps if t.metric == "user_tps" else cell.output_tps
-                measured_ok = measured_ok and v is not None and t.ok(v)
-        confirmed = measured_ok and best.meets is True
+    # a measured configuration's checks are its measurements: it is confirmed when all of them hold
+    confirmed = best is not None and best.measured_cell is not None and best.meets is True
     predicted_terms = [t for t in terms if t.predicted]
 
     def margin(c: Candidate) -> float:

@@ -445,7 +445,8 @@ class SpeedupModel:
         # a draw whose step time is not positive is no step time: left out of the percentiles (nan)
         t_k = np.where(t_k > 0, t_k, np.nan)
         t_0 = np.where(t_0 > 0, t_0, np.nan)
-        noise = 1.0 + rng.normal(0.0, self.cost.sigma_rel, size=draws)
+        # a new cell's spread around the fit, multiplicative (a step time stays positive however wide it is)
+        noise = np.exp(rng.normal(0.0, self.cost.sigma_rel, size=draws))
         tps_step = np.array([self._draw_tokens(i, k, category) for i in range(draws)])
         if requests and k > 0:
             pooled = self.acceptance[OVERALL].requests
@@ -454,7 +455,7 @@ class SpeedupModel:
         user = tps_step / (t_k * noise)
         speed = tps_step * t_0 / t_k
         if k > 0:  # two measured step times in a ratio: each with the cells' residual spread
-            speed = speed * (1.0 + rng.normal(0.0, self.cost.sigma_rel * math.sqrt(2), size=draws))
+            speed = speed * np.exp(rng.normal(0.0, self.cost.sigma_rel * math.sqrt(2), size=draws))
         point_user = self.tokens_per_step(k, category) / float(self.cost.time(b, k)[0])
         point_speed = self.tokens_per_step(k, category) * float(self.cost.time(b, 0)[0] / self.cost.time(b, k)[0])
 
