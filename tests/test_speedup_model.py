@@ -257,6 +257,11 @@ def test_slo_answer_on_the_mock_is_the_true_optimum(sweep: Path):
     at32 = [c for c in slo["candidates"] if c["concurrency"] == 32]
     assert at32 and all(c["measured_cell"] is None and c["checks"]["ttft_p99<=1s"] is None for c in at32)
     assert "checked on measured cells only" in slo["note"]
+    # where a configuration was measured, its measurement decides (a prediction never overrules it)
+    measured = {c.id: c for c in sweep_observations(sweep)}
+    for c in slo["candidates"]:
+        if c["measured_cell"]:
+            assert c["checks"]["user_tps>=90"] == (measured[c["measured_cell"]].decode_tps >= 90)
     res = runner.invoke(app, ["model", str(sweep), "--slo", "user_tps>=90,ttft_p99<=1s"])
     assert res.exit_code == 0 and "SLO answer: ngram k 2, concurrency 8" in res.output
     assert "confirmed by its measured cell" in res.output
