@@ -93,7 +93,7 @@ def run_adaptive(
             break
         sdir, manifest = plan_uc.create(plan)
         final = runner.run_sweep(plan, sdir, manifest, on_event, signals=signals)
-        result.cells_run += len(plan.cells)
+        result.cells_run += sum(1 for c in final.cells if c.status in ("complete", "failed"))
         status = runner.exit_status(final)
         cells = _observations(out)
         record: dict[str, Any] = {
