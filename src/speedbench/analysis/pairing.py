@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from speedbench.analysis.stats import RESAMPLES, PairedStats, combine_repeats, stats_by_category
+from speedbench.analysis.stats import RESAMPLES, PairedSample, PairedStats, combine_repeats, stats_by_category
 from speedbench.metrics.aggregate import group_stats
 from speedbench.metrics.models import GroupStats
 from speedbench.records import RequestRecord
@@ -243,18 +243,23 @@ def compare_paired(
     return Comparison(pairing, rows, _row("overall", pairing.a, pairing.b, a, b, stats["overall"]))
 
 
+def repeats_sample(a_runs: Sequence[RunResult], b_runs: Sequence[RunResult]) -> PairedSample:
+    """The paired sample of repeats of A against repeats of B (``stats.combine_repeats``); A's and B's k and chunk
+    kind are those of their first repeat."""
+    if not a_runs or not b_runs:
+        raise ValueError("compare_repeats needs at least one run of each side")
+    ma, mb = a_runs[0].manifest, b_runs[0].manifest
+    return combine_repeats(
+        [r.records for r in a_runs], [r.records for r in b_runs], ma.k, mb.k, ma.chunks_are_steps, mb.chunks_are_steps
+    )
+
+
 def compare_repeats(
     a_runs: Sequence[RunResult], b_runs: Sequence[RunResult], resamples: int = RESAMPLES, seed: int = 0
 ) -> dict[str, PairedStats]:
     """The paired statistics of repeats of A against repeats of B (the same prompts, each repeat a run): per
     category and ``overall``, over the (question_id, turn) successful in every repeat of both; each resample
-    draws each side's repeats as well as the conversations (``stats.combine_repeats``, docs/statistics.md).
-    A's and B's k and chunk kind are those of their first repeat."""
-    if not a_runs or not b_runs:
-        raise ValueError("compare_repeats needs at least one run of each side")
-    ma, mb = a_runs[0].manifest, b_runs[0].manifest
-    sample = combine_repeats(
-        [r.records for r in a_runs], [r.records for r in b_runs], ma.k, mb.k, ma.chunks_are_steps, mb.chunks_are_steps
-    )
+    draws each side's repeats as well as the conversations (``repeats_sample``, docs/statistics.md)."""
+    sample = repeats_sample(a_runs, b_runs)
     categories = sorted({r.category for run in (*a_runs, *b_runs) for r in run.records})
     return stats_by_category(sample, categories, resamples, seed)

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from speedbench.analysis.pairing import compare_repeats, pair_runs
-from speedbench.analysis.stats import RESAMPLES, Estimate
+from speedbench.analysis.pairing import pair_runs, repeats_sample
+from speedbench.analysis.stats import RESAMPLES, Estimate, bootstrap
 from speedbench.analysis.synthetic_vs_real import PromptSet, Side, SyntheticBias, compare_sides, prompt_set
 from speedbench.results.loader import RunResult, load_run
 from speedbench.results.rundir import RunDirError
@@ -277,6 +277,7 @@ def _config_figures(
     resamples: int,
     seed: int,
     repeats: int,
+    paired: dict[str, Side],
 ) -> CellFigures:
     """One configuration's figures from its repeats (``members``, repeat order) against its baseline's."""
     first = members[0]
@@ -317,7 +318,10 @@ def _config_figures(
         if differences:
             what = "; ".join(str(d) for d in differences)
             return _replace(base, al=_summary_al(sd_runs), note=f"not like for like with its baseline: {what}")
-    overall = compare_repeats(base_runs, sd_runs, resamples, seed)["overall"]
+    # the overall row of compare_repeats: the same sample and seed, without the per-category bootstraps
+    sample = repeats_sample(base_runs, sd_runs)
+    overall = bootstrap(sample, resamples, seed)
+    paired[first.id] = Side(s.dataset, [*base_runs, *sd_runs], sample, overall)
     al_b = overall["al_b"]
     al = al_b if al_b.point is not None and al_b.lo is not None else _summary_al(sd_runs)
     b_out, b_user = _tps(base_runs)
@@ -369,8 +373,9 @@ def sweep_tables(sweep_dir: str | Path, resamples: int = RESAMPLES, seed: int = 
     # a baseline cell id (any repeat's) -> every repeat of its configuration
     baselines = {c.id: members for members in configs.values() for c in members if c.settings.sd == "none"}
     reps = manifest.grid.repeats
-    cells = tuple(_config_figures(m, baselines, runs, resamples, seed, reps) for m in configs.values())
-    bias = synthetic_vs_real(configs, baselines, runs, resamples, seed)
+    paired: dict[str, Side] = {}  # first cell id of each SD configuration that paired like for like -> its side
+    cells = tuple(_config_figures(m, baselines, runs, resamples, seed, reps, paired) for m in configs.values())
+    bias = synthetic_vs_real(configs, paired, resamples, seed)
     front = pareto_front([(c.output_tps, c.user_tps_mean) for c in cells])
     on_front = {c.id: f for c, f in zip(cells, front, strict=True)}
     return SweepReport(path, cells, _tables(cells), on_front, resamples, seed, reps, bias)
@@ -378,27 +383,22 @@ def sweep_tables(sweep_dir: str | Path, resamples: int = RESAMPLES, seed: int = 
 
 def synthetic_vs_real(
     configs: dict[tuple[str, int, int, str, OptionKey], list[SweepCell]],
-    baselines: dict[str, list[SweepCell]],
-    runs: dict[str, tuple[RunResult | None, str]],
+    paired: dict[str, Side],
     resamples: int,
     seed: int,
 ) -> tuple[SyntheticBias, ...]:
     """Every SD configuration run on both a real and a synthetic prompt set of the same ISL (``prompt_set``):
-    ``compare_sides`` of the two, over their usable repeats (a side without a usable SD and baseline repeat, or
-    not like for like with its baseline, is left out: its cell's note in the tables says why)."""
+    ``compare_sides`` of the two, over the repeats the tables paired (``paired``; a configuration without a
+    usable SD and baseline repeat, or not like for like with its baseline, is not in it: its note says why)."""
     sides: dict[tuple[str, int, int, OptionKey], dict[str, Side]] = {}
     for (sd, k, c, ds, opts), members in configs.items():
-        if sd == "none" or members[0].baseline is None:
-            continue
-        sd_runs, _ = _usable(members, runs)
-        base_runs, _ = _usable(baselines.get(members[0].baseline) or [], runs)
-        if not sd_runs or not base_runs or any(pair_runs(base_runs[0], r).differences for r in sd_runs):
-            continue
-        sides.setdefault((sd, k, c, opts), {})[ds] = Side(ds, base_runs, sd_runs)
+        side = paired.get(members[0].id)
+        if side is not None:
+            sides.setdefault((sd, k, c, opts), {})[ds] = side
     kinds: dict[str, PromptSet | None] = {}
     for by_ds in sides.values():
         for ds, side in by_ds.items():
-            kinds.setdefault(ds, prompt_set(ds, [*side.baseline, *side.sd]))
+            kinds.setdefault(ds, prompt_set(ds, side.runs))
     out = []
     for key, by_ds in sides.items():
         for syn in by_ds:

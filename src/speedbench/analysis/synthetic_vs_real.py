@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from speedbench.analysis.stats import RESAMPLES, Estimate, PairedSample, bootstrap, combine_repeats, unpaired_ratio
+from speedbench.analysis.stats import RESAMPLES, Estimate, PairedSample, PairedStats, unpaired_ratio
 from speedbench.results.loader import RunResult
 
 _SYNTHETIC_ID = re.compile(r"^synthetic-isl(\d+)-")
@@ -59,22 +59,13 @@ def prompt_set(dataset: str, runs: Sequence[RunResult]) -> PromptSet | None:
 
 @dataclass(frozen=True)
 class Side:
-    """One prompt set's SD configuration: its baseline repeats and its SD repeats (usable runs only)."""
+    """One prompt set's SD configuration as the sweep report paired it: its usable runs (baseline and SD
+    repeats), their paired sample and its overall statistics (the report's own, not computed again here)."""
 
     dataset: str
-    baseline: Sequence[RunResult]
-    sd: Sequence[RunResult]
-
-    def sample(self) -> PairedSample:
-        a, b = self.baseline[0].manifest, self.sd[0].manifest
-        return combine_repeats(
-            [r.records for r in self.baseline],
-            [r.records for r in self.sd],
-            a.k,
-            b.k,
-            a.chunks_are_steps,
-            b.chunks_are_steps,
-        )
+    runs: Sequence[RunResult]
+    sample: PairedSample
+    stats: PairedStats
 
 
 @dataclass(frozen=True)
@@ -108,8 +99,8 @@ def compare_sides(
     seed: int = 0,
 ) -> SyntheticBias:
     """The bias of one configuration (``key`` = sd, k, concurrency, engine options)."""
-    xs, ys = real.sample(), synthetic.sample()
-    bx, by = bootstrap(xs, resamples, seed), bootstrap(ys, resamples, seed)
+    xs, ys = real.sample, synthetic.sample
+    bx, by = real.stats, synthetic.stats
     sd, k, c, opts = key
     return SyntheticBias(
         sd,
