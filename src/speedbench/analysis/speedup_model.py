@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from speedbench.analysis.stats import draw_counts
 from speedbench.metrics.sources import decode_steps, request_stats
 from speedbench.records import RequestRecord
 from speedbench.results.loader import RunResult, load_run
@@ -212,34 +213,41 @@ def tau_of(rates: Sequence[float] | np.ndarray, k: int) -> float:
     return total
 
 
+def _request_counts(r: RequestRecord, k: int, chunks_are_steps: bool) -> tuple[np.ndarray, int, int, int] | None:
+    """One request's per-position accepted counts (k of them), drafted steps, decode steps and undrafted steps
+    (the last two 0 when its engine does not say); None when it has no SD stats or no drafted step."""
+    s = request_stats(r, k, chunks_are_steps)
+    if s is None:
+        return None
+    d = decode_steps(r, s, k, chunks_are_steps)
+    if not d.drafted_steps:
+        return None
+    per = np.zeros(k)
+    pp = list(s.per_position)[:k]
+    per[: len(pp)] = pp
+    decode = d.decode_steps or 0
+    return per, d.drafted_steps, decode, decode - d.drafted_steps if d.decode_steps is not None else 0
+
+
+def conditional_rates(per: np.ndarray, drafted: np.ndarray) -> np.ndarray:
+    """r_1 = accepted at position 1 / drafted steps, r_i = accepted at i / accepted at i - 1 (0 where nothing was
+    reached); ``per`` (..., k), ``drafted`` (...)."""
+    prev = np.concatenate([np.asarray(drafted, dtype=float)[..., None], per[..., :-1]], axis=-1)
+    return np.where(prev > 0, per / np.where(prev > 0, prev, 1.0), 0.0)
+
+
 def acceptance_of(records: Sequence[RequestRecord], k: int, chunks_are_steps: bool = True) -> Acceptance | None:
     """The per-position conditional rates of requests run at draft length k (None: no SD stats, no drafted
     step)."""
-    per = np.zeros(k)
-    drafted = decode = undrafted = 0
-    n = 0
-    for r in records:
-        s = request_stats(r, k, chunks_are_steps)
-        if s is None:
-            continue
-        d = decode_steps(r, s, k, chunks_are_steps)
-        if d.drafted_steps is None or d.drafted_steps == 0:
-            continue
-        n += 1
-        pp = list(s.per_position)[:k] + [0] * max(0, k - len(s.per_position))
-        per += np.asarray(pp, dtype=float)
-        drafted += d.drafted_steps
-        if d.decode_steps is not None:
-            decode += d.decode_steps
-            undrafted += d.decode_steps - d.drafted_steps
-    if drafted == 0:
+    counts = [c for c in (_request_counts(r, k, chunks_are_steps) for r in records) if c is not None]
+    if not counts:
         return None
-    rates = []
-    prev = float(drafted)
-    for p in per:
-        rates.append(p / prev if prev > 0 else 0.0)
-        prev = p
-    return Acceptance(tuple(rates), undrafted / decode if decode else 0.0, drafted, n)
+    per = np.sum([c[0] for c in counts], axis=0)
+    drafted = sum(c[1] for c in counts)
+    decode = sum(c[2] for c in counts)
+    undrafted = sum(c[3] for c in counts)
+    rates = tuple(float(x) for x in conditional_rates(per, np.asarray(drafted)))
+    return Acceptance(rates, undrafted / decode if decode else 0.0, drafted, len(counts))
 
 
 def leviathan_alpha(tau_k: float, k: int) -> float:
@@ -507,36 +515,19 @@ def _conversation_draws(
     for r in records:
         by_conv.setdefault(r.question_id, []).append(r)
     convs = list(by_conv.values())
-    rng = np.random.default_rng(seed)
-    rates = np.zeros((draws, k))
-    undrafted = np.zeros(draws)
-    # per-conversation sums, then weighted sums per draw
+    # per-conversation sums (per position, drafted, decode, undrafted), then weighted sums per draw
     per = np.zeros((len(convs), k))
-    drafted = np.zeros(len(convs))
-    decode = np.zeros(len(convs))
-    und = np.zeros(len(convs))
+    sums = np.zeros((len(convs), 3))
     for i, conv in enumerate(convs):
         for r in conv:
-            s = request_stats(r, k, chunks)
-            if s is None:
-                continue
-            d = decode_steps(r, s, k, chunks)
-            if not d.drafted_steps:
-                continue
-            pp = list(s.per_position)[:k] + [0] * max(0, k - len(s.per_position))
-            per[i] += pp
-            drafted[i] += d.drafted_steps
-            if d.decode_steps is not None:
-                decode[i] += d.decode_steps
-                und[i] += d.decode_steps - d.drafted_steps
-    n = len(convs)
-    for j in range(draws):
-        w = np.bincount(rng.integers(0, n, n), minlength=n).astype(float)
-        p = w @ per
-        prev = np.concatenate([[w @ drafted], p[:-1]])
-        rates[j] = np.where(prev > 0, p / np.where(prev > 0, prev, 1.0), 0.0)
-        dd = w @ decode
-        undrafted[j] = (w @ und) / dd if dd > 0 else 0.0
+            c = _request_counts(r, k, chunks)
+            if c is not None:
+                per[i] += c[0]
+                sums[i] += c[1:]
+    w = draw_counts(np.random.default_rng(seed), len(convs), draws)
+    drafted, decode, und = (w @ sums).T
+    rates = conditional_rates(w @ per, drafted)
+    undrafted = np.where(decode > 0, und / np.where(decode > 0, decode, 1.0), 0.0)
     return rates, undrafted
 
 
