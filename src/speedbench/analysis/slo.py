@@ -161,11 +161,9 @@ def answer_slo(
             out = min(out, abs(x - t.value) / max(t.value, 1e-12))
         return out
 
-    unmeasured = [c for c in cands if c.measured_cell is None and c.meets is not False or c.meets is None]
-    unmeasured = [c for c in unmeasured if c.measured_cell is None]
+    # the answer first when it is unmeasured (it fails no term, so it is among these), then the nearest boundary
+    unmeasured = [c for c in cands if c.measured_cell is None and c.meets is not False]
     order = sorted(unmeasured, key=lambda c: (c is not best, margin(c), -c.output_tps[0]))
-    if best is not None and best.measured_cell is None:
-        order = [best, *[c for c in order if c is not best]]
     note = ""
     if any(not t.predicted for t in terms):
         note = (

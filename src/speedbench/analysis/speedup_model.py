@@ -200,7 +200,7 @@ class Acceptance:
 
     def tokens_per_step(self, k: int) -> float:
         """Tokens per decode step, drafted or not: 1 + (1 - u)(tau(k) - 1)."""
-        return 1.0 + (1.0 - self.undrafted) * (self.tau(k) - 1.0)
+        return tokens_per_step(self.rates, self.undrafted, k)
 
 
 def tau_of(rates: Sequence[float] | np.ndarray, k: int) -> float:
@@ -211,6 +211,11 @@ def tau_of(rates: Sequence[float] | np.ndarray, k: int) -> float:
         p *= float(rates[min(i, n - 1)]) if n else 0.0
         total += p
     return total
+
+
+def tokens_per_step(rates: Sequence[float] | np.ndarray, undrafted: float, k: int) -> float:
+    """Tokens per decode step with k drafts when a share ``undrafted`` of the steps had none: 1 + (1 - u)(tau - 1)."""
+    return 1.0 + (1.0 - undrafted) * (tau_of(rates, k) - 1.0)
 
 
 def _request_counts(r: RequestRecord, k: int, chunks_are_steps: bool) -> tuple[np.ndarray, int, int, int] | None:
@@ -479,9 +484,8 @@ class SpeedupModel:
             return 1.0
         base = self.acceptance[OVERALL]
         scale = self.tokens_per_step(k, category) / base.tokens_per_step(k)  # a category's shift, kept per draw
-        rates = self.rate_draws[i % len(self.rate_draws)]
-        u = self.undrafted_draws[i % len(self.undrafted_draws)]
-        return (1.0 + (1.0 - u) * (tau_of(rates, k) - 1.0)) * scale
+        j = i % len(self.rate_draws)
+        return tokens_per_step(self.rate_draws[j], float(self.undrafted_draws[j]), k) * scale
 
     def best_k(self, b: float, category: str = OVERALL) -> tuple[int, float]:
         """The draft length (0 = SD off) with the highest predicted per-user tok/s at batch b."""
@@ -682,6 +686,17 @@ def _band(b: tuple[float, float, float]) -> list[float]:
     return [_r(v) for v in b]
 
 
+def _choose(flag: str, what: str, given: str | None, available: Sequence[str], missing: str) -> str:
+    """The one value a sweep has, or the one given; one line when it is ambiguous or absent."""
+    if given is None:
+        if len(available) > 1:
+            raise ModelError(f"the sweep has several {what} ({', '.join(available)}): choose one with {flag}")
+        return available[0]
+    if given not in available:
+        raise ModelError(f"{flag} {given!r}: {missing} (the sweep has: {', '.join(available)})")
+    return given
+
+
 def model_summary(
     sweep_dir: str | Path,
     sd: str | None = None,
@@ -703,19 +718,9 @@ def model_summary(
     methods = sorted({c.sd for c in all_cells if c.sd != BASELINE})
     if not methods:
         raise ModelError(f"{sweep_dir}: no complete SD cell (only SD off): nothing to model")
-    if sd is None:
-        if len(methods) > 1:
-            raise ModelError(f"the sweep has several SD methods ({', '.join(methods)}): choose one with --sd")
-        sd = methods[0]
-    elif sd not in methods:
-        raise ModelError(f"--sd {sd!r}: no complete cell of it (the sweep has: {', '.join(methods)})")
+    sd = _choose("--sd", "SD methods", sd, methods, "no complete cell of it")
     datasets = sorted({c.dataset for c in all_cells if c.sd == sd})
-    if dataset is None:
-        if len(datasets) > 1:
-            raise ModelError(f"the sweep has several datasets ({', '.join(datasets)}): choose one with --dataset")
-        dataset = datasets[0]
-    elif dataset not in datasets:
-        raise ModelError(f"--dataset {dataset!r}: no complete {sd} cell on it (the sweep has: {', '.join(datasets)})")
+    dataset = _choose("--dataset", "datasets", dataset, datasets, f"no complete {sd} cell on it")
     cells = [c for c in all_cells if c.dataset == dataset and c.sd in (sd, BASELINE)]
     if not any(c.sd == BASELINE for c in cells):
         raise ModelError(f"no complete SD-off cell on {dataset}: the cost at k 0 (the speedup's baseline) is unknown")
