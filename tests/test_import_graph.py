@@ -302,7 +302,8 @@ LAYERS: dict[str, set[str]] = {
     "load": {"config", "data", "engines", "records"},
     "metrics": {"records"},
     "results": {"speedbench", "atomic", "config", "metrics", "records"},
-    "report": {"data", "metrics", "records", "results"},  # data: the dataset commands' tables
+    # data: the dataset commands' tables; extras: the figures' missing-extra line; speedbench: the version
+    "report": {"speedbench", "data", "extras", "metrics", "records", "results"},
     "analysis": {"metrics", "models", "prompts", "records", "results"},
     "usecases": {
         "analysis",

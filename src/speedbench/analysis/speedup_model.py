@@ -630,6 +630,8 @@ class HeldOut:
 @dataclass(frozen=True)
 class Validation:
     held_out: tuple[HeldOut, ...]
+    fitted: tuple[HeldOut, ...] = ()  # the cells the fit used, predicted by the same fit (for the measured-vs-
+    # predicted figure; the errors above count the held-out cells only)
 
     @property
     def mape(self) -> float | None:
@@ -655,24 +657,15 @@ def validate(
     if not test:
         raise ModelError("--holdout matches no complete cell of this method and dataset: nothing to validate on")
     model = fit(train, sd, knee, seed, per_request=per_request)
-    out = []
-    for c in test:
+
+    def judged(c: CellObs) -> HeldOut:
         p = model.predict(c.batch, c.k, requests=len(c.records))
-        assert c.user_tps is not None
         measured = c.decode_tps
-        out.append(
-            HeldOut(
-                c.id,
-                c.sd,
-                c.k,
-                c.concurrency,
-                c.batch,
-                measured,
-                p.user_tps,
-                p.user_tps[1] <= measured <= p.user_tps[2],
-            )
-        )
-    return model, Validation(tuple(out))
+        inside = p.user_tps[1] <= measured <= p.user_tps[2]
+        return HeldOut(c.id, c.sd, c.k, c.concurrency, c.batch, measured, p.user_tps, inside)
+
+    fitted = tuple(judged(c) for c in train if c.sd in (sd, BASELINE))
+    return model, Validation(tuple(judged(c) for c in test), fitted)
 
 
 # ---- the whole answer, as plain data (model.json; report/model.py prints it) --------------------------------
@@ -801,7 +794,14 @@ def model_summary(
             "cells": cost.cells,
             "x_range": [_r(x, 3) for x in cost.x_range],
             "measured": [
-                {"id": c.id, "k": c.k, "concurrency": c.concurrency, "batch": _r(c.batch, 3), "step_s": _r(c.step_s, 9)}
+                {
+                    "id": c.id,
+                    "k": c.k,
+                    "concurrency": c.concurrency,
+                    "batch": _r(c.batch, 3),
+                    "step_s": _r(c.step_s, 9),
+                    "predicted_step_s": _r(float(cost.time(c.batch, c.k)[0]), 9),
+                }
                 for c in cells
             ],
         },
@@ -816,20 +816,22 @@ def model_summary(
             "mape": None if validation.mape is None else _r(validation.mape),
             "worst": None if validation.worst is None else validation.worst.id,
             "inside_interval": sum(h.inside for h in validation.held_out),
-            "cells": [
-                {
-                    "id": h.id,
-                    "k": h.k,
-                    "concurrency": h.concurrency,
-                    "batch": _r(h.batch, 3),
-                    "measured_user_tps": _r(h.measured),
-                    "predicted_user_tps": _band(h.predicted),
-                    "ape": _r(h.ape),
-                    "inside": h.inside,
-                }
-                for h in validation.held_out
-            ],
+            "cells": [_judged_dict(h) for h in validation.held_out],
+            "fitted": [_judged_dict(h) for h in validation.fitted],
         },
+    }
+
+
+def _judged_dict(h: HeldOut) -> dict[str, Any]:
+    return {
+        "id": h.id,
+        "k": h.k,
+        "concurrency": h.concurrency,
+        "batch": _r(h.batch, 3),
+        "measured_user_tps": _r(h.measured),
+        "predicted_user_tps": _band(h.predicted),
+        "ape": _r(h.ape),
+        "inside": h.inside,
     }
 
 

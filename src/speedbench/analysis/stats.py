@@ -416,3 +416,39 @@ def stats_by_category(
     out = {c: bootstrap(sample.category(c), resamples, seed) for c in categories}
     out["overall"] = bootstrap(sample, resamples, seed)
     return out
+
+
+def al_by_category(
+    records: Sequence[RequestRecord],
+    k: int,
+    chunks_are_steps: bool = True,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> dict[str, Estimate]:
+    """One run's macro AL (mean over successful requests of 1 + accepted/steps) per category and ``overall``, each
+    with a percentile interval over ``resamples`` resamples of its conversations (the same seed for every group).
+    Fewer than 2 conversations with an AL: the point only."""
+    by_conv: dict[str, list[RequestRecord]] = {}
+    for r in records:
+        if r.ok:
+            by_conv.setdefault(r.question_id, []).append(r)
+    ids = sorted(by_conv)
+    sums = conversation_sums([by_conv[i] for i in ids], k, chunks_are_steps)
+    cats = [by_conv[i][0].category for i in ids]
+    groups = {c: [j for j, x in enumerate(cats) if x == c] for c in sorted(set(cats))}
+    groups["overall"] = list(range(len(ids)))
+    out: dict[str, Estimate] = {}
+    for name, cols in groups.items():
+        num, den = sums["al_sum"][cols], sums["al_n"][cols]
+        point = _finite(num.sum() / den.sum()) if den.sum() > 0 else None
+        if point is None or int((den > 0).sum()) < 2:
+            out[name] = Estimate(point)
+            continue
+        w = draw_counts(np.random.default_rng(seed), len(cols), resamples)
+        values = _div(w @ num, w @ den)
+        ok = values[np.isfinite(values)]
+        tail = (1 - level) / 2 * 100
+        lo, hi = np.percentile(ok, [tail, 100 - tail])
+        out[name] = Estimate(point, float(lo), float(hi))
+    return out

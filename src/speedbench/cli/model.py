@@ -78,4 +78,9 @@ def model(
     except user_errors() as e:
         fail(one_line(e))
         return
-    print_model(summary, make_console(), str(out))
+    console = make_console()
+    print_model(summary, console, str(out))
+    from speedbench.cli.report import write_html
+    from speedbench.report.sweep_page import model_page
+
+    write_html(lambda: model_page(summary), str(Path(sweep_dir) / "model.html"), console, strict=False)

@@ -3,7 +3,9 @@ compare them like for like (paired requests only)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -12,7 +14,10 @@ from speedbench.cli.common import fail, one_line, user_errors
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from speedbench.analysis.pairing import Pairing
+    from speedbench.analysis.pairing import Comparison, Pairing
+    from speedbench.analysis.stats import Estimate
+    from speedbench.analysis.sweep_report import SweepReport
+    from speedbench.report.html import Page
     from speedbench.results.loader import RunResult
 
 
@@ -41,6 +46,18 @@ def report(
         ),
     ] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="two directories or a sweep: the bootstrap's seed")] = 0,
+    html: Annotated[
+        Optional[str],
+        typer.Option(
+            "--html",
+            help="also write one self-contained HTML page (figures inline, no network) of the run, the comparison "
+            "or the sweep to this file (docs/report.md)",
+        ),
+    ] = None,
+    figures: Annotated[
+        Optional[str],
+        typer.Option("--figures", help="also save every figure of the page as SVG and PNG into this folder"),
+    ] = None,
 ) -> None:
     """Recompute summaries from records.jsonl + manifest.json and print the tables.  Two directories: the
     runs must match in dataset content hash, selected question ids, output length, temperature and
@@ -48,14 +65,17 @@ def report(
     are compared, with 95% intervals from a paired bootstrap over conversations (docs/statistics.md).  A sweep
     directory (it holds sweep.json): every SD cell against its baseline cell, per (method, dataset) tables of
     speedup, AL and output tok/s by concurrency x draft length, the Pareto front; writes pareto.csv and
-    speedups.csv into it (docs/sweep.md "Report")."""
+    speedups.csv into it (docs/sweep.md "Report").  --html writes the same as a page with figures (and, for a
+    sweep, its fitted model when model.json is there); --figures saves each figure as SVG and PNG."""
     from speedbench.analysis.pairing import pair_runs
     from speedbench.report.console import make_console
 
     if len(run_dirs) > 2:
         fail("report takes one run directory, or two to compare")
+    if figures is not None and html is None:
+        fail("--figures goes with --html (the figures are the page's)")
     if len(run_dirs) == 1 and _is_sweep(run_dirs[0]):
-        _report_sweep(run_dirs[0], resamples, seed)
+        _report_sweep(run_dirs[0], resamples, seed, html, figures)
         return
     results = [_load(d) for d in run_dirs]
     pairing = pair_runs(results[0], results[1]) if len(results) == 2 else None
@@ -63,17 +83,27 @@ def report(
         fail(f"{_unlike(run_dirs, pairing)}; compare runs of the same prompts and settings, or pass --force")
     console = make_console()
     _print_runs(run_dirs, results, pairing, console)
+    comparison = None
     if pairing is not None:
-        _print_comparison(run_dirs, results, pairing, console, resamples, seed)
+        comparison = _print_comparison(run_dirs, results, pairing, console, resamples, seed)
+    if html is not None:
+        from speedbench.report.pages import comparison_page, run_page
+
+        def page() -> Page:
+            if pairing is None or comparison is None:
+                return run_page(results[0], _al_intervals(results[0], resamples, seed), _folder(figures), resamples)
+            names = (run_dirs[0], run_dirs[1])
+            pair = (results[0], results[1])
+            return comparison_page(names, pair, pairing, comparison.rows, resamples, seed, _folder(figures))
+
+        write_html(page, html, console)
 
 
 def _is_sweep(path: str) -> bool:
-    from pathlib import Path
-
     return (Path(path) / "sweep.json").is_file()
 
 
-def _report_sweep(path: str, resamples: int, seed: int) -> None:
+def _report_sweep(path: str, resamples: int, seed: int, html: str | None, figures: str | None) -> None:
     from speedbench.analysis.sweep_report import sweep_tables, write_files
     from speedbench.report.console import make_console
     from speedbench.report.sweep import print_sweep_report
@@ -85,7 +115,61 @@ def _report_sweep(path: str, resamples: int, seed: int) -> None:
     except errors as e:
         fail(one_line(e))
         raise  # unreachable: fail exits
-    print_sweep_report(report, make_console(), [str(f) for f in files])
+    console = make_console()
+    print_sweep_report(report, console, [str(f) for f in files])
+    if html is not None:
+        write_html(lambda: sweep_html(report, figures), html, console)
+
+
+def sweep_html(report: SweepReport, figures: str | None) -> Page:
+    """The sweep's page, with its fitted model's figures when SWEEP_DIR/model.json is there."""
+    import json
+
+    from speedbench.report.sweep_page import sweep_page
+    from speedbench.results.sweep_manifest import read_sweep
+
+    model_json = report.path / "model.json"
+    model = json.loads(model_json.read_text(encoding="utf-8")) if model_json.is_file() else None
+    return sweep_page(report, read_sweep(report.path), model, _folder(figures))
+
+
+def write_html(build: Callable[[], Page], out: str, console: Console, strict: bool = True) -> Path | None:
+    """Build the page (figures need the ``report`` extra: one line naming it when missing) and write it
+    atomically; say where it went and how big it is.  ``strict``: a failure exits 2 (the page was asked for);
+    else it is one line and None (the page comes with a sweep or a model, whose own results stand)."""
+    from rich.markup import escape
+
+    from speedbench.atomic import atomic_write
+    from speedbench.extras import MissingExtra
+
+    errors: tuple[type[BaseException], ...] = (*user_errors(), OSError, MissingExtra)
+    try:
+        page = build()
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = page.render()
+        atomic_write(path, text)
+    except errors as e:
+        if not strict:
+            console.print(escape(f"no {out}: {one_line(e)}"), soft_wrap=True, highlight=False)
+            return None
+        fail(f"--html {out}: {one_line(e)}")
+        raise  # unreachable: fail exits
+    size = len(text.encode("utf-8")) / 1e6
+    saved = f"; {len(page.saved)} figure files in {page.figures_dir}" if page.saved else ""
+    console.print(escape(f"wrote {path} ({size:.2f} MB, {len(page.charts)} figures{saved})"), soft_wrap=True)
+    return path
+
+
+def _folder(figures: str | None) -> Path | None:
+    return None if figures is None else Path(figures)
+
+
+def _al_intervals(result: RunResult, resamples: int, seed: int) -> dict[str, Estimate]:
+    from speedbench.analysis.stats import al_by_category
+
+    m = result.manifest
+    return al_by_category(result.records, m.k, m.chunks_are_steps, resamples, seed)
 
 
 def _load(path: str) -> RunResult:
@@ -134,7 +218,7 @@ def _print_runs(run_dirs: list[str], results: list[RunResult], pairing: Pairing 
 
 def _print_comparison(
     run_dirs: list[str], results: list[RunResult], pairing: Pairing, console: Console, resamples: int, seed: int
-) -> None:
+) -> Comparison:
     from rich.markup import escape
 
     from speedbench.analysis.pairing import compare_paired
@@ -159,3 +243,4 @@ def _print_comparison(
         soft_wrap=True,
     )
     _warn_unlike(run_dirs, pairing, console, "above")
+    return comparison

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
@@ -77,7 +78,7 @@ FLAG_PATHS = {
     "out": "out",
 }
 # what --resume takes again: the servers' URLs (their credentials are never saved) and how to run
-RESUME_FLAGS = {"resume", "base_url", "metrics_url", "url", "retry_failed", "progress", "plan"}
+RESUME_FLAGS = {"resume", "base_url", "metrics_url", "url", "retry_failed", "progress", "plan", "html"}
 
 
 def register(app: typer.Typer) -> None:
@@ -173,6 +174,13 @@ def sweep(
     max_failed: MaxFailed = 0.1,
     breaker: Breaker = 10,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    html: Annotated[
+        bool,
+        typer.Option(
+            "--html/--no-html",
+            help="at the end, write SWEEP_DIR/report.html: the sweep report with figures (docs/report.md)",
+        ),
+    ] = True,
     adaptive: Annotated[
         bool,
         typer.Option(
@@ -268,8 +276,27 @@ def sweep(
         view.stop()
     status = uc.exit_status(final)
     print_end(final, the_plan, console)
+    if html and final.status != "interrupted":
+        write_sweep_html(Path(the_plan.out), console)
     if status:
         raise typer.Exit(status)
+
+
+def write_sweep_html(out: Path, console: Console) -> None:
+    """SWEEP_DIR/report.html (what ``speedbench report SWEEP_DIR --html`` writes); a sweep whose cells have no
+    figures, or a missing ``report`` extra, gets one line, never a failed sweep."""
+    from rich.markup import escape
+
+    from speedbench.analysis.sweep_report import sweep_tables
+    from speedbench.cli.report import sweep_html, write_html
+
+    errors: tuple[type[BaseException], ...] = (*user_errors(), OSError, ValueError)
+    try:
+        report = sweep_tables(out)
+    except errors as e:
+        console.print(escape(f"no report.html: {one_line(e)}"), soft_wrap=True)
+        return
+    write_html(lambda: sweep_html(report, None), str(out / "report.html"), console, strict=False)
 
 
 def _adaptive(cfg: Any, slo: str, max_cells: int, console: Console, progress: bool) -> None:

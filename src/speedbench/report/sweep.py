@@ -7,6 +7,7 @@ imports ``analysis/``)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Protocol
 
 from rich.console import Console
@@ -86,6 +87,8 @@ class Bias(Protocol):
 
 
 class Report(Protocol):
+    @property
+    def path(self) -> Path: ...
     @property
     def cells(self) -> Sequence[Cell]: ...
     @property
