@@ -129,3 +129,8 @@ def test_a_sweep_on_real_and_synthetic_prompts_reports_their_bias(tmp_path):
     assert files[-1].name == "synthetic_vs_real.csv" and tuple(rows[0]) == BIAS_COLUMNS and len(rows) == 2
     shown = runner.invoke(app, ["report", str(out)])
     assert shown.exit_code == 0 and "Synthetic vs real (unpaired): ngram, ISL 1,000" in shown.output
+    # the sweep's own report.html draws the two ratios, one row per configuration, and tabulates both sides
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert 'data-chart="bias-al"' in page and 'data-chart="bias-speedup"' in page
+    for b in report.bias:
+        assert f"ngram k={b.k} c=4 ISL 1000" in page
