@@ -194,6 +194,16 @@ def test_figures_folder_holds_each_figure_as_svg_and_png(pages: dict[str, Path])
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
+def test_a_run_without_sd_has_no_acceptance_figures(pages: dict[str, Path], tmp_path: Path):
+    out = tmp_path / "off.html"
+    res = runner.invoke(app, ["report", str(pages["run"].parent / "run-off"), "--html", str(out)])
+    assert res.exit_code == 0, res.output
+    html = out.read_text(encoding="utf-8")
+    assert _chart_ids(html) == {"ttft-cdf", "tpot-cdf", "itl-cdf"}
+    assert "Speculative decoding was off" in html and "No request failed." in html
+    assert ">off<" in html  # the provenance says SD was off
+
+
 def test_figures_need_html(tmp_path: Path):
     res = runner.invoke(app, ["report", str(tmp_path), "--figures", str(tmp_path / "f")])
     assert res.exit_code == 2 and "--figures goes with --html" in res.output

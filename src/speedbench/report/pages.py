@@ -267,8 +267,11 @@ def run_page(
         hist = _histogram_chart("", s.overall)
         if hist is not None:
             page.chart(hist)
-        for c in _position_charts("", s, m.k):
-            page.chart(c)
+        if any(v is not None for v in s.overall.conditional_acceptance_rate):
+            for c in _position_charts("", s, m.k):
+                page.chart(c)
+        else:
+            page.note("No per-position acceptance: the engine reported no per-position counts for these requests.")
         if resamples:
             page.note(f"AL intervals: percentile bootstrap over conversations, {resamples} resamples.")
     page.section("Latency")
