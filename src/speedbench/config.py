@@ -78,6 +78,25 @@ class RunConfig(BaseModel):
     breaker: int = Field(10, ge=0)
     out: str | None = None
     seed: int = 0  # the one seed: the stratified pick and every request's sampling seed (load/seeds.py)
+    # traffic shape (load/arrivals.py, docs/load.md): open-loop arrivals at this many conversations a second (None:
+    # the closed loop), their gaps gamma distributed with shape `burstiness` (1: Poisson); `rate_cap`: --concurrency
+    # was given with --request-rate and caps the conversations in flight (else no cap)
+    request_rate: float | None = Field(None, gt=0)
+    burstiness: float = Field(1.0, gt=0)
+    rate_cap: bool = False
+    ramp_up_s: float | None = Field(None, ge=0)  # closed loop: the first wave's starts spread over this long
+    duration_s: float | None = Field(None, gt=0)  # no turn sent after this long into the measured window
+
+    @model_validator(mode="after")
+    def _traffic_shape(self) -> RunConfig:
+        if self.request_rate is None and self.burstiness != 1.0:
+            raise ValueError("--burstiness shapes open-loop arrivals: give --request-rate too")
+        if self.request_rate is not None and self.ramp_up_s:
+            raise ValueError(
+                "--ramp-up spreads the closed loop's first wave; with --request-rate conversations already arrive "
+                "one at a time (lower the rate instead)"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

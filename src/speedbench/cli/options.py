@@ -52,6 +52,10 @@ def build_config(flags: dict[str, Any]) -> Any:
         breaker=f.get("breaker", 10),
         out=f.get("out"),
         seed=f.get("seed", 0),
+        request_rate=f.get("request_rate"),
+        burstiness=f.get("burstiness", 1.0),
+        ramp_up_s=f.get("ramp_up"),
+        duration_s=f.get("duration"),
     )
 
 
@@ -134,6 +138,24 @@ Breaker = Annotated[
     ),
 ]
 
+RequestRate = Annotated[
+    Optional[float],
+    typer.Option(
+        help="open loop: conversations arrive at this many a second (seeded gaps; later turns follow their "
+        "predecessors); --concurrency given too caps those in flight, else no cap (docs/load.md)"
+    ),
+]
+Burstiness = Annotated[
+    float, typer.Option(help="with --request-rate: gamma shape of the gaps (1 Poisson, < 1 burstier, > 1 regular)")
+]
+RampUp = Annotated[
+    Optional[float],
+    typer.Option("--ramp-up", help="closed loop: spread the first wave's starts over this many seconds"),
+]
+Duration = Annotated[
+    Optional[float], typer.Option(help="send no turn after this many seconds (in-flight requests finish)")
+]
+
 # flag (parameter name) -> the RunConfig field it sets, dotted; what `run --resume` compares with the saved run
 FLAG_FIELDS = {
     "engine": "engine.kind",
@@ -158,6 +180,10 @@ FLAG_FIELDS = {
     "ignore_eos": "ignore_eos",
     "warmup": "warmup",
     "timeout": "timeout_s",
+    "request_rate": "request_rate",
+    "burstiness": "burstiness",
+    "ramp_up": "ramp_up_s",
+    "duration": "duration_s",
     "max_failed": "max_failed",
     "breaker": "breaker",
     "out": "out",

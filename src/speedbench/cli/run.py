@@ -13,10 +13,12 @@ from speedbench.cli.common import fail, one_line, protect_console, user_errors
 from speedbench.cli.options import (
     BaseUrl,
     Breaker,
+    Burstiness,
     Concurrency,
     DatasetOpt,
     DraftLength,
     DraftModel,
+    Duration,
     EndpointOpt,
     EngineName,
     EngineOpt,
@@ -27,6 +29,8 @@ from speedbench.cli.options import (
     ModelOpt,
     NumRequests,
     OutputLen,
+    RampUp,
+    RequestRate,
     RequestSeed,
     SdOpt,
     SeedOpt,
@@ -76,6 +80,10 @@ def run(
     timeout: Timeout = None,
     max_failed: MaxFailed = 0.1,
     breaker: Breaker = 10,
+    request_rate: RequestRate = None,
+    burstiness: Burstiness = 1.0,
+    ramp_up: RampUp = None,
+    duration: Duration = None,
     out: Annotated[Optional[str], typer.Option(help="run directory (default runs/<UTC time>-<engine>)")] = None,
     resume: Annotated[
         Optional[str],
@@ -98,6 +106,8 @@ def run(
     protect_console()  # URLs' userinfo never printed; the run's secret values join once known
     try:
         cfg = build_config(locals())
+        if cfg.request_rate is not None and "concurrency" in given_flags(ctx):
+            cfg = cfg.model_copy(update={"rate_cap": True})  # -c with --request-rate caps those in flight
         protect_console(engine_secrets(cfg.engine, os.environ))
         if resume is None:
             from speedbench.engines import registry
@@ -170,6 +180,7 @@ def run(
     result = finish(run_dir)
     summary = result.summary
     print_summary(summary, console)
+    print_arrivals(result.manifest.arrivals, console)
     console.print(f"run directory: {run_dir.path}")
     verdict = failure_verdict(cfg, result.records)
     if verdict is not None:
@@ -195,6 +206,18 @@ def run(
         raise typer.Exit(EXIT_STOPPED if outcome == "stopped" else EXIT_INTERRUPTED)
     if verdict is not None:
         raise typer.Exit(EXIT_FAILED)
+
+
+def print_arrivals(arrivals: list[dict[str, Any]], console: Any) -> None:
+    """How the last segment's conversations were started, and a warning when the client fell behind."""
+    from rich.markup import escape
+
+    if not arrivals:
+        return
+    last = arrivals[-1]
+    console.print(escape(str(last.get("summary", ""))), soft_wrap=True, highlight=False)
+    if last.get("behind"):
+        console.print(escape(f"WARNING: {last['behind']}"), style="bold yellow", soft_wrap=True)
 
 
 def check_lossless(

@@ -1,7 +1,10 @@
-"""Closed-loop load generator.
+"""Load generator: a closed loop, or open-loop arrivals (load/arrivals.py).
 
-``concurrency`` workers each take the next conversation from a queue and send its turns one
-after another; each later turn carries the model's own earlier replies.  Every chunk is
+Closed loop: ``concurrency`` workers each take the next conversation from a queue and send its turns one
+after another (``ramp_up_s`` spreads the workers' first starts); each later turn carries the model's own earlier
+replies.  Open loop (``request_rate``): conversations start on a seeded gamma/Poisson schedule whatever is in
+flight, optionally capped (``cap``); their later turns follow as in the closed loop.  ``duration_s`` stops sending
+turns after that long.  Every chunk is
 timestamped here with ``time.perf_counter_ns()`` as it arrives (engines never time; an engine that
 simulates time, the mock with ``-E clock=virtual``, lends its clock instead: ``clock_of``).  Each
 finished turn becomes a RequestRecord handed to ``on_record`` at once (the run directory
@@ -22,6 +25,7 @@ from typing import Any
 
 from speedbench.data.sample import Sample
 from speedbench.engines.base import Engine, Request
+from speedbench.load.arrivals import ArrivalStats, arrival_offsets, ramp_offsets
 from speedbench.load.seeds import request_seed
 from speedbench.records import Event, RequestError, RequestRecord
 
@@ -48,6 +52,11 @@ class LoadSettings:
     seed: int = 0  # the run's seed: each request's sampling seed is derived from it (load/seeds.py)
     segment: int = 0
     breaker: int = 10  # stop after this many consecutive TRANSPORT_CAUSES failures; 0: never stop
+    request_rate: float | None = None  # open loop: conversations arriving per second (None: closed loop)
+    burstiness: float = 1.0  # open loop: gamma shape of the gaps (1: Poisson)
+    cap: int | None = None  # open loop: most conversations in flight (None: no cap)
+    ramp_up_s: float | None = None  # closed loop: the first wave's starts spread over this long
+    duration_s: float | None = None  # no turn is sent after this long (None: until every conversation is done)
 
 
 @dataclass
@@ -58,6 +67,7 @@ class LoadResult:
     measure_start_ns: int = 0
     measure_end_ns: int = 0
     stopped: str | None = None  # why the circuit breaker stopped dispatching (None: it did not)
+    arrivals: ArrivalStats | None = None  # how the conversations were started (closed or open loop)
 
 
 class Breaker:
@@ -230,7 +240,7 @@ async def run_load(
     async def conversation(sample: Sample) -> None:
         history: list[dict[str, str]] = []
         for turn in range(len(sample.turns)):
-            if breaker.open:
+            if breaker.open or expired():
                 return  # stop dispatching: the turns not sent have no record, so --resume sends them
             prev = done.get((sample.question_id, turn))
             if prev is not None:
@@ -270,16 +280,96 @@ async def run_load(
                 {"role": "assistant", "content": rec.output_text},
             ]
 
-    async def worker() -> None:
-        while not breaker.open:
+    t_start = time.perf_counter()  # arrivals, ramp-up and duration are paced on the wall clock
+    deadline = None if settings.duration_s is None else t_start + settings.duration_s
+    stats = ArrivalStats(
+        mode="closed" if settings.request_rate is None else "open",
+        segment=settings.segment,
+        requested_rate=settings.request_rate,
+        burstiness=settings.burstiness if settings.request_rate is not None else None,
+        cap=settings.cap if settings.request_rate is not None else settings.concurrency,
+        ramp_up_s=settings.ramp_up_s,
+        duration_s=settings.duration_s,
+        conversations=len(pending),
+    )
+    lags: list[float] = []
+    waits: list[float] = []
+
+    def expired() -> bool:
+        if deadline is not None and time.perf_counter() >= deadline:
+            stats.ended_by = f"duration {settings.duration_s:g} s reached"
+            return True
+        return False
+
+    def started() -> None:
+        stats.starts_s.append(time.perf_counter() - t_start)
+
+    async def worker(first_delay: float) -> None:
+        # the first wave: each worker holds its first conversation from the start and sends it after its ramp
+        # delay (taking it later would let an early worker run the first wave's conversations one by one)
+        first: Sample | None = None
+        if first_delay > 0:
             try:
-                sample = queue.get_nowait()
+                first = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
+            await asyncio.sleep(first_delay)
+        while not breaker.open and not expired():
+            if first is not None:
+                sample, first = first, None
+            else:
+                try:
+                    sample = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+            started()
             await conversation(sample)
 
-    n_workers = max(1, min(settings.concurrency, len(pending)))
-    await asyncio.gather(*(worker() for _ in range(n_workers)))
+    async def open_loop(rate: float) -> None:
+        """One task per arrival, created at its due time; the dispatcher never waits for anything but the
+        schedule, so its lag is the client's own.  Under a cap an arrival's task waits for a slot (counted apart:
+        the cap's doing, not the client's)."""
+        offsets = arrival_offsets(len(pending), rate, settings.burstiness, settings.seed)
+        slots = asyncio.Semaphore(settings.cap) if settings.cap else None
+        tasks: list[asyncio.Task[None]] = []
+
+        async def one(sample: Sample) -> None:
+            if slots is None:
+                await conversation(sample)
+                return
+            full, t0 = slots.locked(), time.perf_counter()
+            async with slots:
+                waits.append(time.perf_counter() - t0 if full else 0.0)
+                await conversation(sample)
+
+        try:
+            for sample, due in zip(pending, offsets, strict=True):
+                if breaker.open:
+                    break
+                if settings.duration_s is not None and due >= settings.duration_s:
+                    stats.ended_by = f"duration {settings.duration_s:g} s reached"
+                    break
+                delay = t_start + due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                lags.append(max(0.0, time.perf_counter() - t_start - due))
+                started()
+                tasks.append(asyncio.create_task(one(sample)))
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()  # only those still running: an interrupted run leaves no request behind
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    if settings.request_rate is not None:
+        await open_loop(settings.request_rate)
+    else:
+        n_workers = max(1, min(settings.concurrency, len(pending)))
+        ramp = ramp_offsets(n_workers, settings.ramp_up_s or 0.0)
+        await asyncio.gather(*(worker(ramp[i]) for i in range(n_workers)))
+    if breaker.open:
+        stats.ended_by = "circuit breaker"
+    result.arrivals = stats.finish(lags, waits)
     result.measure_end_ns = clock_of(engine)()
     result.stopped = breaker.reason
     result.counters_after = await engine.counters()

@@ -78,6 +78,10 @@ def provenance(result: RunResult) -> list[tuple[str, str]]:
         ("date (UTC)", f"{m.created_utc} → {m.finished_utc or 'not finished'}"),
         ("host", f"{m.host.hostname}, {m.host.platform}, {m.host.cpus} CPUs, Python {m.host.python}"),
     ]
+    for a in m.arrivals:
+        rows.append((f"traffic (segment {a.get('segment', 0)})", str(a.get("summary", ""))))
+        if a.get("behind"):
+            rows.append(("WARNING", str(a["behind"])))
     server = extra.get("server")
     if isinstance(server, dict) and server.get("command"):
         rows.append(("server command", str(server["command"])))
@@ -312,8 +316,8 @@ def comparison_page(
     page = Page(
         f"speedbench comparison: {a.path.name} vs {b.path.name}", f"A = {names[0]}, B = {names[1]}", figures_dir
     )
-    pa, pb = provenance(a), provenance(b)
-    page.table(["", "A", "B"], [[k, va, vb] for (k, va), (_, vb) in zip(pa, pb, strict=False)])
+    pa, pb = dict(provenance(a)), dict(provenance(b))
+    page.table(["", "A", "B"], [[k, pa.get(k), pb.get(k)] for k in dict.fromkeys([*pa, *pb])])
     for run in results:
         for line in status_lines(run):
             page.banner(line)

@@ -142,6 +142,9 @@ class Manifest(_Model):
     # why the last segment ended before its work was done (the circuit breaker, a signal); None when it did not
     stop_cause: str | None = None
     segment_changes: list[SegmentChange] = Field(default_factory=list)
+    # how each segment's conversations were started (load/arrivals.py ArrivalStats: closed or open loop, the rate
+    # achieved, the client's dispatch lag); one entry per segment that ran its load
+    arrivals: list[dict[str, Any]] = Field(default_factory=list)
 
     # ---- building ----------------------------------------------------------------------------
     @classmethod
@@ -168,10 +171,12 @@ class Manifest(_Model):
         warmup_errors: Sequence[str] = (),
         counter_error: str | None = None,
         stop_cause: str | None = None,
+        arrivals: dict[str, Any] | None = None,
     ) -> Manifest:
         """The measured window is over (completed, or interrupted with its records kept and, when known, why)."""
         return self.model_copy(
             update={
+                "arrivals": [*self.arrivals, arrivals] if arrivals is not None else self.arrivals,
                 "status": "complete" if completed else "interrupted",
                 "stop_cause": None if completed else stop_cause,
                 "counter_windows": [*self.counter_windows, window],
@@ -226,7 +231,7 @@ class Manifest(_Model):
         for optional in ("counter_error", "finished_utc", "stop_cause"):
             if d[optional] is None:
                 del d[optional]
-        for listed in ("resumed_utc", "segment_changes"):
+        for listed in ("resumed_utc", "segment_changes", "arrivals"):
             if not d[listed]:
                 del d[listed]
         return d

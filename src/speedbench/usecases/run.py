@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import os
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from speedbench.data.readers import content_hash, load_dataset, pick_stratified
 from speedbench.data.sample import Sample
 from speedbench.engines import registry
 from speedbench.engines.base import Engine
-from speedbench.load.generator import LoadResult, LoadSettings, retryable, run_load
+from speedbench.load.generator import LoadResult, LoadSettings, clock_of, retryable, run_load
 from speedbench.metrics.acceptance import acceptance_length
 from speedbench.metrics.sources import request_stats
 from speedbench.records import RequestRecord, final_attempts
@@ -139,7 +140,17 @@ async def execute(
         seed=cfg.seed,
         segment=segment,
         breaker=cfg.breaker,
+        request_rate=cfg.request_rate,
+        burstiness=cfg.burstiness,
+        cap=cfg.concurrency if cfg.rate_cap else None,
+        ramp_up_s=cfg.ramp_up_s,
+        duration_s=cfg.duration_s,
     )
+    if cfg.request_rate is not None and clock_of(engine) is not time.perf_counter_ns:
+        raise ValueError(
+            "--request-rate paces arrivals on the wall clock, but this engine keeps its own clock (the mock's "
+            "-E clock=virtual): use the wall clock (the default) for open-loop runs"
+        )
     chunks_are_steps = engine.capabilities.chunks_are_steps
     total = sum(len(s.turns) for s in samples)
     prog = Progress(total=total)
@@ -185,6 +196,7 @@ async def execute(
             result.warmup_errors if result else (),
             engine.counter_error,
             stop_cause=result.stopped if result else "interrupted by a signal (Ctrl-C, SIGTERM or SIGHUP)",
+            arrivals=result.arrivals.to_dict() if result and result.arrivals else None,
         )
         run_dir.write_manifest(manifest)
 
