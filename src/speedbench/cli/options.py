@@ -56,6 +56,7 @@ def build_config(flags: dict[str, Any]) -> Any:
         burstiness=f.get("burstiness", 1.0),
         ramp_up_s=f.get("ramp_up"),
         duration_s=f.get("duration"),
+        client_procs=f.get("client_procs", 1),
     )
 
 
@@ -156,6 +157,14 @@ Duration = Annotated[
     Optional[float], typer.Option(help="send no turn after this many seconds (in-flight requests finish)")
 ]
 
+ClientProcs = Annotated[
+    int,
+    typer.Option(
+        help="split the load over N client processes, each with its own event loop, one writer (HTTP engines; "
+        "docs/scale.md)"
+    ),
+]
+
 # flag (parameter name) -> the RunConfig field it sets, dotted; what `run --resume` compares with the saved run
 FLAG_FIELDS = {
     "engine": "engine.kind",
@@ -184,6 +193,7 @@ FLAG_FIELDS = {
     "burstiness": "burstiness",
     "ramp_up": "ramp_up_s",
     "duration": "duration_s",
+    "client_procs": "client_procs",
     "max_failed": "max_failed",
     "breaker": "breaker",
     "out": "out",

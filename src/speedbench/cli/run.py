@@ -14,6 +14,7 @@ from speedbench.cli.options import (
     BaseUrl,
     Breaker,
     Burstiness,
+    ClientProcs,
     Concurrency,
     DatasetOpt,
     DraftLength,
@@ -84,6 +85,7 @@ def run(
     burstiness: Burstiness = 1.0,
     ramp_up: RampUp = None,
     duration: Duration = None,
+    client_procs: ClientProcs = 1,
     out: Annotated[Optional[str], typer.Option(help="run directory (default runs/<UTC time>-<engine>)")] = None,
     resume: Annotated[
         Optional[str],

@@ -146,6 +146,11 @@ async def execute(
         ramp_up_s=cfg.ramp_up_s,
         duration_s=cfg.duration_s,
     )
+    if cfg.client_procs > 1 and engine.capabilities.in_process:
+        raise ValueError(
+            f"--client-procs {cfg.client_procs}: engine {cfg.engine.kind!r} runs inside this process and cannot be "
+            "shared by client processes; use an HTTP engine (a launched or attached server, or serve-mock)"
+        )
     if cfg.request_rate is not None and clock_of(engine) is not time.perf_counter_ns:
         raise ValueError(
             "--request-rate paces arrivals on the wall clock, but this engine keeps its own clock (the mock's "
@@ -178,7 +183,14 @@ async def execute(
     completed = False
     result: LoadResult | None = None
     try:
-        result = await run_load(engine, samples, settings, on_record, done)
+        if cfg.client_procs > 1:
+            from speedbench.usecases.client_procs import run_load_procs
+
+            result = await run_load_procs(
+                engine, cfg.engine_spec(), samples, settings, on_record, done, cfg.client_procs
+            )
+        else:
+            result = await run_load(engine, samples, settings, on_record, done)
         completed = result.stopped is None
         return "complete" if completed else "stopped"
     except asyncio.CancelledError:
@@ -257,6 +269,7 @@ RESUME_CHANGEABLE = {
     "timeout_s": "--timeout",
     "max_failed": "--max-failed",
     "breaker": "--breaker",
+    "client_procs": "--client-procs",
 }
 
 

@@ -1,0 +1,229 @@
+"""More load than one event loop holds: the run's conversations split over N worker processes (``--client-procs``,
+docs/scale.md), each with its own event loop and its own connection to the same server, and one writer.
+
+- The parent starts (or launches) the engine once, sends the warm-up, reads the counters before and after, and is
+  the **one writer**: every worker sends each finished record to it at once over a queue, and the parent appends
+  it to records.jsonl and flushes (``on_record``), as a one-process run does.  A worker that dies loses only its
+  requests in flight; a finished record is on disk as soon as the parent has read it.
+- Conversations are dealt round-robin in selection order; closed loop: the concurrency is split as evenly as it
+  goes (worker i gets C // N, plus one for the first C % N); open loop: each worker runs its own schedule at R / N
+  a second from a seed of its own (the superposition of N independent Poisson processes of rate R / N is one of
+  rate R; the order of arrivals across workers then differs from the one-process schedule).
+- Per-request timings come from each worker's ``time.perf_counter_ns()``: on Linux that is CLOCK_MONOTONIC, one
+  clock for every process of the host, so records of different workers share a time axis and run-level
+  throughput (Σ tokens / (last end − first start)) is measured on one clock.
+- Ctrl-C / SIGTERM: the parent asks every worker to stop (SIGTERM), keeps reading records until each has exited,
+  and the run ends interrupted and resumable; ``--resume`` deals the turns still to run over the workers again.
+- In-process engines (reference, mock) live in the parent's process and cannot be split: refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import signal
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from speedbench.config import EngineSpec
+from speedbench.data.sample import Sample
+from speedbench.engines.base import Engine
+from speedbench.load.arrivals import ArrivalStats
+from speedbench.load.generator import LoadResult, LoadSettings, run_load, send
+from speedbench.records import RequestRecord
+
+STOP_GRACE_S = 10.0  # how long a stopped worker may take to cancel its requests and exit
+
+
+def worker_spec(spec: EngineSpec, engine: Engine) -> EngineSpec:
+    """The spec a worker attaches with: the parent's server (launched or attached), never a second launch."""
+    d = engine.describe()
+    update: dict[str, Any] = {"launch": False, "server_bin": None, "server_args": [], "log_dir": None}
+    if d.get("base_url"):
+        update["base_url"] = d["base_url"]
+    if d.get("model"):
+        update["model"] = d["model"]
+    if d.get("metrics_url"):
+        update["metrics_url"] = d["metrics_url"]
+    return spec.model_copy(update=update)
+
+
+def split(samples: Sequence[Sample], settings: LoadSettings, procs: int) -> list[tuple[list[Sample], LoadSettings]]:
+    """Each worker's conversations (round-robin) and settings (its share of the concurrency or the rate, its own
+    arrival seed); workers with nothing to do are left out."""
+    out = []
+    for i in range(procs):
+        mine = list(samples[i::procs])
+        if not mine:
+            continue
+        share = dataclasses.replace(
+            settings,
+            concurrency=max(1, settings.concurrency // procs + (1 if i < settings.concurrency % procs else 0)),
+            request_rate=None if settings.request_rate is None else settings.request_rate / procs,
+            cap=None
+            if settings.cap is None
+            else max(1, settings.cap // procs + (1 if i < settings.cap % procs else 0)),
+            seed=settings.seed if i == 0 else settings.seed * 1000 + i,
+            warmup=0,
+        )
+        out.append((mine, share))
+    return out
+
+
+def _worker(index: int, spec: dict[str, Any], settings: dict[str, Any], samples: list[dict[str, Any]],
+            done: list[dict[str, Any]], out: Any) -> None:  # fmt: skip
+    """A worker process: attach to the server, run its share, send each record to the parent as it finishes."""
+    from speedbench.usecases.run import open_engine
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        assert me is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, me.cancel)
+        load = LoadSettings(**settings)
+        mine = [Sample(**{**s, "turns": tuple(s["turns"])}) for s in samples]
+        previous = {(r.question_id, r.turn): r for r in map(RequestRecord.from_dict, done)}
+        async with open_engine(EngineSpec.model_validate(spec)) as engine:
+            result = await run_load(engine, mine, load, lambda r: out.put(("record", index, r.to_dict())), previous)
+        arrivals = result.arrivals.to_dict() if result.arrivals else None
+        out.put(("done", index, {"stopped": result.stopped, "arrivals": arrivals}))
+
+    try:
+        asyncio.run(main())
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        out.put(("interrupted", index, None))
+    except BaseException as e:  # a worker that cannot run says why, in one line
+        out.put(("error", index, f"{type(e).__name__}: {e}"))
+
+
+async def run_load_procs(
+    engine: Engine,
+    spec: EngineSpec,
+    samples: Sequence[Sample],
+    settings: LoadSettings,
+    on_record: Callable[[RequestRecord], None],
+    done: dict[tuple[str, int], RequestRecord],
+    procs: int,
+) -> LoadResult:
+    """``run_load`` over ``procs`` worker processes (module docstring); the parent writes every record."""
+    from speedbench.load.generator import clock_of
+
+    result = LoadResult()
+    pending = [s for s in samples if any((s.question_id, t) not in done for t in range(len(s.turns)))]
+    if settings.warmup and pending:  # the parent warms the server up once, as a one-process run does
+        recs = await asyncio.gather(*(send(engine, _first(pending[i % len(pending)], settings), settings.timeout_s)
+                                      for i in range(settings.warmup)))  # fmt: skip
+        result.warmup_errors = [f"{r.question_id}: {r.error['cause']}" for r in recs if r.error]
+    result.counters_before = await engine.counters()
+    result.measure_start_ns = clock_of(engine)()
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    attached = worker_spec(spec, engine).model_dump(mode="json")
+    workers = []
+    for i, (mine, share) in enumerate(split(pending, settings, procs)):
+        ids = {s.question_id for s in mine}
+        prior = [r.to_dict() for key, r in done.items() if key[0] in ids]
+        p = ctx.Process(target=_worker, args=(i, attached, dataclasses.asdict(share), [s.to_dict() for s in mine],
+                                              prior, out), daemon=True)  # fmt: skip
+        p.start()
+        workers.append(p)
+    finals: dict[int, tuple[str, Any]] = {}
+    loop = asyncio.get_running_loop()
+
+    def drain(block_s: float) -> None:
+        try:
+            kind, index, payload = out.get(timeout=block_s)
+        except queue_mod.Empty:
+            return
+        if kind == "record":
+            on_record(RequestRecord.from_dict(payload))
+        else:
+            finals[index] = (kind, payload)
+
+    try:
+        while len(finals) < len(workers):
+            await loop.run_in_executor(None, drain, 0.2)
+            if any(not p.is_alive() for p in workers) and len(finals) < len(workers):
+                _settle(workers, finals, drain)
+    except asyncio.CancelledError:
+        for p in workers:
+            if p.is_alive():
+                os.kill(p.pid or 0, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        while len(finals) < len(workers) and time.monotonic() < deadline:
+            drain(0.2)
+            _settle(workers, finals, drain)
+        raise
+    finally:
+        for p in workers:
+            p.join(timeout=1.0)
+            if p.is_alive():
+                p.kill()
+        with contextlib.suppress(Exception):
+            while True:  # records a worker sent just before it exited
+                kind, index, payload = out.get_nowait()
+                if kind == "record":
+                    on_record(RequestRecord.from_dict(payload))
+    result.measure_end_ns = clock_of(engine)()
+    result.counters_after = await engine.counters()
+    errors = [f"client worker {i}: {p}" for i, (k, p) in sorted(finals.items()) if k == "error"]
+    stopped = [p["stopped"] for k, p in finals.values() if k == "done" and p["stopped"]]
+    if any(k == "interrupted" for k, _ in finals.values()) and not errors:
+        raise asyncio.CancelledError  # a worker was stopped by a signal sent to it (e.g. Ctrl-C to the group)
+    # a worker that failed or died ends the run like the circuit breaker: its finished records are kept, the run is
+    # resumable, and the cause is said
+    result.stopped = "; ".join(errors) if errors else (stopped[0] if stopped else None)
+    result.arrivals = _merge([p["arrivals"] for k, p in finals.values() if k == "done" and p["arrivals"]], settings)
+    return result
+
+
+def _first(sample: Sample, settings: LoadSettings) -> Any:
+    from speedbench.load.generator import make_request
+
+    return make_request(sample, 0, [], settings)
+
+
+def _settle(workers: list[Any], finals: dict[int, tuple[str, Any]], drain: Callable[[float], None]) -> None:
+    """A worker that exited without a final message (killed): read what it sent, then mark it."""
+    for i, p in enumerate(workers):
+        if i not in finals and not p.is_alive():
+            drain(0.05)
+            if i not in finals:
+                finals[i] = ("error", f"exited with code {p.exitcode} without finishing")
+
+
+def _merge(parts: list[dict[str, Any]], settings: LoadSettings) -> ArrivalStats | None:
+    """One segment's arrival figures from the workers': starts and lags pooled (each worker's clock starts at
+    its own window; a few ms apart), rates summed."""
+    if not parts:
+        return None
+    stats = ArrivalStats(
+        mode=parts[0]["mode"],
+        segment=settings.segment,
+        requested_rate=settings.request_rate,
+        burstiness=settings.burstiness if settings.request_rate is not None else None,
+        cap=settings.cap if settings.request_rate is not None else settings.concurrency,
+        ramp_up_s=settings.ramp_up_s,
+        duration_s=settings.duration_s,
+        conversations=sum(p["conversations"] for p in parts),
+        starts_s=sorted(x for p in parts for x in p["starts_s"]),
+    )
+    ended = {p["ended_by"] for p in parts}
+    stats.ended_by = "; ".join(sorted(ended))
+    stats.finish([], [])
+    if stats.mode == "open":
+        rates = [p["achieved_rate"] for p in parts if p["achieved_rate"]]
+        stats.achieved_rate = sum(rates) if rates else None
+    lags = [p[k] for p in parts for k in ("lag_p99_s",) if p[k] is not None]
+    stats.lag_p99_s = max(lags) if lags else None  # the worst worker's p99: an upper bound on the pooled p99
+    stats.lag_max_s = max((p["lag_max_s"] for p in parts if p["lag_max_s"] is not None), default=None)
+    p50 = [p["lag_p50_s"] for p in parts if p["lag_p50_s"] is not None]
+    stats.lag_p50_s = max(p50) if p50 else None
+    stats.slot_waits = sum(p["slot_waits"] for p in parts)
+    return stats
