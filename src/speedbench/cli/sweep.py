@@ -78,7 +78,10 @@ FLAG_PATHS = {
     "out": "out",
 }
 # what --resume takes again: the servers' URLs (their credentials are never saved) and how to run
-RESUME_FLAGS = {"resume", "base_url", "metrics_url", "url", "retry_failed", "progress", "plan", "html"}
+RESUME_FLAGS = {
+    "resume", "base_url", "metrics_url", "url", "retry_failed", "progress", "plan", "html", "ray", "ray_resource",
+    "ray_gpus",
+}  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:
@@ -174,6 +177,21 @@ def sweep(
     max_failed: MaxFailed = 0.1,
     breaker: Breaker = 10,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    ray: Annotated[
+        Optional[str],
+        typer.Option(
+            "--ray",
+            help="run the launch groups as Ray tasks: 'local' (a Ray instance on this machine), 'auto' (the cluster "
+            "this machine is in) or a cluster address; needs speedbench[ray] (docs/scale.md)",
+        ),
+    ] = None,
+    ray_resource: Annotated[
+        list[str],
+        typer.Option(
+            "--ray-resource", help="with --ray: a resource every group's task asks for, NAME=AMOUNT (repeatable)"
+        ),
+    ] = [],  # noqa: B006 - typer needs a literal default
+    ray_gpus: Annotated[float, typer.Option(help="with --ray: GPUs each group's task asks for")] = 0.0,
     html: Annotated[
         bool,
         typer.Option(
@@ -228,6 +246,8 @@ def sweep(
                     raise plan_uc.SweepConfigError("--adaptive and --slo go together")
                 if plan:
                     raise plan_uc.SweepConfigError("--plan with --adaptive: the rounds depend on what is measured")
+                if ray is not None:
+                    raise plan_uc.SweepConfigError("--ray with --adaptive: adaptive rounds run on this machine")
                 _adaptive(cfg, slo, max_cells, console, progress)
                 return
             the_plan = plan_uc.build_plan(cfg)
@@ -259,17 +279,30 @@ def sweep(
         counts = saved.counts()
         console.print("resuming: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())), soft_wrap=True)
     try:
+        resources = {k: float(v) for k, v in _pairs("--ray-resource", list(ray_resource))}
+    except ValueError:
+        fail(f"--ray-resource {ray_resource}: expected NAME=AMOUNT with a number, e.g. --ray-resource node_a=1")
+        return
+    if (resources or ray_gpus) and ray is None:
+        fail("--ray-resource and --ray-gpus go with --ray ADDRESS")
+        return
+    errors: tuple[type[BaseException], ...] = (*user_errors(), ImportError, ConnectionError)
+    try:
         view.start()
-        final = uc.run_sweep(
-            the_plan,
-            sdir,
-            manifest,
-            view.on_event,
-            retry_failed=retry_failed,
-            signals=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
-            resume=saved is not None,
-        )
-    except user_errors() as e:  # the directory is being run by another process
+        sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        if ray is not None:
+            from speedbench.usecases.ray_sweep import run_sweep_ray
+
+            final = run_sweep_ray(
+                the_plan, sdir, manifest, ray, resources, ray_gpus, view.on_event, None, retry_failed, sigs,
+                resume=saved is not None,
+            )  # fmt: skip
+        else:
+            final = uc.run_sweep(
+                the_plan, sdir, manifest, view.on_event, retry_failed=retry_failed, signals=sigs,
+                resume=saved is not None,
+            )  # fmt: skip
+    except errors as e:  # the directory is being run by another process; ray missing or unreachable
         fail(one_line(e))
         return
     finally:

@@ -180,6 +180,7 @@ class LaunchGroup(_Frozen):
     # a launched server's CPU seconds (its processes and their children, user + system, from the start to the
     # stop), summed over starts; None for an engine that is not a child process of the sweep
     server_cpu_s: float | None = None
+    node: str | None = None  # sweep --ray: where the group's last task ran (host, Ray node id, worker pid)
 
 
 class SweepManifest(_Frozen):

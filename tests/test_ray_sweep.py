@@ -1,0 +1,171 @@
+"""`speedbench sweep --ray ADDRESS` on a real Ray cluster on this machine (usecases/ray_sweep.py, docs/scale.md):
+a head node with no CPU for tasks and a worker node started with `ray start`, each its own raylet.  The sweep's
+launch groups run on the worker; the worker's raylet is killed with SIGKILL mid-sweep, a replacement node joins,
+and the finished sweep must equal an undisturbed local one cell for cell in every non-timing figure (records,
+token counts, acceptance, outputs; on the mock's virtual clock the modelled timings too).
+
+Needs the `ray` extra (scripts/test installs it); skipped without it unless SPEEDBENCH_REQUIRE_ENGINES=1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import speedbench_cmd
+from speedbench.cli import app
+from speedbench.results.loader import load_run
+
+RAY = Path(sys.executable).with_name("ray")
+MOCK = ["--engine", "mock", "-E", "cost=batch", "-E", "clock=virtual", "-E", "base_ms=10", "-E", "per_token_ms=0.5"]
+GRID = ["--sd", "ngram", "-k", "1,2", "-c", "1,2", "-n", "88", "--output-len", "96", "--ignore-eos", "--warmup", "0"]
+STORE = str(80 * 1024 * 1024)  # object store per node: small, the payloads are run directories
+
+pytestmark = pytest.mark.slow
+
+
+def _need_ray() -> None:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        if os.environ.get("SPEEDBENCH_REQUIRE_ENGINES") == "1":
+            pytest.fail("ray is not installed (pip install 'speedbench[ray]')")
+        pytest.skip("ray is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ray(*args: str, tmp: Path) -> None:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    res = subprocess.run([str(RAY), *args], capture_output=True, text=True, env=env, timeout=120, cwd=tmp)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def _raylet_pid(node_manager_port: int) -> int:
+    out = subprocess.run(["pgrep", "-f", f"node_manager_port={node_manager_port}"], capture_output=True, text=True)
+    pids = [int(p) for p in out.stdout.split()]
+    raylets = [p for p in pids if "raylet" in Path(f"/proc/{p}/cmdline").read_text(errors="replace").split("\0")[0]]
+    assert len(raylets) == 1, (node_manager_port, pids)
+    return raylets[0]
+
+
+def _node_ids(address: str) -> dict[str, bool]:
+    code = (
+        f"import json, ray; ray.init(address={address!r}, logging_level='ERROR'); "
+        "print(json.dumps({n['NodeID']: n['Alive'] for n in ray.nodes()}))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, object]]:
+    _need_ray()
+    # a throwaway cluster on this machine: Ray's token authentication off for it, its nodes and clients alike
+    # (inherited by every process the test starts)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    port, worker_port = _free_port(), _free_port()
+    address = f"127.0.0.1:{port}"
+    common = ["--disable-usage-stats", f"--object-store-memory={STORE}"]
+    try:
+        # the head holds no CPU for tasks: every group runs on a worker node
+        _ray("start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false", *common, tmp=tmp_path)
+        before = set(_node_ids(address))
+        _ray(
+            "start", f"--address={address}", "--num-cpus=2", f"--node-manager-port={worker_port}", *common, tmp=tmp_path
+        )
+        worker = (set(_node_ids(address)) - before).pop()
+        yield {"address": address, "worker_port": worker_port, "worker": worker, "common": common, "tmp": tmp_path}
+    finally:
+        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=120)
+
+
+def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _statuses(sweep: Path) -> dict[str, str]:
+    try:
+        return {c["id"]: c["status"] for c in json.loads((sweep / "sweep.json").read_text())["cells"]}
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _figures(cell: Path) -> list[tuple[object, ...]]:
+    """Every non-timing figure of a cell's records (and the virtual clock's modelled durations)."""
+    out = []
+    for r in load_run(cell).records:
+        sd = r.sd.to_dict() if r.sd else None
+        out.append((r.question_id, r.turn, r.ok, r.tokens, r.output_text, json.dumps(sd, sort_keys=True),
+                    r.chunk_tokens, r.end_ns - r.start_ns))  # fmt: skip
+    return sorted(out)
+
+
+def test_a_node_lost_mid_sweep_is_retried_and_the_sweep_equals_an_undisturbed_one(cluster, tmp_path: Path):
+    reference = tmp_path / "local"
+    res = CliRunner().invoke(app, ["sweep", *MOCK, *GRID, "--out", str(reference), "--no-progress", "--no-html"])
+    assert res.exit_code == 0, res.output
+
+    sweep = tmp_path / "ray"
+    args = ["sweep", *MOCK, *GRID, "--out", str(sweep), "--no-progress", "--no-html", "--ray", str(cluster["address"])]
+    driver = subprocess.Popen(speedbench_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # two of the three groups run at once on the worker's 2 CPUs: once one group is back, the others are in
+        # flight (or queued) on the worker, and the kill takes them down mid-group
+        _wait(lambda: "complete" in _statuses(sweep).values(), 300, "the first group to come back")
+        in_flight = [c for c, s in _statuses(sweep).items() if s != "complete"]
+        assert in_flight, "the sweep ended before the kill: nothing was tested"
+        os.kill(_raylet_pid(int(cluster["worker_port"])), signal.SIGKILL)  # the node, not only a worker process
+        _wait(lambda: not _node_ids(str(cluster["address"])).get(str(cluster["worker"]), True), 120, "the node dead")
+        # a replacement node joins; the lost groups' retries run there
+        _ray("start", f"--address={cluster['address']}", "--num-cpus=2", *cluster["common"], tmp=tmp_path)  # type: ignore[misc]
+        output, _ = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, output
+    manifest = json.loads((sweep / "sweep.json").read_text())
+    assert all(c["status"] == "complete" for c in manifest["cells"])
+    assert all(g["node"] and "Ray node" in g["node"] for g in manifest["groups"])
+    # every task's first attempt ran on the killed node (the head holds no CPU), so a group that came back from
+    # another node was run again after the kill: the retry happened (which groups depends on where each task was
+    # when the node died: one already fetched by the driver needs no retry)
+    again = [g["id"] for g in manifest["groups"] if str(cluster["worker"]) not in g["node"]]
+    assert again, [g["node"] for g in manifest["groups"]]
+    cells = sorted(p.name for p in (reference / "cells").iterdir())
+    assert cells == sorted(p.name for p in (sweep / "cells").iterdir() if p.is_dir())
+    for name in cells:
+        assert _figures(sweep / "cells" / name) == _figures(reference / "cells" / name), name
+        m = json.loads((sweep / "cells" / name / "manifest.json").read_text())
+        assert m["config"]["out"] == str(sweep / "cells" / name) and m["status"] == "complete"
+    # nothing half-written was left beside the cells
+    assert not [p for p in (sweep / "cells").iterdir() if p.name.endswith((".incoming", ".replaced"))]
+
+
+def test_without_ray_the_flag_says_which_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import speedbench.extras as extras
+
+    real = extras.installed
+    monkeypatch.setattr(extras, "installed", lambda m: False if m == "ray" else real(m))
+    res = CliRunner().invoke(app, ["sweep", *MOCK, "-k", "1", "-c", "1", "-n", "1", "--out", str(tmp_path / "s"),
+                                   "--no-progress", "--ray", "local"])  # fmt: skip
+    assert res.exit_code == 2 and "pip install 'speedbench[ray]'" in res.output, res.output
