@@ -507,7 +507,35 @@ def fidelity_level(
     }
     fig.update(side_figures(raw, chunks))
     fig["limit"] = verdict(fig)
+    fig["waves"] = wave_figures(ok, c, ttft_ms, step_ms)
     return fig
+
+
+def wave_figures(ok: Sequence[RequestRecord], c: int, ttft_ms: float, step_ms: float) -> list[dict[str, Any]]:
+    """The first wave (the first C requests to start: new connections, all started together) apart from the later
+    ones (started as earlier ones finished, on kept-alive connections): TTFT error, ITL p99 and the chunk gaps over
+    50 ms of each, from the records' own timestamps."""
+    order = sorted(ok, key=lambda r: r.start_ns)
+    parts = [("first", order[:c]), ("later", order[c:])]
+    out = []
+    for name, recs in parts:
+        if not recs:
+            continue
+        ttft = np.asarray([(r.chunk_ns[0] - r.start_ns) / 1e6 for r in recs if r.chunk_ns])
+        gaps = np.asarray([v * 1000 for r in recs for v in step_times_s(r)], dtype=float)
+        out.append(
+            {
+                "wave": name,
+                "requests": len(recs),
+                "ttft_mean_ms": float(ttft.mean()) if ttft.size else None,
+                "ttft_err_ms": float(ttft.mean() - ttft_ms) if ttft.size else None,
+                "ttft_p99_ms": float(np.percentile(ttft, 99)) if ttft.size else None,
+                "itl_p99_ms": float(np.percentile(gaps, 99)) if gaps.size else None,
+                "gaps_over_50ms": int((gaps > 50).sum()),
+                "gap_max_ms": float(gaps.max()) if gaps.size else None,
+            }
+        )
+    return out
 
 
 def capacity_figures(raw: dict[str, Any], c: int, n_requests: int, output_len: int) -> dict[str, Any]:
@@ -584,6 +612,21 @@ def print_fidelity(levels: Sequence[dict[str, Any]], ttft_ms: float, step_ms: fl
             f"{f(L['client_us_per_chunk'], '6.1f')} | {f(L['server_cpu_s'], '12.2f')} "
             f"{f(L['server_cpu_pct'], '5.0f')} {f(L['server_busy_pct'], '5.0f')}"
         )
+    if any(len(L.get("waves", [])) > 1 for L in levels):
+        print("\nFirst wave (new connections, all started together) and later waves (kept-alive connections)")
+        hdr = (
+            f"{'conc':>5} {'wave':>6} {'reqs':>5} | {'TTFT mean':>9} {'err ms':>7} {'p99':>7} | "
+            f"{'ITL p99':>7} {'>50ms':>6} {'max':>7}"
+        )
+        print(hdr)
+        print("-" * len(hdr))
+        for L in levels:
+            for w in L.get("waves", []):
+                print(
+                    f"{L['concurrency']:>5} {w['wave']:>6} {w['requests']:>5} | {f(w['ttft_mean_ms'], '9.2f')} "
+                    f"{f(w['ttft_err_ms'], '+7.2f')} {f(w['ttft_p99_ms'], '7.2f')} | {f(w['itl_p99_ms'], '7.2f')} "
+                    f"{w['gaps_over_50ms']:>6} {f(w['gap_max_ms'], '7.1f')}"
+                )
     for L in levels:
         print(f"  concurrency {L['concurrency']}: {L['limit']}")
         if L["errors"]:
