@@ -110,3 +110,35 @@ def test_an_in_process_engine_is_refused(tmp_path: Path):
         app, ["run", "--engine", "mock", "--client-procs", "2", "-n", "2", "--out", str(tmp_path / "r")]
     )
     assert res.exit_code == 2 and "cannot be shared by client processes" in res.output.replace("\n", " ")
+
+
+def test_auto_picks_processes_from_the_warm_up_chunk_rate(monkeypatch: pytest.MonkeyPatch):
+    import asyncio
+    from types import SimpleNamespace
+
+    import speedbench.load.generator as generator
+    from speedbench.records import RequestRecord
+    from speedbench.usecases.client_procs import CHUNKS_PER_PROC, choose_procs
+
+    def rec(chunks: int, span_s: float) -> RequestRecord:
+        ns = [int(i * span_s / (chunks - 1) * 1e9) for i in range(chunks)]
+        return RequestRecord("q", "c", 0, start_ns=0, end_ns=ns[-1], chunk_ns=ns, chunk_tokens=[1] * chunks)
+
+    # warm-up: 101 chunks over 1 s (100 chunks/s), 201 over 1 s, 401 over 1 s: the median is 200 chunks/s
+    async def fake_warm_up(engine, pending, settings):  # type: ignore[no-untyped-def]
+        return [rec(101, 1.0), rec(201, 1.0), rec(401, 1.0)]
+
+    monkeypatch.setattr(generator, "warm_up", fake_warm_up)
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    engine = SimpleNamespace(capabilities=SimpleNamespace(in_process=False))
+    samples = make_samples(4)
+    # closed loop, 1,000 in flight x 200 chunks/s = 200,000 chunks/s: ceil(200,000 / 50,000) = 4 processes
+    procs, why, errors = asyncio.run(choose_procs(engine, samples, {}, LoadSettings(concurrency=1000)))  # type: ignore[arg-type]
+    assert CHUNKS_PER_PROC == 50_000 and (procs, errors) == (4, []) and "200,000 chunks/s" in why
+    # 100 in flight: 20,000 chunks/s, one process; 10,000 in flight: 2,000,000 chunks/s, capped at 15 (CPUs - 1)
+    assert asyncio.run(choose_procs(engine, samples, {}, LoadSettings(concurrency=100)))[0] == 1  # type: ignore[arg-type]
+    many = asyncio.run(choose_procs(engine, samples, {}, LoadSettings(concurrency=10_000)))  # type: ignore[arg-type]
+    assert many[0] == 15 and "capped at 15" in many[1]
+    # an in-process engine: always one
+    local = SimpleNamespace(capabilities=SimpleNamespace(in_process=True))
+    assert asyncio.run(choose_procs(local, samples, {}, LoadSettings(concurrency=10_000)))[0] == 1  # type: ignore[arg-type]

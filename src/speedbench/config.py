@@ -86,8 +86,9 @@ class RunConfig(BaseModel):
     rate_cap: bool = False
     ramp_up_s: float | None = Field(None, ge=0)  # closed loop: the first wave's starts spread over this long
     duration_s: float | None = Field(None, gt=0)  # no turn sent after this long into the measured window
-    # the load split over this many client processes, each with its own event loop (usecases/client_procs.py)
-    client_procs: int = Field(1, ge=1)
+    # the load split over this many client processes, each with its own event loop (usecases/client_procs.py);
+    # 0: auto, from the chunk rate the warm-up measured
+    client_procs: int = Field(1, ge=0)
 
     @model_validator(mode="after")
     def _traffic_shape(self) -> RunConfig:

@@ -56,7 +56,7 @@ def build_config(flags: dict[str, Any]) -> Any:
         burstiness=f.get("burstiness", 1.0),
         ramp_up_s=f.get("ramp_up"),
         duration_s=f.get("duration"),
-        client_procs=f.get("client_procs", 1),
+        client_procs=_procs(f.get("client_procs", "1")),
     )
 
 
@@ -158,12 +158,27 @@ Duration = Annotated[
 ]
 
 ClientProcs = Annotated[
-    int,
+    str,
     typer.Option(
-        help="split the load over N client processes, each with its own event loop, one writer (HTTP engines; "
-        "docs/scale.md)"
+        help="split the load over N client processes, each with its own event loop, one writer (HTTP engines); "
+        "auto: as many as the chunk rate the warm-up measured needs (docs/scale.md)"
     ),
 ]
+
+
+def _procs(value: str | int) -> int:
+    """--client-procs: a positive number, or auto (0)."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return 0
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 1:
+        raise ValueError(f"--client-procs {value!r}: expected a positive number of processes or auto")
+    return n
+
 
 # flag (parameter name) -> the RunConfig field it sets, dotted; what `run --resume` compares with the saved run
 FLAG_FIELDS = {

@@ -85,7 +85,7 @@ def run(
     burstiness: Burstiness = 1.0,
     ramp_up: RampUp = None,
     duration: Duration = None,
-    client_procs: ClientProcs = 1,
+    client_procs: ClientProcs = "1",
     out: Annotated[Optional[str], typer.Option(help="run directory (default runs/<UTC time>-<engine>)")] = None,
     resume: Annotated[
         Optional[str],

@@ -81,6 +81,8 @@ class ArrivalStats:
     lag_max_s: float | None = None
     slot_waits: int = 0  # arrivals that found the cap full
     slot_wait_max_s: float | None = None
+    client_procs: int = 1  # the client processes that sent it (--client-procs)
+    client_procs_why: str = ""  # --client-procs auto: the chunk rate that decided it
     # each conversation's start (open loop: its arrival, dispatched), seconds after the window opened
     starts_s: list[float] = field(default_factory=list, repr=False)
 
@@ -110,6 +112,12 @@ class ArrivalStats:
 
     def line(self) -> str:
         """One line for the console and the report."""
+        procs = f"; {self.client_procs} client processes" if self.client_procs > 1 else ""
+        if self.client_procs_why:
+            procs += f" (--client-procs auto: {self.client_procs_why})"
+        return self._line() + procs
+
+    def _line(self) -> str:
         if self.mode == "closed":
             ramp = f", first wave ramped over {self.ramp_up_s:g} s" if self.ramp_up_s else ""
             return f"closed loop: {self.started} of {self.conversations} conversations started{ramp} ({self.ended_by})"

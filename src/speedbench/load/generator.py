@@ -201,6 +201,13 @@ def make_request(sample: Sample, turn: int, history: list[dict[str, str]], s: Lo
     )
 
 
+async def warm_up(engine: Engine, pending: Sequence[Sample], settings: LoadSettings) -> list[RequestRecord]:
+    """``settings.warmup`` first turns sent together and not recorded: the server's caches and the client's
+    connections warmed; their records say how fast one request streams (``--client-procs auto``)."""
+    warm = [make_request(pending[i % len(pending)], 0, [], settings) for i in range(settings.warmup)]
+    return list(await asyncio.gather(*(send(engine, r, settings.timeout_s) for r in warm)))
+
+
 async def run_load(
     engine: Engine,
     samples: Sequence[Sample],
@@ -223,8 +230,7 @@ async def run_load(
     pending = [s for s in samples if any((s.question_id, t) not in done for t in range(len(s.turns)))]
 
     if settings.warmup and pending:
-        warm = [make_request(pending[i % len(pending)], 0, [], settings) for i in range(settings.warmup)]
-        recs = await asyncio.gather(*(send(engine, r, settings.timeout_s) for r in warm))
+        recs = await warm_up(engine, pending, settings)
         result.warmup_errors = [f"{r.question_id}: {r.error['cause']}" for r in recs if r.error]
 
     result.counters_before = await engine.counters()

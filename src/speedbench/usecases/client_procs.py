@@ -40,6 +40,53 @@ from speedbench.records import RequestRecord
 STOP_GRACE_S = 10.0  # how long a stopped worker may take to cancel its requests and exit
 
 
+# what one client process should be asked to read, chunks a second: a third of what one measured on a dedicated
+# core (about 145,000 at concurrency 256, benchmarks/client_overhead.py), so that its timestamps stay sharp
+CHUNKS_PER_PROC = 50_000
+
+
+async def choose_procs(
+    engine: Engine, samples: Sequence[Sample], done: dict[tuple[str, int], RequestRecord], settings: LoadSettings
+) -> tuple[int, str, list[str]]:
+    """``--client-procs auto``: send the warm-up (at least 2 first turns) and read how fast one request streams
+    (chunks a second, median over the warm-up); times the requests expected in flight (the concurrency, the cap,
+    or an uncapped open loop's rate × the warm-up's E2E, Little's law) that is the chunk rate the client must
+    read; one process per ``CHUNKS_PER_PROC`` of it, at most one per CPU but one.  In-process engines: 1.
+    Returns (processes, why, warm-up errors)."""
+    from speedbench.load.generator import warm_up
+    from speedbench.metrics.latency import e2e_s
+
+    if engine.capabilities.in_process:
+        return 1, "", []
+    pending = [s for s in samples if any((s.question_id, t) not in done for t in range(len(s.turns)))]
+    if not pending:
+        return 1, "", []
+    recs = await warm_up(engine, pending, dataclasses.replace(settings, warmup=max(2, settings.warmup)))
+    errors = [f"{r.question_id}: {r.error['cause']}" for r in recs if r.error]
+    rates = sorted(
+        (len(r.chunk_ns) - 1) / ((r.chunk_ns[-1] - r.chunk_ns[0]) / 1e9)
+        for r in recs
+        if r.ok and len(r.chunk_ns) > 1 and r.chunk_ns[-1] > r.chunk_ns[0]
+    )
+    if not rates:
+        return 1, "the warm-up measured no chunk rate", errors
+    rate = rates[len(rates) // 2]
+    if settings.request_rate is not None and settings.cap is None:
+        e2e = sorted(e2e_s(r) for r in recs if r.ok)[len(rates) // 2]
+        in_flight = max(1.0, settings.request_rate * e2e)
+    else:
+        in_flight = float(settings.cap or settings.concurrency)
+    need = in_flight * rate
+    most = max(1, (os.cpu_count() or 2) - 1)
+    procs = min(most, max(1, -(-int(need) // CHUNKS_PER_PROC)))
+    why = (
+        f"{in_flight:,.0f} in flight x {rate:,.0f} chunks/s each = {need:,.0f} chunks/s; one process takes "
+        f"{CHUNKS_PER_PROC:,}"
+        + (f"; capped at {most} (CPUs - 1)" if procs == most and need > most * CHUNKS_PER_PROC else "")
+    )
+    return procs, why, errors
+
+
 def worker_spec(spec: EngineSpec, engine: Engine) -> EngineSpec:
     """The spec a worker attaches with: the parent's server (launched or attached), never a second launch."""
     d = engine.describe()

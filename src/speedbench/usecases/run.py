@@ -183,14 +183,22 @@ async def execute(
     completed = False
     result: LoadResult | None = None
     try:
-        if cfg.client_procs > 1:
+        procs, why = cfg.client_procs, ""
+        warm_errors: list[str] = []
+        if procs == 0:  # auto: from the chunk rate the warm-up measured (usecases/client_procs.py)
+            from speedbench.usecases.client_procs import choose_procs
+
+            procs, why, warm_errors = await choose_procs(engine, samples, done, settings)
+            settings = dataclasses.replace(settings, warmup=0)  # done by choose_procs
+        if procs > 1:
             from speedbench.usecases.client_procs import run_load_procs
 
-            result = await run_load_procs(
-                engine, cfg.engine_spec(), samples, settings, on_record, done, cfg.client_procs
-            )
+            result = await run_load_procs(engine, cfg.engine_spec(), samples, settings, on_record, done, procs)
         else:
             result = await run_load(engine, samples, settings, on_record, done)
+        result.warmup_errors = warm_errors + result.warmup_errors
+        if result.arrivals is not None:
+            result.arrivals.client_procs, result.arrivals.client_procs_why = procs, why
         completed = result.stopped is None
         return "complete" if completed else "stopped"
     except asyncio.CancelledError:
