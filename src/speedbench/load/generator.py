@@ -201,6 +201,21 @@ def make_request(sample: Sample, turn: int, history: list[dict[str, str]], s: Lo
     )
 
 
+def arrival_stats(settings: LoadSettings, conversations: int) -> ArrivalStats:
+    """The figures of one segment's traffic shape, to be filled as its conversations start."""
+    open_loop = settings.request_rate is not None
+    return ArrivalStats(
+        mode="open" if open_loop else "closed",
+        segment=settings.segment,
+        requested_rate=settings.request_rate,
+        burstiness=settings.burstiness if open_loop else None,
+        cap=settings.cap if open_loop else settings.concurrency,
+        ramp_up_s=settings.ramp_up_s,
+        duration_s=settings.duration_s,
+        conversations=conversations,
+    )
+
+
 async def warm_up(engine: Engine, pending: Sequence[Sample], settings: LoadSettings) -> list[RequestRecord]:
     """``settings.warmup`` first turns sent together and not recorded: the server's caches and the client's
     connections warmed; their records say how fast one request streams (``--client-procs auto``)."""
@@ -288,16 +303,7 @@ async def run_load(
 
     t_start = time.perf_counter()  # arrivals, ramp-up and duration are paced on the wall clock
     deadline = None if settings.duration_s is None else t_start + settings.duration_s
-    stats = ArrivalStats(
-        mode="closed" if settings.request_rate is None else "open",
-        segment=settings.segment,
-        requested_rate=settings.request_rate,
-        burstiness=settings.burstiness if settings.request_rate is not None else None,
-        cap=settings.cap if settings.request_rate is not None else settings.concurrency,
-        ramp_up_s=settings.ramp_up_s,
-        duration_s=settings.duration_s,
-        conversations=len(pending),
-    )
+    stats = arrival_stats(settings, len(pending))
     lags: list[float] = []
     waits: list[float] = []
 

@@ -34,7 +34,7 @@ from speedbench.config import EngineSpec
 from speedbench.data.sample import Sample
 from speedbench.engines.base import Engine
 from speedbench.load.arrivals import ArrivalStats
-from speedbench.load.generator import LoadResult, LoadSettings, run_load, send
+from speedbench.load.generator import LoadResult, LoadSettings, arrival_stats, run_load, send
 from speedbench.records import RequestRecord
 
 STOP_GRACE_S = 10.0  # how long a stopped worker may take to cancel its requests and exit
@@ -250,17 +250,8 @@ def _merge(parts: list[dict[str, Any]], settings: LoadSettings) -> ArrivalStats 
     its own window; a few ms apart), rates summed."""
     if not parts:
         return None
-    stats = ArrivalStats(
-        mode=parts[0]["mode"],
-        segment=settings.segment,
-        requested_rate=settings.request_rate,
-        burstiness=settings.burstiness if settings.request_rate is not None else None,
-        cap=settings.cap if settings.request_rate is not None else settings.concurrency,
-        ramp_up_s=settings.ramp_up_s,
-        duration_s=settings.duration_s,
-        conversations=sum(p["conversations"] for p in parts),
-        starts_s=sorted(x for p in parts for x in p["starts_s"]),
-    )
+    stats = arrival_stats(settings, sum(p["conversations"] for p in parts))
+    stats.starts_s = sorted(x for p in parts for x in p["starts_s"])
     ended = {p["ended_by"] for p in parts}
     stats.ended_by = "; ".join(sorted(ended))
     stats.finish([], [])
