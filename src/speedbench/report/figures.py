@@ -235,6 +235,9 @@ def bars(
     ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 6 else 0)
     for x, v in enumerate(values):
         ax.annotate(f"{v:g}", (x, v), ha="center", va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no fractional ticks
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(False, axis="x")
