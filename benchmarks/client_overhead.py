@@ -468,9 +468,9 @@ def fidelity_level(
 ) -> dict[str, Any]:
     records: list[RequestRecord] = raw["records"]
     summary = summarize(records, k=0)
-    ov = summary["overall"]
+    ov = summary.overall
     ok = [r for r in records if r.ok]
-    ttft, itl = ov["ttft_s"], ov["itl_s"]
+    ttft, itl = ov.ttft_s.model_dump(), ov.itl_s.model_dump()
     chunks = sum(len(r.chunk_ns) for r in records)
     gaps = np.asarray([v for r in ok for v in step_times_s(r)], dtype=float)
     late = float((gaps > 1.5 * step_ms / 1000).mean() * 100) if gaps.size else None
@@ -485,8 +485,8 @@ def fidelity_level(
         "requests": n_requests,
         "ok": len(ok),
         "errors": len(records) - len(ok),
-        "errors_by_cause": summary["errors_by_cause"],
-        "output_tokens": ov.get("output_tokens"),
+        "errors_by_cause": summary.errors_by_cause,
+        "output_tokens": ov.output_tokens,
         "chunks": chunks,
         "ttft_ms": {k: ms(ttft[k]) for k in ("mean", "p50", "p90", "p99")},
         "ttft_max_ms": ms(max((r.chunk_ns[0] - r.start_ns) / 1e9 for r in ok)) if ok else None,
@@ -496,11 +496,11 @@ def fidelity_level(
         "itl_p99_err_pct": pct_err(ms(itl["p99"]), step_ms),
         "gaps_late_pct": late,
         "gaps_bunched_pct": bunched,
-        "e2e_mean_s": ov["e2e_s"]["mean"],
+        "e2e_mean_s": ov.e2e_s.mean,
         "e2e_ideal_s": (ttft_ms + (output_len - 1) * step_ms) / 1000,
-        "output_tps": ov["output_tps"],
+        "output_tps": ov.output_tps,
         "ideal_tps": ideal_tps,
-        "tps_pct_of_ideal": (ov["output_tps"] / ideal_tps * 100) if ov["output_tps"] else None,
+        "tps_pct_of_ideal": (ov.output_tps / ideal_tps * 100) if ov.output_tps else None,
         "wall_s": wall,
         "chunks_per_s": chunks / wall if wall > 0 else None,
         "needed_chunks_per_s": c / (step_ms / 1000) if step_ms > 0 else None,

@@ -132,9 +132,9 @@ def test_auto_picks_processes_from_the_warm_up_chunk_rate(monkeypatch: pytest.Mo
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     engine = SimpleNamespace(capabilities=SimpleNamespace(in_process=False))
     samples = make_samples(4)
-    # closed loop, 1,000 in flight x 200 chunks/s = 200,000 chunks/s: ceil(200,000 / 50,000) = 4 processes
+    # closed loop, 1,000 in flight x 200 chunks/s = 200,000 chunks/s: ceil(200,000 / 20,000) = 10 processes
     procs, why, errors = asyncio.run(choose_procs(engine, samples, {}, LoadSettings(concurrency=1000)))  # type: ignore[arg-type]
-    assert CHUNKS_PER_PROC == 50_000 and (procs, errors) == (4, []) and "200,000 chunks/s" in why
+    assert CHUNKS_PER_PROC == 20_000 and (procs, errors) == (10, []) and "200,000 chunks/s" in why
     # 100 in flight: 20,000 chunks/s, one process; 10,000 in flight: 2,000,000 chunks/s, capped at 15 (CPUs - 1)
     assert asyncio.run(choose_procs(engine, samples, {}, LoadSettings(concurrency=100)))[0] == 1  # type: ignore[arg-type]
     many = asyncio.run(choose_procs(engine, samples, {}, LoadSettings(concurrency=10_000)))  # type: ignore[arg-type]

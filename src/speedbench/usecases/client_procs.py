@@ -40,9 +40,10 @@ from speedbench.records import RequestRecord
 STOP_GRACE_S = 10.0  # how long a stopped worker may take to cancel its requests and exit
 
 
-# what one client process should be asked to read, chunks a second: a third of what one measured on a dedicated
-# core (about 145,000 at concurrency 256, benchmarks/client_overhead.py), so that its timestamps stay sharp
-CHUNKS_PER_PROC = 50_000
+# what one client process should be asked to read, chunks a second: a third of what one read on a dedicated core of
+# this machine (57,000 to 85,000 at concurrency 256 against a near-free server, benchmarks/client_overhead.py's
+# client ceiling, 2026-12-02), so that its timestamps stay sharp
+CHUNKS_PER_PROC = 20_000
 
 
 async def choose_procs(
