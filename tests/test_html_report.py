@@ -246,9 +246,10 @@ def test_page_in_headless_chromium(pages: dict[str, Path], kind: str, tmp_path: 
     assert view.title.startswith("speedbench ")
     assert {f.id for f in view.figures} == EXPECTED[kind]
     for f, caption in zip(view.figures, view.captions, strict=True):
-        # laid out at a readable size, with axes, ticks and labels drawn, and ink in the picture
+        # laid out at a readable size, with axes, ticks and labels drawn (the sparsest figure, two bars of counts
+        # with integer ticks, has 23 drawable SVG elements; a figure that failed to draw has none), and ink
         assert f.width >= 400 and f.height >= 150, f
-        assert f.svg_elements >= 25 and f.texts >= 6, f
+        assert f.svg_elements >= 20 and f.texts >= 6, f
         assert 0.01 <= f.ink <= 0.8 and f.colours >= 4, f
         assert "Definition:" in caption and "Source:" in caption
     assert shot.is_file() and shot.stat().st_size > 50_000

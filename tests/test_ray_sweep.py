@@ -65,11 +65,13 @@ def _raylet_pid(node_manager_port: int) -> int:
 def _node_ids(address: str) -> dict[str, bool]:
     code = (
         f"import json, ray; ray.init(address={address!r}, logging_level='ERROR'); "
-        "print(json.dumps({n['NodeID']: n['Alive'] for n in ray.nodes()}))"
+        "print('NODES ' + json.dumps({n['NodeID']: n['Alive'] for n in ray.nodes()}), flush=True)"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    # Ray may print its own lines (e.g. a warning about a raylet's lagging heartbeats) around ours
+    (line,) = [x for x in res.stdout.splitlines() if x.startswith("NODES ")]
+    return json.loads(line.removeprefix("NODES "))
 
 
 @pytest.fixture
