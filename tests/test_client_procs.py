@@ -116,7 +116,7 @@ def test_auto_picks_processes_from_the_warm_up_chunk_rate(monkeypatch: pytest.Mo
     import asyncio
     from types import SimpleNamespace
 
-    import speedbench.load.generator as generator
+    import speedbench.usecases.client_procs as client_procs
     from speedbench.records import RequestRecord
     from speedbench.usecases.client_procs import CHUNKS_PER_PROC, choose_procs
 
@@ -128,7 +128,7 @@ def test_auto_picks_processes_from_the_warm_up_chunk_rate(monkeypatch: pytest.Mo
     async def fake_warm_up(engine, pending, settings):  # type: ignore[no-untyped-def]
         return [rec(101, 1.0), rec(201, 1.0), rec(401, 1.0)]
 
-    monkeypatch.setattr(generator, "warm_up", fake_warm_up)
+    monkeypatch.setattr(client_procs, "warm_up", fake_warm_up)
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     engine = SimpleNamespace(capabilities=SimpleNamespace(in_process=False))
     samples = make_samples(4)
@@ -142,3 +142,22 @@ def test_auto_picks_processes_from_the_warm_up_chunk_rate(monkeypatch: pytest.Mo
     # an in-process engine: always one
     local = SimpleNamespace(capabilities=SimpleNamespace(in_process=True))
     assert asyncio.run(choose_procs(local, samples, {}, LoadSettings(concurrency=10_000)))[0] == 1  # type: ignore[arg-type]
+
+
+def test_pending_conversations_include_retryable_failures():
+    """What the parent deals to its workers on --resume: the same conversations a one-process run sends again."""
+    from speedbench.load.generator import pending_samples
+    from speedbench.records import RequestRecord
+
+    a, b, c, d = make_samples(4, turns=2)
+
+    def rec(s, turn: int, cause: str | None = None) -> RequestRecord:  # type: ignore[no-untyped-def]
+        error = None if cause is None else {"cause": cause, "detail": ""}
+        return RequestRecord(s.question_id, s.category, turn, start_ns=0, end_ns=1, error=error)
+
+    done = {(r.question_id, r.turn): r for r in (rec(a, 0), rec(a, 1), rec(b, 0), rec(b, 1, "http_500"))}
+    done |= {(r.question_id, r.turn): r for r in (rec(c, 0, "http_400"), rec(c, 1, "prior_turn_failed"))}
+    done |= {(d.question_id, 0): rec(d, 0)}
+    # a: both turns ok; b: a 500 to retry; c: a 400 (would fail again) then prior_turn_failed, which --resume retries;
+    # d: its second turn never ran
+    assert [s.question_id for s in pending_samples([a, b, c, d], done)] == [b.question_id, c.question_id, d.question_id]

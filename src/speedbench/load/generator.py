@@ -201,6 +201,17 @@ def make_request(sample: Sample, turn: int, history: list[dict[str, str]], s: Lo
     )
 
 
+def pending_samples(samples: Sequence[Sample], done: dict[tuple[str, int], RequestRecord]) -> list[Sample]:
+    """The conversations with a turn still to send: one with no record, or whose record is a failure ``--resume``
+    retries (``retryable``)."""
+
+    def settled(key: tuple[str, int]) -> bool:
+        rec = done.get(key)
+        return rec is not None and not retryable(rec)
+
+    return [s for s in samples if not all(settled((s.question_id, t)) for t in range(len(s.turns)))]
+
+
 def arrival_stats(settings: LoadSettings, conversations: int) -> ArrivalStats:
     """The figures of one segment's traffic shape, to be filled as its conversations start."""
     open_loop = settings.request_rate is not None
@@ -242,7 +253,7 @@ async def run_load(
     done = {key: r for key, r in done.items() if key not in attempts}
     breaker = Breaker(settings.breaker)
     result = LoadResult()
-    pending = [s for s in samples if any((s.question_id, t) not in done for t in range(len(s.turns)))]
+    pending = pending_samples(samples, done)
 
     if settings.warmup and pending:
         recs = await warm_up(engine, pending, settings)

@@ -34,7 +34,15 @@ from speedbench.config import EngineSpec
 from speedbench.data.sample import Sample
 from speedbench.engines.base import Engine
 from speedbench.load.arrivals import ArrivalStats
-from speedbench.load.generator import LoadResult, LoadSettings, arrival_stats, run_load, send
+from speedbench.load.generator import (
+    LoadResult,
+    LoadSettings,
+    arrival_stats,
+    clock_of,
+    pending_samples,
+    run_load,
+    warm_up,
+)
 from speedbench.records import RequestRecord
 
 STOP_GRACE_S = 10.0  # how long a stopped worker may take to cancel its requests and exit
@@ -54,12 +62,11 @@ async def choose_procs(
     or an uncapped open loop's rate × the warm-up's E2E, Little's law) that is the chunk rate the client must
     read; one process per ``CHUNKS_PER_PROC`` of it, at most one per CPU but one.  In-process engines: 1.
     Returns (processes, why, warm-up errors)."""
-    from speedbench.load.generator import warm_up
     from speedbench.metrics.latency import e2e_s
 
     if engine.capabilities.in_process:
         return 1, "", []
-    pending = [s for s in samples if any((s.question_id, t) not in done for t in range(len(s.turns)))]
+    pending = pending_samples(samples, done)
     if not pending:
         return 1, "", []
     recs = await warm_up(engine, pending, dataclasses.replace(settings, warmup=max(2, settings.warmup)))
@@ -73,7 +80,8 @@ async def choose_procs(
         return 1, "the warm-up measured no chunk rate", errors
     rate = rates[len(rates) // 2]
     if settings.request_rate is not None and settings.cap is None:
-        e2e = sorted(e2e_s(r) for r in recs if r.ok)[len(rates) // 2]
+        e2es = sorted(e2e_s(r) for r in recs if r.ok)
+        e2e = e2es[len(e2es) // 2]
         in_flight = max(1.0, settings.request_rate * e2e)
     else:
         in_flight = float(settings.cap or settings.concurrency)
@@ -160,13 +168,10 @@ async def run_load_procs(
     procs: int,
 ) -> LoadResult:
     """``run_load`` over ``procs`` worker processes (module docstring); the parent writes every record."""
-    from speedbench.load.generator import clock_of
-
     result = LoadResult()
-    pending = [s for s in samples if any((s.question_id, t) not in done for t in range(len(s.turns)))]
+    pending = pending_samples(samples, done)
     if settings.warmup and pending:  # the parent warms the server up once, as a one-process run does
-        recs = await asyncio.gather(*(send(engine, _first(pending[i % len(pending)], settings), settings.timeout_s)
-                                      for i in range(settings.warmup)))  # fmt: skip
+        recs = await warm_up(engine, pending, settings)
         result.warmup_errors = [f"{r.question_id}: {r.error['cause']}" for r in recs if r.error]
     result.counters_before = await engine.counters()
     result.measure_start_ns = clock_of(engine)()
@@ -229,12 +234,6 @@ async def run_load_procs(
     result.stopped = "; ".join(errors) if errors else (stopped[0] if stopped else None)
     result.arrivals = _merge([p["arrivals"] for k, p in finals.values() if k == "done" and p["arrivals"]], settings)
     return result
-
-
-def _first(sample: Sample, settings: LoadSettings) -> Any:
-    from speedbench.load.generator import make_request
-
-    return make_request(sample, 0, [], settings)
 
 
 def _settle(workers: list[Any], finals: dict[int, tuple[str, Any]], drain: Callable[[float], None]) -> None:
