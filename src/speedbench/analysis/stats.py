@@ -385,26 +385,23 @@ def unpaired_ratio(
     gx, gy = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     vx = resampled_statistics(x, resamples, gx)[name]
     vy = resampled_statistics(y, resamples, gy)[name]
-    ratio = _div(vy, vx)
-    p = _finite(point)
-    ok = ratio[np.isfinite(ratio)]
-    if p is None or ok.size * 2 < ratio.size:
-        return Estimate(p, null=1.0)
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(ok, [tail, 100 - tail])
-    return Estimate(p, float(lo), float(hi), 1.0)
+    return percentile_estimate(point, _div(vy, vx), level, 1.0)
 
 
-def _estimate(name: str, point: float, values: Array, level: float) -> Estimate:
+def percentile_estimate(point: float, values: Array, level: float, null: float | None) -> Estimate:
     """The point and the percentile interval of the resampled values (none when the point is undefined, or the
     statistic is undefined in more than half of the resamples)."""
     p = _finite(point)
     ok = values[np.isfinite(values)]
     if p is None or ok.size * 2 < values.size:
-        return Estimate(p, null=STATISTICS[name])
+        return Estimate(p, null=null)
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(ok, [tail, 100 - tail])
-    return Estimate(p, float(lo), float(hi), STATISTICS[name])
+    return Estimate(p, float(lo), float(hi), null)
+
+
+def _estimate(name: str, point: float, values: Array, level: float) -> Estimate:
+    return percentile_estimate(point, values, level, STATISTICS[name])
 
 
 def stats_by_category(
@@ -441,14 +438,10 @@ def al_by_category(
     out: dict[str, Estimate] = {}
     for name, cols in groups.items():
         num, den = sums["al_sum"][cols], sums["al_n"][cols]
-        point = _finite(num.sum() / den.sum()) if den.sum() > 0 else None
-        if point is None or int((den > 0).sum()) < 2:
-            out[name] = Estimate(point)
+        point = num.sum() / den.sum() if den.sum() > 0 else math.nan
+        if not np.isfinite(point) or int((den > 0).sum()) < 2:
+            out[name] = Estimate(_finite(point))
             continue
         w = draw_counts(np.random.default_rng(seed), len(cols), resamples)
-        values = _div(w @ num, w @ den)
-        ok = values[np.isfinite(values)]
-        tail = (1 - level) / 2 * 100
-        lo, hi = np.percentile(ok, [tail, 100 - tail])
-        out[name] = Estimate(point, float(lo), float(hi))
+        out[name] = percentile_estimate(point, _div(w @ num, w @ den), level, None)
     return out
