@@ -12,7 +12,7 @@ from typing import Protocol
 from speedbench.metrics.latency import itl_s, tpot_s, ttft_s
 from speedbench.metrics.models import GroupStats, RunSummary
 from speedbench.records import RequestRecord
-from speedbench.report.console import ComparisonRow, Interval, status_lines
+from speedbench.report.console import ComparisonRow, Interval, status_lines, with_interval
 from speedbench.report.figures import Band, Series, bars, cdfs, forest, interval_bars, lines
 from speedbench.report.html import Cell, CellLike, Chart, Page, check
 from speedbench.results.loader import RunResult
@@ -370,16 +370,8 @@ def comparison_page(
                 _fmt(r.b.acceptance_length),
                 _fmt(r.a.user_tps.mean, 1),
                 _fmt(r.b.user_tps.mean, 1),
-                Cell(_interval(sp), "ok" if sig and (sp.point or 0) > 1 else "bad" if sig else ""),
+                Cell(with_interval(sp), "ok" if sig and (sp.point or 0) > 1 else "bad" if sig else ""),
             ]
         )
     page.table(["category", "paired", "AL A", "AL B", "user tok/s A", "user tok/s B", "speedup [95% CI]"], table)
     return page
-
-
-def _interval(e: Interval) -> str:
-    if e.point is None:
-        return "–"
-    if e.lo is None or e.hi is None:
-        return f"{e.point:.2f}"
-    return f"{e.point:.2f} [{e.lo:.2f}, {e.hi:.2f}]"
