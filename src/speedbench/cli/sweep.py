@@ -323,7 +323,7 @@ def write_sweep_html(out: Path, console: Console) -> None:
     from speedbench.analysis.sweep_report import sweep_tables
     from speedbench.cli.report import sweep_html, write_html
 
-    errors: tuple[type[BaseException], ...] = (*user_errors(), OSError, ValueError)
+    errors: tuple[type[BaseException], ...] = (*user_errors(), OSError)  # user_errors holds ValueError
     try:
         report = sweep_tables(out)
     except errors as e:
