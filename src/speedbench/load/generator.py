@@ -99,6 +99,9 @@ class Breaker:
         return self.reason is not None
 
 
+_timeout = getattr(asyncio, "timeout", None)
+
+
 def clock_of(engine: Engine) -> Callable[[], int]:
     """The clock every timestamp of a run is read from: ``time.perf_counter_ns``, or the engine's own
     ``clock_ns`` when it simulates time (the mock's virtual clock: then figures are modelled time, immune to a
@@ -149,7 +152,11 @@ async def send(
 
     rec.start_ns = now()  # replaced by consume(); kept for a timeout before it ran
     try:
-        await asyncio.wait_for(consume(), timeout_s)
+        if _timeout is not None:  # Python >= 3.11: no task of its own per request (wait_for makes one)
+            async with _timeout(timeout_s):
+                await consume()
+        else:
+            await asyncio.wait_for(consume(), timeout_s)
     except asyncio.TimeoutError:
         rec.error = {
             "cause": "timeout",
@@ -259,6 +266,11 @@ async def run_load(
         recs = await warm_up(engine, pending, settings)
         result.warmup_errors = [f"{r.question_id}: {r.error['cause']}" for r in recs if r.error]
 
+    # the first wave's connections opened now, outside the window (an engine without kept-alive connections
+    # opens none): as many as can be in flight at once
+    slots = settings.concurrency if settings.request_rate is None else settings.cap
+    preconnect = getattr(engine, "preconnect", None)
+    preconnected = await preconnect(min(slots, len(pending))) if callable(preconnect) and slots and pending else 0
     result.counters_before = await engine.counters()
     result.measure_start_ns = clock_of(engine)()
     queue: asyncio.Queue[Sample] = asyncio.Queue()
@@ -315,6 +327,7 @@ async def run_load(
     t_start = time.perf_counter()  # arrivals, ramp-up and duration are paced on the wall clock
     deadline = None if settings.duration_s is None else t_start + settings.duration_s
     stats = arrival_stats(settings, len(pending))
+    stats.preconnected = preconnected
     lags: list[float] = []
     waits: list[float] = []
 

@@ -264,4 +264,5 @@ def _merge(parts: list[dict[str, Any]], settings: LoadSettings) -> ArrivalStats 
     p50 = [p["lag_p50_s"] for p in parts if p["lag_p50_s"] is not None]
     stats.lag_p50_s = max(p50) if p50 else None
     stats.slot_waits = sum(p["slot_waits"] for p in parts)
+    stats.preconnected = sum(p.get("preconnected", 0) for p in parts)
     return stats
