@@ -12,6 +12,9 @@ import pytest
 
 from speedbench.data.sample import Sample
 
+# the `cluster` fixture (a Ray head and worker node on this machine) for the tests that use it
+pytest_plugins = ["ray_cluster"]
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SPEC_BENCH = SHARED / "data" / "spec_bench_questions.jsonl"
 

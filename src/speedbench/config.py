@@ -89,11 +89,18 @@ class RunConfig(BaseModel):
     # the load split over this many client processes, each with its own event loop (usecases/client_procs.py);
     # 0: auto, from the chunk rate the warm-up measured
     client_procs: int = Field(1, ge=0)
+    # the client processes run as Ray actors on this cluster (usecases/client_ray.py): local, auto or an address
+    client_ray: str | None = None
 
     @model_validator(mode="after")
     def _traffic_shape(self) -> RunConfig:
         if self.request_rate is None and self.burstiness != 1.0:
             raise ValueError("--burstiness shapes open-loop arrivals: give --request-rate too")
+        if self.client_ray and self.client_procs == 0:
+            raise ValueError(
+                "--ray runs the client workers on a cluster: say how many with --client-procs N (auto measures "
+                "this machine's CPUs, not the cluster's)"
+            )
         if self.request_rate is not None and self.ramp_up_s:
             raise ValueError(
                 "--ramp-up spreads the closed loop's first wave; with --request-rate conversations already arrive "

@@ -57,6 +57,7 @@ def build_config(flags: dict[str, Any]) -> Any:
         ramp_up_s=f.get("ramp_up"),
         duration_s=f.get("duration"),
         client_procs=_procs(f.get("client_procs", "1")),
+        client_ray=None if f.get("ray") in (None, "", "off") else f.get("ray"),
     )
 
 
@@ -157,6 +158,16 @@ Duration = Annotated[
     Optional[float], typer.Option(help="send no turn after this many seconds (in-flight requests finish)")
 ]
 
+ClientRay = Annotated[
+    Optional[str],
+    typer.Option(
+        "--ray",
+        help="run the --client-procs N client workers as Ray actors on a cluster: local, auto (the cluster this "
+        "machine is in) or an address; the server must be reachable from its nodes; `off` on --resume runs the rest "
+        "here; needs speedbench[ray] (docs/scale.md)",
+    ),
+]
+
 ClientProcs = Annotated[
     str,
     typer.Option(
@@ -209,6 +220,7 @@ FLAG_FIELDS = {
     "ramp_up": "ramp_up_s",
     "duration": "duration_s",
     "client_procs": "client_procs",
+    "ray": "client_ray",
     "max_failed": "max_failed",
     "breaker": "breaker",
     "out": "out",

@@ -15,6 +15,7 @@ from speedbench.cli.options import (
     Breaker,
     Burstiness,
     ClientProcs,
+    ClientRay,
     Concurrency,
     DatasetOpt,
     DraftLength,
@@ -86,6 +87,7 @@ def run(
     ramp_up: RampUp = None,
     duration: Duration = None,
     client_procs: ClientProcs = "1",
+    ray: ClientRay = None,
     out: Annotated[Optional[str], typer.Option(help="run directory (default runs/<UTC time>-<engine>)")] = None,
     resume: Annotated[
         Optional[str],

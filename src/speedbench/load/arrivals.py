@@ -84,6 +84,11 @@ class ArrivalStats:
     preconnected: int = 0  # kept-alive connections opened before the window (engine.preconnect)
     client_procs: int = 1  # the client processes that sent it (--client-procs)
     client_procs_why: str = ""  # --client-procs auto: the chunk rate that decided it
+    # run --ray: each client worker's host, its clock's offset from the parent's (0: the same host's clock) and
+    # the largest bound on those offsets (half the shortest round trip that measured them)
+    client_hosts: list[str] = field(default_factory=list)
+    clock_offsets_ms: list[float] = field(default_factory=list)
+    clock_bound_ms: float | None = None
     # each conversation's start (open loop: its arrival, dispatched), seconds after the window opened
     starts_s: list[float] = field(default_factory=list, repr=False)
 

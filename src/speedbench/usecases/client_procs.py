@@ -225,15 +225,20 @@ async def run_load_procs(
                     on_record(RequestRecord.from_dict(payload))
     result.measure_end_ns = clock_of(engine)()
     result.counters_after = await engine.counters()
+    conclude(result, finals, settings)
+    return result
+
+
+def conclude(result: LoadResult, finals: dict[int, tuple[str, Any]], settings: LoadSettings) -> None:
+    """The run's ending from every worker's final word ("done", "interrupted" or "error"): a worker that failed or
+    died ends the run like the circuit breaker (its finished records kept, the run resumable, the cause said); one
+    stopped by a signal sent to it (e.g. Ctrl-C to the group) ends it interrupted."""
     errors = [f"client worker {i}: {p}" for i, (k, p) in sorted(finals.items()) if k == "error"]
     stopped = [p["stopped"] for k, p in finals.values() if k == "done" and p["stopped"]]
     if any(k == "interrupted" for k, _ in finals.values()) and not errors:
-        raise asyncio.CancelledError  # a worker was stopped by a signal sent to it (e.g. Ctrl-C to the group)
-    # a worker that failed or died ends the run like the circuit breaker: its finished records are kept, the run is
-    # resumable, and the cause is said
+        raise asyncio.CancelledError
     result.stopped = "; ".join(errors) if errors else (stopped[0] if stopped else None)
     result.arrivals = _merge([p["arrivals"] for k, p in finals.values() if k == "done" and p["arrivals"]], settings)
-    return result
 
 
 def _settle(workers: list[Any], finals: dict[int, tuple[str, Any]], drain: Callable[[float], None]) -> None:

@@ -180,10 +180,10 @@ class RayRunner(SweepRunner):
             self.emit("cell_done", cell=cid)
 
 
-def connect(address: str) -> Any:
+def connect(address: str, what: str = "sweep --ray") -> Any:
     """``ray.init`` for ``--ray ADDRESS``: ``local`` starts a Ray instance on this machine, ``auto`` joins the cluster
     this machine is part of, anything else is a cluster address (``HOST:PORT`` or ``ray://HOST:PORT``)."""
-    require("ray", "ray", "sweep --ray")
+    require("ray", "ray", what)
     import ray
 
     if not ray.is_initialized():

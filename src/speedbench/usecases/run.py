@@ -146,9 +146,10 @@ async def execute(
         ramp_up_s=cfg.ramp_up_s,
         duration_s=cfg.duration_s,
     )
-    if cfg.client_procs > 1 and engine.capabilities.in_process:
+    if (cfg.client_procs > 1 or cfg.client_ray) and engine.capabilities.in_process:
         raise ValueError(
-            f"--client-procs {cfg.client_procs}: engine {cfg.engine.kind!r} runs inside this process and cannot be "
+            f"--client-procs {cfg.client_procs}{' --ray' if cfg.client_ray else ''}: engine {cfg.engine.kind!r} "
+            "runs inside this process and cannot be "
             "shared by client processes; use an HTTP engine (a launched or attached server, or serve-mock)"
         )
     if cfg.request_rate is not None and clock_of(engine) is not time.perf_counter_ns:
@@ -190,7 +191,12 @@ async def execute(
 
             procs, why, warm_errors = await choose_procs(engine, samples, done, settings)
             settings = dataclasses.replace(settings, warmup=0)  # done by choose_procs
-        if procs > 1:
+        if cfg.client_ray:
+            from speedbench.usecases.client_ray import run_load_ray
+
+            spec = cfg.engine_spec()
+            result = await run_load_ray(engine, spec, samples, settings, on_record, done, procs, cfg.client_ray)
+        elif procs > 1:
             from speedbench.usecases.client_procs import run_load_procs
 
             result = await run_load_procs(engine, cfg.engine_spec(), samples, settings, on_record, done, procs)
@@ -278,6 +284,7 @@ RESUME_CHANGEABLE = {
     "max_failed": "--max-failed",
     "breaker": "--breaker",
     "client_procs": "--client-procs",
+    "client_ray": "--ray",
 }
 
 
