@@ -93,3 +93,31 @@ def test_without_ray_the_flag_says_which_extra(tmp_path: Path, monkeypatch: pyte
     res = CliRunner().invoke(app, ["sweep", *MOCK, "-k", "1", "-c", "1", "-n", "1", "--out", str(tmp_path / "s"),
                                    "--no-progress", "--ray", "local"])  # fmt: skip
     assert res.exit_code == 2 and "pip install 'speedbench[ray]'" in res.output, res.output
+
+
+def test_cells_written_to_a_shared_folder_come_back_whole_and_the_folder_is_left_clean(tmp_path: Path):
+    """--ray-shared-dir: the tasks write the cells under a folder every node sees and return only where; the driver
+    reads them from there into the sweep, as if they had come back through Ray, and removes what it read."""
+    pytest.importorskip("ray")
+    grid = ["--sd", "ngram", "-k", "1,2", "-c", "2", "-n", "12", "--output-len", "32", "--ignore-eos", "--warmup", "0"]
+    reference = tmp_path / "local"
+    res = CliRunner().invoke(app, ["sweep", *MOCK, *grid, "--out", str(reference), "--no-progress", "--no-html"])
+    assert res.exit_code == 0, res.output
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    sweep = tmp_path / "ray"
+    args = ["sweep", *MOCK, *grid, "--out", str(sweep), "--no-progress", "--no-html", "--ray", "local"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    res2 = subprocess.run(speedbench_cmd(*args, "--ray-shared-dir", str(shared)), capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+    assert res2.returncode == 0, res2.stdout + res2.stderr
+    cells = sorted(p.name for p in (reference / "cells").iterdir())
+    assert cells and cells == sorted(p.name for p in (sweep / "cells").iterdir() if p.is_dir())
+    for name in cells:
+        assert _figures(sweep / "cells" / name) == _figures(reference / "cells" / name), name
+    assert all(c["status"] == "complete" for c in json.loads((sweep / "sweep.json").read_text())["cells"])
+    assert list(shared.iterdir()) == []  # every staging folder read and removed
+    # a shared folder that does not exist is refused in one line before anything runs
+    res3 = CliRunner().invoke(app, ["sweep", *MOCK, *grid, "--out", str(tmp_path / "x"), "--no-progress", "--ray",
+                                    "local", "--ray-shared-dir", str(tmp_path / "nowhere")])  # fmt: skip
+    assert res3.exit_code == 2 and "--ray-shared-dir" in res3.output and "nowhere" in res3.output, res3.output

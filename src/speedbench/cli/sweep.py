@@ -80,7 +80,7 @@ FLAG_PATHS = {
 # what --resume takes again: the servers' URLs (their credentials are never saved) and how to run
 RESUME_FLAGS = {
     "resume", "base_url", "metrics_url", "url", "retry_failed", "progress", "plan", "html", "ray", "ray_resource",
-    "ray_gpus",
+    "ray_gpus", "ray_shared_dir",
 }  # fmt: skip
 
 
@@ -192,6 +192,13 @@ def sweep(
         ),
     ] = [],  # noqa: B006 - typer needs a literal default
     ray_gpus: Annotated[float, typer.Option(help="with --ray: GPUs each group's task asks for")] = 0.0,
+    ray_shared_dir: Annotated[
+        Optional[str],
+        typer.Option(
+            help="with --ray: a folder every node and this machine see (NFS, a mounted bucket); tasks write the cells "
+            "there and return only where, instead of returning every file through Ray"
+        ),
+    ] = None,
     html: Annotated[
         bool,
         typer.Option(
@@ -283,8 +290,11 @@ def sweep(
     except ValueError:
         fail(f"--ray-resource {ray_resource}: expected NAME=AMOUNT with a number, e.g. --ray-resource node_a=1")
         return
-    if (resources or ray_gpus) and ray is None:
-        fail("--ray-resource and --ray-gpus go with --ray ADDRESS")
+    if (resources or ray_gpus or ray_shared_dir) and ray is None:
+        fail("--ray-resource, --ray-gpus and --ray-shared-dir go with --ray ADDRESS")
+        return
+    if ray_shared_dir and not os.path.isdir(ray_shared_dir):
+        fail(f"--ray-shared-dir {ray_shared_dir}: no such folder here (it must be a folder every node sees too)")
         return
     errors: tuple[type[BaseException], ...] = (*user_errors(), ImportError, ConnectionError)
     try:
@@ -295,7 +305,7 @@ def sweep(
 
             final = run_sweep_ray(
                 the_plan, sdir, manifest, ray, resources, ray_gpus, view.on_event, None, retry_failed, sigs,
-                resume=saved is not None,
+                resume=saved is not None, shared=ray_shared_dir,
             )  # fmt: skip
         else:
             final = uc.run_sweep(

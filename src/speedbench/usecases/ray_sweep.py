@@ -4,9 +4,10 @@
   (``--ray-gpus`` for an engine it launches, ``--ray-resource NAME=AMOUNT`` for a custom resource, e.g. the one
   naming the node that hosts an attached endpoint; one CPU by default) and runs the group's pending cells one
   after the other in a temporary folder of the node it landed on.
-- **Results come back to the driver**: the task returns each cell's run directory (every file, as bytes); the
-  driver writes it into ``<sweep>/cells/<id>/`` (a whole directory swapped in at once, the cell's
-  ``config.out`` pointed at it), recomputes its figures from the records (``run.finish``) and updates sweep.json,
+- **Results come back to the driver**: the task returns each cell's run directory (every file, as bytes), or with
+  ``--ray-shared-dir PATH`` (a folder every node and the driver see: NFS, a mounted bucket) writes it under PATH and
+  returns only where; the driver writes it into ``<sweep>/cells/<id>/`` (a whole directory swapped in at once, the
+  cell's ``config.out`` pointed at it), recomputes its figures from the records (``run.finish``) and updates sweep.json,
   which stays the one source of truth.  Nothing of a cell reaches the sweep directory before its task returned.
 - **Faults**: a worker or a node lost mid-group fails the task's attempt; Ray retries it (``max_retries``) on a node
   that is alive, from scratch, so a partial cell is discarded and never counted twice.  A group whose every attempt
@@ -44,13 +45,31 @@ def _read_dir(path: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file()} if path.is_dir() else {}
 
 
+def _staging_prefix(sweep_id: str) -> str:
+    return f"speedbench-ray-{sweep_id}-"
+
+
+def _sweep_id(sdir: SweepDir) -> str:
+    """The sweep's name in a shared folder: its directory's name and a digest of its absolute path."""
+    import hashlib
+
+    path = str(sdir.path.resolve())
+    return f"{sdir.path.name}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+
+
 def run_group_task(payload: dict[str, Any]) -> dict[str, Any]:
-    """On a Ray worker: start the group's engine, run its cells into a temporary folder, return their files."""
+    """On a Ray worker: start the group's engine, run its cells into a temporary folder, return their files (or,
+    with a shared folder, run them into a folder of their own there and return its path)."""
     import asyncio
 
     from speedbench.config import EngineSpec, RunConfig
 
-    tmp = Path(tempfile.mkdtemp(prefix="speedbench-ray-"))
+    shared = payload.get("shared")
+    if shared is not None and not Path(shared).is_dir():
+        raise RuntimeError(
+            f"--ray-shared-dir {shared} is not a folder on {socket.gethostname()}; mount it on every node"
+        )
+    tmp = Path(tempfile.mkdtemp(prefix=_staging_prefix(payload.get("sweep", "")), dir=shared))
     spec = EngineSpec.model_validate(payload["spec"]).model_copy(update={"log_dir": str(tmp / "group")})
     (tmp / "group").mkdir()
     cells: list[dict[str, Any]] = []
@@ -73,7 +92,8 @@ def run_group_task(payload: dict[str, Any]) -> dict[str, Any]:
                     entry["error"] = _error_line(e)
                 now = Usage.now()
                 entry |= {
-                    "files": _read_dir(out),
+                    "files": _read_dir(out) if shared is None else {},
+                    "path": str(out) if shared is not None and out.is_dir() else None,
                     "duration_s": round(time.monotonic() - t0, 3),
                     "client_cpu_s": round(now.cpu_s - usage.cpu_s, 3),
                     "client_max_rss_mb": round(now.max_rss_mb, 1),
@@ -87,17 +107,23 @@ def run_group_task(payload: dict[str, Any]) -> dict[str, Any]:
         start_error = f"engine start failed: {_error_line(e)}" if "startup_s" not in started else _error_line(e)
     finally:
         log = _read_dir(tmp / "group")
-        shutil.rmtree(tmp, ignore_errors=True)
+        if shared is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(tmp / "group", ignore_errors=True)  # the cells stay for the driver; it removes the rest
     import ray
 
     node = ray.get_runtime_context().get_node_id()
     return {"cells": cells, "start_error": start_error, "host": socket.gethostname(), "pid": os.getpid(),
-            "node_id": node, "group_files": log, **started}  # fmt: skip
+            "node_id": node, "group_files": log, "staging": str(tmp) if shared is not None else None,
+            **started}  # fmt: skip
 
 
-def _payload(plan: SweepPlan, group: Group, cells: Sequence[str]) -> dict[str, Any]:
+def _payload(plan: SweepPlan, group: Group, cells: Sequence[str], shared: str | None, sweep_id: str) -> dict[str, Any]:
     return {
         "group": group.id,
+        "shared": shared,
+        "sweep": sweep_id,
         "spec": group.spec.model_dump(mode="json"),
         "cells": [{"id": cid, "cfg": plan.cell(cid).cfg.model_dump(mode="json")} for cid in cells],
     }
@@ -154,6 +180,8 @@ class RayRunner(SweepRunner):
                 self.emit("cell_done", cell=cid)
                 continue
             cell_dir = self.sdir.cell_dir(cid)
+            if c.get("path"):  # written to the shared folder: read from there
+                c["files"] = _read_dir(Path(c["path"]))
             if c["files"]:
                 _swap_in(cell_dir, c["files"])
             cost = {"client_cpu_s": c["client_cpu_s"], "client_max_rss_mb": c["client_max_rss_mb"]}
@@ -172,6 +200,8 @@ class RayRunner(SweepRunner):
                 cfg = result.manifest.config
                 self._save(self._finished(cid, cfg, result, c["outcome"], c["duration_s"]).with_cell(cid, **cost))
             self.emit("cell_done", cell=cid)
+        if out.get("staging"):
+            shutil.rmtree(out["staging"], ignore_errors=True)
 
     def fail_group(self, cells: Sequence[str], cause: str) -> None:
         for cid in cells:
@@ -208,8 +238,13 @@ def run_sweep_ray(
     signals: Sequence[int] = (),
     resume: bool = False,
     max_retries: int = MAX_RETRIES,
+    shared: str | None = None,
 ) -> SweepManifest:
     """The sweep on Ray (module docstring), holding the sweep directory's lock like ``run_sweep``."""
+    if shared is not None:
+        if not Path(shared).is_dir():
+            raise ValueError(f"--ray-shared-dir {shared}: no such folder here (it must be seen by every node)")
+        shared = str(Path(shared).resolve())
     ray = connect(address)
     stop = stop or Stop()
     with sdir.lock():
@@ -218,14 +253,39 @@ def run_sweep_ray(
         runner = RayRunner(plan, sdir, manifest, on_event, stop, retry_failed)
         old = {sig: signal.signal(sig, lambda *_: stop.request()) for sig in signals}
         try:
-            return _drive(ray, plan, runner, resources or {}, gpus, max_retries, stop)
+            return _drive(ray, plan, runner, resources or {}, gpus, max_retries, stop, shared)
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
 
 
 def _drive(
-    ray: Any, plan: SweepPlan, runner: RayRunner, resources: dict[str, float], gpus: float, retries: int, stop: Stop
+    ray: Any,
+    plan: SweepPlan,
+    runner: RayRunner,
+    resources: dict[str, float],
+    gpus: float,
+    retries: int,
+    stop: Stop,
+    shared: str | None = None,
+) -> SweepManifest:
+    try:
+        return _drive_tasks(ray, plan, runner, resources, gpus, retries, stop, shared)
+    finally:
+        if shared is not None:  # what lost or cancelled attempts left in the shared folder: never read, removed
+            for left in Path(shared).glob(_staging_prefix(_sweep_id(runner.sdir)) + "*"):
+                shutil.rmtree(left, ignore_errors=True)
+
+
+def _drive_tasks(
+    ray: Any,
+    plan: SweepPlan,
+    runner: RayRunner,
+    resources: dict[str, float],
+    gpus: float,
+    retries: int,
+    stop: Stop,
+    shared: str | None,
 ) -> SweepManifest:
     runner._save(runner.manifest.with_status("running"))
     task = ray.remote(run_group_task).options(
@@ -238,7 +298,7 @@ def _drive(
             continue
         for cid in cells:
             runner._save(runner.manifest.with_cell(cid, status="running", cause=None, started_utc=utc_now()))
-        futures[task.remote(_payload(plan, group, cells))] = (group, cells)
+        futures[task.remote(_payload(plan, group, cells, shared, _sweep_id(runner.sdir)))] = (group, cells)
         runner.emit("group_start", group=group.id)
     while futures:
         if stop.requested:
