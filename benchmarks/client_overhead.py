@@ -236,7 +236,7 @@ def raw_server_main(mode: str, n_tokens: int, ttft_ms: float = 0.0, step_ms: flo
     (one TCP segment per event, as a token-per-step engine sends them); ``scheduled``: serve-mock's
     schedule (role chunk at once, content chunk i due at arrival + TTFT + i * step, usage and [DONE]
     with the last) kept by one timer heap for all streams, so that the server's own cost per chunk
-    (a heap push and pop and one write of pre-encoded bytes) stays far below the client's and a
+    (one heap entry per stream, its next chunk: a push, a pop and one write of pre-encoded bytes a chunk) stays far below the client's and a
     fidelity level measures the client, not the server."""
 
     def event(obj: dict[str, Any]) -> bytes:
@@ -284,11 +284,12 @@ def raw_server_main(mode: str, n_tokens: int, ttft_ms: float = 0.0, step_ms: flo
     seq = [0]
     wake: list[asyncio.Event] = []
 
-    def schedule(proto: Any, t0: float) -> None:
-        for i in range(n_tokens):
-            seq[0] += 1
-            heapq.heappush(heap, (t0 + (ttft_ms + i * step_ms) / 1000.0, seq[0], proto, i))
-        wake[0].set()
+    def schedule(proto: Any, t0: float, i: int = 0) -> None:
+        """Chunk i of the stream that arrived at t0 (one entry per stream in the heap: its next chunk)."""
+        seq[0] += 1
+        heapq.heappush(heap, (t0 + (ttft_ms + i * step_ms) / 1000.0, seq[0], proto, i))
+        if i == 0:
+            wake[0].set()
 
     async def ticker() -> None:
         loop = asyncio.get_running_loop()
@@ -312,6 +313,8 @@ def raw_server_main(mode: str, n_tokens: int, ttft_ms: float = 0.0, step_ms: flo
                     if i == n_tokens - 1:
                         proto.busy = False
                         proto.next_request()
+                    else:
+                        schedule(proto, proto.t0, i + 1)
 
     class Proto(asyncio.Protocol):
         def connection_made(self, transport: Any) -> None:
@@ -353,7 +356,8 @@ def raw_server_main(mode: str, n_tokens: int, ttft_ms: float = 0.0, step_ms: flo
                 elif mode == "scheduled":
                     self.busy = True
                     self.t.write(head + parts[0])
-                    schedule(self, asyncio.get_running_loop().time())
+                    self.t0 = asyncio.get_running_loop().time()
+                    schedule(self, self.t0)
                     return
                 else:
                     self.busy = True
