@@ -67,8 +67,12 @@ SERVER_CPU, CLIENT_CPU = 0, 1
 
 # ---- process accounting -----------------------------------------------------------------------
 def client_cpu_s() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
+    """This process's CPU seconds and those of its reaped children (the --client-procs workers)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        ru = resource.getrusage(who)
+        total += ru.ru_utime + ru.ru_stime
+    return total
 
 
 def sched_s(pid: int | str = "self") -> tuple[float, float] | None:
@@ -235,9 +239,9 @@ def raw_server_main(mode: str, n_tokens: int, ttft_ms: float = 0.0, step_ms: flo
     events per recv); ``per-chunk``: one write per SSE event, round-robin over the open streams
     (one TCP segment per event, as a token-per-step engine sends them); ``scheduled``: serve-mock's
     schedule (role chunk at once, content chunk i due at arrival + TTFT + i * step, usage and [DONE]
-    with the last) kept by one timer heap for all streams, so that the server's own cost per chunk
-    (one heap entry per stream, its next chunk: a push, a pop and one write of pre-encoded bytes a chunk) stays far below the client's and a
-    fidelity level measures the client, not the server."""
+    with the last) kept by one timer heap for all streams (one entry per stream: its next chunk), so
+    that the server's own cost per chunk (a push, a pop and one write of pre-encoded bytes) stays
+    below the client's and a fidelity level measures the client, not the server."""
 
     def event(obj: dict[str, Any]) -> bytes:
         data = b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
@@ -417,10 +421,12 @@ def make_samples(n: int, tag: str) -> list[Sample]:
 
 
 async def drive(
-    base_url: str, concurrency: int, n_requests: int, output_len: int, tag: str, server: MockServer
+    base_url: str, concurrency: int, n_requests: int, output_len: int, tag: str, server: MockServer, procs: int = 1
 ) -> dict[str, Any]:
-    """One measured run_load through a fresh OpenAIEngine; returns raw figures and the records."""
-    engine = OpenAIEngine(EngineSpec(kind="openai", base_url=base_url, model="mock", draft_length=0))
+    """One measured run_load through a fresh OpenAIEngine (or ``run_load_procs`` over ``procs`` client processes,
+    the parent the one writer, as ``run --client-procs``); returns raw figures and the records."""
+    spec = EngineSpec(kind="openai", base_url=base_url, model="mock", draft_length=0)
+    engine = OpenAIEngine(spec)
     await engine.start()
     records: list[RequestRecord] = []
     samples = make_samples(n_requests, tag)
@@ -428,7 +434,12 @@ async def drive(
     try:
         cpu0, csch0, srv0, ssch0 = client_cpu_s(), sched_s(), server.cpu_s(), server.sched()
         wall0 = time.perf_counter()
-        await run_load(engine, samples, settings, on_record=records.append)
+        if procs > 1:
+            from speedbench.usecases.client_procs import run_load_procs
+
+            await run_load_procs(engine, spec, samples, settings, records.append, {}, procs)
+        else:
+            await run_load(engine, samples, settings, on_record=records.append)
         wall = time.perf_counter() - wall0
         cpu, csch1, srv1, ssch1 = client_cpu_s() - cpu0, sched_s(), server.cpu_s(), server.sched()
     finally:
@@ -741,6 +752,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "the same fidelity server at each level, and print both clients side by side",
     )
     p.add_argument("--tokenizer", help="tokenizer folder for --vllm-bench (a local HF model folder)")
+    p.add_argument(
+        "--client-procs",
+        type=int,
+        default=1,
+        help="fidelity levels through N client processes (run --client-procs N: workers plus the writing parent); "
+        "the client is then not pinned (its processes need more than one CPU) and its CPU is theirs summed",
+    )
     p.add_argument("--no-prime", action="store_true", help="skip the unmeasured priming burst")
     p.add_argument("--capacity-concurrency", type=int, default=256)
     p.add_argument("--capacity-output-len", type=int, default=1024)
@@ -763,7 +781,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return a
 
 
-def setup_pinning(want: bool) -> str:
+def setup_pinning(want: bool, client_procs: int = 1) -> str:
     if not want:
         return "off (--no-pin)"
     if not hasattr(os, "sched_setaffinity"):
@@ -771,6 +789,8 @@ def setup_pinning(want: bool) -> str:
     cpus = os.sched_getaffinity(0)
     if not {SERVER_CPU, CLIENT_CPU} <= cpus:
         return f"skipped (CPUs {SERVER_CPU} and {CLIENT_CPU} not both available: {sorted(cpus)})"
+    if client_procs > 1:
+        return f"server -> CPU {SERVER_CPU}, client ({client_procs} processes and the parent) unpinned"
     os.sched_setaffinity(0, {CLIENT_CPU})
     return f"server -> CPU {SERVER_CPU}, client (this process) -> CPU {CLIENT_CPU}"
 
@@ -803,7 +823,7 @@ def run_fidelity(a: argparse.Namespace, out: dict[str, Any]) -> None:
             )
         for i, c in enumerate(a.levels):
             n = a.waves * c
-            raw = run_async(drive(srv.base_url, c, n, a.output_len, f"c{c}-{i}", srv))
+            raw = run_async(drive(srv.base_url, c, n, a.output_len, f"c{c}-{i}", srv, a.client_procs))
             level = fidelity_level(raw, c, n, a.ttft_ms, a.step_ms, a.output_len)
             out["levels"].append(level)
             print(
@@ -913,7 +933,7 @@ def _sigterm(*_: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)  # outside the event loop: unwind so the server is stopped
-    pinning = setup_pinning(not a.no_pin)
+    pinning = setup_pinning(not a.no_pin, a.client_procs)
     nofile = raise_nofile(2 * max(a.levels + [a.capacity_concurrency]) + 256)
     env = {
         "python": platform.python_version(),
