@@ -95,6 +95,11 @@ def _classes(ray: Any) -> tuple[Any, Any]:
     return RecordSink, ClientWorker
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
+
+
 def clock_offset(ray: Any, worker: Any, samples: int = CLOCK_SAMPLES) -> tuple[int, int]:
     """(worker clock − parent clock, bound) in ns, from the call with the shortest round trip."""
     best: tuple[int, int] | None = None
@@ -195,10 +200,12 @@ async def run_load_ray(
                     finals[i] = ("done", ray.get(ref))
                 except ray.exceptions.TaskCancelledError:
                     finals[i] = ("interrupted", None)
-                except ray.exceptions.RayError as e:
+                except ray.exceptions.RayTaskError as e:  # the worker's own code raised (e.g. the server unreachable)
+                    cause = e.cause if getattr(e, "cause", None) is not None else e
+                    finals[i] = ("error", f"failed on {places[i]['host']}: {_first_line(cause)}")
+                except ray.exceptions.RayError as e:  # the actor, its worker process or its node is gone
                     where = places[i]
-                    cause = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-                    finals[i] = ("error", f"lost on {where['host']} (node {where['node'][:12]}): {cause}")
+                    finals[i] = ("error", f"lost on {where['host']} (node {where['node'][:12]}): {_first_line(e)}")
             if ready:
                 take()  # a lost worker's records that reached the sink before it died
 
