@@ -131,6 +131,36 @@ def split(samples: Sequence[Sample], settings: LoadSettings, procs: int) -> list
     return out
 
 
+def share_args(mine: Sequence[Sample], share: LoadSettings, done: dict[tuple[str, int], RequestRecord]
+               ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+    """What a worker is sent (plain data, for a spawned process or a Ray actor): its settings, its conversations and
+    the records already on disk of those conversations (``--resume``)."""
+    ids = {s.question_id for s in mine}
+    prior = [r.to_dict() for key, r in done.items() if key[0] in ids]
+    return dataclasses.asdict(share), [s.to_dict() for s in mine], prior
+
+
+def from_share_args(settings: dict[str, Any], samples: list[dict[str, Any]], done: list[dict[str, Any]]
+                    ) -> tuple[LoadSettings, list[Sample], dict[tuple[str, int], RequestRecord]]:  # fmt: skip
+    """``share_args`` read back on the worker's side."""
+    mine = [Sample(**{**s, "turns": tuple(s["turns"])}) for s in samples]
+    previous = {(r.question_id, r.turn): r for r in map(RequestRecord.from_dict, done)}
+    return LoadSettings(**settings), mine, previous
+
+
+async def warm_once(
+    engine: Engine, samples: Sequence[Sample], done: dict[tuple[str, int], RequestRecord], settings: LoadSettings
+) -> tuple[LoadResult, list[Sample]]:
+    """The parent's part before any worker runs: the conversations with a turn still to send, and the warm-up sent
+    once to the server (as a one-process run sends it), its errors in the result."""
+    result = LoadResult()
+    pending = pending_samples(samples, done)
+    if settings.warmup and pending:
+        recs = await warm_up(engine, pending, settings)
+        result.warmup_errors = [f"{r.question_id}: {r.error['cause']}" for r in recs if r.error]
+    return result, pending
+
+
 def _worker(index: int, spec: dict[str, Any], settings: dict[str, Any], samples: list[dict[str, Any]],
             done: list[dict[str, Any]], out: Any) -> None:  # fmt: skip
     """A worker process: attach to the server, run its share, send each record to the parent as it finishes."""
@@ -142,9 +172,7 @@ def _worker(index: int, spec: dict[str, Any], settings: dict[str, Any], samples:
         assert me is not None
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, me.cancel)
-        load = LoadSettings(**settings)
-        mine = [Sample(**{**s, "turns": tuple(s["turns"])}) for s in samples]
-        previous = {(r.question_id, r.turn): r for r in map(RequestRecord.from_dict, done)}
+        load, mine, previous = from_share_args(settings, samples, done)
         async with open_engine(EngineSpec.model_validate(spec)) as engine:
             result = await run_load(engine, mine, load, lambda r: out.put(("record", index, r.to_dict())), previous)
         arrivals = result.arrivals.to_dict() if result.arrivals else None
@@ -168,11 +196,7 @@ async def run_load_procs(
     procs: int,
 ) -> LoadResult:
     """``run_load`` over ``procs`` worker processes (module docstring); the parent writes every record."""
-    result = LoadResult()
-    pending = pending_samples(samples, done)
-    if settings.warmup and pending:  # the parent warms the server up once, as a one-process run does
-        recs = await warm_up(engine, pending, settings)
-        result.warmup_errors = [f"{r.question_id}: {r.error['cause']}" for r in recs if r.error]
+    result, pending = await warm_once(engine, samples, done, settings)
     result.counters_before = await engine.counters()
     result.measure_start_ns = clock_of(engine)()
     ctx = mp.get_context("spawn")
@@ -180,10 +204,7 @@ async def run_load_procs(
     attached = worker_spec(spec, engine).model_dump(mode="json")
     workers = []
     for i, (mine, share) in enumerate(split(pending, settings, procs)):
-        ids = {s.question_id for s in mine}
-        prior = [r.to_dict() for key, r in done.items() if key[0] in ids]
-        p = ctx.Process(target=_worker, args=(i, attached, dataclasses.asdict(share), [s.to_dict() for s in mine],
-                                              prior, out), daemon=True)  # fmt: skip
+        p = ctx.Process(target=_worker, args=(i, attached, *share_args(mine, share, done), out), daemon=True)
         p.start()
         workers.append(p)
     finals: dict[int, tuple[str, Any]] = {}

@@ -22,7 +22,6 @@ node of a cluster, for load that one host cannot generate (docs/scale.md).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,9 +30,17 @@ from typing import Any
 from speedbench.config import EngineSpec
 from speedbench.data.sample import Sample
 from speedbench.engines.base import Engine
-from speedbench.load.generator import LoadResult, LoadSettings, clock_of, pending_samples, warm_up
+from speedbench.load.generator import LoadResult, LoadSettings, clock_of
 from speedbench.records import RequestRecord
-from speedbench.usecases.client_procs import STOP_GRACE_S, conclude, split, worker_spec
+from speedbench.usecases.client_procs import (
+    STOP_GRACE_S,
+    conclude,
+    from_share_args,
+    share_args,
+    split,
+    warm_once,
+    worker_spec,
+)
 
 POLL_S = 0.1
 CLOCK_SAMPLES = 7
@@ -78,9 +85,7 @@ def _classes(ray: Any) -> tuple[Any, Any]:
             from speedbench.load.generator import run_load
             from speedbench.usecases.run import open_engine
 
-            load = LoadSettings(**settings)
-            mine = [Sample(**{**s, "turns": tuple(s["turns"])}) for s in samples]
-            previous = {(r.question_id, r.turn): r for r in map(RequestRecord.from_dict, done)}
+            load, mine, previous = from_share_args(settings, samples, done)
             try:
                 async with open_engine(EngineSpec.model_validate(spec)) as engine:
                     result = await run_load(
@@ -143,12 +148,8 @@ async def run_load_ray(
     def call(fn: Callable[..., Any], *args: Any) -> Any:  # Ray's blocking calls off the event loop
         return loop.run_in_executor(None, fn, *args)
 
-    result = LoadResult()
-    pending = pending_samples(samples, done)
+    result, pending = await warm_once(engine, samples, done, settings)
     parts = split(pending, settings, procs)
-    if settings.warmup and pending:
-        recs = await warm_up(engine, pending, settings)
-        result.warmup_errors = [f"{r.question_id}: {r.error['cause']}" for r in recs if r.error]
     RecordSink, ClientWorker = _classes(ray)
     here = ray.get_runtime_context().get_node_id()
     sink = RecordSink.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote()
@@ -165,9 +166,9 @@ async def run_load_ray(
                 f"{START_TIMEOUT_S:g} s; does the cluster have that many free CPUs? (ray status)"
             ) from None
         bounds: list[int] = []
-        mine = boot_id()
+        here_boot = boot_id()
         for w, place in zip(workers, places, strict=True):
-            if place["boot"] and place["boot"] == mine:
+            if place["boot"] and place["boot"] == here_boot:
                 offsets.append(0)  # this host's CLOCK_MONOTONIC
                 bounds.append(0)
             else:
@@ -177,11 +178,8 @@ async def run_load_ray(
         attached = worker_spec(spec, engine).model_dump(mode="json")
         result.counters_before = await engine.counters()
         result.measure_start_ns = clock_of(engine)()
-        for i, (w, (share_samples, share)) in enumerate(zip(workers, parts, strict=True)):
-            ids = {s.question_id for s in share_samples}
-            prior = [r.to_dict() for key, r in done.items() if key[0] in ids]
-            refs[i] = w.run.remote(i, attached, dataclasses.asdict(share), [s.to_dict() for s in share_samples],
-                                   prior, sink)  # fmt: skip
+        for i, (w, (mine, share)) in enumerate(zip(workers, parts, strict=True)):
+            refs[i] = w.run.remote(i, attached, *share_args(mine, share, done), sink)
 
         def take() -> None:
             for kind, index, payload in ray.get(sink.take.remote()):
