@@ -252,11 +252,15 @@ def run_sweep_ray(
             manifest = sdir.write(manifest.resumed())
         runner = RayRunner(plan, sdir, manifest, on_event, stop, retry_failed)
         old = {sig: signal.signal(sig, lambda *_: stop.request()) for sig in signals}
+        sweep_id = _sweep_id(sdir)
         try:
-            return _drive(ray, plan, runner, resources or {}, gpus, max_retries, stop, shared)
+            return _drive(ray, plan, runner, resources or {}, gpus, max_retries, stop, shared, sweep_id)
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
+            if shared is not None:  # what lost or cancelled attempts left in the shared folder: never read, removed
+                for left in Path(shared).glob(_staging_prefix(sweep_id) + "*"):
+                    shutil.rmtree(left, ignore_errors=True)
 
 
 def _drive(
@@ -267,25 +271,8 @@ def _drive(
     gpus: float,
     retries: int,
     stop: Stop,
-    shared: str | None = None,
-) -> SweepManifest:
-    try:
-        return _drive_tasks(ray, plan, runner, resources, gpus, retries, stop, shared)
-    finally:
-        if shared is not None:  # what lost or cancelled attempts left in the shared folder: never read, removed
-            for left in Path(shared).glob(_staging_prefix(_sweep_id(runner.sdir)) + "*"):
-                shutil.rmtree(left, ignore_errors=True)
-
-
-def _drive_tasks(
-    ray: Any,
-    plan: SweepPlan,
-    runner: RayRunner,
-    resources: dict[str, float],
-    gpus: float,
-    retries: int,
-    stop: Stop,
     shared: str | None,
+    sweep_id: str,
 ) -> SweepManifest:
     runner._save(runner.manifest.with_status("running"))
     task = ray.remote(run_group_task).options(
@@ -298,7 +285,7 @@ def _drive_tasks(
             continue
         for cid in cells:
             runner._save(runner.manifest.with_cell(cid, status="running", cause=None, started_utc=utc_now()))
-        futures[task.remote(_payload(plan, group, cells, shared, _sweep_id(runner.sdir)))] = (group, cells)
+        futures[task.remote(_payload(plan, group, cells, shared, sweep_id))] = (group, cells)
         runner.emit("group_start", group=group.id)
     while futures:
         if stop.requested:
