@@ -4,9 +4,11 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +36,26 @@ def make_samples(n: int, turns: int = 1, category: str | None = None, prefix: st
         )
         for i in range(n)
     ]
+
+
+def ok_turns(out: Path) -> Counter[tuple[str, int]]:
+    """How many successful records each (question id, turn) of a run directory has."""
+    from speedbench.results.loader import load_run
+
+    return Counter((r.question_id, r.turn) for r in load_run(out).records if r.ok)
+
+
+def assert_resumed_whole(out: Path, first: Counter[tuple[str, int]]) -> Any:
+    """A run finished by --resume after an interruption: every turn of its dataset on disk exactly once, what the
+    first segment finished (``first``) kept and not sent again, no errors, complete.  Returns the loaded run."""
+    from speedbench.results.loader import load_run
+
+    run = load_run(out)
+    keys = ok_turns(out)
+    assert set(keys.values()) == {1} and {q for q, _ in keys} == set(run.manifest.dataset.question_ids)
+    assert all(k in keys for k in first)
+    assert run.summary.overall.errors == 0 and run.manifest.status == "complete"
+    return run
 
 
 def speedbench_cmd(*args: str) -> list[str]:

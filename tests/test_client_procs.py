@@ -8,13 +8,12 @@ import os
 import signal
 import subprocess
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_samples, serve_mock, speedbench_cmd
+from conftest import assert_resumed_whole, make_samples, ok_turns, serve_mock, speedbench_cmd
 from speedbench.cli import app
 from speedbench.load.generator import LoadSettings
 from speedbench.results.loader import load_run
@@ -36,10 +35,6 @@ def test_split_by_hand():
     assert len(split(samples[:2], LoadSettings(), 4)) == 2  # a worker with nothing to do is not started
 
 
-def _keys(out: Path) -> Counter[tuple[str, int]]:
-    return Counter((r.question_id, r.turn) for r in load_run(out).records if r.ok)
-
-
 def test_three_processes_one_writer_every_turn_once(tmp_path: Path):
     with serve_mock("--ttft-ms", "2", "--step-ms", "2") as url:
         out = tmp_path / "run"
@@ -47,7 +42,7 @@ def test_three_processes_one_writer_every_turn_once(tmp_path: Path):
         res = runner.invoke(app, [*args, "--output-len", "16", "--no-progress", "--out", str(out)])
         assert res.exit_code == 0, res.output
     run = load_run(out)
-    keys = _keys(out)
+    keys = ok_turns(out)
     assert set(keys.values()) == {1}  # every turn once
     turns = sum(1 for _ in (out / "records.jsonl").read_text().splitlines())
     assert turns == len(run.records) == len(keys)  # one writer: every line a whole record, nothing torn
@@ -94,15 +89,11 @@ def test_interrupted_run_keeps_every_record_and_resumes(tmp_path: Path, how: str
         assert manifest["status"] == "interrupted"
         if how == "worker killed":
             assert "client worker" in manifest["stop_cause"] and "speedbench run --resume" in output
-        first = _keys(out)
+        first = ok_turns(out)
         res = subprocess.run(speedbench_cmd("run", "--resume", str(out), "--no-progress"), capture_output=True,
                              text=True, timeout=120)  # fmt: skip
         assert res.returncode == 0, res.stdout + res.stderr
-    run = load_run(out)
-    keys = _keys(out)
-    assert set(keys.values()) == {1} and {q for q, _ in keys} == set(run.manifest.dataset.question_ids)
-    assert all(k in keys for k in first)  # what the first segment finished was kept, not sent again
-    assert run.summary.overall.errors == 0 and run.manifest.status == "complete"
+    assert_resumed_whole(out, first)  # every turn once, the first segment's kept, complete
 
 
 def test_an_in_process_engine_is_refused(tmp_path: Path):

@@ -9,24 +9,18 @@ import json
 import os
 import signal
 import subprocess
-from collections import Counter
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import serve_mock, speedbench_cmd
+from conftest import assert_resumed_whole, ok_turns, serve_mock, speedbench_cmd
 from ray_cluster import _node_ids, _ray, _raylet_pid, _wait
 from speedbench.cli import app
 from speedbench.records import RequestRecord
-from speedbench.results.loader import load_run
 from speedbench.usecases.client_ray import shifted
 
 pytestmark = pytest.mark.slow
-
-
-def _keys(out: Path) -> Counter[tuple[str, int]]:
-    return Counter((r.question_id, r.turn) for r in load_run(out).records if r.ok)
 
 
 def _lines(path: Path) -> int:
@@ -54,7 +48,7 @@ def test_workers_on_another_node_then_that_node_lost_then_resumed(cluster, tmp_p
         assert "lost on" in manifest["stop_cause"] and "speedbench run --resume" in output
         lines = (out / "records.jsonl").read_text().splitlines()
         assert all(json.loads(line)["question_id"] for line in lines)  # one writer: every line whole
-        first = _keys(out)
+        first = ok_turns(out)
         assert first and set(first.values()) == {1}
         assert sum(first.values()) < 24, "every turn finished before the node died: nothing was lost to resume"
 
@@ -64,11 +58,7 @@ def test_workers_on_another_node_then_that_node_lost_then_resumed(cluster, tmp_p
         res = subprocess.run(speedbench_cmd("run", "--resume", str(out), "--no-progress"), capture_output=True,
                              text=True, timeout=300)  # fmt: skip
         assert res.returncode == 0, res.stdout + res.stderr
-    run = load_run(out)
-    keys = _keys(out)
-    assert set(keys.values()) == {1} and {q for q, _ in keys} == set(run.manifest.dataset.question_ids)
-    assert all(k in keys for k in first)  # what the first segment finished was kept, not sent again
-    assert run.summary.overall.errors == 0 and run.manifest.status == "complete"
+    run = assert_resumed_whole(out, first)  # every turn once, the first segment's kept, complete
     # where the workers ran and how their clocks relate: this host's, so no offset
     last = run.manifest.arrivals[-1]
     assert last["client_procs"] == 2 and len(last["client_hosts"]) == 2
