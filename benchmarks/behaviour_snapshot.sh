@@ -25,7 +25,8 @@ helps() {  # every command's and sub-command's --help, at a fixed width
 
 recompute() {
   local runs=$1 out=$2 work
-  work=$(mktemp -d)
+  work=/tmp/speedbench-snapshot-work  # fixed: model.json names the sweep folder
+  rm -rf "$work"; mkdir -p "$work"
   cp -r "$runs"/. "$work"/
   mkdir -p "$out"
   helps "$out"
