@@ -10,7 +10,7 @@
 # both sides, so only the code differs; the mock runs on the virtual clock are also reproducible afresh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SB=".venv/bin/speedbench"
+SB="${SB:-.venv/bin/speedbench}"  # another checkout: SB="env PYTHONPATH=$PWD/src /work/main/.venv/bin/speedbench"
 MOCK=(--engine mock -E cost=batch -E clock=virtual -E base_ms=10 -E per_token_ms=0.5)
 
 helps() {  # every command's and sub-command's --help, at a fixed width
@@ -25,8 +25,7 @@ helps() {  # every command's and sub-command's --help, at a fixed width
 
 recompute() {
   local runs=$1 out=$2 work
-  work=/tmp/speedbench-snapshot-work  # fixed: model.json names the sweep folder
-  rm -rf "$work"; mkdir -p "$work"
+  work=$(mktemp -d)
   cp -r "$runs"/. "$work"/
   mkdir -p "$out"
   helps "$out"
@@ -41,7 +40,7 @@ recompute() {
   for cell in "$work"/mocksweep/cells/*/; do
     [ -f "$cell/summary.json" ] && cp "$cell/summary.json" "$out/mocksweep.cell.$(basename "$cell").summary.json"
   done
-  sed -i "s#$work#RUNS#g" "$out"/*.txt
+  sed -i "s#$work#RUNS#g" "$out"/*.*  # model.json and the reports name the copy
   rm -rf "$work"
 }
 
