@@ -1,240 +1,169 @@
-"""Options shared by the commands that run an engine (`run`, `check-lossless`), defined once.  Engine
-lists and SD methods in the help come from the registry's metadata (no engine module is imported)."""
+"""The options of the commands that run an engine (`run`, `check-lossless`, `sweep`), generated from the flags
+declared on the config fields (config/flags.py): a command names the settings it takes, in help order, and
+``options`` builds their typer parameters; ``Flags`` turns what was typed into the RunConfig.  Engine lists and
+SD methods in the help come from the registry's metadata (no engine module is imported)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Optional, TypeVar, get_args, get_origin
 
+import click
 import typer
+from pydantic import BaseModel
 
+from speedbench.config.flags import UNSET, Setting, by_param
+from speedbench.config.run import RunConfig
 from speedbench.engines import registry
 
-EngineOpt = Annotated[
-    list[str],
-    typer.Option(
-        "-E",
-        "--engine-opt",
-        help="engine option key=value (repeatable), e.g. -E acceptance=0.8,0.6,0.4 -E step_ms=5; "
-        "HTTP engines: -E body.FIELD=VALUE adds a request-body field (docs/engines.md)",
-    ),
-]
+F = TypeVar("F", bound=Callable[..., Any])
+
+# flag (parameter name) -> the RunConfig field it sets, dotted; what `run --resume` compares with the saved run
+RUN_SETTINGS: dict[str, Setting] = by_param(RunConfig)
+FLAG_FIELDS: dict[str, str] = {p: s.path for p, s in RUN_SETTINGS.items()}
 
 
-def build_config(flags: dict[str, Any]) -> Any:
-    """The RunConfig that the flags of `run` / `check-lossless` (their locals) describe."""
-    from speedbench.config import DatasetSpec, EngineSpec, RunConfig, parse_engine_options
-
-    f = flags
-    return RunConfig(
-        engine=EngineSpec(
-            kind=f["engine"],
-            base_url=f.get("base_url"),
-            model=f.get("model"),
-            metrics_url=f.get("metrics_url"),
-            endpoint=f.get("endpoint", "chat"),
-            sd=f.get("sd"),
-            draft_model=f.get("draft_model"),
-            launch=f.get("launch", False),
-            server_bin=f.get("server_bin"),
-            server_args=list(f.get("server_arg") or []),
-            options=parse_engine_options(list(f.get("engine_opt") or [])),
-            request_seed=f.get("request_seed", False),
-        ),
-        dataset=DatasetSpec(name=f["dataset"], num_requests=f.get("num_requests"), max_turns=f.get("max_turns")),
-        concurrency=f["concurrency"],
-        draft_length=f["draft_length"],
-        output_len=f.get("output_len"),
-        temperature=f["temperature"],
-        ignore_eos=f["ignore_eos"],
-        warmup=f["warmup"],
-        timeout_s=f["timeout"],
-        max_failed=f.get("max_failed", 0.1),
-        breaker=f.get("breaker", 10),
-        out=f.get("out"),
-        seed=f.get("seed", 0),
-        request_rate=f.get("request_rate"),
-        burstiness=f.get("burstiness", 1.0),
-        ramp_up_s=f.get("ramp_up"),
-        duration_s=f.get("duration"),
-        client_procs=_procs(f.get("client_procs", "1")),
-        client_ray=None if f.get("ray") in (None, "", "off") else f.get("ray"),
+def _help_text(text: str | None) -> str | None:
+    """A flag's help with the registry's facts filled in."""
+    if text is None or "{" not in text:
+        return text
+    return text.format(
+        engines=", ".join(registry.BUILTIN),
+        sd_methods=registry.sd_methods_help(),
+        launchable=", ".join(registry.launchable()),
     )
 
 
-# Options shared by `run` and `check-lossless` (one definition each).
-EngineName = Annotated[
-    str, typer.Option("--engine", "-e", help=f"engine: {', '.join(registry.BUILTIN)} (`speedbench engines` lists them)")
-]
-BaseUrl = Annotated[Optional[str], typer.Option(help="server URL for HTTP engines, e.g. http://127.0.0.1:8000/v1")]
-ModelOpt = Annotated[
-    Optional[str],
-    typer.Option(
-        help="reference: HF folder, .gguf or 'smollm2' (default); --launch: the model the server loads; attached HTTP "
-        "engines: model name sent (default: first of /v1/models)"
-    ),
-]
-SdOpt = Annotated[
-    Optional[str],
-    typer.Option(
-        help=f"SD method ({registry.sd_methods_help()}); attached servers: a label of what the server runs; "
-        "mock: none = k 0 (docs/engines.md)"
-    ),
-]
-LaunchOpt = Annotated[
-    bool,
-    typer.Option(
-        "--launch",
-        help=f"start the engine's server ({', '.join(registry.launchable())}) on a free port, log in the run "
-        "dir, stop it at the end",
-    ),
-]
-ServerBin = Annotated[
-    Optional[str],
-    typer.Option(
-        help="with --launch: the server executable (llama-server, trtllm-serve) or the Python that has vllm/sglang"
-    ),
-]
-ServerArg = Annotated[
-    list[str],
-    typer.Option(
-        "--server-arg",
-        help="with --launch: extra server argument, verbatim (repeatable), e.g. --server-arg=--enforce-eager",
-    ),
-]
-DraftModel = Annotated[
-    Optional[str], typer.Option(help="draft model (or EAGLE head) for --sd draft/eagle (same tokenizer as the target)")
-]
-MetricsUrl = Annotated[Optional[str], typer.Option(help="Prometheus /metrics URL (default: the server's /metrics)")]
-EndpointOpt = Annotated[str, typer.Option(help="chat or completions")]
-DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="embedded name (starter) or .jsonl/.parquet path")]
-NumRequests = Annotated[
-    Optional[int], typer.Option("--num-requests", "-n", help="conversations to run, picked round-robin over categories")
-]
-SeedOpt = Annotated[int, typer.Option(help="the one seed: the stratified pick and each request's sampling seed")]
-RequestSeed = Annotated[
-    bool,
-    typer.Option(
-        "--request-seed",
-        help="send each request's sampling seed (derived from --seed, question id and turn) to HTTP servers",
-    ),
-]
-Concurrency = Annotated[int, typer.Option("--concurrency", "-c")]
-DraftLength = Annotated[int, typer.Option("--draft-length", "-k", help="draft tokens per step (engines that take it)")]
-OutputLen = Annotated[Optional[int], typer.Option(help="max output tokens per turn (default 256; reference engine 32)")]
-Temperature = Annotated[float, typer.Option()]
-IgnoreEos = Annotated[bool, typer.Option("--ignore-eos", help="ask the server to ignore EOS")]
-Warmup = Annotated[int, typer.Option(help="warm-up requests (not recorded)")]
-Timeout = Annotated[
-    Optional[float],
-    typer.Option(help="per-request timeout, seconds (default: 300 for a server, none for an in-process engine)"),
-]
-MaxFailed = Annotated[
-    float,
-    typer.Option(help="exit 1 when more than this share of requests failed (0..1; every request failing always does)"),
-]
-Breaker = Annotated[
-    int,
-    typer.Option(
-        help="stop dispatching after N consecutive connection-level failures (connect error, reset, timeout): the "
-        "run ends interrupted (exit 75) and --resume retries what failed; 0: never stop"
-    ),
-]
-
-RequestRate = Annotated[
-    Optional[float],
-    typer.Option(
-        help="open loop: conversations arrive at this many a second (seeded gaps; later turns follow their "
-        "predecessors); --concurrency given too caps those in flight, else no cap (docs/load.md)"
-    ),
-]
-Burstiness = Annotated[
-    float, typer.Option(help="with --request-rate: gamma shape of the gaps (1 Poisson, < 1 burstier, > 1 regular)")
-]
-RampUp = Annotated[
-    Optional[float],
-    typer.Option("--ramp-up", help="closed loop: spread the first wave's starts over this many seconds"),
-]
-Duration = Annotated[
-    Optional[float], typer.Option(help="send no turn after this many seconds (in-flight requests finish)")
-]
-
-ClientRay = Annotated[
-    Optional[str],
-    typer.Option(
-        "--ray",
-        help="run the --client-procs N client workers as Ray actors on a cluster: local, auto (the cluster this "
-        "machine is in) or an address; the server must be reachable from its nodes; `off` on --resume runs the rest "
-        "here; needs speedbench[ray] (docs/scale.md)",
-    ),
-]
-
-ClientProcs = Annotated[
-    str,
-    typer.Option(
-        help="split the load over N client processes, each with its own event loop, one writer (HTTP engines); "
-        "auto: as many as the chunk rate the warm-up measured needs (docs/scale.md)"
-    ),
-]
+def _option_type(setting: Setting) -> Any:
+    """The type typer parses the flag as: the flag's own, else the field's (``X | None`` as ``Optional[X]``, which
+    typer needs on Python 3.10)."""
+    kind = setting.flag.type if setting.flag.type is not UNSET else setting.field.annotation
+    if get_origin(kind) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(kind) if a is not type(None)]
+        if len(args) == 1 and len(get_args(kind)) == 2:
+            return Optional[args[0]]  # noqa: UP045 - typer on Python 3.10
+    return kind
 
 
-def _procs(value: str | int) -> int:
-    """--client-procs: a positive number, or auto (0)."""
-    text = str(value).strip().lower()
-    if text == "auto":
-        return 0
-    try:
-        n = int(text)
-    except ValueError:
-        n = -1
-    if n < 1:
-        raise ValueError(f"--client-procs {value!r}: expected a positive number of processes or auto")
-    return n
+def parameter(setting: Setting) -> inspect.Parameter:
+    """The typer parameter of one flagged setting."""
+    flag = setting.flag
+    info = typer.Option(*flag.decls, help=_help_text(flag.help), min=flag.min)
+    return inspect.Parameter(
+        flag.param,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=setting.default(),
+        annotation=Annotated[_option_type(setting), info],
+    )
 
 
-# flag (parameter name) -> the RunConfig field it sets, dotted; what `run --resume` compares with the saved run
-FLAG_FIELDS = {
-    "engine": "engine.kind",
-    "base_url": "engine.base_url",
-    "model": "engine.model",
-    "metrics_url": "engine.metrics_url",
-    "endpoint": "engine.endpoint",
-    "sd": "engine.sd",
-    "draft_model": "engine.draft_model",
-    "launch": "engine.launch",
-    "server_bin": "engine.server_bin",
-    "server_arg": "engine.server_args",
-    "engine_opt": "engine.options",
-    "request_seed": "engine.request_seed",
-    "dataset": "dataset.name",
-    "num_requests": "dataset.num_requests",
-    "max_turns": "dataset.max_turns",
-    "concurrency": "concurrency",
-    "draft_length": "draft_length",
-    "output_len": "output_len",
-    "temperature": "temperature",
-    "ignore_eos": "ignore_eos",
-    "warmup": "warmup",
-    "timeout": "timeout_s",
-    "request_rate": "request_rate",
-    "burstiness": "burstiness",
-    "ramp_up": "ramp_up_s",
-    "duration": "duration_s",
-    "client_procs": "client_procs",
-    "ray": "client_ray",
-    "max_failed": "max_failed",
-    "breaker": "breaker",
-    "out": "out",
-    "seed": "seed",
-}
+def options(
+    *order: str, settings: Mapping[str, Setting] = RUN_SETTINGS, but: Mapping[str, Mapping[str, Any]] | None = None
+) -> Callable[[F], F]:
+    """Decorate a command with the options ``order`` names, in that order: one of the command's own parameters
+    (it declares them), else the option a setting's flag declares (``but``: {name: changed facts} where this
+    command words or defaults it differently); ``"..."`` stands for every setting not named, in declaration order
+    (a setting added to RunConfig appears there with no other edit).  The command receives ``flags: Flags`` (the
+    settings' values) and its own parameters."""
+    changed = but or {}
+
+    def decorate(fn: F) -> F:
+        own = inspect.signature(fn, eval_str=True).parameters
+        params: list[inspect.Parameter] = []
+        if "ctx" in own:
+            params.append(own["ctx"].replace(kind=inspect.Parameter.KEYWORD_ONLY))
+        mine: set[str] = set()
+        rest = [n for n in settings if n not in order and n not in own]
+        for name in [n for item in order for n in (rest if item == "..." else [item])]:
+            if name in own:
+                params.append(own[name].replace(kind=inspect.Parameter.KEYWORD_ONLY))
+            else:
+                s = settings[name]
+                if name in changed:
+                    s = Setting(s.path, s.field, s.flag.but(**changed[name]))
+                params.append(parameter(s))
+                mine.add(name)
+        typed = {p.name: p.annotation for p in params}
+        chosen = {n: (Setting(settings[n].path, settings[n].field, settings[n].flag.but(**changed[n])) if n in changed
+                      else settings[n]) for n in mine}  # fmt: skip
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            values = {n: kwargs.pop(n) for n in mine}
+            ctx = kwargs.get("ctx")
+            return fn(flags=Flags(values, chosen, ctx), **kwargs)
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = typed
+        return typing.cast(F, command)
+
+    return decorate
 
 
-def given_flags(ctx: typer.Context) -> dict[str, str]:
-    """The flags the user typed (or set in the environment), as {RunConfig field: "--flag"}."""
-    out: dict[str, str] = {}
-    for param in ctx.command.params:
-        name = param.name or ""
-        source = ctx.get_parameter_source(name)
-        # compared by name: typer may bring its own copy of click's ParameterSource enum
-        if name in FLAG_FIELDS and source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
-            out[FLAG_FIELDS[name]] = "--" + name.replace("_", "-")
-    return out
+class Flags:
+    """The values of a command's generated options, and what they make."""
+
+    def __init__(self, values: dict[str, Any], settings: Mapping[str, Setting], ctx: click.Context | None) -> None:
+        self.values = values
+        self.settings = settings
+        self.ctx = ctx
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def field_values(self) -> dict[str, Any]:
+        """{dotted field path: value} of every option, each flag's ``parse`` applied."""
+        out = {}
+        for name, value in self.values.items():
+            flag = self.settings[name].flag
+            out[self.settings[name].path] = flag.parse(value) if flag.parse is not None else value
+        return out
+
+    def config(self, **fixed: Any) -> RunConfig:
+        """The RunConfig the options describe (``fixed``: {dotted path: value} a command sets itself); every field
+        with a flag is set, the command's own value or the flag's default."""
+        values = {s.path: s.flag.parse(s.default()) if s.flag.parse else s.default() for s in RUN_SETTINGS.values()}
+        values.update(self.field_values())
+        values.update(fixed)
+        return build(RunConfig, values)
+
+    def given(self) -> dict[str, str]:
+        """The options the user typed (or set in the environment), as {dotted field path: "--flag"}."""
+        if self.ctx is None:
+            return {}
+        out: dict[str, str] = {}
+        for name, s in self.settings.items():
+            source = self.ctx.get_parameter_source(name)
+            # compared by name: typer may bring its own copy of click's ParameterSource enum
+            if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+                out[s.path] = s.flag.long
+        return out
+
+
+def build(model: type[BaseModel], values: Mapping[str, Any]) -> Any:
+    """``model`` validated from {dotted path: value}, its nested models first (so a bad value is named by the
+    model that holds it: "validation error for EngineSpec")."""
+    nested: dict[str, Any] = {}
+    for path, value in values.items():
+        node = nested
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return _validate(model, nested)
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    for name, field in model.model_fields.items():
+        inner = field.annotation
+        if isinstance(inner, type) and issubclass(inner, BaseModel) and isinstance(data.get(name), dict):
+            data[name] = _validate(inner, data[name])
+    return model(**data)
+
+
+# `serve-mock -E`: the same option as `run -E`
+EngineOpt = parameter(RUN_SETTINGS["engine_opt"]).annotation

@@ -10,40 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from speedbench.cli.common import fail, one_line, protect_console, user_errors
-from speedbench.cli.options import (
-    BaseUrl,
-    Breaker,
-    Burstiness,
-    ClientProcs,
-    ClientRay,
-    Concurrency,
-    DatasetOpt,
-    DraftLength,
-    DraftModel,
-    Duration,
-    EndpointOpt,
-    EngineName,
-    EngineOpt,
-    IgnoreEos,
-    LaunchOpt,
-    MaxFailed,
-    MetricsUrl,
-    ModelOpt,
-    NumRequests,
-    OutputLen,
-    RampUp,
-    RequestRate,
-    RequestSeed,
-    SdOpt,
-    SeedOpt,
-    ServerArg,
-    ServerBin,
-    Temperature,
-    Timeout,
-    Warmup,
-    build_config,
-    given_flags,
-)
+from speedbench.cli.options import Flags, options
 
 # exit statuses of `run` (docs/reliability.md): 0 usable run; 1 failed (every request, or more than --max-failed);
 # 2 bad input; 75 stopped by the circuit breaker (server unreachable: resumable, EX_TEMPFAIL); 130 interrupted
@@ -55,40 +22,18 @@ def register(app: typer.Typer) -> None:
     app.command("check-lossless")(check_lossless)
 
 
+RUN_OPTIONS = (
+    "engine", "base_url", "model", "sd", "launch", "server_bin", "server_arg", "draft_model", "metrics_url", "endpoint",
+    "engine_opt", "dataset", "num_requests", "seed", "request_seed", "max_turns", "concurrency", "draft_length",
+    "output_len", "temperature", "ignore_eos", "warmup", "timeout", "max_failed", "breaker", "request_rate",
+    "burstiness", "ramp_up", "duration", "client_procs", "ray", "...", "out", "resume", "progress",
+)  # fmt: skip
+
+
+@options(*RUN_OPTIONS)
 def run(
     ctx: typer.Context,
-    engine: EngineName = "reference",
-    base_url: BaseUrl = None,
-    model: ModelOpt = None,
-    sd: SdOpt = None,
-    launch: LaunchOpt = False,
-    server_bin: ServerBin = None,
-    server_arg: ServerArg = [],  # noqa: B006 - typer needs a literal default
-    draft_model: DraftModel = None,
-    metrics_url: MetricsUrl = None,
-    endpoint: EndpointOpt = "chat",
-    engine_opt: EngineOpt = [],  # noqa: B006
-    dataset: DatasetOpt = "starter",
-    num_requests: NumRequests = None,
-    seed: SeedOpt = 0,
-    request_seed: RequestSeed = False,
-    max_turns: Annotated[Optional[int], typer.Option(help="keep only the first N turns of each conversation")] = None,
-    concurrency: Concurrency = 32,
-    draft_length: DraftLength = 3,
-    output_len: OutputLen = None,
-    temperature: Temperature = 0.0,
-    ignore_eos: IgnoreEos = False,
-    warmup: Warmup = 2,
-    timeout: Timeout = None,
-    max_failed: MaxFailed = 0.1,
-    breaker: Breaker = 10,
-    request_rate: RequestRate = None,
-    burstiness: Burstiness = 1.0,
-    ramp_up: RampUp = None,
-    duration: Duration = None,
-    client_procs: ClientProcs = "1",
-    ray: ClientRay = None,
-    out: Annotated[Optional[str], typer.Option(help="run directory (default runs/<UTC time>-<engine>)")] = None,
+    flags: Flags,
     resume: Annotated[
         Optional[str],
         typer.Option(
@@ -109,15 +54,16 @@ def run(
     console = make_console()
     protect_console()  # URLs' userinfo never printed; the run's secret values join once known
     try:
-        cfg = build_config(locals())
-        if cfg.request_rate is not None and "concurrency" in given_flags(ctx):
+        cfg = flags.config()
+        given = flags.given()
+        if cfg.request_rate is not None and "concurrency" in given:
             cfg = cfg.model_copy(update={"rate_cap": True})  # -c with --request-rate caps those in flight
         protect_console(engine_secrets(cfg.engine, os.environ))
         if resume is None:
             from speedbench.engines import registry
 
             registry.resolve(cfg.engine.kind)  # fail fast on a bad engine name
-        cfg, run_dir, samples, done, manifest = prepare(cfg, resume, given_flags(ctx))
+        cfg, run_dir, samples, done, manifest = prepare(cfg, resume, given)
         protect_console(run_dir.secrets)  # a resumed run's: its saved api_key_env, the URLs it was given again
     except user_errors() as e:
         fail(one_line(e))
@@ -224,29 +170,21 @@ def print_arrivals(arrivals: list[dict[str, Any]], console: Any) -> None:
         console.print(escape(f"WARNING: {last['behind']}"), style="bold yellow", soft_wrap=True)
 
 
+@options(
+    "engine", "sd", "base_url", "baseline_url", "model", "launch", "server_bin", "server_arg", "draft_model",
+    "engine_opt", "endpoint", "dataset", "num_requests", "seed", "request_seed", "concurrency", "draft_length",
+    "output_len", "temperature", "ignore_eos", "warmup", "timeout", "score_model", "control", "out",
+    but={
+        "base_url": {"help": "attached: the server with SD on"},
+        "num_requests": {"default": 22},
+        "out": {
+            "type": str, "default": "runs/lossless", "help": "directory for baseline/, sd/ (control/) and lossless.json"
+        },
+    },
+)  # fmt: skip
 def check_lossless(
-    engine: EngineName = "reference",
-    sd: SdOpt = None,
-    base_url: Annotated[Optional[str], typer.Option(help="attached: the server with SD on")] = None,
+    flags: Flags,
     baseline_url: Annotated[Optional[str], typer.Option(help="attached: the same target with SD off")] = None,
-    model: ModelOpt = None,
-    launch: LaunchOpt = False,
-    server_bin: ServerBin = None,
-    server_arg: ServerArg = [],  # noqa: B006
-    draft_model: DraftModel = None,
-    engine_opt: EngineOpt = [],  # noqa: B006
-    endpoint: EndpointOpt = "chat",
-    dataset: DatasetOpt = "starter",
-    num_requests: NumRequests = 22,
-    seed: SeedOpt = 0,
-    request_seed: RequestSeed = False,
-    concurrency: Concurrency = 32,
-    draft_length: DraftLength = 3,
-    output_len: OutputLen = None,
-    temperature: Temperature = 0.0,
-    ignore_eos: IgnoreEos = False,
-    warmup: Warmup = 2,
-    timeout: Timeout = None,
     score_model: Annotated[
         Optional[str],
         typer.Option(
@@ -257,9 +195,6 @@ def check_lossless(
         bool,
         typer.Option("--control", help="run the baseline twice to measure the engine's own run-to-run nondeterminism"),
     ] = False,
-    out: Annotated[
-        str, typer.Option(help="directory for baseline/, sd/ (control/) and lossless.json")
-    ] = "runs/lossless",
 ) -> None:
     """Run the same first turns with SD off and on; greedy: identical outputs? sampling: same target
     log-probability? Exit 0 when lossless, 1 when not, 3 when inconclusive (the engine is not deterministic, or
@@ -271,18 +206,21 @@ def check_lossless(
     console = make_console()
     protect_console()
     try:
-        cfg = build_config({**locals(), "max_turns": 1})
+        cfg = flags.config(**{"dataset.max_turns": 1})
         protect_console(engine_secrets(cfg.engine, os.environ) | Secrets.of(*url_secrets(baseline_url)))
         from speedbench.engines import registry
 
         registry.resolve(cfg.engine.kind)
-        console.print(f"speedbench check-lossless: engine={engine} sd={sd} k={draft_length} T={temperature} -> {out}")
+        console.print(
+            f"speedbench check-lossless: engine={flags['engine']} sd={flags['sd']} k={flags['draft_length']} "
+            f"T={flags['temperature']} -> {flags['out']}"
+        )
         result = check(cfg, baseline_url=baseline_url, score_model=score_model, control=control)
     except user_errors() as e:
         fail(one_line(e))
         return
     console.print(lossless_table(result))
-    console.print(f"written: {out}/lossless.json")
+    console.print(f"written: {flags['out']}/lossless.json")
     status = EXIT_STATUS[result["verdict"]]
     if status:
         raise typer.Exit(status)

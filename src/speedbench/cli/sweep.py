@@ -12,26 +12,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from speedbench.cli.common import fail, one_line, protect_console, user_errors
-from speedbench.cli.options import (
-    BaseUrl,
-    Breaker,
-    DraftModel,
-    EndpointOpt,
-    EngineName,
-    EngineOpt,
-    LaunchOpt,
-    MaxFailed,
-    MetricsUrl,
-    ModelOpt,
-    NumRequests,
-    RequestSeed,
-    SeedOpt,
-    ServerArg,
-    ServerBin,
-    Temperature,
-    Timeout,
-    Warmup,
-)
+from speedbench.cli.options import RUN_SETTINGS, Flags, options
+from speedbench.config.flags import Setting, by_param
+from speedbench.config.sweep import SweepConfig, pairs
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -44,52 +27,43 @@ if TYPE_CHECKING:
 # a long cell prints a line this often when the output is not a terminal (CI, nohup): alive, never spam
 HEARTBEAT_S = 60.0
 
-# flag (parameter name) -> where it goes in the sweep's TOML-shaped dict (flags are merged over the file)
-FLAG_PATHS = {
-    "engine": "run.engine.kind",
-    "base_url": "run.engine.base_url",
-    "model": "run.engine.model",
-    "metrics_url": "run.engine.metrics_url",
-    "endpoint": "run.engine.endpoint",
-    "draft_model": "run.engine.draft_model",
-    "launch": "run.engine.launch",
-    "server_bin": "run.engine.server_bin",
-    "server_arg": "run.engine.server_args",
-    "engine_opt": "run.engine.options",
-    "request_seed": "run.engine.request_seed",
-    "num_requests": "run.dataset.num_requests",
-    "max_turns": "run.dataset.max_turns",
-    "output_len": "run.output_len",
-    "temperature": "run.temperature",
-    "ignore_eos": "ignore_eos",
-    "warmup": "run.warmup",
-    "timeout": "run.timeout_s",
-    "max_failed": "run.max_failed",
-    "breaker": "run.breaker",
-    "seed": "run.seed",
-    "concurrency": "grid.concurrency",
-    "draft_length": "grid.draft_length",
-    "sd": "grid.sd",
-    "dataset": "grid.dataset",
-    "grid_opt": "grid.engine_options",
-    "baseline": "grid.baseline",
-    "repeats": "grid.repeats",
-    "url": "urls",
-    "out": "out",
-}
-# what --resume takes again: the servers' URLs (their credentials are never saved) and how to run
-RESUME_FLAGS = {
-    "resume", "base_url", "metrics_url", "url", "retry_failed", "progress", "plan", "html", "ray", "ray_resource",
-    "ray_gpus", "ray_shared_dir",
+# the base run config's flags the sweep takes (every cell's [run] settings), in help order
+RUN_FLAGS = (
+    "engine", "base_url", "model", "launch", "server_bin", "server_arg", "draft_model", "metrics_url", "endpoint",
+    "engine_opt", "num_requests", "seed", "request_seed", "max_turns", "output_len", "temperature", "warmup",
+    "timeout", "max_failed", "breaker",
+)  # fmt: skip
+# the sweep's settings with a flag: those of the base run config (under run.), the grid's and the sweep's own
+SWEEP_SETTINGS: dict[str, Setting] = {
+    **{name: Setting(f"run.{RUN_SETTINGS[name].path}", RUN_SETTINGS[name].field, RUN_SETTINGS[name].flag)
+       for name in RUN_FLAGS},
+    **by_param(SweepConfig, skip=("run",)),
 }  # fmt: skip
+# flag (parameter name) -> where it goes in the sweep's TOML-shaped dict (flags are merged over the file)
+FLAG_PATHS = {name: s.path for name, s in SWEEP_SETTINGS.items()}
+# the servers' URLs, whose credentials are never saved: --resume takes them again
+SECRET_URL_FLAGS = {name for name, s in SWEEP_SETTINGS.items() if s.flag.secret_url}
+# what --resume takes again: those URLs and how to run
+RESUME_FLAGS = {
+    "resume", "retry_failed", "progress", "plan", "html", "ray", "ray_resource", "ray_gpus", "ray_shared_dir",
+} | SECRET_URL_FLAGS  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:
     app.command()(sweep)
 
 
+@options(
+    "config", "plan", "resume", "retry_failed", "out", "concurrency", "draft_length", "sd", "dataset", "grid_opt",
+    "baseline", "repeats", "url", *RUN_FLAGS[:14], "output_len", "temperature", "ignore_eos", "warmup", "timeout",
+    "max_failed", "breaker", "progress", "ray", "ray_resource", "ray_gpus", "ray_shared_dir", "html", "adaptive",
+    "slo", "max_cells",
+    settings=SWEEP_SETTINGS,
+    but={"output_len": {"help": "max output tokens per turn, every cell (default: the engine's)"}},
+)  # fmt: skip
 def sweep(
     ctx: typer.Context,
+    flags: Flags,
     config: Annotated[
         Optional[str],
         typer.Option("--config", help="TOML file: tables grid, run (a run config), urls; key out; flags override it"),
@@ -104,78 +78,6 @@ def sweep(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="with --resume: run the failed cells again too")
     ] = False,
-    out: Annotated[Optional[str], typer.Option(help="sweep directory (default sweeps/<UTC time>-<engine>)")] = None,
-    concurrency: Annotated[
-        Optional[str], typer.Option("--concurrency", "-c", help="comma list (default 1,2,4,8,16,32,64)")
-    ] = None,
-    draft_length: Annotated[
-        Optional[str],
-        typer.Option("--draft-length", "-k", help="comma list (default 1,2,3,4,5); the baseline (k 0) is added"),
-    ] = None,
-    sd: Annotated[
-        Optional[str],
-        typer.Option(help="SD methods, comma list (default ngram); the SD-off baseline is added (--no-baseline)"),
-    ] = None,
-    dataset: Annotated[
-        list[str], typer.Option("--dataset", "-d", help="dataset (repeatable or comma list; default starter)")
-    ] = [],  # noqa: B006 - typer needs a literal default
-    grid_opt: Annotated[
-        list[str],
-        typer.Option(
-            "-G",
-            "--grid-opt",
-            help="an engine option that varies: KEY=VALUE, repeated per value (-G fail_500=0 -G fail_500=0.5)",
-        ),
-    ] = [],  # noqa: B006
-    baseline: Annotated[
-        bool, typer.Option("--baseline/--no-baseline", help="run the SD-off pair of every SD cell (default on)")
-    ] = True,
-    repeats: Annotated[
-        Optional[int],
-        typer.Option(
-            "--repeats",
-            min=1,
-            help="run every cell N times (each repeat its own engine starts); the report's intervals then include "
-            "the spread between repeats",
-        ),
-    ] = None,
-    url: Annotated[
-        list[str],
-        typer.Option(
-            "--url",
-            help="attached: one server per SD setting, SETTING=URL (none=..., ngram:k3=...; repeatable); the SD "
-            "settings are then these",
-        ),
-    ] = [],  # noqa: B006
-    engine: EngineName = "reference",
-    base_url: BaseUrl = None,
-    model: ModelOpt = None,
-    launch: LaunchOpt = False,
-    server_bin: ServerBin = None,
-    server_arg: ServerArg = [],  # noqa: B006
-    draft_model: DraftModel = None,
-    metrics_url: MetricsUrl = None,
-    endpoint: EndpointOpt = "chat",
-    engine_opt: EngineOpt = [],  # noqa: B006
-    num_requests: NumRequests = None,
-    seed: SeedOpt = 0,
-    request_seed: RequestSeed = False,
-    max_turns: Annotated[Optional[int], typer.Option(help="keep only the first N turns of each conversation")] = None,
-    output_len: Annotated[
-        Optional[int], typer.Option(help="max output tokens per turn, every cell (default: the engine's)")
-    ] = None,
-    temperature: Temperature = 0.0,
-    ignore_eos: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--ignore-eos/--no-ignore-eos",
-            help="default: on for throughput and synthetic datasets (token counts of a pair match), off otherwise",
-        ),
-    ] = None,
-    warmup: Warmup = 2,
-    timeout: Timeout = None,
-    max_failed: MaxFailed = 0.1,
-    breaker: Breaker = 10,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     ray: Annotated[
         Optional[str],
@@ -238,15 +140,13 @@ def sweep(
                     f"{flag} with --resume: a resumed sweep keeps its grid and settings (only --base-url, "
                     "--metrics-url and --url may be given again, for their credentials); start a new sweep to change it"
                 )
-            again = plan_uc.SweepConfig.model_validate(
-                _flags_dict(locals(), given & {"base_url", "metrics_url", "url"})
-            )
+            again = plan_uc.SweepConfig.model_validate(flags_dict(flags, given & SECRET_URL_FLAGS))
             the_plan, sdir, saved = plan_uc.resume_plan(resume, again)
         else:
             if retry_failed:
                 raise plan_uc.SweepConfigError("--retry-failed goes with --resume DIR")
             data = plan_uc.read_toml(config) if config is not None else {}
-            cfg = plan_uc.sweep_config(plan_uc.merge(data, _flags_dict(locals(), given)))
+            cfg = plan_uc.sweep_config(plan_uc.merge(data, flags_dict(flags, given)))
             protect_console(plan_uc.sweep_secrets(cfg))
             if adaptive or slo is not None:
                 if not (adaptive and slo):
@@ -286,7 +186,7 @@ def sweep(
         counts = saved.counts()
         console.print("resuming: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())), soft_wrap=True)
     try:
-        resources = {k: float(v) for k, v in _pairs("--ray-resource", list(ray_resource))}
+        resources = {k: float(v) for k, v in pairs("--ray-resource", list(ray_resource))}
     except ValueError:
         fail(f"--ray-resource {ray_resource}: expected NAME=AMOUNT with a number, e.g. --ray-resource node_a=1")
         return
@@ -391,55 +291,13 @@ def _given(ctx: typer.Context) -> set[str]:
     return out
 
 
-def _ints(flag: str, text: str) -> list[int]:
-    from speedbench.usecases.sweep_plan import SweepConfigError
-
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise SweepConfigError(f"{flag} {text!r}: expected integers separated by commas (e.g. 1,2,4)") from None
-
-
-def _words(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
-
-
-def _pairs(flag: str, values: list[str]) -> list[tuple[str, str]]:
-    from speedbench.usecases.sweep_plan import SweepConfigError
-
-    out = []
-    for v in values:
-        key, sep, value = v.partition("=")
-        if not sep or not key.strip():
-            raise SweepConfigError(f"{flag} {v!r}: expected KEY=VALUE")
-        out.append((key.strip(), value.strip()))
-    return out
-
-
-def _flags_dict(flags: dict[str, Any], given: set[str]) -> dict[str, Any]:
-    """The given flags as the TOML-shaped dict ``sweep_config`` reads (merged over the file's)."""
-    from speedbench.config import parse_engine_options
-
+def flags_dict(flags: Flags, given: set[str]) -> dict[str, Any]:
+    """The given flags as the TOML-shaped dict ``sweep_config`` reads (merged over the file's), each flag's text
+    parsed into its field's value."""
     out: dict[str, Any] = {}
     for name in sorted(given & set(FLAG_PATHS)):
-        value = flags[name]
-        if name in ("concurrency", "draft_length"):
-            value = _ints("--" + name.replace("_", "-"), value)
-        elif name == "sd":
-            value = _words(value)
-        elif name == "dataset":
-            value = [w for v in value for w in ([v] if os.path.exists(v) else _words(v))]
-        elif name == "engine_opt":
-            value = parse_engine_options(list(value))
-        elif name == "grid_opt":
-            grid: dict[str, list[str]] = {}
-            for key, val in _pairs("-G", list(value)):
-                grid.setdefault(key, []).append(val)
-            value = grid
-        elif name == "url":
-            value = dict(_pairs("--url", list(value)))
-        elif name == "server_arg":
-            value = list(value)
+        flag = SWEEP_SETTINGS[name].flag
+        value = flag.parse(flags[name]) if flag.parse is not None else flags[name]
         node = out
         *parents, leaf = FLAG_PATHS[name].split(".")
         for p in parents:

@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from speedbench.config import RunConfig
 from speedbench.data.sample import Sample
 from speedbench.engines.base import Engine, Request
 from speedbench.load.arrivals import ArrivalStats, arrival_offsets, ramp_offsets
@@ -57,6 +58,14 @@ class LoadSettings:
     cap: int | None = None  # open loop: most conversations in flight (None: no cap)
     ramp_up_s: float | None = None  # closed loop: the first wave's starts spread over this long
     duration_s: float | None = None  # no turn is sent after this long (None: until every conversation is done)
+
+    @classmethod
+    def of(cls, cfg: RunConfig, **resolved: Any) -> LoadSettings:
+        """A run's load settings: every field named as a RunConfig field taken from ``cfg``, the others (and any
+        the run resolves itself: the timeout, warm-up on resume, the segment, the open loop's cap) from
+        ``resolved``."""
+        taken = {f.name: getattr(cfg, f.name) for f in fields(cls) if f.name in RunConfig.model_fields}
+        return cls(**{**taken, **resolved})
 
 
 @dataclass

@@ -16,11 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from speedbench import __version__
 from speedbench.atomic import atomic_write
 from speedbench.config import RunConfig, Secrets, redact
+from speedbench.config.sweep import SweepGrid
 from speedbench.results.manifest import utc_now
 from speedbench.results.rundir import RunDirError, parse_versioned
 
@@ -37,90 +38,9 @@ CellStatus = Literal["pending", "running", "complete", "interrupted", "failed"]
 # complete: every cell complete; failed: every cell run, some failed or stopped; interrupted: stopped by a signal
 SweepStatus = Literal["created", "running", "complete", "failed", "interrupted"]
 
-DEFAULT_CONCURRENCY = (1, 2, 4, 8, 16, 32, 64)
-DEFAULT_DRAFT_LENGTH = (1, 2, 3, 4, 5)
-
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _dedupe(values: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    for v in values:
-        if v not in out:
-            out.append(v)
-    return out
-
-
-def _option_text(value: Any) -> str:
-    """An ``-E`` value as the engines read it (a string): TOML's ``1`` / ``true`` as ``-E k=1`` / ``-E k=true``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-class SweepGrid(_Frozen):
-    """The axes of a sweep.  Every SD setting (``sd`` x ``draft_length``) runs at every concurrency, on every
-    dataset, with every combination of the ``engine_options`` values; with ``baseline`` (the default) the SD-off
-    setting (sd none, k 0) runs once per (dataset, concurrency, engine options) as the pair of the SD cells; with
-    ``repeats`` R > 1 all of it R times (repeat r of an SD cell pairs with repeat r of its baseline)."""
-
-    concurrency: list[int] = Field(default_factory=lambda: list(DEFAULT_CONCURRENCY), min_length=1)
-    draft_length: list[int] = Field(default_factory=lambda: list(DEFAULT_DRAFT_LENGTH), min_length=1)
-    sd: list[str] = Field(default_factory=lambda: ["ngram"], min_length=1)
-    dataset: list[str] = Field(default_factory=lambda: ["starter"], min_length=1)
-    # -E options that vary: {key: [value, ...]}; the fixed ones are the base config's engine.options
-    engine_options: dict[str, list[str]] = Field(default_factory=dict)
-    baseline: bool = True
-    # every cell runs this many times (each repeat its own engine starts; the report pools them, docs/statistics.md)
-    repeats: int = Field(1, ge=1)
-
-    @field_validator("concurrency")
-    @classmethod
-    def _concurrency(cls, v: list[int]) -> list[int]:
-        if any(c < 1 for c in v):
-            raise ValueError(f"every concurrency must be >= 1, got {v}")
-        return _dedupe(v)
-
-    @field_validator("draft_length")
-    @classmethod
-    def _draft_length(cls, v: list[int]) -> list[int]:
-        if any(k < 1 for k in v):
-            raise ValueError(
-                f"every draft length must be >= 1, got {v} (the SD-off baseline, k 0, is added by the sweep itself)"
-            )
-        return _dedupe(v)
-
-    @field_validator("sd")
-    @classmethod
-    def _sd(cls, v: list[str]) -> list[str]:
-        if any(not m.strip() for m in v):
-            raise ValueError("an SD method name is empty")
-        return _dedupe([m.strip().lower() for m in v])
-
-    @field_validator("dataset")
-    @classmethod
-    def _dataset(cls, v: list[str]) -> list[str]:
-        if any(not d.strip() for d in v):
-            raise ValueError("a dataset name is empty")
-        return _dedupe([d.strip() for d in v])
-
-    @field_validator("engine_options", mode="before")
-    @classmethod
-    def _options(cls, v: Any) -> Any:
-        if not isinstance(v, dict):
-            return v
-        out: dict[str, list[str]] = {}
-        for key, values in v.items():
-            vals = values if isinstance(values, list) else [values]
-            if not vals:
-                raise ValueError(f"{key}: no values")
-            name = str(key).strip()
-            if not name.startswith("body."):
-                name = name.replace("-", "_")
-            out[name] = _dedupe([_option_text(x) for x in vals])
-        return out
 
 
 class CellSettings(_Frozen):

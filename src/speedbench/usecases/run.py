@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from speedbench.config import REDACTED, EngineSpec, RunConfig, engine_secrets, redact_urls
+from speedbench.config.flags import resume_changeable
 from speedbench.data.readers import content_hash, load_dataset, pick_stratified
 from speedbench.data.sample import Sample
 from speedbench.engines import registry
@@ -130,21 +131,12 @@ async def execute(
             return await execute(cfg, run_dir, samples, done, manifest, on_progress, own)
     segment = manifest.segment_after(done.values())
     assert cfg.output_len is not None
-    settings = LoadSettings(
-        concurrency=cfg.concurrency,
-        output_len=cfg.output_len,
-        temperature=cfg.temperature,
-        ignore_eos=cfg.ignore_eos,
+    settings = LoadSettings.of(
+        cfg,
         timeout_s=request_timeout(cfg, engine.capabilities.in_process),
         warmup=cfg.warmup if not done else 0,
-        seed=cfg.seed,
         segment=segment,
-        breaker=cfg.breaker,
-        request_rate=cfg.request_rate,
-        burstiness=cfg.burstiness,
         cap=cfg.concurrency if cfg.rate_cap else None,
-        ramp_up_s=cfg.ramp_up_s,
-        duration_s=cfg.duration_s,
     )
     if (cfg.client_procs > 1 or cfg.client_ray) and engine.capabilities.in_process:
         raise ValueError(
@@ -232,7 +224,7 @@ def prepare(
 ) -> tuple[RunConfig, RunDir, list[Sample], dict[tuple[str, int], RequestRecord], Manifest]:
     """Resolve dataset, run dir and (for --resume) what is already done; the manifest is built here.
 
-    ``given``: the flags the user typed, {RunConfig field: "--flag"} (``cli.options.given_flags``); on
+    ``given``: the flags the user typed, {RunConfig field: "--flag"} (``cli.options.Flags.given``); on
     ``--resume`` each is compared with the saved run: the same value is fine, a client-side setting
     (``RESUME_CHANGEABLE``) changes for the new segment and is recorded, anything else is refused."""
     if resume:
@@ -274,18 +266,10 @@ def prepare(
     return cfg, run_dir, samples, {}, Manifest.new(cfg, dataset)
 
 
-# what --resume may change: where the server is and how the client drives it (recorded per segment); any other
-# setting would make the segments unlike (another model, k, dataset, output length...), so it is refused
-RESUME_CHANGEABLE = {
-    "engine.base_url": "--base-url",
-    "engine.metrics_url": "--metrics-url",
-    "concurrency": "--concurrency",
-    "timeout_s": "--timeout",
-    "max_failed": "--max-failed",
-    "breaker": "--breaker",
-    "client_procs": "--client-procs",
-    "client_ray": "--ray",
-}
+# what --resume may change: where the server is and how the client drives it (recorded per segment; the fields
+# whose Flag says resume=True); any other setting would make the segments unlike (another model, k, dataset, output
+# length...), so it is refused
+RESUME_CHANGEABLE = resume_changeable(RunConfig)
 
 
 def _field(cfg: RunConfig, path: str) -> Any:

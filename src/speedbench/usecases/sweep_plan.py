@@ -30,21 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from speedbench.config import REDACTED, EngineSpec, RunConfig, Secrets, engine_secrets, redact, redact_urls, url_secrets
+from speedbench.config.sweep import SweepConfig, SweepConfigError
 from speedbench.data.readers import load_dataset, pick_stratified
 from speedbench.engines import registry
 from speedbench.results.rundir import RunDir, RunDirError
-from speedbench.results.sweep_manifest import (
-    CellSettings,
-    LaunchGroup,
-    SweepCell,
-    SweepDir,
-    SweepGrid,
-    SweepManifest,
-    read_sweep,
-)
+from speedbench.results.sweep_manifest import CellSettings, LaunchGroup, SweepCell, SweepDir, SweepManifest, read_sweep
 from speedbench.usecases import run as run_uc
 
 BASELINE = "none"
@@ -82,27 +75,6 @@ SET_BY_SWEEP = {
 }
 # -E keys the grid owns (the mock's k): the draft length comes from grid.draft_length
 GRID_OWNED_OPTIONS = ("k", "draft_length")
-
-
-class SweepConfigError(ValueError):
-    """A sweep configuration refused in one line naming the field."""
-
-
-class SweepConfig(BaseModel):
-    """A sweep: the grid, and the base run config every cell starts from (a RunConfig, as in a run manifest's
-    ``config``; the fields the grid sets are not given there).  Built by ``sweep_config`` from the TOML file's
-    tables with the flags merged over them."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    grid: SweepGrid = Field(default_factory=SweepGrid)
-    run: RunConfig = Field(default_factory=RunConfig)
-    # None: true for throughput and synthetic datasets (FIXED_LENGTH_PREFIXES, or every prompt of category
-    # "synthetic"), false for the others; a value: every cell
-    ignore_eos: bool | None = None
-    # attached, one server per SD setting: {"none": URL, "ngram:k3": URL, ...}; the SD settings are then its keys
-    urls: dict[str, str] = Field(default_factory=dict)
-    out: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------- configuration
