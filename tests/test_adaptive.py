@@ -1,6 +1,6 @@
-"""`speedbench sweep --adaptive --slo` (issue 13; usecases/adaptive.py, docs/model.md "Adaptive sweep"): on the mock
-with a known cost model (10 ms + 0.5 ms a token verified, acceptance 0.8/0.6/0.4, virtual clock) the adaptive loop
-finds the configuration the full grid finds, with fewer cells."""
+"""`speedbench sweep --adaptive --slo` (issue 13; usecases/sweep/adaptive.py, docs/model.md "Adaptive sweep"): on the
+mock with a known cost model (10 ms + 0.5 ms a token verified, acceptance 0.8/0.6/0.4, virtual clock) the adaptive
+loop finds the configuration the full grid finds, with fewer cells."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`speedbench sweep --ray ADDRESS` on a real Ray cluster on this machine (usecases/ray_sweep.py, docs/scale.md):
+"""`speedbench sweep --ray ADDRESS` on a real Ray cluster on this machine (usecases/sweep/ray.py, docs/scale.md):
 a head node with no CPU for tasks and a worker node started with `ray start`, each its own raylet.  The sweep's
 launch groups run on the worker; the worker's raylet is killed with SIGKILL mid-sweep, a replacement node joins,
 and the finished sweep must equal an undisturbed local one cell for cell in every non-timing figure (records,

@@ -20,8 +20,8 @@ from speedbench.config import EngineSpec, RunConfig
 from speedbench.results.loader import load_run
 from speedbench.results.rundir import RunDirError
 from speedbench.results.sweep_manifest import SweepGrid, read_sweep
-from speedbench.usecases import sweep as uc
-from speedbench.usecases import sweep_plan as plan_uc
+from speedbench.usecases.sweep import plan as plan_uc
+from speedbench.usecases.sweep import runner as uc
 
 runner = CliRunner()
 FAST = ["--engine", "mock", "-E", "step_ms=1", "-E", "ttft_ms=1", "-n", "4", "--output-len", "16"]

@@ -23,7 +23,7 @@ from speedbench.cli import app
 from speedbench.config import EngineSpec, RunConfig
 from speedbench.results.loader import RunResult, load_run
 from speedbench.results.sweep_manifest import SweepGrid, read_sweep
-from speedbench.usecases import sweep_plan as plan_uc
+from speedbench.usecases.sweep import plan as plan_uc
 
 runner = CliRunner()
 COST = ["-E", "cost=batch", "-E", "clock=virtual", "-E", "base_ms=10", "-E", "per_token_ms=0.1", "-E", "noise=0.2"]

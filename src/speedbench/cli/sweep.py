@@ -1,5 +1,5 @@
-"""``speedbench sweep``: flags (and a TOML file) -> SweepConfig (usecases/sweep_plan.py) -> the runner
-(usecases/sweep.py); plan, progress lines."""
+"""``speedbench sweep``: flags (and a TOML file) -> SweepConfig (usecases/sweep/plan.py) -> the runner
+(usecases/sweep/runner.py); plan, progress lines."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
     from speedbench.config import EngineSpec
     from speedbench.results.sweep_manifest import SweepManifest
-    from speedbench.usecases.sweep import SweepEvent
-    from speedbench.usecases.sweep_plan import SweepPlan
+    from speedbench.usecases.sweep.plan import SweepPlan
+    from speedbench.usecases.sweep.runner import SweepEvent
 
 # a long cell prints a line this often when the output is not a terminal (CI, nohup): alive, never spam
 HEARTBEAT_S = 60.0
@@ -125,8 +125,8 @@ def sweep(
     its SD-off baseline), one run directory per cell, resumable.  Exit 0 when every cell is complete, 1 when some
     cell failed, 2 for bad input, 130 when interrupted (finish with --resume DIR)."""
     from speedbench.report.console import make_console
-    from speedbench.usecases import sweep as uc
-    from speedbench.usecases import sweep_plan as plan_uc
+    from speedbench.usecases.sweep import plan as plan_uc
+    from speedbench.usecases.sweep import runner as uc
 
     console = make_console()
     protect_console()
@@ -201,7 +201,7 @@ def sweep(
         view.start()
         sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         if ray is not None:
-            from speedbench.usecases.ray_sweep import run_sweep_ray
+            from speedbench.usecases.sweep.ray import run_sweep_ray
 
             final = run_sweep_ray(
                 the_plan, sdir, manifest, ray, resources, ray_gpus, view.on_event, None, retry_failed, sigs,
@@ -245,8 +245,8 @@ def write_sweep_html(out: Path, console: Console) -> None:
 def _adaptive(cfg: Any, slo: str, max_cells: int, console: Console, progress: bool) -> None:
     from rich.markup import escape
 
-    from speedbench.usecases import adaptive as ad
-    from speedbench.usecases import sweep_plan as plan_uc
+    from speedbench.usecases.sweep import adaptive as ad
+    from speedbench.usecases.sweep import plan as plan_uc
 
     out = cfg.out or plan_uc.default_out(f"{cfg.run.engine.kind}-adaptive")
 

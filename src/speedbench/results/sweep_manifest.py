@@ -77,7 +77,7 @@ class SweepCell(_Frozen):
     output_tps: float | None = None
     output_tokens: int | None = None
     segments: int = 0  # how many times the sweep ran it (1, then +1 per resume)
-    # what the cell cost the speedbench process (usecases/sweep.py ``Usage``): CPU seconds (user + system) while it
+    # what the cell cost the speedbench process (sweep/runner.py ``Usage``): CPU seconds (user + system) while it
     # ran, summed over attempts, and the process's peak resident memory so far (MiB).  An in-process engine
     # (reference, mock) runs in this process, so its work is in these figures too.
     client_cpu_s: float | None = None

@@ -138,7 +138,7 @@ async def run_load_ray(
     address: str,
 ) -> LoadResult:
     """``run_load`` over ``procs`` Ray actors (module docstring); the parent writes every record."""
-    from speedbench.usecases.ray_sweep import connect
+    from speedbench.usecases.sweep.ray import connect
 
     ray = connect(address, "run --ray")
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

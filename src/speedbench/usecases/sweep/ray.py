@@ -34,8 +34,8 @@ from speedbench.results.manifest import utc_now
 from speedbench.results.rundir import RunDir
 from speedbench.results.sweep_manifest import SweepDir, SweepManifest
 from speedbench.usecases import run as run_uc
-from speedbench.usecases.sweep import SIGNAL_CAUSE, Stop, SweepEvent, SweepRunner, Usage, _error_line
-from speedbench.usecases.sweep_plan import Group, SweepPlan
+from speedbench.usecases.sweep.plan import Group, SweepPlan
+from speedbench.usecases.sweep.runner import SIGNAL_CAUSE, Stop, SweepEvent, SweepRunner, Usage, error_line
 
 MAX_RETRIES = 3  # attempts of a group's task after the first (a lost node or worker)
 POLL_S = 0.5
@@ -89,7 +89,7 @@ def run_group_task(payload: dict[str, Any]) -> dict[str, Any]:
                     cfg, run_dir, samples, done, manifest = run_uc.prepare(cfg, None, {})
                     entry["outcome"] = await run_uc.execute(cfg, run_dir, samples, done, manifest, engine=engine)
                 except Exception as e:  # the cell's run raised: recorded, the group goes on
-                    entry["error"] = _error_line(e)
+                    entry["error"] = error_line(e)
                 now = Usage.now()
                 entry |= {
                     "files": _read_dir(out) if shared is None else {},
@@ -104,7 +104,7 @@ def run_group_task(payload: dict[str, Any]) -> dict[str, Any]:
         asyncio.run(main())
         start_error = None
     except Exception as e:
-        start_error = f"engine start failed: {_error_line(e)}" if "startup_s" not in started else _error_line(e)
+        start_error = f"engine start failed: {error_line(e)}" if "startup_s" not in started else error_line(e)
     finally:
         log = _read_dir(tmp / "group")
         if shared is None:
@@ -301,7 +301,7 @@ def _drive(
             try:
                 out = ray.get(f)
             except Exception as e:  # every attempt failed (nodes lost, the task crashed)
-                runner.fail_group(cells, f"ray task failed after {retries + 1} attempts: {_error_line(e)}")
+                runner.fail_group(cells, f"ray task failed after {retries + 1} attempts: {error_line(e)}")
                 continue
             runner.apply(group, cells, out)
     done = all(c.status == "complete" for c in runner.manifest.cells)

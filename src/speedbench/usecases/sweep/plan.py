@@ -1,5 +1,5 @@
 """A sweep's configuration, grid and plan (docs/sweep.md): what ``speedbench sweep`` will run, built and checked
-before anything starts; usecases/sweep.py runs it.
+before anything starts; usecases/sweep/runner.py runs it.
 
 ``SweepConfig`` is the grid plus the base run config every cell starts from (flags merged over a TOML file);
 ``expand`` turns it into cells and launch groups; ``build_plan`` reads the datasets, builds (without starting)

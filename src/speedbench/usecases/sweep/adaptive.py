@@ -19,8 +19,8 @@ from typing import Any
 from speedbench.analysis.slo import SloAnswer, answer_slo, parse_slo
 from speedbench.analysis.speedup_model import BASELINE, CellObs, ModelError, fit, sweep_observations
 from speedbench.atomic import atomic_write
-from speedbench.usecases import sweep as runner
-from speedbench.usecases import sweep_plan as plan_uc
+from speedbench.usecases.sweep import plan as plan_uc
+from speedbench.usecases.sweep import runner
 
 ADAPTIVE_FILE = "adaptive.json"
 

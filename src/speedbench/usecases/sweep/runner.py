@@ -1,5 +1,5 @@
 """``speedbench sweep``: running a planned grid of ordinary runs (docs/sweep.md); the plan is
-usecases/sweep_plan.py.
+usecases/sweep/plan.py.
 
 Each cell is an ordinary run directory ``<sweep>/cells/<cell id>/`` written through usecases/run.py
 (``prepare`` / ``execute`` / ``finish``), so every tool that reads runs reads it; ``<sweep>/sweep.json``
@@ -29,7 +29,7 @@ from speedbench.results.manifest import Manifest, utc_now
 from speedbench.results.rundir import RunDir, RunDirError
 from speedbench.results.sweep_manifest import SweepDir, SweepManifest
 from speedbench.usecases import run as run_uc
-from speedbench.usecases.sweep_plan import Group, SweepPlan
+from speedbench.usecases.sweep.plan import Group, SweepPlan
 
 # exit statuses of `speedbench sweep` (docs/sweep.md)
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -159,7 +159,7 @@ class Usage:
         return cls(u.ru_utime + u.ru_stime, u.ru_maxrss / per_mib)
 
 
-def _error_line(e: BaseException) -> str:
+def error_line(e: BaseException) -> str:
     text = str(e).splitlines()[0] if str(e) else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
@@ -261,7 +261,7 @@ class SweepRunner:
         except Interrupted:
             raise
         except Exception as e:  # the engine did not start: every cell of the group fails with the cause
-            cause = f"engine start failed: {_error_line(e)}"
+            cause = f"engine start failed: {error_line(e)}"
             self._save(self.manifest.with_group(group.id, starts=starts, start_error=cause))
             for cid in cells:
                 self.finished.add(cid)
@@ -344,7 +344,7 @@ class SweepRunner:
             self.finished.add(cid)
             self._save(
                 self.manifest.with_cell(
-                    cid, status="failed", cause=_error_line(e), finished_utc=utc_now(), duration_s=spent(), **cost()
+                    cid, status="failed", cause=error_line(e), finished_utc=utc_now(), duration_s=spent(), **cost()
                 )
             )
             self.emit("cell_done", cell=cid)
