@@ -221,7 +221,6 @@ class RunConfig(BaseModel):
         ),
     ] = Field(1.0, gt=0)
     rate_cap: bool = False
-    label: Annotated[str | None, Flag("--label", help="a note kept with the run's config in manifest.json")] = None
     # closed loop: the first wave's starts spread over this long
     ramp_up_s: Annotated[
         float | None, Flag("--ramp-up", help="closed loop: spread the first wave's starts over this many seconds")
