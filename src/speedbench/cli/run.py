@@ -49,7 +49,7 @@ def run(
 
     from speedbench.config import engine_secrets
     from speedbench.report.console import make_console, print_summary
-    from speedbench.usecases.run import Outcome, execute, failure_verdict, finish, prepare, retryable
+    from speedbench.usecases import run as uc
 
     console = make_console()
     protect_console()  # URLs' userinfo never printed; the run's secret values join once known
@@ -63,88 +63,72 @@ def run(
             from speedbench.engines import registry
 
             registry.resolve(cfg.engine.kind)  # fail fast on a bad engine name
-        cfg, run_dir, samples, done, manifest = prepare(cfg, resume, given)
-        protect_console(run_dir.secrets)  # a resumed run's: its saved api_key_env, the URLs it was given again
     except user_errors() as e:
         fail(one_line(e))
         return
 
     bar: Any = None
     task_id: Any = None
-    if progress and console.is_terminal:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    started: list[uc.Started] = []
 
-        bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[live]}"),
-            console=console,
-        )
-        total = sum(len(s.turns) for s in samples)
-        task_id = bar.add_task(f"{cfg.engine.kind}", total=total, live="")
+    def on_start(run: uc.Started) -> None:
+        nonlocal bar, task_id
+        started.append(run)
+        protect_console(run.run_dir.secrets)  # a resumed run's: its saved api_key_env, the URLs it was given again
+        print_start(run, resume is not None, console)
+        if progress and console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[live]}"),
+                console=console,
+            )
+            task_id = bar.add_task(f"{run.cfg.engine.kind}", total=run.turns, live="")
+            bar.start()
 
     def on_progress(p: Any) -> None:
         if bar is not None:
             bar.update(task_id, completed=p.done, live=p.line())
 
-    async def main() -> Outcome:
+    async def main() -> uc.Ended:
         loop = asyncio.get_running_loop()
         me = asyncio.current_task()
         assert me is not None
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a closed terminal interrupts cleanly too
             loop.add_signal_handler(sig, me.cancel)
-        return await execute(cfg, run_dir, samples, done, manifest, on_progress)
+        return await uc.run(cfg, resume, given, on_start=on_start, on_progress=on_progress)
 
-    sd_text = f" sd={cfg.engine.sd}" if cfg.engine.sd else ""
-    console.print(
-        f"speedbench run: engine={cfg.engine.kind}{sd_text} dataset={cfg.dataset.name} "
-        f"conversations={len(samples)} concurrency={cfg.concurrency} k={cfg.draft_length} "
-        f"output_len={cfg.output_len} -> {run_dir.path}"
-    )
-    if resume is not None:
-        retry = sum(1 for r in done.values() if r.error is not None and retryable(r))
-        change = manifest.segment_changes[-1] if manifest.segment_changes else None
-        changed = (
-            "; changed for this segment: " + ", ".join(f"{k} {v[0]!r} -> {v[1]!r}" for k, v in change.changes.items())
-            if change is not None and change.segment == manifest.next_segment
-            else ""
-        )
-        console.print(
-            escape(f"resuming: {len(done) - retry} turns kept, {retry} failed turns to retry{changed}"), soft_wrap=True
-        )
-    outcome: Outcome = "interrupted"
     try:
-        if bar is not None:
-            bar.start()
-        outcome = asyncio.run(main())
-    except asyncio.CancelledError:
-        outcome = "interrupted"
+        end = asyncio.run(main())
+    except asyncio.CancelledError:  # a signal as the run ended: what it wrote stands
+        if not started:
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        end = started[0].end("interrupted")
     except user_errors() as e:
         fail(one_line(e))
         return
     finally:
         if bar is not None:
             bar.stop()
-    result = finish(run_dir)
-    summary = result.summary
+    run_dir, outcome, summary, verdict = end.run_dir, end.outcome, end.result.summary, end.verdict
     print_summary(summary, console)
-    print_arrivals(result.manifest.arrivals, console)
+    print_arrivals(end.result.manifest.arrivals, console)
     console.print(f"run directory: {run_dir.path}")
-    verdict = failure_verdict(cfg, result.records)
     if verdict is not None:
         console.print(escape(verdict), style="bold red", soft_wrap=True)
-    again = sum(1 for r in result.records if r.error is not None and retryable(r))
-    if again and outcome == "complete":
+    if end.retryable_failures and outcome == "complete":
         console.print(
-            f"{again} failed turns are transport or server failures: speedbench run --resume {run_dir.path} "
-            "sends them again (the failed attempts stay in records.jsonl as history)",
+            f"{end.retryable_failures} failed turns are transport or server failures: speedbench run --resume "
+            f"{run_dir.path} sends them again (the failed attempts stay in records.jsonl as history)",
             style="yellow",
             soft_wrap=True,
         )
     if outcome != "complete":
-        cause = result.manifest.stop_cause or "interrupted"
+        cause = end.result.manifest.stop_cause or "interrupted"
         console.print(
             escape(
                 f"run INTERRUPTED: {cause}. {summary.overall.requests + summary.overall.errors} finished records "
@@ -156,6 +140,31 @@ def run(
         raise typer.Exit(EXIT_STOPPED if outcome == "stopped" else EXIT_INTERRUPTED)
     if verdict is not None:
         raise typer.Exit(EXIT_FAILED)
+
+
+def print_start(run: Any, resuming: bool, console: Any) -> None:
+    """The run's first line (what runs where), and on --resume what is kept, retried and changed."""
+    from rich.markup import escape
+
+    cfg, manifest = run.cfg, run.manifest
+    sd_text = f" sd={cfg.engine.sd}" if cfg.engine.sd else ""
+    console.print(
+        f"speedbench run: engine={cfg.engine.kind}{sd_text} dataset={cfg.dataset.name} "
+        f"conversations={len(run.samples)} concurrency={cfg.concurrency} k={cfg.draft_length} "
+        f"output_len={cfg.output_len} -> {run.run_dir.path}"
+    )
+    if resuming:
+        retry = run.to_retry
+        change = manifest.segment_changes[-1] if manifest.segment_changes else None
+        changed = (
+            "; changed for this segment: " + ", ".join(f"{k} {v[0]!r} -> {v[1]!r}" for k, v in change.changes.items())
+            if change is not None and change.segment == manifest.next_segment
+            else ""
+        )
+        console.print(
+            escape(f"resuming: {len(run.done) - retry} turns kept, {retry} failed turns to retry{changed}"),
+            soft_wrap=True,
+        )
 
 
 def print_arrivals(arrivals: list[dict[str, Any]], console: Any) -> None:

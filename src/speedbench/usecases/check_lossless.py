@@ -19,7 +19,7 @@ from speedbench.data.sample import Sample
 from speedbench.engines import registry
 from speedbench.metrics.models import RunSummary
 from speedbench.records import RequestRecord
-from speedbench.usecases.run import execute, finish, prepare
+from speedbench.usecases.run import run
 
 
 def pair_configs(cfg: RunConfig, baseline_url: str | None) -> tuple[RunConfig, RunConfig]:
@@ -45,10 +45,8 @@ def pair_configs(cfg: RunConfig, baseline_url: str | None) -> tuple[RunConfig, R
 
 
 def run_one(cfg: RunConfig) -> tuple[RunSummary, list[RequestRecord], list[Sample]]:
-    cfg, run_dir, samples, done, manifest = prepare(cfg, None)
-    asyncio.run(execute(cfg, run_dir, samples, done, manifest))
-    result = finish(run_dir)
-    return result.summary, result.records, samples
+    end = asyncio.run(run(cfg))
+    return end.result.summary, end.result.records, end.started.samples
 
 
 # The verdicts and the exit status of `speedbench check-lossless` for each (docs/engines.md).

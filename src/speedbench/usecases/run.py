@@ -1,7 +1,10 @@
 """One benchmark run: dataset -> engine -> load generator -> run directory -> summary.
 
-Used by ``speedbench run``, ``check-lossless`` and tests; ``report`` recomputes summaries from the run
-directory alone through ``results.loader.load_run``.
+``run`` is the entry point (``speedbench run``, ``check-lossless``, tests): ``prepare`` (dataset, run directory,
+``--resume``), ``execute`` (the engine and the load), ``finish`` (the summary from the directory alone), with a
+``Started`` handed to the caller before the load and an ``Ended`` returned.  The sweep runner drives the three
+steps itself (its stop guard sits between them).  ``report`` recomputes summaries from the run directory alone
+through ``results.loader.load_run``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import dataclasses
 import datetime as dt
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -373,3 +376,67 @@ def finish(run_dir: RunDir) -> RunResult:
     result = load_run(run_dir.path)
     run_dir.write_summary(result.summary)
     return result
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a run ended and what it left: the run directory read back (``finish``), the failure verdict (None: a
+    usable run), and how many failed turns ``--resume`` would send again."""
+
+    outcome: Outcome
+    started: Started
+    result: RunResult
+    verdict: str | None
+    retryable_failures: int
+
+    @property
+    def run_dir(self) -> RunDir:
+        return self.started.run_dir
+
+
+@dataclass(frozen=True)
+class Started:
+    """A run about to send its load: its resolved config, directory, conversations, the turns already done
+    (``--resume``) and its manifest."""
+
+    cfg: RunConfig
+    run_dir: RunDir
+    samples: list[Sample]
+    done: dict[tuple[str, int], RequestRecord]
+    manifest: Manifest
+
+    @property
+    def turns(self) -> int:
+        return sum(len(s.turns) for s in self.samples)
+
+    @property
+    def to_retry(self) -> int:
+        """Failed turns on disk that this segment sends again."""
+        return sum(1 for r in self.done.values() if r.error is not None and retryable(r))
+
+    def end(self, outcome: Outcome) -> Ended:
+        """Finish the run directory (summary.json/csv from the records) and say how the run ended."""
+        result = finish(self.run_dir)
+        again = sum(1 for r in result.records if r.error is not None and retryable(r))
+        return Ended(outcome, self, result, failure_verdict(self.cfg, result.records), again)
+
+
+async def run(
+    cfg: RunConfig,
+    resume: str | None = None,
+    given: Mapping[str, str] | None = None,
+    *,
+    engine: Engine | None = None,
+    on_start: Callable[[Started], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Ended:
+    """One run end to end: prepare (or reopen with ``resume``; ``given``: the flags typed, compared with the
+    saved run), tell ``on_start``, run the load (``engine``: an already started one, else built here), finish.
+    A bad input raises before ``on_start``; the records are kept whatever the outcome."""
+    started = Started(*prepare(cfg, resume, given))
+    if on_start is not None:
+        on_start(started)
+    outcome = await execute(
+        started.cfg, started.run_dir, started.samples, started.done, started.manifest, on_progress, engine
+    )
+    return started.end(outcome)
