@@ -54,7 +54,7 @@ import numpy as np
 
 from speedbench.config import EngineSpec
 from speedbench.data.sample import Sample
-from speedbench.engines.openai_http import OpenAIEngine
+from speedbench.engines.openai import OpenAIEngine
 from speedbench.load.generator import LoadSettings, run_load
 from speedbench.metrics.aggregate import summarize
 from speedbench.metrics.latency import step_times_s

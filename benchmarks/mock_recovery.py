@@ -19,7 +19,7 @@ import sys
 from speedbench.config import EngineSpec
 from speedbench.data.sample import Sample
 from speedbench.engines.mock import MockEngine, MockSettings
-from speedbench.engines.openai_http import OpenAIEngine
+from speedbench.engines.openai import OpenAIEngine
 from speedbench.load.generator import LoadSettings, run_load
 from speedbench.metrics.aggregate import summarize
 

@@ -1,6 +1,7 @@
 """Engine adapters without the real engines: wire formats of SGLang and TensorRT-LLM (fixtures written
-from their sources, tests/fixtures/engines/README.md has the arithmetic), llama.cpp and vLLM parsing,
-the command lines --launch builds, and the launch lifecycle against a stand-in server."""
+from their sources, tests/fixtures/engines/README.md has the arithmetic), llama.cpp and vLLM parsing (vLLM's
+dialect against the generic client), the command lines --launch builds, and the launch lifecycle against a
+stand-in server."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ import pytest
 from aiohttp import web
 
 from speedbench.config import EngineSpec
+from speedbench.engines import openai_http, registry
 from speedbench.engines.base import Request
 from speedbench.engines.errors import EngineStartError
 from speedbench.engines.llamacpp import LlamaCppEngine, parse_llamacpp_timings
+from speedbench.engines.openai import OpenAIEngine
+from speedbench.engines.openai_http import OpenAIClient
 from speedbench.engines.sglang import SGLangEngine, parse_sglang_counters, parse_sglang_details
 from speedbench.engines.trtllm import TRTLLMEngine, parse_trtllm_counters, stats_from_avg
 from speedbench.engines.vllm import VLLMEngine
@@ -446,3 +450,38 @@ def test_launch_health_timeout_and_sigint_stop_the_server(tmp_path):
     while _alive(server_pid) and time.time() < deadline:
         time.sleep(0.1)
     assert not _alive(server_pid)
+
+
+# ---- vLLM's dialect on the shared client: the generic client reads none of it ------------------------------
+
+
+class PlainOpenAI(OpenAIClient):
+    """The shared client with no dialect, as a plain OpenAI-compatible server's adapter would be."""
+
+    name = "plain"
+    capabilities = registry.declared("openai")  # token ids declared: still not asked for without a field
+
+
+@pytest.mark.parametrize("engine_cls", [VLLMEngine, OpenAIEngine])
+def test_vllm_dialect_reads_token_ids_per_request_stats_and_counters(engine_cls):
+    (rec, counters, eng), seen = _stream_through(engine_cls, "vllm_chat_stream.txt", "/metrics", "vllm_metrics.txt")
+    assert seen[0]["return_token_ids"] is True
+    assert rec.ok and rec.completion_tokens == 12 and rec.chunk_tokens == [1, 4, 1, 2, 3, 1]
+    assert rec.output_token_ids == list(range(101, 113))
+    sd = rec.sd
+    assert (sd.steps, sd.accepted, sd.drafted, sd.histogram) == (5, 6, 15, [2, 1, 1, 1])
+    assert sd.per_position == [3, 2, 1] and sd.source == "per_request" and sd.inferred == []
+    d = counter_delta(ZERO, counters)
+    assert (d.steps, d.accepted, d.drafted, d.per_position) == (5, 6, 15, [3, 2, 1])
+
+
+def test_the_generic_client_reads_no_vllm_fields_from_the_same_stream():
+    (rec, counters, eng), seen = _stream_through(PlainOpenAI, "vllm_chat_stream.txt", "/metrics", "vllm_metrics.txt")
+    assert "return_token_ids" not in seen[0]
+    # the stream's shared parts are read as before: chunks, text, token ids where a choice carries them, usage
+    assert rec.ok and rec.completion_tokens == 12 and rec.chunk_tokens == [1, 4, 1, 2, 3, 1]
+    assert rec.output_text == "The quick brown fox jumps over the lazy dog. The end"
+    assert rec.output_token_ids == list(range(101, 113))
+    # vLLM's metrics.speculative_decoding and vllm:spec_decode_* counters are not
+    assert rec.sd is None and counters is None and eng.counter_error.endswith(": no SD counters known")
+    assert not hasattr(openai_http, "parse_vllm_sd") and PlainOpenAI.counter_prefix is None

@@ -9,7 +9,7 @@ from conftest import make_samples, serve_mock
 from speedbench.config import EngineSpec
 from speedbench.engines.base import Request
 from speedbench.engines.mock import MockSettings, MockSimulator, prompt_key
-from speedbench.engines.openai_http import OpenAIEngine
+from speedbench.engines.openai import OpenAIEngine
 from speedbench.load.generator import LoadSettings, run_load, send
 from speedbench.metrics.aggregate import summarize
 

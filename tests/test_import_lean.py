@@ -30,8 +30,9 @@ def test_import_speedbench_pulls_no_engine_library():
     mods = _modules(
         "import speedbench, speedbench.usecases.run, speedbench.engines.registry, speedbench.engines.mock, "
         "speedbench.engines.openai_http, speedbench.engines.mock_server, speedbench.engines.reference, "
-        "speedbench.engines.hf_models, speedbench.engines.vllm, speedbench.engines.llamacpp, "
-        "speedbench.engines.sglang, speedbench.engines.trtllm, speedbench.usecases.check_lossless, "
+        "speedbench.engines.hf_models, speedbench.engines.openai, speedbench.engines.vllm, "
+        "speedbench.engines.llamacpp, speedbench.engines.sglang, speedbench.engines.trtllm, "
+        "speedbench.usecases.check_lossless, "
         "speedbench.analysis.lossless, speedbench.models, speedbench.prompts, speedbench.extras, "
         "speedbench.data.readers, speedbench.data.builders.speed_bench, "
         "speedbench.data.builders.resolvers, speedbench.data.builders.tokens, "

@@ -3,13 +3,13 @@
 import asyncio
 
 from conftest import make_samples
-from speedbench.engines.base import Capabilities, Request
+from speedbench.engines.base import Capabilities, EngineBase, Request
 from speedbench.load.generator import LoadSettings, run_load
 from speedbench.load.seeds import request_seed
 from speedbench.records import Event
 
 
-class ScriptedEngine:
+class ScriptedEngine(EngineBase):
     name = "scripted"
     capabilities = Capabilities()
 

@@ -7,7 +7,7 @@ import pytest
 from conftest import make_samples, serve_mock
 from speedbench.config import EngineSpec
 from speedbench.engines.mock import MockEngine, MockSettings
-from speedbench.engines.openai_http import OpenAIEngine
+from speedbench.engines.openai import OpenAIEngine
 from speedbench.load.generator import LoadSettings, run_load
 from speedbench.metrics.aggregate import summarize
 

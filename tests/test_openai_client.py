@@ -10,8 +10,9 @@ from speedbench.config import EngineSpec
 from speedbench.engines.base import Request
 from speedbench.engines.mock import MockSettings, MockSimulator, prompt_key
 from speedbench.engines.mock_server import create_app
-from speedbench.engines.openai_http import OpenAIEngine, parse_vllm_sd
+from speedbench.engines.openai import OpenAIEngine
 from speedbench.engines.prometheus import parse_sd_counters
+from speedbench.engines.vllm import parse_vllm_sd
 from speedbench.load.generator import send
 
 

@@ -12,7 +12,7 @@ from aiohttp import web
 from speedbench.config import EngineSpec
 from speedbench.data.sample import Sample
 from speedbench.engines.llamacpp import LlamaCppEngine
-from speedbench.engines.openai_http import OpenAIEngine
+from speedbench.engines.openai import OpenAIEngine
 from speedbench.load.generator import LoadSettings, run_load
 
 PORTS = web.AppKey("ports", list)

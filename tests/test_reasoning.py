@@ -20,7 +20,7 @@ from conftest import serve_mock, speedbench_cmd
 from speedbench.config import EngineSpec
 from speedbench.engines.base import Request
 from speedbench.engines.mock import token_text
-from speedbench.engines.openai_http import OpenAIEngine
+from speedbench.engines.openai import OpenAIEngine
 from speedbench.engines.options import with_thinking
 from speedbench.load.generator import send
 

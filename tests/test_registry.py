@@ -61,7 +61,7 @@ def test_static_facts_come_from_the_registry_without_importing_engines():
 
 
 def test_an_option_that_changes_a_capability_is_computed_per_instance():
-    from speedbench.engines.openai_http import OpenAIEngine
+    from speedbench.engines.openai import OpenAIEngine
 
     plain = MockEngine(EngineSpec(kind="mock"))
     quiet = MockEngine(EngineSpec(kind="mock", options={"per_request_stats": "false"}))

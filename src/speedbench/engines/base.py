@@ -4,12 +4,13 @@ Every engine class is built from one typed argument, ``EngineClass(spec: EngineS
 static capabilities are declared once, in its registry entry (engines/registry.py: `speedbench engines`
 and `--help` read them without importing the engine); the class refers to that entry, and an engine whose
 ``-E`` options change a capability computes its instance's capabilities once from the spec
-(``capabilities_for``).
+(``capabilities_for``).  ``EngineBase`` gives the protocol's two members with a default (``clock_ns``,
+``preconnect``); every built-in engine derives from it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -68,13 +69,20 @@ class Request:
 @runtime_checkable
 class Engine(Protocol):
     """Built as ``EngineClass(spec)``; ``start()`` once, then any number of runs (``stream`` and
-    ``counters``), then ``close()``."""
+    ``counters``), then ``close()``.  ``clock_ns`` and ``preconnect`` have defaults in ``EngineBase``."""
 
     name: str
     capabilities: Capabilities
     counter_error: str | None  # why the latest counters() returned None (None after one that did not)
+    # the engine's own clock when it simulates time (the mock's -E clock=virtual); None: the wall clock
+    # (time.perf_counter_ns).  Every timestamp of a run is read from it (load/generator.clock_of)
+    clock_ns: Callable[[], int] | None
 
     async def start(self) -> None: ...
+
+    async def preconnect(self, n: int) -> int:
+        """Open up to ``n`` kept-alive connections before the measured window; how many opened (0: none kept)."""
+        ...
 
     def stream(self, request: Request) -> AsyncIterator[Event]:
         """Yield chunk events then one final event; raise RequestError on failure."""
@@ -89,3 +97,12 @@ class Engine(Protocol):
     def describe(self) -> dict[str, Any]:
         """Engine facts for the manifest (versions, resolved options, ``sd`` and the effective ``k``)."""
         ...
+
+
+class EngineBase:
+    """The defaults of the Engine protocol's optional members: the wall clock, no connections kept to open."""
+
+    clock_ns: Callable[[], int] | None = None
+
+    async def preconnect(self, n: int) -> int:
+        return 0

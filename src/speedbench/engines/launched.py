@@ -19,7 +19,7 @@ from pydantic import Field
 
 from speedbench.config import EngineSpec
 from speedbench.engines.errors import EngineStartError
-from speedbench.engines.openai_http import OpenAIEngine, OpenAIOptions, root_url
+from speedbench.engines.openai_http import OpenAIClient, OpenAIOptions, root_url
 from speedbench.engines.server_process import ServerProcess, free_port
 
 DEFAULT_MAX_CONCURRENCY = 32
@@ -32,7 +32,7 @@ class LaunchedOptions(OpenAIOptions):
     port: int = Field(0, ge=0, le=65535)  # 0: a free loopback port
 
 
-class LaunchedEngine(OpenAIEngine):
+class LaunchedEngine(OpenAIClient):
     """An OpenAI-compatible engine server that speedbench may start (``spec.launch``) or attach to.
     A launched server is sized for ``spec.max_concurrency`` and serves every run until ``close()``."""
 

@@ -26,7 +26,7 @@ import hashlib
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from speedbench.config import EngineSpec
 from speedbench.engines import registry
-from speedbench.engines.base import Request, check_sd
+from speedbench.engines.base import EngineBase, Request, check_sd
 from speedbench.engines.options import parse_options
 from speedbench.prompts import render_completion_prompt
 from speedbench.records import Event, RequestError, SDCounterTotals, SDStats
@@ -280,7 +280,7 @@ async def sleep_until(deadline: float) -> None:
     await asyncio.sleep(delay if delay > 0 else 0)  # always yield so other requests progress
 
 
-class MockEngine:
+class MockEngine(EngineBase):
     """In-process simulated engine: the same simulation as serve-mock, without HTTP.
 
     ``--sd none`` simulates SD off (k = 0: one token per step, nothing drafted); any other known method
@@ -307,9 +307,7 @@ class MockEngine:
         self._steps: list[tuple[int, float, float]] = []  # (batch size, duration ms, end ms) per step
         # clock=virtual: the load generator reads this clock instead of the wall clock (load/generator.clock_of),
         # so every timestamp of the run is modelled time and no figure depends on how busy the machine is
-        self.clock_ns: Callable[[], int] | None = (
-            (lambda: int(round(self._vclock_ms * 1_000_000))) if self.settings.clock == "virtual" else None
-        )
+        self.clock_ns = (lambda: int(round(self._vclock_ms * 1_000_000))) if self.settings.clock == "virtual" else None
         self._noise = random.Random(f"{self.settings.seed}:step-noise:k{self.settings.k}")
         self._in_flight = 0  # requests being streamed now (batch_nondeterminism)
         # -E per_request_stats=false: the engine reports no per-request SD stats (computed once, here)

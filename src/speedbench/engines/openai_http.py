@@ -1,8 +1,11 @@
-"""The shared OpenAI-compatible streaming client (``--engine openai``).
+"""The shared OpenAI-compatible streaming client: what every OpenAI-compatible server shares.
 
-One aiohttp session per started engine (one run, or several in a row).  Engine adapters for vLLM, SGLang,
-TensorRT-LLM and llama.cpp subclass OpenAIEngine and override only ``payload`` (request body extras) and
-``parse_sd`` (their per-request SD stats), plus ``counter_prefix`` / ``metrics_path`` for /metrics.
+One aiohttp session per started engine (one run, or several in a row).  Every HTTP engine subclasses
+``OpenAIClient`` (``--engine openai`` and vLLM through vLLM's dialect, engines/vllm.py; SGLang, TensorRT-LLM and
+llama.cpp through ``LaunchedEngine``) and overrides only the hooks: ``payload`` (request body extras),
+``parse_sd`` / ``finish_sd`` (their per-request SD stats, with a per-request ``state`` dict), ``parse_counters``,
+``counter_prefix`` / ``metrics_path`` for /metrics, ``token_ids_field``.  The client itself reads no engine's
+SD figures: a server's stream gives its chunks, text, usage and finish reason, and SD stats only through a hook.
 
 Options (``-E``, typed in ``OpenAIOptions``): ``chunks_are_steps`` (the engine's declared value), ``api_token``
 (the API key itself instead of ``$OPENAI_API_KEY``; redacted in the run directory), ``enable_thinking`` (sent as
@@ -16,8 +19,9 @@ key (HTTP has one Authorization header); URLs in messages (start errors, request
 or print scrub their values (config.Secrets).
 
 Token counting: a chunk's tokens are ``len(choice.token_ids)`` when the server returns token
-ids (vLLM's ``return_token_ids``); otherwise a chunk with text counts as one token and the
-record is marked ``chunk_tokens_exact=False`` unless the server's usage total confirms it.
+ids (asked for with ``token_ids_field`` when the engine declares ``token_ids``: vLLM's ``return_token_ids``);
+otherwise a chunk with text counts as one token and the record is marked ``chunk_tokens_exact=False`` unless the
+server's usage total confirms it.
 
 Reasoning models: a chat delta's thinking (``delta.reasoning``, newer vLLM; ``delta.reasoning_content``, SGLang and
 older vLLM; one of them when both come) is output like ``content``: counted and timed by the same rule, yielded as
@@ -36,49 +40,15 @@ import aiohttp
 import orjson
 
 from speedbench.config import REDACTED, EngineSpec, engine_secrets, has_userinfo, redact_urls
-from speedbench.engines import registry
-from speedbench.engines.base import Request, check_sd
+from speedbench.engines.base import Capabilities, EngineBase, Request, check_sd
 from speedbench.engines.errors import EngineStartError
 from speedbench.engines.options import EngineOptions, parse_options, split_body, with_thinking
 from speedbench.engines.prometheus import parse_sd_counters
 from speedbench.prompts import render_completion_prompt
-from speedbench.records import Event, RequestError, SDStats, per_position_from_histogram
+from speedbench.records import Event, RequestError, SDStats
 
 json_loads = orjson.loads
 JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-def _int(d: dict[str, Any], *keys: str) -> int | None:
-    for k in keys:
-        v = d.get(k)
-        if v is not None:
-            return int(v)
-    return None
-
-
-def parse_vllm_sd(m: dict[str, Any] | None, k: int | None) -> SDStats | None:
-    """vLLM's per-request ``metrics.speculative_decoding`` -> SDStats (source per_request)."""
-    if not m:
-        return None
-    steps = _int(m, "num_spec_steps", "num_drafts")
-    drafted = _int(m, "num_draft_tokens")
-    accepted = _int(m, "num_accepted_draft_tokens", "num_accepted_tokens")
-    if steps is None or drafted is None or accepted is None:
-        return None
-    raw_hist = m.get("acceptance_histogram") or []
-    if isinstance(raw_hist, dict):
-        size = max(int(x) for x in raw_hist) + 1 if raw_hist else 0
-        hist = [0] * size
-        for key, v in raw_hist.items():
-            hist[int(key)] = int(v)
-    else:
-        hist = [int(v) for v in raw_hist]
-    per_pos = [int(v) for v in m.get("num_accepted_tokens_per_pos") or []]
-    if not per_pos and hist:
-        per_pos = per_position_from_histogram(hist)
-    return SDStats(
-        drafted=drafted, accepted=accepted, steps=steps, per_position=per_pos, histogram=hist, source="per_request"
-    )
 
 
 class Chunk(NamedTuple):
@@ -123,12 +93,14 @@ class OpenAIOptions(EngineOptions):
     enable_thinking: bool | None = None
 
 
-class OpenAIEngine:
-    name = "openai"
-    counter_prefix = "vllm:spec_decode_"
+class OpenAIClient(EngineBase):
+    """The streaming client every HTTP engine is built on; a subclass names itself and its ``capabilities``."""
+
+    name: str
+    capabilities: Capabilities
+    counter_prefix: str | None = None  # the /metrics SD counter family in vLLM's shape (prometheus.py); None: none
     metrics_path = "/metrics"  # default --metrics-url under the server's root
-    # what the client can read when the server offers it (vLLM does all of these)
-    capabilities = registry.declared("openai")
+    token_ids_field: str | None = None  # the request field asking for token ids, sent when capabilities.token_ids
     Options: type[OpenAIOptions] = OpenAIOptions
     # idle pooled connections are dropped after this; keep it below the server's own keep-alive timeout
     # (llama-server closes idle connections after 5 s) so a request never goes out on a closing socket
@@ -311,8 +283,8 @@ class OpenAIEngine:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        if self.capabilities.token_ids:  # vLLM's extension; servers without it do not get it
-            body["return_token_ids"] = True
+        if self.capabilities.token_ids and self.token_ids_field:  # an extension: servers without it do not get it
+            body[self.token_ids_field] = True
         if request.ignore_eos:
             body["ignore_eos"] = True
         if self.send_seed:  # --request-seed: the request's derived sampling seed (load/seeds.py)
@@ -326,16 +298,13 @@ class OpenAIEngine:
         return body
 
     def parse_sd(self, obj: dict[str, Any], state: dict[str, Any]) -> SDStats | None:
-        """One SSE object -> the request's SD stats when it carries them.  ``state`` is a dict private
-        to this request (adapters keep running values there, e.g. TRT-LLM's per-chunk average)."""
-        metrics = obj.get("metrics")
-        if isinstance(metrics, dict):
-            return parse_vllm_sd(metrics.get("speculative_decoding"), self.k)
+        """One SSE object -> the request's SD stats when it carries them (plain OpenAI carries none).  ``state``
+        is a dict private to this request (adapters keep running values there, e.g. TRT-LLM's per-chunk average)."""
         return None
 
     def parse_counters(self, text: str) -> dict[str, Any] | None:
         """A /metrics page -> counter snapshot (metrics/counters.py shape), or None without SD counters."""
-        return parse_sd_counters(text, self.counter_prefix)
+        return parse_sd_counters(text, self.counter_prefix) if self.counter_prefix else None
 
     def finish_sd(self, sd: SDStats | None, completion_tokens: int, state: dict[str, Any]) -> SDStats | None:
         """Complete the engine's per-request stats once the stream ended (llama.cpp infers steps here).
@@ -498,7 +467,9 @@ class OpenAIEngine:
         except ValueError as e:  # 200 but not Prometheus text (an HTML page, say)
             return self._no_counters(f"not Prometheus text ({e})")
         if snap is None:
-            return self._no_counters(f"no {self.counter_prefix}* counters (SD off?)")
+            return self._no_counters(
+                f"no {self.counter_prefix}* counters (SD off?)" if self.counter_prefix else "no SD counters known"
+            )
         return snap
 
     def _no_counters(self, why: str) -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ from pydantic import Field
 
 from speedbench.config import EngineSpec
 from speedbench.engines import registry
-from speedbench.engines.base import Request, check_sd
+from speedbench.engines.base import EngineBase, Request, check_sd
 from speedbench.engines.options import EngineOptions, parse_options
 from speedbench.prompts import render_completion_prompt
 from speedbench.records import Event, RequestError, SDCounterTotals
@@ -62,7 +62,7 @@ def _post(job: _Job, item: Any) -> None:
         pass
 
 
-class ReferenceEngine:
+class ReferenceEngine(EngineBase):
     name = "reference"
     capabilities = registry.declared("reference")  # default_output_len 32 keeps the CPU default run short
 

@@ -56,7 +56,7 @@ BUILTIN: dict[str, EngineEntry] = {
         ),
     ),
     "openai": EngineEntry(
-        "speedbench.engines.openai_http:OpenAIEngine",
+        "speedbench.engines.openai:OpenAIEngine",
         "any OpenAI-compatible streaming server (--base-url), counters from --metrics-url",
         capabilities=_HTTP,
     ),

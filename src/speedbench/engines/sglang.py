@@ -92,6 +92,8 @@ def parse_sglang_counters(text: str, k: int) -> dict[str, Any] | None:
 class SGLangEngine(LaunchedEngine):
     name = "sglang"
     server_name = "SGLang"
+    # named only in counter_error when /metrics has no SD counters: the text it had when this was the client's default
+    counter_prefix = "vllm:spec_decode_"
     capabilities = registry.declared("sglang")
 
     def server_command(self) -> list[str]:

@@ -79,6 +79,8 @@ def parse_trtllm_counters(text: str, k: int) -> dict[str, Any] | None:
 class TRTLLMEngine(LaunchedEngine):
     name = "trtllm"
     server_name = "trtllm-serve"
+    # named only in counter_error when /metrics has no SD counters: the text it had when this was the client's default
+    counter_prefix = "vllm:spec_decode_"
     capabilities = registry.declared("trtllm")
     metrics_path = "/prometheus/metrics"  # trtllm-serve's Prometheus text (its /metrics is JSON)
 

@@ -9,7 +9,11 @@ Acceptance sources (all under speedbench's definitions, docs/engines.md):
 - counters: ``vllm:spec_decode_num_drafts_total`` (= steps), ``..._num_draft_tokens_total``,
   ``..._num_accepted_tokens_total``, ``..._num_accepted_tokens_per_pos_total{position}`` (deltas around
   the measured window);
-- chunks: vLLM streams the tokens of one engine step in one chunk, with ``token_ids`` per chunk.
+- chunks: vLLM streams the tokens of one engine step in one chunk, with ``token_ids`` per chunk (asked for with
+  ``return_token_ids``).
+
+``VLLMDialect`` reads these on the shared client; ``--engine openai`` reads them too (engines/openai.py), where a
+server sends them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,56 @@ from pydantic import Field, field_validator
 
 from speedbench.engines import registry
 from speedbench.engines.launched import LaunchedEngine, LaunchedOptions, require_model_path
+from speedbench.engines.openai_http import OpenAIClient
+from speedbench.records import SDStats, per_position_from_histogram
+
+
+def _int(d: dict[str, Any], *keys: str) -> int | None:
+    for k in keys:
+        v = d.get(k)
+        if v is not None:
+            return int(v)
+    return None
+
+
+def parse_vllm_sd(m: dict[str, Any] | None, k: int | None) -> SDStats | None:
+    """vLLM's per-request ``metrics.speculative_decoding`` -> SDStats (source per_request)."""
+    if not m:
+        return None
+    steps = _int(m, "num_spec_steps", "num_drafts")
+    drafted = _int(m, "num_draft_tokens")
+    accepted = _int(m, "num_accepted_draft_tokens", "num_accepted_tokens")
+    if steps is None or drafted is None or accepted is None:
+        return None
+    raw_hist = m.get("acceptance_histogram") or []
+    if isinstance(raw_hist, dict):
+        size = max(int(x) for x in raw_hist) + 1 if raw_hist else 0
+        hist = [0] * size
+        for key, v in raw_hist.items():
+            hist[int(key)] = int(v)
+    else:
+        hist = [int(v) for v in raw_hist]
+    per_pos = [int(v) for v in m.get("num_accepted_tokens_per_pos") or []]
+    if not per_pos and hist:
+        per_pos = per_position_from_histogram(hist)
+    return SDStats(
+        drafted=drafted, accepted=accepted, steps=steps, per_position=per_pos, histogram=hist, source="per_request"
+    )
+
+
+class VLLMDialect(OpenAIClient):
+    """The shared client reading vLLM's extensions: token ids per chunk (``return_token_ids``, sent when the engine
+    declares ``token_ids``), per-request SD stats (``metrics.speculative_decoding``), ``vllm:spec_decode_*``
+    counters."""
+
+    counter_prefix = "vllm:spec_decode_"
+    token_ids_field = "return_token_ids"
+
+    def parse_sd(self, obj: dict[str, Any], state: dict[str, Any]) -> SDStats | None:
+        metrics = obj.get("metrics")
+        if isinstance(metrics, dict):
+            return parse_vllm_sd(metrics.get("speculative_decoding"), self.k)
+        return None
 
 
 class VLLMOptions(LaunchedOptions):
@@ -42,10 +96,9 @@ class VLLMOptions(LaunchedOptions):
         return v
 
 
-class VLLMEngine(LaunchedEngine):
+class VLLMEngine(VLLMDialect, LaunchedEngine):
     name = "vllm"
     server_name = "vLLM"
-    counter_prefix = "vllm:spec_decode_"
     capabilities = registry.declared("vllm")
     Options = VLLMOptions
     opts: VLLMOptions

@@ -115,8 +115,7 @@ def clock_of(engine: Engine) -> Callable[[], int]:
     """The clock every timestamp of a run is read from: ``time.perf_counter_ns``, or the engine's own
     ``clock_ns`` when it simulates time (the mock's virtual clock: then figures are modelled time, immune to a
     busy machine)."""
-    own = getattr(engine, "clock_ns", None)
-    return own if callable(own) else time.perf_counter_ns
+    return engine.clock_ns or time.perf_counter_ns
 
 
 async def send(
@@ -278,8 +277,7 @@ async def run_load(
     # the first wave's connections opened now, outside the window (an engine without kept-alive connections
     # opens none): as many as can be in flight at once
     slots = settings.concurrency if settings.request_rate is None else settings.cap
-    preconnect = getattr(engine, "preconnect", None)
-    preconnected = await preconnect(min(slots, len(pending))) if callable(preconnect) and slots and pending else 0
+    preconnected = await engine.preconnect(min(slots, len(pending))) if slots and pending else 0
     result.counters_before = await engine.counters()
     result.measure_start_ns = clock_of(engine)()
     queue: asyncio.Queue[Sample] = asyncio.Queue()
