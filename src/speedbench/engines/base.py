@@ -1,6 +1,6 @@
 """The Engine protocol, its declared Capabilities, and the Request an engine receives.
 
-Every engine class is built from one typed argument, ``EngineClass(spec: EngineSpec)`` (config.py).  Its
+Every engine class is built from one typed argument, ``EngineClass(spec: EngineSpec)`` (config/run.py).  Its
 static capabilities are declared once, in its registry entry (engines/registry.py: `speedbench engines`
 and `--help` read them without importing the engine); the class refers to that entry, and an engine whose
 ``-E`` options change a capability computes its instance's capabilities once from the spec
