@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from speedbench.config import EngineSpec
-    from speedbench.results.sweep_manifest import SweepManifest
+    from speedbench.results.sweep_manifest import SweepDir, SweepManifest
     from speedbench.usecases.sweep.plan import SweepPlan
     from speedbench.usecases.sweep.runner import SweepEvent
 
@@ -132,33 +132,12 @@ def sweep(
     protect_console()
     given = _given(ctx)
     try:
-        if resume is not None:
-            extra = sorted(given - RESUME_FLAGS)
-            if extra:
-                flag = "--" + extra[0].replace("_", "-")
-                raise plan_uc.SweepConfigError(
-                    f"{flag} with --resume: a resumed sweep keeps its grid and settings (only --base-url, "
-                    "--metrics-url and --url may be given again, for their credentials); start a new sweep to change it"
-                )
-            again = plan_uc.SweepConfig.model_validate(flags_dict(flags, given & SECRET_URL_FLAGS))
-            the_plan, sdir, saved = plan_uc.resume_plan(resume, again)
-        else:
-            if retry_failed:
-                raise plan_uc.SweepConfigError("--retry-failed goes with --resume DIR")
-            data = plan_uc.read_toml(config) if config is not None else {}
-            cfg = plan_uc.sweep_config(plan_uc.merge(data, flags_dict(flags, given)))
-            protect_console(plan_uc.sweep_secrets(cfg))
-            if adaptive or slo is not None:
-                if not (adaptive and slo):
-                    raise plan_uc.SweepConfigError("--adaptive and --slo go together")
-                if plan:
-                    raise plan_uc.SweepConfigError("--plan with --adaptive: the rounds depend on what is measured")
-                if ray is not None:
-                    raise plan_uc.SweepConfigError("--ray with --adaptive: adaptive rounds run on this machine")
-                _adaptive(cfg, slo, max_cells, console, progress)
-                return
-            the_plan = plan_uc.build_plan(cfg)
-            saved = None
+        opened = _open(flags, given, resume, config, retry_failed, adaptive, slo, plan, ray)
+        if isinstance(opened, SweepConfig):
+            assert slo is not None  # _open refuses --adaptive without --slo
+            _adaptive(opened, slo, max_cells, console, progress)
+            return
+        the_plan, sdir, saved = opened
         protect_console(plan_uc.sweep_secrets(the_plan.config))
     except user_errors() as e:
         fail(one_line(e))
@@ -175,6 +154,7 @@ def sweep(
     except user_errors() as e:
         fail(one_line(e))
         return
+    assert sdir is not None  # created, or reopened by --resume
     view = ProgressView(the_plan, console, progress and console.is_terminal)
     kind = the_plan.config.run.engine.kind
     console.print(
@@ -185,17 +165,7 @@ def sweep(
     if saved is not None:
         counts = saved.counts()
         console.print("resuming: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())), soft_wrap=True)
-    try:
-        resources = {k: float(v) for k, v in pairs("--ray-resource", list(ray_resource))}
-    except ValueError:
-        fail(f"--ray-resource {ray_resource}: expected NAME=AMOUNT with a number, e.g. --ray-resource node_a=1")
-        return
-    if (resources or ray_gpus or ray_shared_dir) and ray is None:
-        fail("--ray-resource, --ray-gpus and --ray-shared-dir go with --ray ADDRESS")
-        return
-    if ray_shared_dir and not os.path.isdir(ray_shared_dir):
-        fail(f"--ray-shared-dir {ray_shared_dir}: no such folder here (it must be a folder every node sees too)")
-        return
+    resources = _ray_resources(ray, list(ray_resource), ray_gpus, ray_shared_dir)
     errors: tuple[type[BaseException], ...] = (*user_errors(), ImportError, ConnectionError)
     try:
         view.start()
@@ -223,6 +193,64 @@ def sweep(
         write_sweep_html(Path(the_plan.out), console)
     if status:
         raise typer.Exit(status)
+
+
+def _open(
+    flags: Flags,
+    given: set[str],
+    resume: str | None,
+    config: str | None,
+    retry_failed: bool,
+    adaptive: bool,
+    slo: str | None,
+    plan: bool,
+    ray: str | None,
+) -> tuple[SweepPlan, SweepDir | None, SweepManifest | None] | SweepConfig:
+    """What the flags ask for: a resumed sweep (its plan, directory and saved manifest), a new one (its plan), or
+    an adaptive one (its config: the rounds are planned as they go); refused in one line."""
+    from speedbench.usecases.sweep import plan as plan_uc
+
+    if resume is not None:
+        extra = sorted(given - RESUME_FLAGS)
+        if extra:
+            flag = "--" + extra[0].replace("_", "-")
+            raise plan_uc.SweepConfigError(
+                f"{flag} with --resume: a resumed sweep keeps its grid and settings (only --base-url, "
+                "--metrics-url and --url may be given again, for their credentials); start a new sweep to change it"
+            )
+        again = plan_uc.SweepConfig.model_validate(flags_dict(flags, given & SECRET_URL_FLAGS))
+        return plan_uc.resume_plan(resume, again)
+    if retry_failed:
+        raise plan_uc.SweepConfigError("--retry-failed goes with --resume DIR")
+    data = plan_uc.read_toml(config) if config is not None else {}
+    cfg = plan_uc.sweep_config(plan_uc.merge(data, flags_dict(flags, given)))
+    protect_console(plan_uc.sweep_secrets(cfg))
+    if adaptive or slo is not None:
+        if not (adaptive and slo):
+            raise plan_uc.SweepConfigError("--adaptive and --slo go together")
+        if plan:
+            raise plan_uc.SweepConfigError("--plan with --adaptive: the rounds depend on what is measured")
+        if ray is not None:
+            raise plan_uc.SweepConfigError("--ray with --adaptive: adaptive rounds run on this machine")
+        return cfg
+    return plan_uc.build_plan(cfg), None, None
+
+
+def _ray_resources(
+    ray: str | None, ray_resource: list[str], ray_gpus: float, ray_shared_dir: str | None
+) -> dict[str, float]:
+    """--ray-resource NAME=AMOUNT as a dict; the --ray-* flags refused in one line without --ray, or a shared
+    folder that is not there."""
+    try:
+        resources = {k: float(v) for k, v in pairs("--ray-resource", ray_resource)}
+    except ValueError:
+        fail(f"--ray-resource {ray_resource}: expected NAME=AMOUNT with a number, e.g. --ray-resource node_a=1")
+        raise  # unreachable: fail exits
+    if (resources or ray_gpus or ray_shared_dir) and ray is None:
+        fail("--ray-resource, --ray-gpus and --ray-shared-dir go with --ray ADDRESS")
+    if ray_shared_dir and not os.path.isdir(ray_shared_dir):
+        fail(f"--ray-shared-dir {ray_shared_dir}: no such folder here (it must be a folder every node sees too)")
+    return resources
 
 
 def write_sweep_html(out: Path, console: Console) -> None:
