@@ -305,6 +305,7 @@ LAYERS: dict[str, set[str]] = {
     # data: the dataset commands' tables; extras: the figures' missing-extra line; speedbench: the version
     "report": {"speedbench", "data", "extras", "metrics", "records", "results"},
     "analysis": {"metrics", "models", "prompts", "records", "results"},
+    # report: the report use case renders the HTML pages it writes (usecases/report.py)
     "usecases": {
         "analysis",
         "atomic",
@@ -317,6 +318,7 @@ LAYERS: dict[str, set[str]] = {
         "models",
         "paths",
         "records",
+        "report",
         "results",
     },
 }
