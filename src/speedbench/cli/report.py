@@ -76,8 +76,7 @@ def report(
     if len(run_dirs) == 1 and uc.is_sweep(run_dirs[0]):
         errors: tuple[type[BaseException], ...] = (*user_errors(), OSError)
         try:
-            sweep = uc.open_sweep(run_dirs[0], resamples, seed)
-            files = uc.write_sweep_files(sweep)
+            sweep, files = uc.report_sweep(run_dirs[0], resamples, seed)
         except errors as e:
             fail(one_line(e))
             raise  # unreachable: fail exits

@@ -5,8 +5,8 @@ write, for the command line to print.
 - ``open_runs(dirs)``: one run, or two compared like for like (A = the baseline, first): each run loaded with its
   summary recomputed from records + manifest and rewritten (summary.json, summary.csv), the pairing (refused when
   the runs are not like for like, unless ``force``) and the paired comparison with its bootstrap intervals.
-- ``open_sweep(dir)``: the sweep report (``analysis.sweep_report``; sweep.json read once), and ``write_sweep_files``
-  its pareto.csv, speedups.csv and synthetic_vs_real.csv.
+- ``open_sweep(dir)``: the sweep report (``analysis.sweep_report``; sweep.json read once); ``report_sweep`` also
+  writes its pareto.csv, speedups.csv and synthetic_vs_real.csv.
 - ``fit_model(dir, ...)``: the fitted speedup model (``analysis.speedup_model``) as ``results.model_file.ModelFile``,
   written as SWEEP_DIR/model.json.
 - ``write_runs_page`` / ``write_sweep_page`` / ``write_model_page``: the HTML page of each (``report/``; a sweep's
@@ -23,12 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from speedbench.analysis.pairing import compare_paired, pair_runs
-from speedbench.analysis.speedup_model import model_summary
-from speedbench.analysis.stats import al_by_category
+from speedbench.analysis.stats import RESAMPLES, al_by_category
 from speedbench.analysis.sweep_report import sweep_tables
 from speedbench.report.html import Page
-from speedbench.report.pages import comparison_page, run_page
-from speedbench.report.sweep_page import model_page, sweep_page
 from speedbench.results.comparison import Comparison, Pairing
 from speedbench.results.loader import RunResult, load_run
 from speedbench.results.model_file import ModelFile, read_model, write_model
@@ -73,7 +70,7 @@ class Runs:
         return f"{self.names[0]} (A) and {self.names[1]} (B) are not like for like: {what}"
 
 
-def open_runs(dirs: Sequence[str], force: bool = False, resamples: int = 2000, seed: int = 0) -> Runs:
+def open_runs(dirs: Sequence[str], force: bool = False, resamples: int = RESAMPLES, seed: int = 0) -> Runs:
     """Load one or two run directories (their summaries recomputed and rewritten); two are paired and compared,
     refused when they are not like for like unless ``force``."""
     results = tuple(load_run(d) for d in dirs)
@@ -120,6 +117,7 @@ def write_html(build: Callable[[], Page], out: str | Path) -> PageWritten:
 
 def write_runs_page(runs: Runs, out: str | Path, figures_dir: Path | None = None) -> PageWritten:
     """The run's page (its AL per category with bootstrap intervals), or the comparison's."""
+    from speedbench.report.pages import comparison_page, run_page
 
     def build() -> Page:
         if runs.pairing is None or runs.comparison is None:
@@ -138,14 +136,18 @@ def write_runs_page(runs: Runs, out: str | Path, figures_dir: Path | None = None
 # ---- a sweep ------------------------------------------------------------------------------------------------
 
 
-def open_sweep(sweep_dir: str | Path, resamples: int = 2000, seed: int = 0) -> SweepReport:
+def open_sweep(sweep_dir: str | Path, resamples: int = RESAMPLES, seed: int = 0) -> SweepReport:
     """The sweep report: every configuration's figures from its cells' run directories (read-only)."""
     return sweep_tables(sweep_dir, resamples, seed)
 
 
-def write_sweep_files(report: SweepReport) -> tuple[Path, ...]:
-    """SWEEP_DIR/pareto.csv, speedups.csv and (when there is a synthetic-vs-real comparison) synthetic_vs_real.csv."""
-    return write_files(report)
+def report_sweep(
+    sweep_dir: str | Path, resamples: int = RESAMPLES, seed: int = 0
+) -> tuple[SweepReport, tuple[Path, ...]]:
+    """``report SWEEP_DIR``: the sweep report, and its files written (SWEEP_DIR/pareto.csv, speedups.csv and, when
+    there is a synthetic-vs-real comparison, synthetic_vs_real.csv)."""
+    report = sweep_tables(sweep_dir, resamples, seed)
+    return report, write_files(report)
 
 
 def write_sweep_page(
@@ -153,6 +155,8 @@ def write_sweep_page(
 ) -> PageWritten:
     """The sweep's page (default SWEEP_DIR/report.html), with its fitted model's figures when SWEEP_DIR/model.json
     is there."""
+    from speedbench.report.sweep_page import sweep_page
+
     return write_html(
         lambda: sweep_page(report, read_model(report.path), figures_dir),
         report.path / SWEEP_PAGE if out is None else out,
@@ -175,6 +179,8 @@ def fit_model(
 ) -> tuple[ModelFile, Path]:
     """Fit the speedup model of one SD method on one dataset of the sweep and write SWEEP_DIR/model.json; returns the
     model and the file's path."""
+    from speedbench.analysis.speedup_model import model_summary
+
     data = model_summary(sweep_dir, sd, dataset, holdout, batches, knee, seed, per_request, slo)
     model = ModelFile.model_validate(data)
     return model, write_model(sweep_dir, model)
@@ -182,4 +188,6 @@ def fit_model(
 
 def write_model_page(model: ModelFile, sweep_dir: str | Path) -> PageWritten:
     """SWEEP_DIR/model.html: the model's page."""
+    from speedbench.report.sweep_page import model_page
+
     return write_html(lambda: model_page(model), Path(sweep_dir) / MODEL_PAGE)
