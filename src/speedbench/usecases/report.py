@@ -21,11 +21,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from speedbench.analysis.pairing import compare_paired, pair_runs
 from speedbench.analysis.stats import RESAMPLES, al_by_category
 from speedbench.analysis.sweep_report import sweep_tables
-from speedbench.report.html import Page
 from speedbench.results.comparison import Comparison, Pairing
 from speedbench.results.loader import RunResult, load_run
 from speedbench.results.model_file import ModelFile, read_model, write_model
@@ -34,6 +34,9 @@ from speedbench.results.rundir import RunDir
 from speedbench.results.sweep_figures import SweepReport
 from speedbench.results.sweep_files import write_files
 from speedbench.results.sweep_manifest import SWEEP_FILE
+
+if TYPE_CHECKING:
+    from speedbench.report.html import Page
 
 MODEL_PAGE = "model.html"
 SWEEP_PAGE = "report.html"
