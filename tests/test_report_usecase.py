@@ -74,3 +74,12 @@ def test_command_modules_import_no_other_command_module():
         if t.startswith("speedbench.cli.") and t not in shared
     )
     assert bad == []
+
+
+def test_the_use_cases_import_no_heavy_library():
+    """The report, model, analyze and data use cases load matplotlib, torch and the like only when a page is drawn or
+    a model embeds (the ``report`` and ``embed`` extras)."""
+    from test_import_lean import HEAVY, _modules
+
+    mods = _modules("import speedbench.usecases.report, speedbench.usecases.analyze, speedbench.usecases.data")
+    assert [m for m in mods if m.split(".")[0] in HEAVY] == []
