@@ -305,11 +305,14 @@ LAYERS: dict[str, set[str]] = {
     # data: the dataset commands' tables; extras: the figures' missing-extra line; speedbench: the version
     "report": {"speedbench", "data", "extras", "metrics", "records", "results"},
     "analysis": {"metrics", "models", "prompts", "records", "results"},
+    # report: the report use case renders the HTML pages it writes (usecases/report.py); embed: the dataset use
+    # cases embed prompts to select and audit them (usecases/data.py)
     "usecases": {
         "analysis",
         "atomic",
         "config",
         "data",
+        "embed",
         "engines",
         "extras",
         "load",
@@ -317,6 +320,7 @@ LAYERS: dict[str, set[str]] = {
         "models",
         "paths",
         "records",
+        "report",
         "results",
     },
 }

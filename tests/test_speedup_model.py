@@ -265,3 +265,20 @@ def test_slo_answer_on_the_mock_is_the_true_optimum(sweep: Path):
     res = runner.invoke(app, ["model", str(sweep), "--slo", "user_tps>=90,ttft_p99<=1s"])
     assert res.exit_code == 0 and "SLO answer: ngram k 2, concurrency 8" in res.output
     assert "confirmed by its measured cell" in res.output
+
+
+def test_model_json_round_trips_through_its_typed_model(sweep: Path):
+    """model.json is written from ``results.model_file.ModelFile``: validating model_summary's data and dumping it
+    again gives exactly ``json.dumps(data, indent=2)`` (the bytes `speedbench model` always wrote), with an SLO and
+    a held-out validation too; reading the file back gives the same model."""
+    from speedbench.results.model_file import ModelFile, read_model, write_model
+
+    for extra in ({}, {"slo": "user_tps>=90,ttft_p99<=1s", "holdout": "c=16", "batches": [1, 8, 32]}):
+        data = model_summary(sweep, **extra)  # type: ignore[arg-type]
+        model = ModelFile.model_validate(data)
+        assert model.text() == json.dumps(data, indent=2) + "\n"
+        assert (model.slo is None) == (not extra) and (model.validation is None) == (not extra)
+        path = write_model(sweep, model)
+        assert path == sweep / "model.json" and read_model(sweep) == model
+    with pytest.raises(ValueError, match="unknown"):
+        ModelFile.model_validate({**data, "unknown": 1})

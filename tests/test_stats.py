@@ -22,13 +22,13 @@ from speedbench.analysis.stats import (
     PairedSample,
     bootstrap,
     combine_repeats,
-    prompts_needed,
     resample_statistics,
     stats_by_category,
 )
 from speedbench.cli import app
 from speedbench.metrics.latency import e2e_s, output_tps, user_tps
 from speedbench.records import RequestRecord, SDStats
+from speedbench.results.estimates import prompts_needed
 
 MS = 1_000_000  # ns
 

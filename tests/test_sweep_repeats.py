@@ -18,10 +18,11 @@ import pytest
 from typer.testing import CliRunner
 
 from speedbench.analysis.pairing import compare_repeats
-from speedbench.analysis.sweep_report import sweep_tables, write_files
+from speedbench.analysis.sweep_report import sweep_tables
 from speedbench.cli import app
 from speedbench.config import EngineSpec, RunConfig
 from speedbench.results.loader import RunResult, load_run
+from speedbench.results.sweep_files import write_files
 from speedbench.results.sweep_manifest import SweepGrid, read_sweep
 from speedbench.usecases.sweep import plan as plan_uc
 

@@ -12,10 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from speedbench.analysis.pairing import compare_paired
-from speedbench.analysis.stats import Estimate
-from speedbench.analysis.sweep_report import PARETO_COLUMNS, best_draft_length, pareto_front, sweep_tables
+from speedbench.analysis.sweep_report import best_draft_length, pareto_front, sweep_tables
 from speedbench.cli import app
+from speedbench.results.estimates import Estimate
 from speedbench.results.loader import load_run
+from speedbench.results.sweep_files import PARETO_COLUMNS
 
 runner = CliRunner()
 FAST = ["--engine", "mock", "-E", "step_ms=1", "-E", "ttft_ms=1", "-n", "4", "--output-len", "16"]

@@ -13,10 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from speedbench.analysis.stats import PairedSample, bootstrap, combine_repeats, unpaired_ratio
-from speedbench.analysis.sweep_report import BIAS_COLUMNS, sweep_tables, write_files
+from speedbench.analysis.sweep_report import sweep_tables
 from speedbench.analysis.synthetic_vs_real import PromptSet, prompt_set
 from speedbench.cli import app
 from speedbench.records import SDStats
+from speedbench.results.sweep_files import BIAS_COLUMNS, write_files
 from test_stats import rec
 
 runner = CliRunner()

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,27 +43,16 @@ from speedbench.metrics.acceptance import acceptance_length
 from speedbench.metrics.latency import e2e_s, ttft_s, user_tps
 from speedbench.metrics.sources import request_stats
 from speedbench.records import RequestRecord
+from speedbench.results.estimates import STATISTICS, Estimate, PairedStats
 
 Array = np.ndarray
 Key = tuple[str, int]  # (question_id, turn)
 
 RESAMPLES = 2000
 LEVEL = 0.95
-TARGET_HALF_WIDTH = 0.05  # the speedup half-width `report A B` says how many conversations would reach
 
 # per-conversation sums of one side: (sum, count) of each per-request mean, and output tokens
 COMPONENTS = ("tps_sum", "tps_n", "ttft_sum", "ttft_n", "e2e_sum", "e2e_n", "tokens", "al_sum", "al_n")
-
-# statistic name -> its null value (significance = the interval excludes it); None: a level, never "significant"
-STATISTICS: dict[str, float | None] = {
-    "speedup": 1.0,
-    "ttft_ratio": 1.0,
-    "e2e_ratio": 1.0,
-    "system_tps_ratio": 1.0,
-    "al_a": None,
-    "al_b": None,
-    "al_diff": 0.0,
-}
 
 NO_PAIRS = "no paired conversation"
 ONE_CONVERSATION = (
@@ -276,58 +265,6 @@ def repeat_weights(rng: np.random.Generator, repeats: int, resamples: int) -> Ar
 
 
 # ---- estimates --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A point estimate and its interval (None: not known, or no interval); ``null``: the value of no effect
-    (1 for a ratio, 0 for a difference, None for a level such as one run's AL)."""
-
-    point: float | None
-    lo: float | None = None
-    hi: float | None = None
-    null: float | None = None
-
-    @property
-    def significant(self) -> bool | None:
-        """The interval excludes the null value (None: no interval, or a level)."""
-        if self.null is None or self.lo is None or self.hi is None:
-            return None
-        return not self.lo <= self.null <= self.hi
-
-    @property
-    def half_width(self) -> float | None:
-        return None if self.lo is None or self.hi is None else (self.hi - self.lo) / 2
-
-
-@dataclass(frozen=True)
-class PairedStats:
-    """The statistics of one group (a category or overall): ``estimates`` by name (``STATISTICS``);
-    ``note`` says why there are no intervals when there are none."""
-
-    conversations: int
-    turns: int
-    repeats: tuple[int, int]
-    resamples: int
-    seed: int
-    estimates: dict[str, Estimate] = field(default_factory=dict)
-    note: str = ""
-
-    def __getitem__(self, name: str) -> Estimate:
-        return self.estimates.get(name, Estimate(None, null=STATISTICS.get(name)))
-
-    def conversations_needed(self, target_half_width: float = TARGET_HALF_WIDTH, name: str = "speedup") -> int | None:
-        """About how many conversations this group needs for ``name``'s interval to be ± target wide."""
-        hw = self[name].half_width
-        return None if hw is None else prompts_needed(hw, self.conversations, target_half_width)
-
-
-def prompts_needed(half_width_now: float, n_now: int, target_half_width: float) -> int:
-    """Conversations needed for a target half-width: the half-width shrinks as 1/sqrt(n), so
-    n ≈ n_now × (half_width_now / target)², rounded up (at least 2: the bootstrap needs a spread)."""
-    if target_half_width <= 0:
-        raise ValueError("target half-width must be positive")
-    return max(2, math.ceil(n_now * (half_width_now / target_half_width) ** 2 - 1e-9))
 
 
 def _finite(x: float) -> float | None:

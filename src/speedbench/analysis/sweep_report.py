@@ -17,165 +17,25 @@ whatever its number of repeats (``CellFigures.cells`` lists them; its id is the 
 A repeat counts only when the sweep recorded it ``complete`` and its run directory loads with a ``complete`` run;
 an SD configuration also needs such a baseline repeat.  A configuration without any has no figure and a note
 saying why; one with some repeats unusable uses the others and says so.
+
+The figures' types are in ``results/sweep_figures.py`` (``report/`` draws them); ``results/sweep_files.py`` writes
+them as pareto.csv, speedups.csv and synthetic_vs_real.csv.
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from speedbench.analysis.pairing import pair_runs, repeats_sample
-from speedbench.analysis.stats import RESAMPLES, Estimate, bootstrap
-from speedbench.analysis.synthetic_vs_real import PromptSet, Side, SyntheticBias, compare_sides, prompt_set
+from speedbench.analysis.stats import RESAMPLES, bootstrap
+from speedbench.analysis.synthetic_vs_real import PromptSet, Side, compare_sides, prompt_set
+from speedbench.results.estimates import Estimate
 from speedbench.results.loader import RunResult, load_run
 from speedbench.results.rundir import RunDirError
+from speedbench.results.sweep_figures import CellFigures, OptionKey, SweepReport, SweepTable, SyntheticBias
 from speedbench.results.sweep_manifest import SweepCell, read_sweep
-
-PARETO_CSV = "pareto.csv"
-SPEEDUPS_CSV = "speedups.csv"
-BIAS_CSV = "synthetic_vs_real.csv"
-BIAS_COLUMNS = (
-    "sd",
-    "k",
-    "concurrency",
-    "engine_options",
-    "isl",
-    "real_dataset",
-    "synthetic_dataset",
-    "al_real",
-    "al_real_lo",
-    "al_real_hi",
-    "al_synthetic",
-    "al_synthetic_lo",
-    "al_synthetic_hi",
-    "al_ratio",
-    "al_ratio_lo",
-    "al_ratio_hi",
-    "speedup_real",
-    "speedup_real_lo",
-    "speedup_real_hi",
-    "speedup_synthetic",
-    "speedup_synthetic_lo",
-    "speedup_synthetic_hi",
-    "speedup_ratio",
-    "speedup_ratio_lo",
-    "speedup_ratio_hi",
-    "conversations_real",
-    "conversations_synthetic",
-)
-PARETO_COLUMNS = (
-    "cell_id",
-    "sd",
-    "k",
-    "concurrency",
-    "dataset",
-    "output_tps",
-    "user_tps_mean",
-    "speedup",
-    "speedup_lo",
-    "speedup_hi",
-    "al",
-    "repeats",
-    "on_front",
-)
-SPEEDUP_COLUMNS = (
-    "cell_id",
-    "sd",
-    "k",
-    "concurrency",
-    "dataset",
-    "engine_options",
-    "baseline",
-    "paired",
-    "speedup",
-    "speedup_lo",
-    "speedup_hi",
-    "significant",
-    "al",
-    "al_lo",
-    "al_hi",
-    "output_tps",
-    "baseline_output_tps",
-    "user_tps_mean",
-    "baseline_user_tps_mean",
-    "repeats",
-    "baseline_repeats",
-    "note",
-)
-
-OptionKey = tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True)
-class CellFigures:
-    """One cell's settings and figures (None: not known; ``note`` says why)."""
-
-    id: str
-    sd: str
-    k: int
-    concurrency: int
-    dataset: str
-    engine_options: OptionKey
-    status: str
-    baseline: str | None  # the baseline cell's id (None: this is a baseline)
-    output_tps: float | None = None
-    user_tps_mean: float | None = None
-    speedup: Estimate | None = None  # SD cells only
-    al: Estimate | None = None
-    paired: int | None = None  # SD cells: paired (question_id, turn)
-    baseline_output_tps: float | None = None
-    baseline_user_tps_mean: float | None = None
-    note: str = ""  # why there is no figure (or why some repeats were left out)
-    repeats: int = 1  # the repeats its figures pool (usable ones)
-    baseline_repeats: int = 0  # SD cells: its baseline's usable repeats
-    cells: tuple[str, ...] = ()  # every repeat's cell id
-
-    @property
-    def is_baseline(self) -> bool:
-        return self.sd == "none"
-
-    @property
-    def options_text(self) -> str:
-        return ",".join(f"{k}={v}" for k, v in self.engine_options)
-
-
-@dataclass(frozen=True)
-class SweepTable:
-    """One (SD method, dataset, engine options): rows concurrency, columns draft length, each entry a cell (or
-    absent); ``best_k`` per concurrency: the draft length marked best (None: no speedup in that row)."""
-
-    sd: str
-    dataset: str
-    engine_options: OptionKey
-    concurrencies: tuple[int, ...]
-    ks: tuple[int, ...]
-    cells: dict[tuple[int, int], CellFigures]
-    best_k: dict[int, int | None]
-
-    @property
-    def title(self) -> str:
-        opts = ",".join(f"{k}={v}" for k, v in self.engine_options)
-        return f"{self.sd} on {self.dataset}" + (f" ({opts})" if opts else "")
-
-
-@dataclass(frozen=True)
-class SweepReport:
-    path: Path
-    cells: tuple[CellFigures, ...]
-    tables: tuple[SweepTable, ...]
-    on_front: dict[str, bool] = field(default_factory=dict)  # cell id -> on the Pareto front
-    resamples: int = RESAMPLES
-    seed: int = 0
-    repeats: int = 1  # the grid's
-    bias: tuple[SyntheticBias, ...] = ()  # synthetic vs real, per SD configuration and ISL
-
-    @property
-    def notes(self) -> dict[str, str]:
-        """Each cell without figures: why."""
-        return {c.id: c.note for c in self.cells if c.note}
-
 
 # ---- the Pareto front -----------------------------------------------------------------------------------
 
@@ -378,7 +238,7 @@ def sweep_tables(sweep_dir: str | Path, resamples: int = RESAMPLES, seed: int = 
     bias = synthetic_vs_real(configs, paired, resamples, seed)
     front = pareto_front([(c.output_tps, c.user_tps_mean) for c in cells])
     on_front = {c.id: f for c, f in zip(cells, front, strict=True)}
-    return SweepReport(path, cells, _tables(cells), on_front, resamples, seed, reps, bias)
+    return SweepReport(path, manifest, cells, _tables(cells), on_front, resamples, seed, reps, bias)
 
 
 def synthetic_vs_real(
@@ -410,72 +270,3 @@ def synthetic_vs_real(
                 if r is not None and not r.synthetic and r.isl == s.isl:
                     out.append(compare_sides(by_ds[real], by_ds[syn], key, s.isl, resamples, seed))
     return tuple(out)
-
-
-# ---- files -----------------------------------------------------------------------------------------------
-
-
-def _num(v: float | None) -> str:
-    return "" if v is None else repr(float(v))
-
-
-def _est(e: Estimate | None) -> tuple[str, str, str]:
-    if e is None:
-        return "", "", ""
-    return _num(e.point), _num(e.lo), _num(e.hi)
-
-
-def write_files(report: SweepReport) -> tuple[Path, ...]:
-    """SWEEP_DIR/pareto.csv (every cell), SWEEP_DIR/speedups.csv (every SD cell) and, when the sweep has a
-    synthetic-vs-real comparison, SWEEP_DIR/synthetic_vs_real.csv; returns their paths."""
-    pareto = report.path / PARETO_CSV
-    with pareto.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(PARETO_COLUMNS)
-        for c in report.cells:
-            sp = _est(c.speedup)
-            al = "" if c.al is None else _num(c.al.point)
-            row = [c.id, c.sd, c.k, c.concurrency, c.dataset, _num(c.output_tps), _num(c.user_tps_mean), *sp, al]
-            w.writerow([*row, c.repeats, str(report.on_front.get(c.id, False)).lower()])
-    speedups = report.path / SPEEDUPS_CSV
-    with speedups.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(SPEEDUP_COLUMNS)
-        for c in report.cells:
-            if c.is_baseline:
-                continue
-            sig = "" if c.speedup is None or c.speedup.significant is None else str(c.speedup.significant).lower()
-            w.writerow(
-                [
-                    c.id,
-                    c.sd,
-                    c.k,
-                    c.concurrency,
-                    c.dataset,
-                    c.options_text,
-                    c.baseline or "",
-                    "" if c.paired is None else c.paired,
-                    *_est(c.speedup),
-                    sig,
-                    *_est(c.al),
-                    _num(c.output_tps),
-                    _num(c.baseline_output_tps),
-                    _num(c.user_tps_mean),
-                    _num(c.baseline_user_tps_mean),
-                    c.repeats,
-                    c.baseline_repeats,
-                    c.note,
-                ]
-            )
-    if not report.bias:
-        return pareto, speedups
-    bias = report.path / BIAS_CSV
-    with bias.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(BIAS_COLUMNS)
-        for b in report.bias:
-            estimates = (b.al_real, b.al_synthetic, b.al_ratio, b.speedup_real, b.speedup_synthetic, b.speedup_ratio)
-            opts = ",".join(f"{k}={v}" for k, v in b.engine_options)
-            head = [b.sd, b.k, b.concurrency, opts, b.isl, b.real, b.synthetic]
-            w.writerow([*head, *(x for e in estimates for x in _est(e)), *b.conversations])
-    return pareto, speedups, bias

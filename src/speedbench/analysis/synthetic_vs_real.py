@@ -22,8 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from speedbench.analysis.stats import RESAMPLES, Estimate, PairedSample, PairedStats, unpaired_ratio
+from speedbench.analysis.stats import RESAMPLES, PairedSample, unpaired_ratio
+from speedbench.results.estimates import PairedStats
 from speedbench.results.loader import RunResult
+from speedbench.results.sweep_figures import SyntheticBias
 
 _SYNTHETIC_ID = re.compile(r"^synthetic-isl(\d+)-")
 _THROUGHPUT_ID = re.compile(r"^throughput_(\d+)k-")
@@ -66,28 +68,6 @@ class Side:
     runs: Sequence[RunResult]
     sample: PairedSample
     stats: PairedStats
-
-
-@dataclass(frozen=True)
-class SyntheticBias:
-    """Real vs synthetic prompts of one ISL under one SD configuration: each side's AL (``al_b``: mean over its SD
-    cell's paired requests of 1 + accepted/steps) and speedup over its own baseline, with intervals, and the ratio
-    synthetic / real of each with its unpaired interval (> 1: random tokens overstate it, < 1: understate)."""
-
-    sd: str
-    k: int
-    concurrency: int
-    engine_options: tuple[tuple[str, str], ...]
-    isl: int
-    real: str
-    synthetic: str
-    al_real: Estimate
-    al_synthetic: Estimate
-    al_ratio: Estimate
-    speedup_real: Estimate
-    speedup_synthetic: Estimate
-    speedup_ratio: Estimate
-    conversations: tuple[int, int]  # real, synthetic (paired conversations of each side)
 
 
 def compare_sides(

@@ -1,5 +1,5 @@
 """``speedbench analyze``: analyses of finished runs that need no engine.  ``vocab``: draft-vocabulary coverage
-(analysis/vocab.py, docs/model.md "Draft vocabulary")."""
+(usecases/analyze.py, analysis/vocab.py, docs/model.md "Draft vocabulary"); this module parses and prints."""
 
 from __future__ import annotations
 
@@ -12,14 +12,6 @@ from speedbench.cli.common import fail, one_line, user_errors
 analyze_app = typer.Typer(add_completion=False, help="Analyses of finished runs (no engine needed).")
 
 FRACTIONS = "1/16,1/8,1/4,1/2,1"
-
-
-def _fraction(text: str) -> float:
-    num, sep, den = text.partition("/")
-    value = float(num) / float(den) if sep else float(num)
-    if not 0 < value <= 1:
-        raise ValueError(f"--fractions {text!r}: each must be in (0, 1]")
-    return value
 
 
 @analyze_app.command("vocab")
@@ -52,80 +44,22 @@ def vocab(
 ) -> None:
     """Coverage of the runs' output tokens by a draft vocabulary, per category and draft position, and the upper
     bound it puts on acceptance and AL; with --top-k-from, the coverage curve over vocabulary sizes."""
-    from pathlib import Path
-
-    from speedbench.analysis import vocab as va
     from speedbench.report.console import make_console
-    from speedbench.results.loader import load_run
+    from speedbench.usecases.analyze import vocab_coverage
 
     console = make_console()
     errors: tuple[type[BaseException], ...] = (*user_errors(), OSError)
     try:
-        given = [x for x in (vocab_file, d2t, top_k_from) if x]
-        if len(given) != 1:
-            raise ValueError("give one draft vocabulary: --vocab FILE, --d2t FILE or --top-k-from RUN_DIR|DATASET")
-        runs = [load_run(d) for d in run_dirs]
-        records = [r for run in runs for r in run.records]
-        vocabs: list[tuple[str, set[int]]] = []
-        source_note = ""
-        if vocab_file:
-            vocabs = [(f"{vocab_file}", set(va.read_ids(vocab_file)))]
-        elif d2t:
-            ids = va.d2t_vocab(va.read_ids(d2t))
-            vocabs = [(f"d2t {d2t} ({len(ids):,} ids)", ids)]
-        else:
-            assert top_k_from is not None
-            measured = {str(Path(d).resolve()) for d in run_dirs}
-            if str(Path(top_k_from).resolve()) in measured:
-                raise ValueError(
-                    f"--top-k-from {top_k_from}: that is a run being measured; its own frequencies would flatter the "
-                    "coverage (take another run or a dataset)"
-                )
-            counts, source_note, size = _counts(top_k_from, tokenizer)
-            size = vocab_size or size or 49_152
-            ks = (
-                [int(x) for x in top_k.split(",") if x.strip()]
-                if top_k
-                else [max(1, round(size * _fraction(f.strip()))) for f in fractions.split(",") if f.strip()]
-            )
-            vocabs = [(f"top {kk:,} of {source_note}", va.top_k(counts, kk, size)) for kk in ks]
-            if max(ks) > len(counts):
-                source_note = (
-                    f"the source ranks {len(counts):,} distinct ids; a K above that adds ids it never saw, in id "
-                    "order (a bigger source ranks more)"
-                )
-        results = [(name, va.coverage(records, ids, k)) for name, ids in vocabs]
+        found = vocab_coverage(
+            run_dirs, vocab_file=vocab_file, d2t=d2t, top_k_from=top_k_from, top_k=top_k, fractions=fractions,
+            vocab_size=vocab_size, tokenizer=tokenizer, k=k,
+        )  # fmt: skip
     except errors as e:
         fail(one_line(e))
         return
-    _print(console, results, k, va.missing_ids(records), len(records))
-    if source_note and not vocab_file and not d2t and "distinct ids" in source_note:
-        console.print(source_note, soft_wrap=True)
-
-
-def _counts(source: str, tokenizer: str) -> tuple[dict[int, int], str, int | None]:
-    """Token-id frequencies of another run (its output ids) or of a dataset (its turns, tokenized)."""
-    from pathlib import Path
-
-    from speedbench.analysis import vocab as va
-
-    if (Path(source) / "manifest.json").is_file():
-        from speedbench.results.loader import load_run
-
-        run = load_run(source)
-        seqs = [r.output_token_ids for r in run.records if r.ok and r.output_token_ids]
-        if not seqs:
-            raise va.VocabError(f"--top-k-from {source}: its requests have no output token ids")
-        counts = va.count_ids(seqs)
-        return dict(counts), f"{source} (output ids, {sum(counts.values()):,} tokens)", None
-    from speedbench.data.builders.tokens import TargetTokenizer
-    from speedbench.data.readers import load_dataset
-
-    tok = TargetTokenizer.load(tokenizer)
-    samples = load_dataset(source)
-    counts = va.count_ids(tok.encode(t) for s in samples for t in s.turns)
-    size = getattr(getattr(tok, "tokenizer", None), "vocab_size", None)
-    return dict(counts), f"{source} ({tokenizer} tokens of its prompts, {sum(counts.values()):,})", size
+    _print(console, found.results, k, found.missing, found.total)
+    if found.note:
+        console.print(found.note, soft_wrap=True)
 
 
 def _print(console: Any, results: list[tuple[str, dict[str, Any]]], k: int, missing: int, total: int) -> None:

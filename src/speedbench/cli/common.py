@@ -1,14 +1,19 @@
-"""Helpers shared by the command modules: one-line user errors; a console that never prints the run's secrets."""
+"""Helpers shared by the command modules: one-line user errors; a console that never prints the run's secrets; a
+page written and said so."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from speedbench.config import Secrets
+    from speedbench.usecases.report import PageWritten
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -105,3 +110,22 @@ def one_line(e: BaseException) -> str:
     if isinstance(e, EngineStartError):  # a launched server's failure quotes its log below the first line
         return str(e)
     return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def print_page(write: Callable[[], PageWritten], out: str, console: Console, strict: bool = True) -> None:
+    """Write an HTML page (``usecases/report.py``; its figures need the ``report`` extra) and say where it went and
+    how big it is.  ``strict``: a failure exits 2 (the page was asked for); else it is one line (the page comes with
+    a sweep or a model, whose own results stand)."""
+    from rich.markup import escape
+
+    from speedbench.extras import MissingExtra
+
+    errors: tuple[type[BaseException], ...] = (*user_errors(), OSError, MissingExtra)
+    try:
+        written = write()
+    except errors as e:
+        if strict:
+            fail(f"--html {out}: {one_line(e)}")
+        console.print(escape(f"no {out}: {one_line(e)}"), soft_wrap=True, highlight=False)
+        return
+    console.print(escape(written.describe()), soft_wrap=True)

@@ -5,8 +5,6 @@ Every command takes dataset names through :func:`speedbench.data.readers.load_da
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -149,51 +147,27 @@ def data_select(
     no_cache: NoCache = False,
 ) -> None:
     """Pick k prompts per category minimising the sum of pairwise cosine similarities."""
-    from speedbench.atomic import atomic_write
-    from speedbench.data.builders.select import sample_text, select
-    from speedbench.data.builders.writers import write_samples
-    from speedbench.data.readers import content_hash
     from speedbench.report.datasets import selection_table
+    from speedbench.usecases import data as uc
 
     console = _console()
     try:
         specs = _split(pool_specs)
         samples = _pool(specs).samples
-        t0 = time.perf_counter()
         with _Status(console, f"embedding {len(samples)} prompts with {embedder}") as status:
-            emb = _embedder(embedder, no_cache, status)
-            E = emb.embed([sample_text(s) for s in samples])
-        t_embed = time.perf_counter() - t0
+            embedded = uc.embed(samples, embedder, no_cache, status.embedded)
         with console.status(f"selecting {k} per category ({method})"):
-            picked, sel = select(
-                samples,
-                E,
-                k=k,
-                method=method,
-                seed=seed,
-                max_iter=max_iter,
-                embedder=emb.id,
-                pool_hash=content_hash(samples),
-                allow_short=allow_short,
+            picked, sel = uc.select(
+                specs, samples, embedded, out, k=k, method=method, seed=seed, max_iter=max_iter, allow_short=allow_short
             )
-        write_samples(picked, out)
-        record = {
-            **sel.to_dict(),
-            "pool": specs,
-            "pool_size": len(samples),
-            "output": out,
-            "output_hash": content_hash(picked),
-            "embed_seconds": round(t_embed, 3),
-        }
-        atomic_write(f"{out}.selection.json", json.dumps(record, indent=2) + "\n")
     except _errors() as e:
         fail(one_line(e))
         return
-    table = selection_table(sel, method, k, emb.id)
+    table = selection_table(sel, method, k, embedded.embedder.id)
     console.print(table)
     console.print(
         f"wrote {out} ({len(picked)} prompts) and {out}.selection.json ({sel.selection_hash()[:19]}…); "
-        f"embedding took {t_embed:.1f} s",
+        f"embedding took {embedded.seconds:.1f} s",
         markup=False,
     )
 
@@ -215,36 +189,17 @@ def data_audit(
     no_cache: NoCache = False,
 ) -> None:
     """Mean pairwise cosine per category and overall vs random subsets; near-duplicates; a plot with --plot."""
-    from speedbench.data.builders.audit import PLOT_NEEDS, audit
-    from speedbench.data.readers import load_dataset
-    from speedbench.extras import require
     from speedbench.report.datasets import audit_table
+    from speedbench.usecases import data as uc
 
     console = _console()
-    png = None
     try:
-        if plot:  # before the embedding: a missing plotting library fails at once
-            require(*PLOT_NEEDS, "data audit --plot")
-        sets = {f: load_dataset(f) for f in files}
-        ref = load_dataset(pool) if pool else None
+        uc.check_plot(plot)  # before the embedding: a missing plotting library fails at once
         with _Status(console, f"embedding with {embedder}") as status:
-            result = audit(
-                sets,
-                _embedder(embedder, no_cache, status),
-                pool=ref,
-                pool_name=pool or "pool",
-                draws=draws,
-                seed=seed,
-                threshold=threshold,
-            )
-        if plot:
-            from speedbench.data.builders.audit import plot as draw
-
-            png = draw(result, plot)
-        if json_out:
-            from speedbench.atomic import atomic_write
-
-            atomic_write(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
+            result, png = uc.audit(
+                files, pool, _embedder(embedder, no_cache, status), draws=draws, seed=seed, threshold=threshold,
+                plot=plot, json_out=json_out,
+            )  # fmt: skip
     except _errors() as e:
         fail(one_line(e))
         return
@@ -425,14 +380,10 @@ def data_synthetic(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Random-token prompts (vLLM-style, seeded) of exactly --isl tokens, for synthetic-vs-real comparisons."""
-    from speedbench.data.builders.synthetic import synthetic_prompts
-    from speedbench.data.builders.writers import write_samples
+    from speedbench.usecases import data as uc
 
     try:
-        if isl < 1 or count < 1:
-            raise ValueError("--isl and --count must be >= 1")
-        samples = synthetic_prompts(isl, count, tokenizer, seed=seed)
-        write_samples(samples, out)
+        samples = uc.synthetic(isl, out, count, tokenizer, seed)
     except _errors() as e:
         fail(one_line(e))
         return

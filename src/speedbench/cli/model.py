@@ -1,13 +1,14 @@
 """``speedbench model SWEEP_DIR``: fit the speedup model of a sweep (analysis/speedup_model.py, docs/model.md),
-print what it predicts, write SWEEP_DIR/model.json."""
+print what it predicts, write SWEEP_DIR/model.json and model.html (``usecases/report.py``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from speedbench.cli.common import fail, one_line, user_errors
+from speedbench.cli.common import fail, one_line, print_page, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -50,13 +51,9 @@ def model(
     """Fit acceptance (per-position rates per category) and step cost (per batch really held and draft length)
     from a sweep's cells; print the predicted speedup per batch x k with intervals, the best k per batch and
     category, where SD stops paying, and with --holdout the error on cells left out of the fit."""
-    import json
-    from pathlib import Path
-
-    from speedbench.analysis.speedup_model import model_summary
-    from speedbench.atomic import atomic_write
     from speedbench.report.console import make_console
     from speedbench.report.model import print_model
+    from speedbench.usecases import report as uc
 
     knees = {"auto": None, "on": True, "off": False}
     try:
@@ -72,15 +69,11 @@ def model(
                 raise ValueError(f"--batch {batch!r}: expected numbers separated by commas") from None
             if not batches or any(b <= 0 for b in batches):
                 raise ValueError(f"--batch {batch!r}: expected positive numbers")
-        summary = model_summary(sweep_dir, sd, dataset, holdout, batches, knees[knee], seed, knees[per_request], slo)
-        out = Path(sweep_dir) / "model.json"
-        atomic_write(out, json.dumps(summary, indent=2) + "\n")
+        fitted, out = uc.fit_model(sweep_dir, sd, dataset, holdout, batches, knees[knee], knees[per_request], slo, seed)
     except user_errors() as e:
         fail(one_line(e))
         return
     console = make_console()
-    print_model(summary, console, str(out))
-    from speedbench.cli.report import write_html
-    from speedbench.report.sweep_page import model_page
-
-    write_html(lambda: model_page(summary), str(Path(sweep_dir) / "model.html"), console, strict=False)
+    print_model(fitted, console, str(out))
+    page = Path(sweep_dir) / uc.MODEL_PAGE
+    print_page(lambda: uc.write_model_page(fitted, sweep_dir), str(page), console, strict=False)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from speedbench.cli.common import fail, one_line, protect_console, user_errors
+from speedbench.cli.common import fail, one_line, print_page, protect_console, user_errors
 from speedbench.cli.options import RUN_SETTINGS, Flags, options
 from speedbench.config.flags import Setting, by_param
 from speedbench.config.sweep import SweepConfig, pairs
@@ -258,16 +258,15 @@ def write_sweep_html(out: Path, console: Console) -> None:
     figures, or a missing ``report`` extra, gets one line, never a failed sweep."""
     from rich.markup import escape
 
-    from speedbench.analysis.sweep_report import sweep_tables
-    from speedbench.cli.report import sweep_html, write_html
+    from speedbench.usecases.report import SWEEP_PAGE, open_sweep, write_sweep_page
 
     errors: tuple[type[BaseException], ...] = (*user_errors(), OSError)  # user_errors holds ValueError
     try:
-        report = sweep_tables(out)
+        report = open_sweep(out)
     except errors as e:
         console.print(escape(f"no report.html: {one_line(e)}"), soft_wrap=True)
         return
-    write_html(lambda: sweep_html(report, None), str(out / "report.html"), console, strict=False)
+    print_page(lambda: write_sweep_page(report), str(out / SWEEP_PAGE), console, strict=False)
 
 
 def _adaptive(cfg: Any, slo: str, max_cells: int, console: Console, progress: bool) -> None:

@@ -4,7 +4,7 @@ sources are named under the tables."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -13,6 +13,8 @@ from rich.table import Table
 from speedbench.metrics.models import Distribution, GroupStats, RunSummary
 
 if TYPE_CHECKING:
+    from speedbench.results.comparison import CategoryComparison
+    from speedbench.results.estimates import Estimate
     from speedbench.results.loader import RunResult
 
 
@@ -131,50 +133,7 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
         console.print(f"  invariant {escape(inv.name)}: {mark} - {escape(inv.detail)}")
 
 
-class Interval(Protocol):
-    """A point estimate with its 95% interval (analysis.stats.Estimate has this shape)."""
-
-    @property
-    def point(self) -> float | None: ...
-    @property
-    def lo(self) -> float | None: ...
-    @property
-    def hi(self) -> float | None: ...
-    @property
-    def significant(self) -> bool | None: ...
-    @property
-    def half_width(self) -> float | None: ...
-
-
-class PairedFigures(Protocol):
-    """A group's paired statistics (analysis.stats.PairedStats has this shape)."""
-
-    @property
-    def conversations(self) -> int: ...
-    @property
-    def note(self) -> str: ...
-    def __getitem__(self, name: str) -> Interval: ...
-    def conversations_needed(self, target_half_width: float = ..., name: str = ...) -> int | None: ...
-
-
-class ComparisonRow(Protocol):
-    """One row of a paired comparison (analysis.pairing.CategoryComparison has this shape)."""
-
-    @property
-    def category(self) -> str: ...
-    @property
-    def paired(self) -> int: ...
-    @property
-    def a(self) -> GroupStats: ...
-    @property
-    def b(self) -> GroupStats: ...
-    @property
-    def speedup(self) -> float | None: ...
-    @property
-    def stats(self) -> PairedFigures: ...
-
-
-def _interval(e: Interval, digits: int = 2, sign: bool = False) -> str:
+def _interval(e: Estimate, digits: int = 2, sign: bool = False) -> str:
     """'[lo, hi]', followed by 'n.s.' when the interval holds the value of no effect; '-' with no interval."""
     if e.lo is None or e.hi is None:
         return "-"
@@ -182,7 +141,7 @@ def _interval(e: Interval, digits: int = 2, sign: bool = False) -> str:
     return f"[{fmt.format(e.lo)}, {fmt.format(e.hi)}]" + (" n.s." if e.significant is False else "")
 
 
-def with_interval(e: Interval, digits: int = 2, sign: bool = False) -> str:
+def with_interval(e: Estimate, digits: int = 2, sign: bool = False) -> str:
     """'point [lo, hi]' (and 'n.s.'); the point alone when there is no interval; '-' when there is no point."""
     if e.point is None:
         return "-"
@@ -190,7 +149,7 @@ def with_interval(e: Interval, digits: int = 2, sign: bool = False) -> str:
     return point if e.lo is None else f"{point} {_interval(e, digits, sign)}"
 
 
-def _half_width(e: Interval) -> str:
+def _half_width(e: Estimate) -> str:
     return "-" if e.half_width is None else f"±{e.half_width:.2f}"
 
 
@@ -203,7 +162,7 @@ COMPARISON_LEGEND = (
 )
 
 
-def comparison_table(rows: Sequence[ComparisonRow], base_name: str, other_name: str) -> Table:
+def comparison_table(rows: Sequence[CategoryComparison], base_name: str, other_name: str) -> Table:
     """Per-category paired comparison (the last row: overall): requests paired, AL of each run with its
     interval, mean user tok/s of each run over the paired requests only, the speedup (ratio of those means)
     with its interval and half-width, and the conversations resampled."""
@@ -250,7 +209,7 @@ def ratios_legend(target_half_width: float) -> str:
 
 
 def ratios_table(
-    rows: Sequence[ComparisonRow], base_name: str, other_name: str, target_half_width: float = 0.05
+    rows: Sequence[CategoryComparison], base_name: str, other_name: str, target_half_width: float = 0.05
 ) -> Table:
     """Per category and overall: TTFT, E2E latency and system output tok/s ratios B/A and the AL difference,
     each with its interval, and the conversations a category needs for a speedup half-width of ± target."""

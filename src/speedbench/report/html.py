@@ -3,7 +3,8 @@ of the definitions every caption links to.  No script, no external resource: the
 browser and prints as it shows (docs/report.md).
 
 A :class:`Page` collects blocks and renders once; each figure (:class:`Chart`, a matplotlib figure) is drawn into
-the page as SVG when added, and saved as SVG and PNG too when the page has a ``figures_dir`` (``--figures DIR``).
+the page as SVG when added; with a ``figures_dir`` (``--figures DIR``) the page also gives each as SVG and PNG file
+contents (``figure_files``).  ``results/pages.py`` writes the page and those files.
 """
 
 from __future__ import annotations
@@ -155,16 +156,15 @@ class Chart:
         text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
         return text.replace("<svg ", f'<svg role="img" aria-label="{html.escape(self.title)}" ', 1)
 
-    def save(self, folder: Path) -> list[Path]:
-        """``folder/<id>.svg`` and ``folder/<id>.png`` (150 dpi)."""
+    def files(self) -> dict[str, bytes]:
+        """``<id>.svg`` and ``<id>.png`` (150 dpi): their names and contents."""
         import matplotlib
 
-        folder.mkdir(parents=True, exist_ok=True)
-        out = [folder / f"{self.id}.svg", folder / f"{self.id}.png"]
+        svg, png = io.BytesIO(), io.BytesIO()
         with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": self.id}):
-            self.figure.savefig(out[0], format="svg", bbox_inches="tight")
-        self.figure.savefig(out[1], format="png", dpi=150, bbox_inches="tight")
-        return out
+            self.figure.savefig(svg, format="svg", bbox_inches="tight")
+        self.figure.savefig(png, format="png", dpi=150, bbox_inches="tight")
+        return {f"{self.id}.svg": svg.getvalue(), f"{self.id}.png": png.getvalue()}
 
 
 @dataclass(frozen=True)
@@ -184,10 +184,9 @@ class Page:
 
     title: str
     subtitle: str = ""
-    figures_dir: Path | None = None  # --figures: each chart also saved there as SVG and PNG
+    figures_dir: Path | None = None  # --figures: each chart also written there as SVG and PNG
     blocks: list[str] = field(default_factory=list)
     charts: list[Chart] = field(default_factory=list)
-    saved: list[Path] = field(default_factory=list)
     _figs_open: bool = False
 
     def _close_figs(self) -> None:
@@ -248,8 +247,10 @@ class Page:
             f'<figure class="chart{wide}" id="fig-{chart.id}" data-chart="{chart.id}">'
             f"{chart.svg()}<figcaption>{cap}</figcaption></figure>"
         )
-        if self.figures_dir is not None:
-            self.saved.extend(chart.save(self.figures_dir))
+
+    def figure_files(self) -> dict[str, bytes]:
+        """With a ``figures_dir``: every chart's SVG and PNG file (name -> contents); else none."""
+        return {} if self.figures_dir is None else {n: b for c in self.charts for n, b in c.files().items()}
 
     def render(self) -> str:
         self._close_figs()

@@ -1,20 +1,21 @@
 """The HTML pages of one run and of a comparison of two (docs/report.md).  Everything comes from the run
-directories (manifest, records, the summary recomputed from them); the intervals come from analysis/ through
-the Protocols of report/console.py, since report/ does not import analysis/."""
+directories (manifest, records, the summary recomputed from them); the intervals and the comparison
+(``results.estimates``, ``results.comparison``) come from analysis/."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
 
 from speedbench.metrics.latency import itl_s, tpot_s, ttft_s
 from speedbench.metrics.models import GroupStats, RunSummary
 from speedbench.records import RequestRecord
-from speedbench.report.console import ComparisonRow, Interval, status_lines, with_interval
+from speedbench.report.console import status_lines, with_interval
 from speedbench.report.figures import Band, Series, bars, cdfs, forest, interval_bars, lines
 from speedbench.report.html import Cell, CellLike, Chart, Page, check
+from speedbench.results.comparison import CategoryComparison, Pairing
+from speedbench.results.estimates import Estimate
 from speedbench.results.loader import RunResult
 from speedbench.results.manifest import Manifest
 
@@ -22,7 +23,7 @@ PER_REQUEST = "per-request SD stats in records.jsonl"
 TIMESTAMPS = "client perf_counter_ns timestamps of each streamed chunk (records.jsonl)"
 
 
-def band(e: Interval | None) -> Band:
+def band(e: Estimate | None) -> Band:
     return Band(None) if e is None else Band(e.point, e.lo, e.hi)
 
 
@@ -95,7 +96,7 @@ def _categories(summary: RunSummary) -> list[str]:
     return sorted(summary.per_category)
 
 
-def _al_chart(prefix: str, summary: RunSummary, intervals: Mapping[str, Interval]) -> Chart:
+def _al_chart(prefix: str, summary: RunSummary, intervals: Mapping[str, Estimate]) -> Chart:
     cats = [*_categories(summary), "overall"]
     bands = []
     for c in cats:
@@ -245,7 +246,7 @@ def invariant_rows(summary: RunSummary) -> list[list[str | Cell | None]]:
 
 
 def run_page(
-    result: RunResult, al_intervals: Mapping[str, Interval], figures_dir: Path | None = None, resamples: int = 0
+    result: RunResult, al_intervals: Mapping[str, Estimate], figures_dir: Path | None = None, resamples: int = 0
 ) -> Page:
     """One run: provenance, state, invariants, acceptance (per category with intervals, per position, histogram),
     latency CDFs, errors by cause, the per-category table."""
@@ -291,21 +292,11 @@ def run_page(
 # ---- two runs -----------------------------------------------------------------------------------------
 
 
-class PairingView(Protocol):
-    @property
-    def a(self) -> Sequence[RequestRecord]: ...
-    @property
-    def b(self) -> Sequence[RequestRecord]: ...
-    @property
-    def differences(self) -> Sequence[object]: ...
-    def describe(self) -> str: ...
-
-
 def comparison_page(
     names: tuple[str, str],
     results: tuple[RunResult, RunResult],
-    pairing: PairingView,
-    rows: Sequence[ComparisonRow],
+    pairing: Pairing,
+    rows: Sequence[CategoryComparison],
     resamples: int,
     seed: int,
     figures_dir: Path | None = None,

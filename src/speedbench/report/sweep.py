@@ -1,111 +1,24 @@
 """Console tables of a sweep report (``speedbench report SWEEP_DIR``): per (SD method, dataset, engine options)
 a concurrency x draft length table of the speedup over the paired baseline, of AL and of output tok/s, and the
-Pareto front of output tok/s against mean per-user tok/s.  The figures come from ``analysis.sweep_report``; this
-module only draws them (it reads them through the protocols below and console's ``Interval``: ``report/`` never
-imports ``analysis/``)."""
+Pareto front of output tok/s against mean per-user tok/s.  The figures (``results.sweep_figures``) come from
+``analysis.sweep_report``; this module only draws them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Callable, Sequence
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from speedbench.report.console import Interval, with_interval
+from speedbench.report.console import with_interval
+from speedbench.results.estimates import Estimate
+from speedbench.results.sweep_figures import CellFigures, SweepReport, SweepTable, SyntheticBias
 
 BEST = "*"
 
 
-class Cell(Protocol):
-    @property
-    def id(self) -> str: ...
-    @property
-    def sd(self) -> str: ...
-    @property
-    def k(self) -> int: ...
-    @property
-    def concurrency(self) -> int: ...
-    @property
-    def dataset(self) -> str: ...
-    @property
-    def output_tps(self) -> float | None: ...
-    @property
-    def user_tps_mean(self) -> float | None: ...
-    @property
-    def speedup(self) -> Interval | None: ...
-    @property
-    def al(self) -> Interval | None: ...
-    @property
-    def note(self) -> str: ...
-
-
-class GridTable(Protocol):
-    @property
-    def title(self) -> str: ...
-    @property
-    def concurrencies(self) -> tuple[int, ...]: ...
-    @property
-    def ks(self) -> tuple[int, ...]: ...
-    @property
-    def cells(self) -> Mapping[tuple[int, int], Cell]: ...
-    @property
-    def best_k(self) -> Mapping[int, int | None]: ...
-
-
-class Bias(Protocol):
-    @property
-    def sd(self) -> str: ...
-    @property
-    def k(self) -> int: ...
-    @property
-    def concurrency(self) -> int: ...
-    @property
-    def engine_options(self) -> tuple[tuple[str, str], ...]: ...
-    @property
-    def isl(self) -> int: ...
-    @property
-    def real(self) -> str: ...
-    @property
-    def synthetic(self) -> str: ...
-    @property
-    def al_real(self) -> Interval: ...
-    @property
-    def al_synthetic(self) -> Interval: ...
-    @property
-    def al_ratio(self) -> Interval: ...
-    @property
-    def speedup_real(self) -> Interval: ...
-    @property
-    def speedup_synthetic(self) -> Interval: ...
-    @property
-    def speedup_ratio(self) -> Interval: ...
-    @property
-    def conversations(self) -> tuple[int, int]: ...
-
-
-class Report(Protocol):
-    @property
-    def path(self) -> Path: ...
-    @property
-    def cells(self) -> Sequence[Cell]: ...
-    @property
-    def tables(self) -> Sequence[GridTable]: ...
-    @property
-    def on_front(self) -> Mapping[str, bool]: ...
-    @property
-    def resamples(self) -> int: ...
-    @property
-    def seed(self) -> int: ...
-    @property
-    def repeats(self) -> int: ...
-    @property
-    def bias(self) -> Sequence[Bias]: ...
-
-
-def interval_text(e: Interval | None, digits: int = 2) -> str:
+def interval_text(e: Estimate | None, digits: int = 2) -> str:
     """'1.23 [1.10, 1.35]', with ' n.s.' when the interval holds 1; the point alone without an interval."""
     return "-" if e is None else with_interval(e, digits)
 
@@ -120,7 +33,7 @@ class Footnotes:
     def __init__(self) -> None:
         self.notes: dict[str, int] = {}
 
-    def mark(self, cell: Cell) -> str:
+    def mark(self, cell: CellFigures) -> str:
         if not cell.note:
             return ""
         n = self.notes.setdefault(cell.note, len(self.notes) + 1)
@@ -131,7 +44,7 @@ class Footnotes:
 
 
 def grid_table(
-    t: GridTable, what: str, text: Callable[[Cell], str], notes: Footnotes, mark_best: bool = False
+    t: SweepTable, what: str, text: Callable[[CellFigures], str], notes: Footnotes, mark_best: bool = False
 ) -> Table:
     """Rows concurrency, columns draft length; ``text`` draws a cell; the best draft length per row gets ``*``."""
     table = Table(title=f"{what}: {t.title}")
@@ -155,19 +68,19 @@ def grid_table(
     return table
 
 
-def _speedup(cell: Cell) -> str:
+def _speedup(cell: CellFigures) -> str:
     return interval_text(cell.speedup)
 
 
-def _al(cell: Cell) -> str:
+def _al(cell: CellFigures) -> str:
     return interval_text(cell.al)
 
 
-def _output(cell: Cell) -> str:
+def _output(cell: CellFigures) -> str:
     return _f(cell.output_tps)
 
 
-def pareto_table(report: Report) -> Table:
+def pareto_table(report: SweepReport) -> Table:
     table = Table(title="Output tok/s vs mean per-user tok/s (every cell; * = on the Pareto front)")
     for name in ("cell", "sd", "k", "c", "dataset", "output tok/s", "user tok/s", "speedup", "front"):
         table.add_column(name, justify="left" if name in ("cell", "sd", "dataset") else "right")
@@ -186,10 +99,10 @@ def pareto_table(report: Report) -> Table:
     return table
 
 
-def bias_tables(report: Report) -> list[Table]:
+def bias_tables(report: SweepReport) -> list[Table]:
     """Synthetic vs real: one table per (SD method, ISL, real set, synthetic set, engine options), a row per
     (concurrency, k)."""
-    groups: dict[tuple[str, int, str, str, tuple[tuple[str, str], ...]], list[Bias]] = {}
+    groups: dict[tuple[str, int, str, str, tuple[tuple[str, str], ...]], list[SyntheticBias]] = {}
     for b in report.bias:
         groups.setdefault((b.sd, b.isl, b.real, b.synthetic, b.engine_options), []).append(b)
     tables = []
@@ -218,7 +131,7 @@ def bias_tables(report: Report) -> list[Table]:
     return tables
 
 
-def print_sweep_report(report: Report, console: Console, files: Sequence[str] = ()) -> None:
+def print_sweep_report(report: SweepReport, console: Console, files: Sequence[str] = ()) -> None:
     notes = Footnotes()
     for t in report.tables:
         console.print(grid_table(t, "Speedup over the baseline", _speedup, notes, mark_best=True))

@@ -1,16 +1,20 @@
 """The HTML pages of a sweep (speedup against concurrency per draft length, best k, the Pareto front, synthetic
 vs real, the fitted model when there is one) and of the fitted model itself (docs/report.md).  The sweep's
-figures come through the Protocols of report/sweep.py, the model's from model.json's plain data."""
+figures are ``results.sweep_figures``' (the report ``analysis.sweep_report`` builds), the model's model.json's
+(``results.model_file``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from speedbench.report.figures import Band, Point, Series, forest, lines, predicted_vs_measured, scatter
 from speedbench.report.html import Cell, Chart, Page
-from speedbench.report.sweep import Report, interval_text
+from speedbench.report.sweep import interval_text
+from speedbench.results.estimates import Estimate
+from speedbench.results.model_file import ModelFile
+from speedbench.results.sweep_figures import SweepReport
 from speedbench.results.sweep_manifest import SweepManifest
 
 CELLS = "each cell's run directory (records.jsonl), paired with its SD-off cell by (question_id, turn)"
@@ -18,7 +22,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P")
 MARKER_NAMES = {"o": "circle", "s": "square", "^": "triangle", "D": "diamond", "v": "down triangle", "P": "plus"}
 
 
-def _b(e: Any) -> Band:
+def _b(e: Estimate | None) -> Band:
     return Band(None) if e is None else Band(e.point, e.lo, e.hi)
 
 
@@ -49,9 +53,8 @@ def sweep_facts(m: SweepManifest, path: Path) -> list[tuple[str, str]]:
     ]
 
 
-def sweep_page(
-    report: Report, manifest: SweepManifest, model: Mapping[str, Any] | None = None, figures_dir: Path | None = None
-) -> Page:
+def sweep_page(report: SweepReport, model: ModelFile | None = None, figures_dir: Path | None = None) -> Page:
+    manifest = report.manifest
     page = Page(f"speedbench sweep: {report.path.name}", f"{manifest.base.engine.kind}", figures_dir)
     page.facts(sweep_facts(manifest, report.path))
     if manifest.status != "complete":
@@ -128,7 +131,7 @@ def sweep_page(
     return page
 
 
-def _pareto(page: Page, report: Report) -> None:
+def _pareto(page: Page, report: SweepReport) -> None:
     datasets = list(dict.fromkeys(c.dataset for c in report.cells))
     points = [
         Point(
@@ -168,7 +171,7 @@ def _pareto(page: Page, report: Report) -> None:
     )
 
 
-def _bias(page: Page, report: Report, intervals: str) -> None:
+def _bias(page: Page, report: SweepReport, intervals: str) -> None:
     if not report.bias:
         return
     page.section("Synthetic against real prompts")
@@ -213,21 +216,21 @@ def _tri(v: Sequence[float] | None) -> Band:
     return Band(None) if not v else Band(v[0], v[1], v[2])
 
 
-def model_figures(page: Page, s: Mapping[str, Any], prefix: str = "") -> None:
+def model_figures(page: Page, s: ModelFile, prefix: str = "") -> None:
     """The model's figures: measured against predicted (held-out cells marked), step time, predicted speedup per
     batch and k, acceptance per position and tau against Leviathan's closed form."""
-    v = s.get("validation")
-    if v:
-        rows = [(c["id"], c["measured_user_tps"], _tri(c["predicted_user_tps"]), True) for c in v["cells"]]
-        rows += [(c["id"], c["measured_user_tps"], _tri(c["predicted_user_tps"]), False) for c in v.get("fitted", [])]
-        mape = v.get("mape")
+    v = s.validation
+    if v is not None:
+        rows = [(c.id, c.measured_user_tps, _tri(c.predicted_user_tps), True) for c in v.cells]
+        rows += [(c.id, c.measured_user_tps, _tri(c.predicted_user_tps), False) for c in v.fitted]
+        mape = v.mape
         page.chart(
             Chart(
                 f"{prefix}validation",
-                f"Measured against predicted per-user tok/s (held out: {v['holdout']})",
+                f"Measured against predicted per-user tok/s (held out: {v.holdout})",
                 f"Each cell's mean per-user decode tok/s against the model fitted without the held-out cells (red), "
                 f"with the 95% prediction interval; held-out MAPE {mape * 100:.1f}%, "
-                f"{v['inside_interval']} of {len(v['cells'])} inside their interval."
+                f"{v.inside_interval} of {len(v.cells)} inside their interval."
                 if mape is not None
                 else "Each cell against the model fitted without the held-out cells.",
                 "model",
@@ -235,29 +238,29 @@ def model_figures(page: Page, s: Mapping[str, Any], prefix: str = "") -> None:
                 predicted_vs_measured(rows, "tok/s per user"),
             )
         )
-    cost = s["cost"]
-    measured = cost["measured"]
-    if measured and "predicted_step_s" in measured[0]:
-        pts = [Point(c["step_s"] * 1000, c["predicted_step_s"] * 1000, f"k = {c['k']}", False) for c in measured]
+    cost = s.cost
+    measured = cost.measured
+    if measured:
+        pts = [Point(c.step_s * 1000, c.predicted_step_s * 1000, f"k = {c.k}", False) for c in measured]
         page.chart(
             Chart(
                 f"{prefix}step-time",
                 "Step time: fitted against measured",
-                f"Each cell's mean decode step time against the fitted {cost['form']} at the batch it held "
-                f"(relative residual {cost['residual_rel'] * 100:.1f}%).",
+                f"Each cell's mean decode step time against the fitted {cost.form} at the batch it held "
+                f"(relative residual {cost.residual_rel * 100:.1f}%).",
                 "model",
                 "chunk timestamps of every request (records.jsonl)",
                 scatter(pts, "measured step time (ms)", "fitted step time (ms)", "", diagonal=True),
             )
         )
-    preds = s["predictions"]
-    ks = sorted({int(k) for p in preds for k in p["k"]})
+    preds = s.predictions
+    ks = sorted({int(k) for p in preds for k in p.k})
     series = [
-        Series(f"k = {k}", [p["b"] for p in preds], [_tri(p["k"][str(k)]["speedup"]) for p in preds], filled=True)
+        Series(f"k = {k}", [p.b for p in preds], [_tri(p.k[str(k)].speedup) for p in preds], filled=True)
         for k in ks
         if k > 0
     ]
-    pays = s.get("sd_pays_until_batch")
+    pays = s.sd_pays_until_batch
     page.chart(
         Chart(
             f"{prefix}predicted-speedup",
@@ -270,10 +273,10 @@ def model_figures(page: Page, s: Mapping[str, Any], prefix: str = "") -> None:
             lines(series, "batch (requests decoding together)", "predicted speedup", ref=1.0, logx=True),
         )
     )
-    acc = s["acceptance"]
-    kmax = s["k_max"]
+    acc = s.acceptance
+    kmax = s.k_max
     rate_series = [
-        Series(cat, list(range(1, kmax + 1)), [Band(x) for x in a["rates"]], bold=cat == "overall")
+        Series(cat, list(range(1, kmax + 1)), [Band(x) for x in a.rates], bold=cat == "overall")
         for cat, a in sorted(acc.items(), key=lambda kv: (kv[0] == "overall", kv[0]))
     ]
     page.chart(
@@ -287,12 +290,12 @@ def model_figures(page: Page, s: Mapping[str, Any], prefix: str = "") -> None:
             lines(rate_series, "draft position i", "conditional acceptance rate", integer_x=True, ylim=(0, 1.02)),
         )
     )
-    lev = s["leviathan"]
+    lev = s.leviathan
     tks = list(range(1, kmax + 1))
     tau = [
-        Series("per-position rates", tks, [Band(lev["per_position_tau"].get(str(k))) for k in tks], bold=True),
-        Series(f"Leviathan, α = {lev['alpha']:.3f}", tks, [Band(lev["tau"].get(str(k))) for k in tks], dashed=True),
-        Series("measured at that k", tks, [Band(lev["measured_tau"].get(str(k))) for k in tks]),
+        Series("per-position rates", tks, [Band(lev.per_position_tau.get(str(k))) for k in tks], bold=True),
+        Series(f"Leviathan, α = {lev.alpha:.3f}", tks, [Band(lev.tau.get(str(k))) for k in tks], dashed=True),
+        Series("measured at that k", tks, [Band(lev.measured_tau.get(str(k))) for k in tks]),
     ]
     page.chart(
         Chart(
@@ -307,65 +310,67 @@ def model_figures(page: Page, s: Mapping[str, Any], prefix: str = "") -> None:
     )
 
 
-def model_page(s: Mapping[str, Any], figures_dir: Path | None = None) -> Page:
-    page = Page(f"speedbench model: {Path(str(s['sweep'])).name}", f"{s['sd']} on {s['dataset']}", figures_dir)
-    cost = s["cost"]
-    terms = ", ".join(f"{name} = {val:.4g} ± {cost['stderr'][name]:.2g}" for name, val in cost["coef"].items())
-    pays = s.get("sd_pays_until_batch")
+def model_page(s: ModelFile, figures_dir: Path | None = None) -> Page:
+    page = Page(f"speedbench model: {Path(s.sweep).name}", f"{s.sd} on {s.dataset}", figures_dir)
+    cost = s.cost
+    terms = ", ".join(f"{name} = {val:.4g} ± {cost.stderr[name]:.2g}" for name, val in cost.coef.items())
+    pays = s.sd_pays_until_batch
     page.facts(
         [
-            ("sweep", str(s["sweep"])),
-            ("SD method, dataset", f"{s['sd']} on {s['dataset']}, draft lengths up to {s['k_max']}"),
-            ("cells fitted", str(len(s["cells"]))),
+            ("sweep", s.sweep),
+            ("SD method, dataset", f"{s.sd} on {s.dataset}, draft lengths up to {s.k_max}"),
+            ("cells fitted", str(len(s.cells))),
             (
                 "step cost",
-                f"{cost['form']}: {terms}" + (f"; knee at {cost['knee_tokens']} tokens" if cost["knee_tokens"] else ""),
+                f"{cost.form}: {terms}" + (f"; knee at {cost.knee_tokens} tokens" if cost.knee_tokens else ""),
             ),
             ("SD pays until batch", "the whole range" if pays is None else f"{pays:g}"),
-            ("seed", str(s["seed"])),
+            ("seed", str(s.seed)),
         ]
     )
     page.section("Model against measurement")
     model_figures(page, s)
     page.section("Best draft length")
-    by_cat = s["best_k_by_category"]
+    by_cat = s.best_k_by_category
     batches = list(next(iter(by_cat.values())).keys()) if by_cat else []
     page.table(
         ["category", *[f"b = {b}" for b in batches]],
         [[cat, *[Cell("off" if row[b] == 0 else str(row[b]), "num") for b in batches]] for cat, row in by_cat.items()],
         "The k with the highest predicted per-user tok/s at each batch (off = SD off is best).",
     )
-    slo = s.get("slo")
-    if slo:
+    slo = s.slo
+    if slo is not None:
         page.section("Service-level objective")
-        a = slo.get("answer")
-        if a:
+        a = slo.answer
+        if a is not None:
+            # each configuration to measure next as its JSON object, as the page has always shown it
+            nxt = ", ".join(str(x.model_dump(mode="json")) for x in slo.next)
             page.facts(
                 [
-                    ("objective", ", ".join(slo["terms"])),
-                    ("answer", f"k = {a['k']}, concurrency {a['concurrency']} (batch {a['batch']:g})"),
-                    ("output tok/s", _tri_text(a["output_tps"])),
-                    ("confirmed by a measured cell", "yes" if slo.get("confirmed") else "no"),
-                    ("measure next", ", ".join(str(x) for x in slo.get("next", [])) or "nothing"),
+                    ("objective", ", ".join(slo.terms)),
+                    ("answer", f"k = {a.k}, concurrency {a.concurrency} (batch {a.batch:g})"),
+                    ("output tok/s", _tri_text(a.output_tps)),
+                    ("confirmed by a measured cell", "yes" if slo.confirmed else "no"),
+                    ("measure next", nxt or "nothing"),
                 ]
             )
-        if slo.get("note"):
-            page.note(slo["note"])
-    v = s.get("validation")
-    if v:
+        if slo.note:
+            page.note(slo.note)
+    v = s.validation
+    if v is not None:
         page.section("Held-out cells")
         page.table(
             ["cell", "batch", "measured tok/s", "predicted [95%]", "error", "inside"],
             [
                 [
-                    c["id"],
-                    c["batch"],
-                    f"{c['measured_user_tps']:.2f}",
-                    _tri_text(c["predicted_user_tps"]),
-                    f"{c['ape'] * 100:.1f}%",
-                    Cell("yes", "ok") if c["inside"] else Cell("no", "bad"),
+                    c.id,
+                    c.batch,
+                    f"{c.measured_user_tps:.2f}",
+                    _tri_text(c.predicted_user_tps),
+                    f"{c.ape * 100:.1f}%",
+                    Cell("yes", "ok") if c.inside else Cell("no", "bad"),
                 ]
-                for c in v["cells"]
+                for c in v.cells
             ],
         )
     return page
