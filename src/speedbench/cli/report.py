@@ -169,7 +169,7 @@ def _al_intervals(result: RunResult, resamples: int, seed: int) -> dict[str, Est
     from speedbench.analysis.stats import al_by_category
 
     m = result.manifest
-    return al_by_category(result.records, m.k, m.chunks_are_steps, resamples, seed)
+    return al_by_category(result.records, m.basis, resamples, seed)
 
 
 def _load(path: str) -> RunResult:
