@@ -1,7 +1,8 @@
 """Aggregate records into typed results (RunSummary = summary.json, see docs/results.md).
 
 Small functions that the analysis layer calls on any subset of records (a category, a bootstrap
-resample): ``group_acceptance`` and ``group_timing`` (and ``group_stats`` combining them), the run-level
+resample): ``group_acceptance`` and ``group_timing`` (and ``group_stats`` combining them with the figures
+metrics/figures.py computes on their own), the run-level
 acceptance with its source choice (``overall_acceptance``), the counter deltas per measured window
 (``window_deltas``) and the cross-checks (``cross_checks``); ``summarize`` composes them.
 """
@@ -16,6 +17,7 @@ from typing import Any
 from speedbench.metrics import invariants as inv
 from speedbench.metrics.acceptance import acceptance_length, acceptance_stats, step_figures, sum_stats
 from speedbench.metrics.counters import counter_delta
+from speedbench.metrics.figures import computed
 from speedbench.metrics.latency import distribution, e2e_s, itl_s, output_tps, step_times_s, tpot_s, ttft_s, user_tps
 from speedbench.metrics.models import (
     AcceptanceStats,
@@ -77,8 +79,10 @@ def group_counts(records: Sequence[RequestRecord]) -> CountStats:
 
 
 def group_stats(records: Sequence[RequestRecord], basis: DecodeBasis) -> GroupStats:
-    """Counts, acceptance (per-request sources) and timing of any group of records."""
-    return GroupStats.combine(group_counts(records), group_acceptance(records, basis), group_timing(records, basis))
+    """Counts, acceptance (per-request sources), timing and the figures computed on their own of any group."""
+    return GroupStats.combine(
+        group_counts(records), group_acceptance(records, basis), group_timing(records, basis), computed(records, basis)
+    )
 
 
 def window_deltas(counter_windows: Sequence[dict[str, Any]]) -> dict[int, SDStats]:
@@ -241,7 +245,7 @@ def summarize(
     deltas = window_deltas(counter_windows)
     total_delta = sum_stats(deltas.values(), source="counter_delta")
     overall_acc = overall_acceptance(pairs, len(ok), total_delta, basis.k, decode_items(ok, basis))
-    overall = GroupStats.combine(group_counts(records), overall_acc.stats, group_timing(ok, basis))
+    overall = GroupStats.combine(group_counts(records), overall_acc.stats, group_timing(ok, basis), computed(ok, basis))
     req_sources = sorted({s.source for _, s in pairs})
     return RunSummary(
         k=basis.k,
