@@ -72,11 +72,6 @@ class Figure:
         return v if column.stat is None else getattr(v, column.stat)
 
 
-def tokens_per_request(records: Sequence[RequestRecord], basis: DecodeBasis) -> float | None:
-    """Mean output tokens of the group's successful requests."""
-    return sum(r.tokens for r in records) / len(records) if records else None
-
-
 AL = "metrics.md#speculative-decoding"
 SAME = "metrics.md#figures-that-mean-the-same-on-every-engine"
 TIMING = "metrics.md#timing-client-timestamps"
@@ -125,8 +120,6 @@ FIGURES: tuple[Figure, ...] = (
            sweep=Column("user tok/s", "mean", 1)),
     Figure("output_tps", "tok/s", "output tok/s", TIMING, sweep=Column("output tok/s", digits=1)),
     Figure("output_tokens", "tokens", "output tokens", TIMING, csv=VALUE),
-    Figure("tokens_per_request", "tokens", "tok/req", TIMING, of=tokens_per_request, csv=VALUE,
-           acceptance=Column("tok/req", digits=1), page=Column("tok/req", digits=1)),
 )
 # fmt: on
 
