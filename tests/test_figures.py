@@ -73,11 +73,11 @@ def test_console_and_page_tables_walk_the_table() -> None:
     timing = timing_table(s)
     assert [str(c) for c in timing.columns[0].cells] == [c.label for _, c in shown_in("timing")]
     assert timing.row_count == 6
-    acc = acceptance_table(s)
-    headers = [str(c.header) for c in acc.columns]
-    per_pos = [c.label.format(i=i) for f, c in shown_in("acceptance") if f.per_position for i in (1, 2, 3)]
+    headers = [str(c.header) for c in acceptance_table(s).columns]
+    walked = [c.label.format(i=i) for f, c in shown_in("acceptance") for i in ((1, 2, 3) if f.per_position else (0,))]
+    assert headers == ["category", *walked]
     assert headers[:4] == ["category", "requests", "errors", "AL engine steps (mean)"]
-    assert headers[-1] == "user tok/s" and headers[-4:-1] == per_pos == ["cond AR1", "cond AR2", "cond AR3"]
+    assert [h for h in headers if h.startswith("cond AR")] == ["cond AR1", "cond AR2", "cond AR3"]  # k = 3
     assert ["category", *(c.label for _, c in shown_in("page"))] == CATEGORY_HEADERS
     assert len(category_rows(s)[0]) == len(CATEGORY_HEADERS)
 
@@ -97,8 +97,8 @@ def test_cell_text_and_csv_value_by_hand() -> None:
 
 
 def test_a_group_refuses_a_key_that_is_no_figure() -> None:
-    with pytest.raises(ValueError, match="not a figure of a group: tokens_per_request"):
-        GroupStats.model_validate({"requests": 1, "tokens_per_request": 2.0})
+    with pytest.raises(ValueError, match="not a figure of a group: no_such_figure"):
+        GroupStats.model_validate({"requests": 1, "no_such_figure": 2.0})
 
 
 def _mean_tokens(records: list[RequestRecord], basis: DecodeBasis) -> float | None:
