@@ -13,7 +13,7 @@ from rich.console import Console
 
 from speedbench.metrics import figures, models
 from speedbench.metrics.aggregate import group_stats, summarize
-from speedbench.metrics.figures import FIGURES, VALUE, Column, Figure, csv_columns, csv_value, shown_in
+from speedbench.metrics.figures import FIGURES, VALUE, Column, Figure, csv_columns, shown_in
 from speedbench.metrics.models import GroupStats, RunSummary
 from speedbench.metrics.sources import DecodeBasis
 from speedbench.records import RequestRecord
@@ -64,8 +64,8 @@ def test_summary_csv_header_is_the_table() -> None:
     """The pinned summary.csv (main at c6e6c23, k = 3) has exactly the columns the table derives, in its order."""
     with (OLD_RUN / "summary.csv").open(newline="") as fh:
         header = next(csv.reader(fh))
-    assert header == ["scope", *(c for _, c, _ in csv_columns(3))]
-    assert [c for _, c, _ in csv_columns(2)][5:7] == ["conditional_ar_1", "conditional_ar_2"]  # k columns
+    assert header == ["scope", *(c.name for c in csv_columns(3))]
+    assert [c.name for c in csv_columns(2)][5:7] == ["conditional_ar_1", "conditional_ar_2"]  # k columns
 
 
 def test_console_and_page_tables_walk_the_table() -> None:
@@ -82,18 +82,20 @@ def test_console_and_page_tables_walk_the_table() -> None:
     assert len(category_rows(s)[0]) == len(CATEGORY_HEADERS)
 
 
-def test_cell_text_and_csv_value_by_hand() -> None:
+def test_cell_text_and_csv_values_by_hand() -> None:
     assert cell_text(None, Column("x")) == "-"
     assert cell_text(2.34567, Column("x")) == "2.346"
     assert cell_text(0.0123456, Column("ms", digits=2, scale=1000)) == "12.35"
     assert cell_text(0.25, Column("share", percent=True)) == "25.0%"
     assert cell_text(7, Column("n", digits=1)) == "7"
     g = GroupStats(requests=3, conditional_acceptance_rate=[0.5], ttft_s=models.Distribution(mean=0.1, p99=0.3, n=2))
-    cond = next(f for f in FIGURES if f.per_position)
-    ttft = next(f for f in FIGURES if f.name == "ttft_s")
-    assert csv_value(g, cond, "conditional_ar_1", 0) == 0.5 and csv_value(g, cond, "conditional_ar_2", 1) is None
-    assert csv_value(g, ttft, "ttft_s_p99", None) == 0.3
-    assert csv_value(g, FIGURES[0], "requests", None) == 3
+    cols = {c.name: c.value(g) for c in csv_columns(2)}
+    assert cols["conditional_ar_1"] == 0.5 and cols["conditional_ar_2"] is None  # position 2 never reached
+    assert cols["ttft_s_mean"] == 0.1 and cols["ttft_s_p99"] == 0.3 and cols["requests"] == 3
+    assert [(f.name, c.label) for f, c in shown_in("sweep")] == [
+        ("user_tps", "user tok/s"),
+        ("output_tps", "output tok/s"),
+    ]
 
 
 def test_a_group_refuses_a_key_that_is_no_figure() -> None:

@@ -131,25 +131,33 @@ def shown_in(view: View) -> tuple[tuple[Figure, Column], ...]:
     return tuple((f, c) for f in FIGURES if (c := getattr(f, view)) is not None)
 
 
-def csv_columns(k: int) -> list[tuple[Figure, str, int | None]]:
-    """summary.csv's columns after ``scope``: (figure, column name, draft position index or None), in table order;
-    the statistic of a distribution column is its name's suffix."""
-    out: list[tuple[Figure, str, int | None]] = []
+@dataclass(frozen=True)
+class CsvColumn:
+    """One column of summary.csv: its name, its figure, the statistic of a distribution ("": the value) and the
+    draft position (index) of a per-position figure."""
+
+    name: str
+    figure: Figure
+    stat: str = ""
+    position: int | None = None
+
+    def value(self, stats: Any) -> Any:
+        v = self.figure.value(stats)
+        if self.position is not None:
+            return v[self.position] if self.position < len(v) else None
+        return getattr(v, self.stat) if self.stat else v
+
+
+def csv_columns(k: int) -> list[CsvColumn]:
+    """summary.csv's columns after ``scope``, in table order (a per-position figure: one per draft position)."""
+    out: list[CsvColumn] = []
     for f in FIGURES:
         for stat in f.csv:
             if f.per_position is not None:
-                out += [(f, f"{f.per_position}_{i + 1}", i) for i in range(k)]
+                out += [CsvColumn(f"{f.per_position}_{i + 1}", f, position=i) for i in range(k)]
             else:
-                out.append((f, f"{f.name}_{stat}" if stat else f.name, None))
+                out.append(CsvColumn(f"{f.name}_{stat}" if stat else f.name, f, stat))
     return out
-
-
-def csv_value(stats: Any, figure: Figure, column: str, position: int | None) -> Any:
-    """One summary.csv cell of a group: the value, a distribution's statistic, or one draft position's value."""
-    v = figure.value(stats)
-    if position is not None:
-        return v[position] if position < len(v) else None
-    return getattr(v, column.removeprefix(figure.name + "_")) if column != figure.name else v
 
 
 def computed(records: Sequence[RequestRecord], basis: DecodeBasis) -> dict[str, float | int | None]:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from speedbench.atomic import atomic_write, atomic_write_with
 from speedbench.config import Secrets
-from speedbench.metrics.figures import csv_columns, csv_value
+from speedbench.metrics.figures import csv_columns
 from speedbench.metrics.models import GroupStats, RunSummary
 from speedbench.records import RequestRecord
 
@@ -166,4 +166,4 @@ def summary_rows(summary: RunSummary) -> list[dict[str, Any]]:
     that metrics/figures.py puts in it (``csv_columns``)."""
     scopes: list[tuple[str, GroupStats]] = [("overall", summary.overall), *summary.per_category.items()]
     columns = csv_columns(summary.k)
-    return [{"scope": name, **{c: csv_value(e, f, c, i) for f, c, i in columns}} for name, e in scopes]
+    return [{"scope": name, **{c.name: c.value(e) for c in columns}} for name, e in scopes]
