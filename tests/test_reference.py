@@ -262,9 +262,8 @@ def run_engine(engine, samples, concurrency, output_len):
 
     res = asyncio.run(go())
     windows = [{"segment": 0, "before": res.counters_before, "after": res.counters_after}]
-    return records, summarize(
-        records, DecodeBasis(engine.k), counter_windows=windows
-    ).to_dict()  # the summary.json form
+    summary = summarize(records, DecodeBasis(engine.k), counter_windows=windows)
+    return records, summary.to_dict()  # the summary.json form
 
 
 def test_engine_tiny_pair_through_the_load_generator(tiny_pair_dirs):
