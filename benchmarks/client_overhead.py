@@ -58,6 +58,7 @@ from speedbench.engines.openai import OpenAIEngine
 from speedbench.load.generator import LoadSettings, run_load
 from speedbench.metrics.aggregate import summarize
 from speedbench.metrics.latency import step_times_s
+from speedbench.metrics.sources import DecodeBasis
 from speedbench.records import RequestRecord
 
 LISTEN_RE = re.compile(r"listening on http://127\.0\.0\.1:(\d+)/v1")
@@ -532,7 +533,7 @@ def fidelity_level(
     raw: dict[str, Any], c: int, n_requests: int, ttft_ms: float, step_ms: float, output_len: int
 ) -> dict[str, Any]:
     records: list[RequestRecord] = raw["records"]
-    summary = summarize(records, k=0)
+    summary = summarize(records, DecodeBasis(0))
     ov = summary.overall
     ok = [r for r in records if r.ok]
     ttft, itl = ov.ttft_s.model_dump(), ov.itl_s.model_dump()

@@ -22,6 +22,7 @@ from speedbench.engines.mock import MockEngine, MockSettings
 from speedbench.engines.openai import OpenAIEngine
 from speedbench.load.generator import LoadSettings, run_load
 from speedbench.metrics.aggregate import summarize
+from speedbench.metrics.sources import DecodeBasis
 
 
 def run(engine, n: int, output_len: int) -> dict:
@@ -45,7 +46,9 @@ def run(engine, n: int, output_len: int) -> dict:
 
     res = asyncio.run(go())
     return summarize(
-        records, k=3, counter_windows=[{"segment": 0, "before": res.counters_before, "after": res.counters_after}]
+        records,
+        DecodeBasis(3),
+        counter_windows=[{"segment": 0, "before": res.counters_before, "after": res.counters_after}],
     )
 
 

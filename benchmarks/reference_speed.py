@@ -116,6 +116,7 @@ def part_batch(levels: list[int], output_len: int, k: int, threads: int, n: int)
     from speedbench.engines.reference import ReferenceEngine
     from speedbench.load.generator import LoadSettings, run_load
     from speedbench.metrics.aggregate import summarize
+    from speedbench.metrics.sources import DecodeBasis
 
     samples = first_turn_samples(n)
     print(
@@ -148,7 +149,7 @@ def part_batch(levels: list[int], output_len: int, k: int, threads: int, n: int)
             t0 = time.perf_counter()
             asyncio.run(go())
             wall = time.perf_counter() - t0
-            s = summarize(records, k=k)
+            s = summarize(records, DecodeBasis(k))
             tps = s["overall"]["output_tps"] or 0.0
             base.setdefault(sd, tps)
             al = s["overall"]["acceptance_length"]

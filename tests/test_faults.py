@@ -12,6 +12,7 @@ from speedbench.engines.mock import MockSettings, MockSimulator, prompt_key
 from speedbench.engines.openai import OpenAIEngine
 from speedbench.load.generator import LoadSettings, run_load, send
 from speedbench.metrics.aggregate import summarize
+from speedbench.metrics.sources import DecodeBasis
 
 FAULTS = {"fail_500": "0.1", "fail_reset": "0.1", "fail_stall": "0.05", "fail_malformed": "0.05"}
 CAUSE = {None: None, "500": "http_500", "reset": "reset", "stall": "timeout", "malformed": "malformed_stream"}
@@ -58,7 +59,7 @@ def test_every_request_is_one_complete_or_error_record_with_the_right_cause():
             assert r.completion_tokens == 64 and r.sd is not None and r.finish_reason == "length"
         else:
             assert r.error["detail"] is not None
-    summary = summarize(records, k=3).to_dict()  # the summary.json form
+    summary = summarize(records, DecodeBasis(3)).to_dict()  # the summary.json form
     assert summary["overall"]["requests"] + summary["overall"]["errors"] == 200
     assert summary["errors_by_cause"] == {CAUSE[f]: n for f, n in counts.items() if f is not None}
     # failed requests are excluded from latency statistics

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from speedbench.analysis.stats import al_by_category
 from speedbench.cli import app
+from speedbench.metrics.sources import DecodeBasis
 from speedbench.records import RequestRecord, SDStats
 from speedbench.report.figures import Band, Series, lines
 from speedbench.report.html import DEFINITIONS, Chart, Page
@@ -52,7 +53,7 @@ def test_al_by_category_by_hand():
     # AL per request: a0 1 + 4/4 = 2, a1 1 + 2/4 = 1.5 (one conversation of two turns); b 1 + 0/2 = 1;
     # c (another category) 1 + 6/3 = 3.  Macro AL of "x" = (2 + 1.5 + 1) / 3 = 1.5; overall (2+1.5+1+3)/4 = 1.875
     recs = [_rec("a", "x", 0, 4, 4), _rec("a", "x", 1, 2, 4), _rec("b", "x", 0, 0, 2), _rec("c", "y", 0, 6, 3)]
-    out = al_by_category(recs, k=3, resamples=500, seed=1)
+    out = al_by_category(recs, DecodeBasis(3), resamples=500, seed=1)
     assert out["x"].point == pytest.approx(1.5)
     assert out["overall"].point == pytest.approx(1.875)
     # x has two conversations: sums (3.5, 2 requests) and (1, 1): resamples range from 1 (b twice) to 1.75 (a twice)
@@ -62,7 +63,7 @@ def test_al_by_category_by_hand():
     assert (out["y"].point, out["y"].lo, out["y"].hi) == (3.0, None, None)
     # every conversation alike: the interval collapses on the point
     same = [_rec(q, "z", 0, 2, 4) for q in "pqrs"]
-    z = al_by_category(same, k=3)["z"]
+    z = al_by_category(same, DecodeBasis(3))["z"]
     assert (z.point, z.lo, z.hi) == (1.5, 1.5, 1.5)
 
 

@@ -20,6 +20,7 @@ from speedbench.metrics.sources import (
     REASON_CHUNKS_ONLY,
     REASON_DRAFTED_ONLY,
     REASON_INFERRED,
+    DecodeBasis,
     chunk_stats,
     decode_steps,
     request_stats,
@@ -127,8 +128,8 @@ def test_chunk_stats_treat_first_chunk_as_prefill():
     assert chunk_stats(_record(chunk_tokens_exact=False), k=3) is None
     # per-request stats win over chunk counting
     sd = SDStats(9, 4, 3, source="per_request")
-    assert request_stats(_record(sd=sd), 3, True) is sd
-    assert request_stats(_record(), 3, False) is None
+    assert request_stats(_record(sd=sd), DecodeBasis(3, True)) is sd
+    assert request_stats(_record(), DecodeBasis(3, False)) is None
 
 
 def test_counter_delta():
@@ -155,26 +156,27 @@ def test_counter_delta():
 
 def test_invariants_flag_violations():
     r = _record(completion_tokens=7)
+    tokens_only = DecodeBasis(3, chunks_are_steps=False)
     good = SDStats(drafted=9, accepted=3, steps=3, histogram=[1, 1, 1, 0])
     assert inv.al_bounded([(r, good)], k=3).ok is True
     too_high = SDStats(drafted=9, accepted=12, steps=3)
     assert inv.al_bounded([(r, too_high)], k=3).ok is False
     assert inv.histogram_sums([(r, good)]).ok is True
     assert inv.histogram_sums([(r, SDStats(9, 3, 3, histogram=[1, 1, 0, 0]))]).ok is False
-    assert inv.tokens_match_steps([(r, good)], k=3).ok is True  # 7 = 1 + 3 steps + 3 accepted
+    assert inv.tokens_match_steps([(r, good)], tokens_only).ok is True  # 7 = 1 + 3 steps + 3 accepted
     # more tokens than 1 + steps + accepted: decode steps without a draft (vLLM/llama.cpp count only
     # steps that verified a draft) -- allowed, and counted in the detail
     # (chunks not steps here: tokens vs 1 + steps + accepted only bound them from below)
-    undrafted = inv.tokens_match_steps([(r, SDStats(9, 2, 3))], k=3)
+    undrafted = inv.tokens_match_steps([(r, SDStats(9, 2, 3))], tokens_only)
     assert undrafted.ok is True and "1 request had at least 1 decode steps without a draft" in undrafted.detail
     # fewer: the last step's drafts accepted past the stop point, at most k: 7 = 1 + 3 + 5 - 2
-    cut = inv.tokens_match_steps([(r, SDStats(12, 5, 3))], k=3)
+    cut = inv.tokens_match_steps([(r, SDStats(12, 5, 3))], tokens_only)
     assert cut.ok is True and "1 request had at least 2 accepted drafts past the stop point" in cut.detail
     assert "allowed: up to k=3 per request" in cut.detail
     # more than k short is impossible: 7 < 1 + 4 + 6 - 3
-    assert inv.tokens_match_steps([(r, SDStats(12, 6, 4))], k=3).ok is False
+    assert inv.tokens_match_steps([(r, SDStats(12, 6, 4))], tokens_only).ok is False
     # steps a source inferred from the token count are not checked against it
-    assert inv.tokens_match_steps([(r, SDStats(12, 6, 4, inferred=["steps"]))], k=3).ok is None
+    assert inv.tokens_match_steps([(r, SDStats(12, 6, 4, inferred=["steps"]))], tokens_only).ok is None
     assert inv.histogram_sums([]).ok is None
     ok = inv.per_request_vs_counters(SDStats(100, 50, 40), SDStats(100, 50, 40), 0)
     assert ok.ok is True
@@ -211,7 +213,7 @@ def test_summarize_contract_and_sources():
         _record(question_id="b", category="coding", sd=sd1, completion_tokens=7),
         RequestRecord("c", "coding", 0, start_ns=0, end_ns=1, error={"cause": "http_500", "detail": ""}),
     ]
-    s = summarize(recs, k=3)
+    s = summarize(recs, DecodeBasis(3))
     o = s.overall
     assert o.requests == 2 and o.errors == 1
     assert o.acceptance_length == pytest.approx(2.0)
@@ -231,7 +233,7 @@ def test_summarize_contract_and_sources():
 
 def test_summarize_falls_back_to_counters_then_chunks():
     recs = [_record(question_id="a"), _record(question_id="b")]  # no per-request stats
-    s = summarize(recs, k=3)
+    s = summarize(recs, DecodeBasis(3))
     assert s.sources.acceptance == "chunks"
     assert s.overall.acceptance_length_token_weighted == pytest.approx(2.0)
     window = {
@@ -239,7 +241,7 @@ def test_summarize_falls_back_to_counters_then_chunks():
         "before": {"num_drafts": 0, "num_draft_tokens": 0, "num_accepted_tokens": 0, "per_position": {}},
         "after": {"num_drafts": 6, "num_draft_tokens": 18, "num_accepted_tokens": 6, "per_position": {}},
     }
-    s2 = summarize(recs, k=3, counter_windows=[window])
+    s2 = summarize(recs, DecodeBasis(3), counter_windows=[window])
     assert s2.sources.acceptance == "counter_delta"
     assert s2.sources.acceptance_per_category == "chunks"
     check = [i for i in s2.invariants if i.name.startswith("chunks_vs_counter_delta")]
@@ -249,6 +251,8 @@ def test_summarize_falls_back_to_counters_then_chunks():
 # ---- figures that mean the same on every engine (docs/metrics.md) -------------------------------------------
 
 K = 3
+CHUNK_STEPS = DecodeBasis(K)  # one chunk per verification step
+TOKEN_CHUNKS = DecodeBasis(K, chunks_are_steps=False)
 
 
 def _stream(chunk_tokens: list[int], **kw) -> RequestRecord:
@@ -274,10 +278,10 @@ def _vllm_like(accepted: int = 6, **kw) -> RequestRecord:
 
 def test_decode_steps_reference_like_record():
     r = _reference_like()
-    d = decode_steps(r, r.sd, K, chunks_are_steps=True)
+    d = decode_steps(r, r.sd, CHUNK_STEPS)
     assert (d.tokens, d.decode_steps, d.drafted_steps, d.undrafted_steps, d.cut) == (12, 6, 4, 2, 0)
     assert d.source == "per_request" and d.reason == ""
-    o = summarize([r], k=K).overall
+    o = summarize([r], CHUNK_STEPS).overall
     assert o.acceptance_length == pytest.approx(1 + 6 / 6)  # the engine's steps: every target pass
     assert o.acceptance_length_drafted_steps == pytest.approx(1 + 6 / 4)
     assert o.acceptance_length_drafted_steps_token_weighted == pytest.approx(1 + 6 / 4)
@@ -289,50 +293,52 @@ def test_decode_steps_reference_like_record():
 
 def test_decode_steps_vllm_like_record():
     r = _vllm_like()
-    d = decode_steps(r, r.sd, K, chunks_are_steps=True)
+    d = decode_steps(r, r.sd, CHUNK_STEPS)
     assert (d.tokens, d.decode_steps, d.drafted_steps, d.undrafted_steps, d.cut) == (12, 6, 4, 2, 0)
     assert d.source == "chunks"
-    o = summarize([r], k=K).overall
+    o = summarize([r], CHUNK_STEPS).overall
     assert o.acceptance_length == pytest.approx(1 + 6 / 4)  # vLLM's steps: drafted ones only
     assert o.acceptance_length_drafted_steps == pytest.approx(1 + 6 / 4)
     assert o.acceptance_length_drafted_steps_token_weighted == pytest.approx(1 + 6 / 4)
     assert o.tokens_per_decode_step == pytest.approx(12 / 6)
     assert o.decode_steps_source == "chunks" and o.undrafted_step_share == pytest.approx(2 / 6)
     # the same request, the one engine (reference-like) and the other (vLLM-like): the same three figures
-    ref = summarize([_reference_like()], k=K).overall
+    ref = summarize([_reference_like()], CHUNK_STEPS).overall
     for key in ("acceptance_length_drafted_steps_token_weighted", "tokens_per_decode_step", "undrafted_step_share"):
         assert getattr(o, key) == pytest.approx(getattr(ref, key)), key
     # one draft accepted past the stop point: counted by the engine, never sent
-    cut = decode_steps(_vllm_like(accepted=7), _vllm_like(accepted=7).sd, K, True)
+    cut = decode_steps(_vllm_like(accepted=7), _vllm_like(accepted=7).sd, CHUNK_STEPS)
     assert (cut.decode_steps, cut.drafted_steps, cut.cut) == (6, 4, 1)
-    assert summarize([_vllm_like(accepted=7)], k=K).overall.acceptance_length_drafted_steps == pytest.approx(2.75)
+    assert summarize([_vllm_like(accepted=7)], CHUNK_STEPS).overall.acceptance_length_drafted_steps == pytest.approx(
+        2.75
+    )
     # fewer chunks than the engine's drafted steps: merged, so the chunks count nothing
     merged = _stream([1, 7, 5], sd=SDStats(12, 6, 4), completion_tokens=13)
-    assert decode_steps(merged, merged.sd, K, True).decode_steps is None  # a 7-token chunk: not steps at all
+    assert decode_steps(merged, merged.sd, CHUNK_STEPS).decode_steps is None  # a 7-token chunk: not steps at all
     merged = _stream([1, 4, 4, 4], sd=SDStats(12, 9, 4), completion_tokens=13)
-    m = decode_steps(merged, merged.sd, K, True)
+    m = decode_steps(merged, merged.sd, CHUNK_STEPS)
     assert m.decode_steps is None and m.drafted_steps == 4 and "merged" in m.reason
 
 
 def test_decode_steps_without_the_information_are_none_with_the_reason():
     # per-request steps = drafted steps, chunks not steps: decode steps unknown; AL over drafted steps known
     r = _vllm_like()
-    s = summarize([r], k=K, chunks_are_steps=False).overall
+    s = summarize([r], TOKEN_CHUNKS).overall
     assert s.acceptance_length_drafted_steps_token_weighted == pytest.approx(2.5)
     assert s.tokens_per_decode_step is None and s.undrafted_step_share is None and s.decode_steps is None
     assert s.decode_steps_source == f"none: 1 of 1 requests: {REASON_DRAFTED_ONLY}"
     # no SD stats at all: nothing, and why
     bare = _stream([1, 4, 1, 2])
-    n = summarize([bare], k=K, chunks_are_steps=False).overall
+    n = summarize([bare], TOKEN_CHUNKS).overall
     assert n.acceptance_length_drafted_steps is None and n.tokens_per_decode_step is None
     assert n.drafted_steps_source == n.decode_steps_source == "none: 1 of 1 requests: no SD stats"
     # chunks alone: decode steps known, which of them drafted is not
-    c = summarize([bare], k=K).overall
+    c = summarize([bare], CHUNK_STEPS).overall
     assert c.tokens_per_decode_step == pytest.approx(7 / 3) and c.decode_steps_source == "chunks"
     assert c.acceptance_length_drafted_steps is None and c.undrafted_step_share is None
     assert c.drafted_steps_source == f"none: 1 of 1 requests: {REASON_CHUNKS_ONLY}"
     # a group is all or nothing: one request without the figure leaves the group's None
-    mixed = summarize([_vllm_like(question_id="a"), _record(question_id="b")], k=K, chunks_are_steps=False)
+    mixed = summarize([_vllm_like(question_id="a"), _record(question_id="b")], TOKEN_CHUNKS)
     assert mixed.overall.acceptance_length_drafted_steps is None
     assert mixed.overall.drafted_steps_source.startswith("none: 1 of 2 requests")
 
@@ -347,7 +353,7 @@ def test_llamacpp_like_steps_inferred_drafted_steps_from_the_counters():
         "before": {"num_drafts": 0, "num_draft_tokens": 0, "num_accepted_tokens": 0, "per_position": {}},
         "after": {"num_drafts": 3, "num_draft_tokens": 9, "num_accepted_tokens": 5, "per_position": {}},
     }
-    s = summarize([r], k=K, chunks_are_steps=False, counter_windows=[window])
+    s = summarize([r], TOKEN_CHUNKS, counter_windows=[window])
     o, cat = s.overall, s.per_category["c"]
     assert o.tokens_per_decode_step == pytest.approx(11 / 6) and o.decode_steps_source == "per_request_inferred"
     assert o.acceptance_length_drafted_steps_token_weighted == pytest.approx(1 + 5 / 3)
@@ -361,7 +367,7 @@ def test_step_counts_agree_across_checks():
     """The tokens check and the chunk check count undrafted steps with one function: main said 1 (tokens beyond
     1 + steps + accepted, net of the draft cut at the stop point) in one and 2 in the other."""
     recs = [_vllm_like(accepted=7)]
-    s = summarize(recs, k=K)
+    s = summarize(recs, CHUNK_STEPS)
     by = {i.name: i for i in s.invariants}
     tokens = by["tokens_vs_accepted_plus_steps"]
     assert tokens.ok is True
@@ -369,7 +375,7 @@ def test_step_counts_agree_across_checks():
         tokens.detail
     )
     assert "(2 decode steps without a draft)" in by["chunks_vs_per_request[segment 0]"].detail
-    acc = inv.step_account([(r, r.sd) for r in recs], K, True)
+    acc = inv.step_account([(r, r.sd) for r in recs], CHUNK_STEPS)
     assert (acc.undrafted, acc.cut, acc.bounded) == (2, 1, 0)
 
 
@@ -386,7 +392,7 @@ def test_reference_reply_ending_on_an_accepted_eos_draft_is_no_other_traffic():
     sd = SDStats(12, 8, 6, per_position=[4, 3, 1], histogram=[2, 1, 2, 1], undrafted_steps=2)
     r = _stream([1, 3, 1, 1, 4, 2, 2], sd=sd, completion_tokens=14, finish_reason="stop")
     assert r.tokens == 1 + sd.steps + sd.accepted - 1
-    s = summarize([r], k=K, counter_windows=[_window(6, 8, 12)])
+    s = summarize([r], CHUNK_STEPS, counter_windows=[_window(6, 8, 12)])
     by = {i.name: i for i in s.invariants}
     assert all(i.ok for i in s.invariants), s.invariants
     within = by["counters_within_our_traffic[segment 0]"].detail
@@ -412,10 +418,10 @@ def _with_failures() -> list[RequestRecord]:
 
 def test_failed_partial_streams_explain_the_counters_excess():
     recs = _with_failures()
-    fw = inv.failed_work(recs, K, True, (20, "max_tokens"))
+    fw = inv.failed_work(recs, CHUNK_STEPS, (20, "max_tokens"))
     assert (fw.failed, fw.sent, fw.tokens, fw.steps_min, fw.streamed_bound, fw.limit_total) == (3, 1, 6, 3, 9, 22)
     # the counters hold the successes (8 steps, 12 accepted, 24 drafted) + what the reset streamed (3, 3, 9)
-    s = summarize(recs, k=K, counter_windows=[_window(11, 15, 33)])
+    s = summarize(recs, CHUNK_STEPS, counter_windows=[_window(11, 15, 33)])
     by = {i.name: i for i in s.invariants}
     assert not [i for i in s.invariants if i.ok is False], s.invariants
     pr = by["per_request_vs_counter_delta[segment 0]"].detail
@@ -427,7 +433,7 @@ def test_failed_partial_streams_explain_the_counters_excess():
     )
     # more than it streamed, within what it could decode up to the output limit (13: the replies that stopped at
     # the length limit): the server went on after the client saw its last chunk
-    s = summarize(recs, k=K, counter_windows=[_window(14, 18, 42)])
+    s = summarize(recs, CHUNK_STEPS, counter_windows=[_window(14, 18, 42)])
     pr = {i.name: i for i in s.invariants}["per_request_vs_counter_delta[segment 0]"]
     assert pr.ok is True and "up to the output limit of 13 tokens (replies that stopped at the length limit)" in (
         pr.detail
@@ -437,7 +443,7 @@ def test_failed_partial_streams_explain_the_counters_excess():
 def test_excess_the_failures_cannot_explain_is_other_traffic():
     recs = _with_failures()
     # 40 steps and 40 accepted beyond the successes: the reset request decoded to max_tokens 20 explains 22 at most
-    s = summarize(recs, k=K, counter_windows=[_window(48, 52, 144)], max_tokens=20)
+    s = summarize(recs, CHUNK_STEPS, counter_windows=[_window(48, 52, 144)], max_tokens=20)
     by = {i.name: i for i in s.invariants}
     for name in ("per_request_vs_counter_delta[segment 0]", "counters_within_our_traffic[segment 0]"):
         assert by[name].ok is False, by[name]
@@ -447,7 +453,7 @@ def test_excess_the_failures_cannot_explain_is_other_traffic():
     # HTTP errors and turns never sent explain nothing: with the reset request gone, 3 steps + 3 accepted more
     # than the successes fail
     no_stream = [r for r in recs if r.question_id != "r"]
-    s = summarize(no_stream, k=K, counter_windows=[_window(11, 15, 33)])
+    s = summarize(no_stream, CHUNK_STEPS, counter_windows=[_window(11, 15, 33)])
     pr = {i.name: i for i in s.invariants}["per_request_vs_counter_delta[segment 0]"]
     assert pr.ok is False and "no failed request reached decoding to explain it: other traffic" in pr.detail
 
@@ -461,11 +467,11 @@ def test_a_retried_attempts_partial_work_is_allowed_in_the_segment_that_sent_it(
     final, superseded = final_attempts([*recs, retried])
     assert reset in superseded and retried in final and reset not in final
     windows = [_window(11, 15, 33), {**_window(4, 6, 12), "segment": 1}]
-    s = summarize(final, k=K, counter_windows=windows, superseded=superseded)
+    s = summarize(final, CHUNK_STEPS, counter_windows=windows, superseded=superseded)
     assert not [i for i in s.invariants if i.ok is False], s.invariants
     assert s.overall.errors == 2 and s.overall.requests == 3  # final attempts only: the reset is not counted
     pr = {i.name: i for i in s.invariants}["per_request_vs_counter_delta[segment 0]"]
     assert "1 failed request streamed 6 tokens" in pr.detail
     # without the history the same counters look like other traffic
-    alone = summarize(final, k=K, counter_windows=windows)
+    alone = summarize(final, CHUNK_STEPS, counter_windows=windows)
     assert {i.name for i in alone.invariants if i.ok is False} >= {"per_request_vs_counter_delta[segment 0]"}

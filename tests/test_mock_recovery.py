@@ -10,6 +10,7 @@ from speedbench.engines.mock import MockEngine, MockSettings
 from speedbench.engines.openai import OpenAIEngine
 from speedbench.load.generator import LoadSettings, run_load
 from speedbench.metrics.aggregate import summarize
+from speedbench.metrics.sources import DecodeBasis
 
 ACCEPT = [0.8, 0.6, 0.4]
 EXPECTED_AL = 1 + 0.8 + 0.8 * 0.6 + 0.8 * 0.6 * 0.4  # 2.472
@@ -33,7 +34,7 @@ def _run(engine, n=64, output_len=1024, concurrency=32):
 
     res = asyncio.run(go())
     windows = [{"segment": 0, "before": res.counters_before, "after": res.counters_after}]
-    return records, summarize(records, k=3, counter_windows=windows).to_dict()  # the summary.json form
+    return records, summarize(records, DecodeBasis(3), counter_windows=windows).to_dict()  # the summary.json form
 
 
 def _check(summary):

@@ -24,6 +24,7 @@ from speedbench.engines.reference import ReferenceEngine  # noqa: E402
 from speedbench.engines.reference_batch import BatchDecoder, Seq, ngram_propose  # noqa: E402
 from speedbench.load.generator import LoadSettings, run_load, send  # noqa: E402
 from speedbench.metrics.aggregate import summarize  # noqa: E402
+from speedbench.metrics.sources import DecodeBasis  # noqa: E402
 from tiny_models import tiny_models  # noqa: E402
 
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -261,7 +262,8 @@ def run_engine(engine, samples, concurrency, output_len):
 
     res = asyncio.run(go())
     windows = [{"segment": 0, "before": res.counters_before, "after": res.counters_after}]
-    return records, summarize(records, k=engine.k, counter_windows=windows).to_dict()  # the summary.json form
+    summary = summarize(records, DecodeBasis(engine.k), counter_windows=windows)
+    return records, summary.to_dict()  # the summary.json form
 
 
 def test_engine_tiny_pair_through_the_load_generator(tiny_pair_dirs):

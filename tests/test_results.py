@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from speedbench.metrics.aggregate import group_acceptance, group_stats, group_timing, summarize
 from speedbench.metrics.models import SUMMARY_SCHEMA_VERSION, GroupStats, RunSummary
+from speedbench.metrics.sources import DecodeBasis
 from speedbench.results.loader import load_run
 from speedbench.results.manifest import MANIFEST_SCHEMA_VERSION, CounterWindow, DatasetInfo, Manifest
 from speedbench.results.rundir import RunDir, RunDirError
@@ -151,19 +152,19 @@ def test_manifest_round_trips_and_state_changes_return_new_manifests(old_run: Pa
 def test_group_functions_work_on_any_subset(old_run: Path) -> None:
     """The analysis layer calls the per-group functions on a category or a bootstrap resample."""
     result = load_run(old_run)
-    k = result.manifest.k
+    basis = DecodeBasis(result.manifest.k)
     for cat, stats in result.summary.per_category.items():
         subset = [r for r in result.records if r.category == cat]
-        assert group_stats(subset, k) == stats
+        assert group_stats(subset, basis) == stats
     resample = result.records + result.records  # every record twice: same means, twice the counts
-    acc = group_acceptance(resample, k)
-    once = group_acceptance(result.records, k)
+    acc = group_acceptance(resample, basis)
+    once = group_acceptance(result.records, basis)
     assert result.summary.sources.acceptance == "per_request" and once.steps == result.summary.overall.steps
     assert acc.steps == 2 * once.steps and acc.accepted == 2 * once.accepted
     assert acc.acceptance_length == pytest.approx(once.acceptance_length)
     assert acc.acceptance_length_token_weighted == pytest.approx(once.acceptance_length_token_weighted)
-    assert group_timing(resample).output_tokens == 2 * result.summary.overall.output_tokens
-    assert group_stats([], k) == GroupStats()
+    assert group_timing(resample, basis).output_tokens == 2 * result.summary.overall.output_tokens
+    assert group_stats([], basis) == GroupStats()
 
 
 def _annotations_with_any(model: type[BaseModel], seen: set[type]) -> list[str]:
@@ -191,6 +192,6 @@ def test_run_summary_is_typed_all_the_way_down() -> None:
 
 def test_summarize_returns_typed_results_that_validate_from_their_json(old_run: Path) -> None:
     result = load_run(old_run)
-    s = summarize(result.records, k=3, counter_windows=result.manifest.counter_window_dicts())
+    s = summarize(result.records, DecodeBasis(3), counter_windows=result.manifest.counter_window_dicts())
     assert isinstance(s, RunSummary) and s == result.summary
     assert RunSummary.model_validate(json.loads(json.dumps(s.to_dict()))) == s

@@ -138,8 +138,8 @@ def speedup(a: GroupStats, b: GroupStats) -> float | None:
 def _row(
     name: str, ra: Sequence[RequestRecord], rb: Sequence[RequestRecord], a: RunResult, b: RunResult, stats: PairedStats
 ) -> CategoryComparison:
-    ga = group_stats(ra, a.manifest.k, a.manifest.chunks_are_steps)
-    gb = group_stats(rb, b.manifest.k, b.manifest.chunks_are_steps)
+    ga = group_stats(ra, a.manifest.basis)
+    gb = group_stats(rb, b.manifest.basis)
     return CategoryComparison(name, len(ra), ga, gb, speedup(ga, gb), stats)
 
 
@@ -160,9 +160,8 @@ def compare_paired(
         cat_a[ra.category].append(ra)
         cat_b[ra.category].append(rb)
     categories = _categories(a, b)
-    sample = combine_repeats(
-        [pairing.a], [pairing.b], a.manifest.k, b.manifest.k, a.manifest.chunks_are_steps, b.manifest.chunks_are_steps
-    )
+    ba, bb = a.manifest.basis, b.manifest.basis
+    sample = combine_repeats([pairing.a], [pairing.b], ba.k, bb.k, ba.chunks_are_steps, bb.chunks_are_steps)
     stats = stats_by_category(sample, categories, resamples, seed)
     rows = tuple(_row(c, cat_a[c], cat_b[c], a, b, stats[c]) for c in categories)
     return Comparison(pairing, rows, _row("overall", pairing.a, pairing.b, a, b, stats["overall"]))
@@ -173,7 +172,7 @@ def repeats_sample(a_runs: Sequence[RunResult], b_runs: Sequence[RunResult]) -> 
     kind are those of their first repeat."""
     if not a_runs or not b_runs:
         raise ValueError("compare_repeats needs at least one run of each side")
-    ma, mb = a_runs[0].manifest, b_runs[0].manifest
+    ma, mb = a_runs[0].manifest.basis, b_runs[0].manifest.basis
     return combine_repeats(
         [r.records for r in a_runs], [r.records for r in b_runs], ma.k, mb.k, ma.chunks_are_steps, mb.chunks_are_steps
     )

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from speedbench.analysis.stats import draw_counts
-from speedbench.metrics.sources import decode_steps, request_stats
+from speedbench.metrics.sources import DecodeBasis, decode_steps, request_stats
 from speedbench.records import RequestRecord
 from speedbench.results.loader import RunResult, load_run
 from speedbench.results.rundir import RunDirError
@@ -96,7 +96,8 @@ def _steps(r: RequestRecord, k: int, chunks_are_steps: bool) -> int | None:
     """A request's decode steps: every target pass after prefill (SD off: one token each)."""
     if k == 0:
         return max(r.tokens - 1, 0)
-    return decode_steps(r, request_stats(r, k, chunks_are_steps), k, chunks_are_steps).decode_steps
+    basis = DecodeBasis(k, chunks_are_steps)
+    return decode_steps(r, request_stats(r, basis), basis).decode_steps
 
 
 def mean_batch(records: Sequence[RequestRecord]) -> float:
@@ -124,7 +125,7 @@ def observe(cell_id: str, run: RunResult) -> CellObs | None:
     duration = steps = tokens = 0
     for r in run.records:
         span = _decode_span(r)
-        n = _steps(r, k, m.chunks_are_steps) if span else None
+        n = _steps(r, k, m.basis.chunks_are_steps) if span else None
         if span is None or not n:
             continue
         duration += span[1] - span[0]
@@ -146,7 +147,7 @@ def observe(cell_id: str, run: RunResult) -> CellObs | None:
         o.user_tps.mean,
         o.output_tps,
         tuple(r for r in run.records if r.ok),
-        m.chunks_are_steps,
+        m.basis.chunks_are_steps,
         {name: getattr(o, name).model_dump() for name in ("ttft_s", "tpot_s", "e2e_s")},
     )
 
@@ -221,10 +222,11 @@ def tokens_per_step(rates: Sequence[float] | np.ndarray, undrafted: float, k: in
 def _request_counts(r: RequestRecord, k: int, chunks_are_steps: bool) -> tuple[np.ndarray, int, int, int] | None:
     """One request's per-position accepted counts (k of them), drafted steps, decode steps and undrafted steps
     (the last two 0 when its engine does not say); None when it has no SD stats or no drafted step."""
-    s = request_stats(r, k, chunks_are_steps)
+    basis = DecodeBasis(k, chunks_are_steps)
+    s = request_stats(r, basis)
     if s is None:
         return None
-    d = decode_steps(r, s, k, chunks_are_steps)
+    d = decode_steps(r, s, basis)
     if not d.drafted_steps:
         return None
     per = np.zeros(k)

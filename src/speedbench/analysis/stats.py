@@ -41,7 +41,7 @@ import numpy as np
 
 from speedbench.metrics.acceptance import acceptance_length
 from speedbench.metrics.latency import e2e_s, ttft_s, user_tps
-from speedbench.metrics.sources import request_stats
+from speedbench.metrics.sources import DecodeBasis, request_stats
 from speedbench.records import RequestRecord
 from speedbench.results.estimates import STATISTICS, Estimate, PairedStats
 
@@ -66,7 +66,7 @@ ONE_CONVERSATION = (
 
 def request_values(r: RequestRecord, k: int, chunks_are_steps: bool = True) -> dict[str, float | None]:
     """One successful request's figures: user tok/s, TTFT and E2E (s), output tokens, AL (engine steps)."""
-    s = request_stats(r, k, chunks_are_steps)
+    s = request_stats(r, DecodeBasis(k, chunks_are_steps))
     return {
         "tps": user_tps(r),
         "ttft": ttft_s(r),
@@ -354,8 +354,7 @@ def stats_by_category(
 
 def al_by_category(
     records: Sequence[RequestRecord],
-    k: int,
-    chunks_are_steps: bool = True,
+    basis: DecodeBasis,
     resamples: int = RESAMPLES,
     seed: int = 0,
     level: float = LEVEL,
@@ -368,7 +367,7 @@ def al_by_category(
         if r.ok:
             by_conv.setdefault(r.question_id, []).append(r)
     ids = sorted(by_conv)
-    sums = conversation_sums([by_conv[i] for i in ids], k, chunks_are_steps)
+    sums = conversation_sums([by_conv[i] for i in ids], basis.k, basis.chunks_are_steps)
     cats = [by_conv[i][0].category for i in ids]
     groups = {c: [j for j, x in enumerate(cats) if x == c] for c in sorted(set(cats))}
     groups["overall"] = list(range(len(ids)))

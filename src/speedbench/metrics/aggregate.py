@@ -1,7 +1,8 @@
 """Aggregate records into typed results (RunSummary = summary.json, see docs/results.md).
 
 Small functions that the analysis layer calls on any subset of records (a category, a bootstrap
-resample): ``group_acceptance`` and ``group_timing`` (and ``group_stats`` combining them), the run-level
+resample): ``group_acceptance`` and ``group_timing`` (and ``group_stats`` combining them with the figures
+metrics/figures.py computes on their own), the run-level
 acceptance with its source choice (``overall_acceptance``), the counter deltas per measured window
 (``window_deltas``) and the cross-checks (``cross_checks``); ``summarize`` composes them.
 """
@@ -16,6 +17,7 @@ from typing import Any
 from speedbench.metrics import invariants as inv
 from speedbench.metrics.acceptance import acceptance_length, acceptance_stats, step_figures, sum_stats
 from speedbench.metrics.counters import counter_delta
+from speedbench.metrics.figures import computed
 from speedbench.metrics.latency import distribution, e2e_s, itl_s, output_tps, step_times_s, tpot_s, ttft_s, user_tps
 from speedbench.metrics.models import (
     AcceptanceStats,
@@ -27,41 +29,43 @@ from speedbench.metrics.models import (
     Sources,
     TimingStats,
 )
-from speedbench.metrics.sources import DecodeSteps, chunk_stats, decode_steps, request_stats
+from speedbench.metrics.sources import DecodeBasis, DecodeSteps, chunk_stats, decode_steps, request_stats
 from speedbench.records import RequestRecord, SDStats
 
 Pair = tuple[RequestRecord, SDStats]
 
 
-def request_pairs(records: Sequence[RequestRecord], k: int, chunks_are_steps: bool = True) -> list[Pair]:
+def request_pairs(records: Sequence[RequestRecord], basis: DecodeBasis) -> list[Pair]:
     """(record, its acceptance stats) for each successful request that has stats from its best source."""
     out: list[Pair] = []
     for r in records:
-        if r.ok and (s := request_stats(r, k, chunks_are_steps)) is not None:
+        if r.ok and (s := request_stats(r, basis)) is not None:
             out.append((r, s))
     return out
 
 
-def decode_items(records: Sequence[RequestRecord], k: int, chunks_are_steps: bool = True) -> list[DecodeSteps]:
+def decode_items(records: Sequence[RequestRecord], basis: DecodeBasis) -> list[DecodeSteps]:
     """Each successful request's decode steps on the one definition (sources.decode_steps)."""
-    return [decode_steps(r, request_stats(r, k, chunks_are_steps), k, chunks_are_steps) for r in records if r.ok]
+    return [decode_steps(r, request_stats(r, basis), basis) for r in records if r.ok]
 
 
-def group_acceptance(records: Sequence[RequestRecord], k: int, chunks_are_steps: bool = True) -> AcceptanceStats:
+def group_acceptance(records: Sequence[RequestRecord], basis: DecodeBasis) -> AcceptanceStats:
     """Acceptance of the successful requests among ``records`` from their per-request sources, with the
     engine-independent step figures (AL over drafted steps, tokens per decode step, undrafted share)."""
-    acc = acceptance_stats([s for _, s in request_pairs(records, k, chunks_are_steps)], k)
-    return acc.model_copy(update=step_figures(decode_items(records, k, chunks_are_steps)))
+    acc = acceptance_stats([s for _, s in request_pairs(records, basis)], basis.k)
+    return acc.model_copy(update=step_figures(decode_items(records, basis)))
 
 
-def group_timing(records: Sequence[RequestRecord], chunks_are_steps: bool = True) -> TimingStats:
+def group_timing(records: Sequence[RequestRecord], basis: DecodeBasis) -> TimingStats:
     """Client-timestamp figures of the successful requests.  Step time only where a chunk is a step."""
     ok = [r for r in records if r.ok]
     return TimingStats(
         ttft_s=distribution(ttft_s(r) for r in ok),
         tpot_s=distribution(tpot_s(r) for r in ok),
         itl_s=distribution(v for r in ok for v in itl_s(r)),
-        step_time_s=distribution(v for r in ok for v in step_times_s(r)) if chunks_are_steps else distribution([]),
+        step_time_s=distribution(v for r in ok for v in step_times_s(r))
+        if basis.chunks_are_steps
+        else distribution([]),
         e2e_s=distribution(e2e_s(r) for r in ok),
         user_tps=distribution(user_tps(r) for r in ok),
         output_tps=output_tps(ok),
@@ -74,10 +78,10 @@ def group_counts(records: Sequence[RequestRecord]) -> CountStats:
     return CountStats(requests=ok, errors=len(records) - ok)
 
 
-def group_stats(records: Sequence[RequestRecord], k: int, chunks_are_steps: bool = True) -> GroupStats:
-    """Counts, acceptance (per-request sources) and timing of any group of records."""
+def group_stats(records: Sequence[RequestRecord], basis: DecodeBasis) -> GroupStats:
+    """Counts, acceptance (per-request sources), timing and the figures computed on their own of any group."""
     return GroupStats.combine(
-        group_counts(records), group_acceptance(records, k, chunks_are_steps), group_timing(records, chunks_are_steps)
+        group_counts(records), group_acceptance(records, basis), group_timing(records, basis), computed(records, basis)
     )
 
 
@@ -156,20 +160,19 @@ def overall_acceptance(
     return OverallAcceptance(acc, source, per_position_source)
 
 
-def per_request_checks(pairs: Sequence[Pair], k: int, chunks_are_steps: bool = True) -> list[Invariant]:
+def per_request_checks(pairs: Sequence[Pair], basis: DecodeBasis) -> list[Invariant]:
     """Checks of each request's own figures."""
     return [
-        inv.al_bounded(pairs, k),
+        inv.al_bounded(pairs, basis.k),
         inv.histogram_sums(pairs),
-        inv.tokens_match_steps([(r, s) for r, s in pairs if s.source == "per_request"], k, chunks_are_steps),
+        inv.tokens_match_steps([(r, s) for r, s in pairs if s.source == "per_request"], basis),
     ]
 
 
 def cross_checks(
     records: Sequence[RequestRecord],
     deltas: dict[int, SDStats],
-    k: int,
-    chunks_are_steps: bool = True,
+    basis: DecodeBasis,
     max_tokens: int | None = None,
     superseded: Sequence[RequestRecord] = (),
 ) -> list[Invariant]:
@@ -179,6 +182,7 @@ def cross_checks(
     hold the failed requests' work, allowed per ``invariants.failed_work`` (``max_tokens``: the per-request
     output limit; None: taken from the replies), and the failed attempts a ``--resume`` retried (``superseded``):
     the server did their work in the segment that sent them."""
+    k = basis.k
     ok = [r for r in records if r.ok]
     sent = [*records, *superseded]
     limit = inv.output_limit(sent, max_tokens)
@@ -189,10 +193,10 @@ def cross_checks(
         req_pairs = [(r, r.sd) for r in seg_ok if r.sd is not None and r.sd.source == "per_request"]
         req_stats = [s for _, s in req_pairs]
         seg_req = sum_stats(req_stats) if req_stats and len(req_stats) == len(seg_ok) else None
-        account = inv.step_account(req_pairs if seg_req is not None else [], k, chunks_are_steps)
-        failed = inv.failed_work(seg_records, k, chunks_are_steps, limit)
+        account = inv.step_account(req_pairs if seg_req is not None else [], basis)
+        failed = inv.failed_work(seg_records, basis, limit)
         seg_chunks = None
-        if chunks_are_steps and k > 0:
+        if basis.chunks_are_steps and k > 0:
             ch = [chunk_stats(r, k) for r in seg_ok]
             if ch and all(c is not None for c in ch):
                 seg_chunks = sum_stats([c for c in ch if c is not None])
@@ -208,12 +212,12 @@ def cross_checks(
     return out
 
 
-def per_category(records: Sequence[RequestRecord], k: int, chunks_are_steps: bool = True) -> dict[str, GroupStats]:
+def per_category(records: Sequence[RequestRecord], basis: DecodeBasis) -> dict[str, GroupStats]:
     """Group stats per category, sorted by name; a category whose requests all failed is listed too."""
     by_cat: dict[str, list[RequestRecord]] = defaultdict(list)
     for r in records:
         by_cat[r.category].append(r)
-    return {cat: group_stats(by_cat[cat], k, chunks_are_steps) for cat in sorted(by_cat)}
+    return {cat: group_stats(by_cat[cat], basis) for cat in sorted(by_cat)}
 
 
 def _totals(delta: SDStats | None) -> SDTotals | None:
@@ -228,8 +232,7 @@ def _totals(delta: SDStats | None) -> SDTotals | None:
 
 def summarize(
     records: Sequence[RequestRecord],
-    k: int,
-    chunks_are_steps: bool = True,
+    basis: DecodeBasis,
     counter_windows: Sequence[dict[str, Any]] = (),
     max_tokens: int | None = None,
     superseded: Sequence[RequestRecord] = (),
@@ -238,16 +241,16 @@ def summarize(
     its measured windows (``max_tokens``: the per-request output limit, for the failed requests' allowance; None:
     from the replies; ``superseded``: earlier failed attempts, which only the counter cross-checks see)."""
     ok = [r for r in records if r.ok]
-    pairs = request_pairs(ok, k, chunks_are_steps)
+    pairs = request_pairs(ok, basis)
     deltas = window_deltas(counter_windows)
     total_delta = sum_stats(deltas.values(), source="counter_delta")
-    overall_acc = overall_acceptance(pairs, len(ok), total_delta, k, decode_items(ok, k, chunks_are_steps))
-    overall = GroupStats.combine(group_counts(records), overall_acc.stats, group_timing(ok, chunks_are_steps))
+    overall_acc = overall_acceptance(pairs, len(ok), total_delta, basis.k, decode_items(ok, basis))
+    overall = GroupStats.combine(group_counts(records), overall_acc.stats, group_timing(ok, basis), computed(ok, basis))
     req_sources = sorted({s.source for _, s in pairs})
     return RunSummary(
-        k=k,
+        k=basis.k,
         overall=overall,
-        per_category=per_category(records, k, chunks_are_steps),
+        per_category=per_category(records, basis),
         errors_by_cause=dict(Counter(r.error["cause"] for r in records if not r.ok and r.error)),
         sources=Sources(
             acceptance=overall_acc.source,
@@ -256,6 +259,5 @@ def summarize(
             tokens=sorted({r.completion_tokens_source for r in ok}),
         ),
         counter_delta=_totals(total_delta),
-        invariants=per_request_checks(pairs, k, chunks_are_steps)
-        + cross_checks(records, deltas, k, chunks_are_steps, max_tokens, superseded),
+        invariants=per_request_checks(pairs, basis) + cross_checks(records, deltas, basis, max_tokens, superseded),
     )

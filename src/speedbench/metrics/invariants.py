@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from speedbench.metrics.acceptance import acceptance_length
 from speedbench.metrics.models import Invariant
-from speedbench.metrics.sources import decode_steps
+from speedbench.metrics.sources import DecodeBasis, decode_steps
 from speedbench.records import RequestRecord, SDStats
 
 REL_TOL = 0.01
@@ -95,11 +95,11 @@ class StepAccount:
         return text
 
 
-def step_account(pairs: Sequence[tuple[RequestRecord, SDStats]], k: int, chunks_are_steps: bool) -> StepAccount:
+def step_account(pairs: Sequence[tuple[RequestRecord, SDStats]], basis: DecodeBasis) -> StepAccount:
     """The one count of undrafted decode steps and of drafts accepted past the stop point (see StepAccount)."""
     n = bounded = undrafted = n_undrafted = cut = n_cut = 0
     for r, s in pairs:
-        d = decode_steps(r, s, k, chunks_are_steps)
+        d = decode_steps(r, s, basis)
         u_d, c_d = d.undrafted_steps, d.cut
         if u_d is not None and c_d is not None:
             u, c = max(u_d, 0), max(c_d, 0)
@@ -188,14 +188,15 @@ class FailedWork:
 
 
 def failed_work(
-    records: Sequence[RequestRecord], k: int, chunks_are_steps: bool, limit: tuple[int | None, str] = (None, "unknown")
+    records: Sequence[RequestRecord], basis: DecodeBasis, limit: tuple[int | None, str] = (None, "unknown")
 ) -> FailedWork:
     """The one account of the failed requests' work (see FailedWork): chunk 0 is the prefill token, each later
     chunk at least one step (one chunk per step), else each step yields at most k+1 tokens."""
     failed = [r for r in records if not r.ok]
     sent = [r for r in failed if reached_decoding(r)]
     streamed = [max(sum(r.chunk_tokens) - 1, 0) for r in sent]
-    if chunks_are_steps:
+    k = basis.k
+    if basis.chunks_are_steps:
         steps_min = sum(sum(1 for n in r.chunk_tokens[1:] if n > 0) for r in sent)
     else:
         steps_min = sum(math.ceil(t / (k + 1)) for t in streamed)
@@ -207,15 +208,14 @@ def failed_work(
 # ---- per-request checks --------------------------------------------------------------------------------------
 
 
-def tokens_match_steps(
-    pairs: Sequence[tuple[RequestRecord, SDStats]], k: int, chunks_are_steps: bool = False
-) -> Invariant:
+def tokens_match_steps(pairs: Sequence[tuple[RequestRecord, SDStats]], basis: DecodeBasis) -> Invariant:
     """completion tokens vs 1 + steps + accepted (the first token comes from prefill).
 
     More tokens: decode steps on which the engine drafted nothing (one token each, no verification;
     vLLM's ngram with no match) -- allowed and counted.  Fewer: only the last step may have accepted
     drafts past the stop point (max_tokens or EOS) that the engine counted but did not emit, at most
     k; anything beyond that is a violation.  The counts come from ``step_account``."""
+    k = basis.k
     checked = [
         (r, s) for r, s in pairs if r.completion_tokens is not None and s.steps > 0 and "steps" not in s.inferred
     ]  # inferred steps come from this very equation
@@ -234,7 +234,7 @@ def tokens_match_steps(
     detail = f"{len(bad)} of {len(checked)} requests: completion_tokens < 1 + steps + accepted - k" + (
         f"; first (qid, turn, tokens, accepted, steps): {bad[:5]}" if bad else ""
     )
-    detail += "; " + step_account(checked, k, chunks_are_steps).describe(k)
+    detail += "; " + step_account(checked, basis).describe(k)
     return _inv("tokens_vs_accepted_plus_steps", not bad, detail)
 
 
@@ -361,6 +361,6 @@ def counters_within_traffic(
     )
     if excess <= 0:
         return _inv(name, True, base)
-    work = failed if failed is not None else failed_work(records, k, chunks_are_steps=False)
+    work = failed if failed is not None else failed_work(records, DecodeBasis(k, chunks_are_steps=False))
     ok, why = work.explain(excess)
     return _inv(name, ok, f"{base} by {excess}: {why}")

@@ -7,14 +7,18 @@ docs/results.md; ``schema_version`` is the one key added by the typed form.  Rea
 Definitions (docs/metrics.md): AL = 1 + accepted/steps (bonus token counted), AR = accepted/drafted,
 joint AR_i = P(L >= i+1), conditional AR_i = P(L >= i+1) / P(L >= i); timings from client timestamps.
 ``steps`` is what the source counts (engines differ); the figures that mean the same on every engine are
-AL over drafted steps, tokens per decode step and the undrafted step share (metrics/sources.py).
+AL over drafted steps, tokens per decode step and the undrafted step share (metrics/sources.py).  Which figures
+a group has, and where each is shown, is declared in metrics/figures.py (``FIGURES``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from speedbench.metrics.figures import COMPUTED
 
 # 1: the typed form (adds schema_version); summaries written before it have no such key and read as 0.
 # Still 1 after the engine-independent step figures were added: keys are only added (docs/results.md), every
@@ -101,11 +105,32 @@ class TimingStats(_Model):
 
 
 class GroupStats(TimingStats, AcceptanceStats, CountStats):
-    """Counts, acceptance and timing of one group (overall, a category, a resample), in summary.json order."""
+    """Counts, acceptance and timing of one group (overall, a category, a resample), in summary.json order, then
+    the figures metrics/figures.py computes on their own (``COMPUTED``: None where a group has none; any other
+    key is refused)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _computed_figures(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        names = [f.name for f in COMPUTED]
+        unknown = sorted(set(data) - set(cls.model_fields) - set(names))
+        if unknown:
+            raise ValueError(f"not a figure of a group: {', '.join(unknown)} (metrics/figures.py FIGURES)")
+        return {**data, **{n: data.get(n) for n in names}}
 
     @classmethod
-    def combine(cls, counts: CountStats, acceptance: AcceptanceStats, timing: TimingStats) -> GroupStats:
-        return cls(**dict(counts), **dict(acceptance), **dict(timing))
+    def combine(
+        cls,
+        counts: CountStats,
+        acceptance: AcceptanceStats,
+        timing: TimingStats,
+        computed: Mapping[str, float | int | None] | None = None,
+    ) -> GroupStats:
+        return cls(**dict(counts), **dict(acceptance), **dict(timing), **(computed or {}))
 
     @property
     def acceptance(self) -> AcceptanceStats:

@@ -19,6 +19,16 @@ from dataclasses import dataclass
 from speedbench.records import RequestRecord, SDStats
 
 
+@dataclass(frozen=True, slots=True)
+class DecodeBasis:
+    """How a run's records map onto steps: its effective draft length ``k`` and whether one streamed chunk is one
+    verification step (``chunks_are_steps``, the engine's capability).  One value per run, read from its manifest
+    (``results.manifest.Manifest.basis``) and passed wherever figures are computed."""
+
+    k: int
+    chunks_are_steps: bool = True
+
+
 def chunk_stats(r: RequestRecord, k: int) -> SDStats | None:
     """SD stats inferred from tokens per chunk.
 
@@ -38,11 +48,12 @@ def chunk_stats(r: RequestRecord, k: int) -> SDStats | None:
     return SDStats.from_histogram(hist, source="chunks", k=k)
 
 
-def request_stats(r: RequestRecord, k: int, chunks_are_steps: bool) -> SDStats | None:
+def request_stats(r: RequestRecord, basis: DecodeBasis) -> SDStats | None:
+    """A request's SD stats from its best source: the engine's own, else its chunks when chunks are steps."""
     if r.sd is not None:
         return r.sd
-    if chunks_are_steps:
-        return chunk_stats(r, k)
+    if basis.chunks_are_steps:
+        return chunk_stats(r, basis.k)
     return None
 
 
@@ -85,7 +96,7 @@ REASON_DRAFTED_ONLY = (
 )
 
 
-def decode_steps(r: RequestRecord, s: SDStats | None, k: int, chunks_are_steps: bool) -> DecodeSteps:
+def decode_steps(r: RequestRecord, s: SDStats | None, basis: DecodeBasis) -> DecodeSteps:
     """Map a request's stats ``s`` (from its best source) onto the one account of ``DecodeSteps``.
 
     1. the engine reports ``undrafted_steps`` (the reference engine): its steps are every decode step;
@@ -103,7 +114,7 @@ def decode_steps(r: RequestRecord, s: SDStats | None, k: int, chunks_are_steps: 
     if engine and not inferred and s.undrafted_steps is not None:
         drafted = s.steps - s.undrafted_steps
         return DecodeSteps(tokens, s.steps, drafted, s.accepted, s.steps + s.accepted - tokens, "per_request")
-    c = chunk_stats(r, k) if chunks_are_steps else None
+    c = chunk_stats(r, basis.k) if basis.chunks_are_steps else None
     if c is not None and not (engine and inferred):
         chunk_tokens = c.steps + c.accepted
         if not engine:  # the chunks are the only source

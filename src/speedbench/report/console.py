@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from speedbench.metrics.models import Distribution, GroupStats, RunSummary
+from speedbench.metrics.figures import Column, shown_in
+from speedbench.metrics.models import GroupStats, RunSummary
 
 if TYPE_CHECKING:
     from speedbench.results.comparison import CategoryComparison
@@ -26,10 +27,6 @@ def _f(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-def _ms(v: Any) -> str:
-    return "-" if v is None else f"{v * 1000:.2f}"
-
-
 ACCEPTANCE_LEGEND = (
     "AL engine steps = 1 + accepted/steps as the engine counts steps (the reference engine: every decode step; "
     "vLLM: only those that drafted), summary.json acceptance_length. AL drafted steps = 1 + accepted/drafted "
@@ -42,41 +39,33 @@ ACCEPTANCE_LEGEND = (
 )
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v:.1%}"
+def cell_text(v: Any, column: Column) -> str:
+    """A figure's value as a console table shows it ("-": not known)."""
+    if v is None:
+        return "-"
+    if column.percent:
+        return f"{v:.1%}"
+    return f"{v * column.scale:.{column.digits}f}" if isinstance(v, float) else str(v)
 
 
 def acceptance_table(summary: RunSummary, title: str = "Acceptance per category") -> Table:
+    """A row per category and overall, a column per figure metrics/figures.py shows in it (``acceptance``);
+    a per-position figure has a column per draft position."""
     k = summary.k
+    shown = shown_in("acceptance")
     t = Table(title=title, caption=ACCEPTANCE_LEGEND, caption_justify="left")
     t.add_column("category", no_wrap=True)
-    t.add_column("requests", justify="right")
-    t.add_column("errors", justify="right")
-    t.add_column("AL engine steps (mean)", justify="right")
-    t.add_column("AL drafted steps (mean)", justify="right")
-    t.add_column("AL drafted steps (tok-w)", justify="right")
-    t.add_column("tok/step all decode", justify="right")
-    t.add_column("no draft", justify="right")
-    t.add_column("AR", justify="right")
-    for i in range(k):
-        t.add_column(f"cond AR{i + 1}", justify="right")
-    t.add_column("user tok/s", justify="right")
+    for f, c in shown:
+        for label in [c.label.format(i=i + 1) for i in range(k)] if f.per_position else [c.label]:
+            t.add_column(label, justify="right")
 
     def row(name: str, e: GroupStats, style: str | None = None) -> None:
-        cond = e.conditional_acceptance_rate
-        cells = [
-            name,
-            _f(e.requests),
-            _f(e.errors),
-            _f(e.acceptance_length),
-            _f(e.acceptance_length_drafted_steps),
-            _f(e.acceptance_length_drafted_steps_token_weighted),
-            _f(e.tokens_per_decode_step),
-            _pct(e.undrafted_step_share),
-            _f(e.acceptance_rate),
-        ]
-        cells += [_f(cond[i]) if i < len(cond) else "-" for i in range(k)]
-        cells.append(_f(e.user_tps.mean, 1))
+        cells = [name]
+        for f, c in shown:
+            v = f.shown(e, c)
+            cells += (
+                [cell_text(v[i] if i < len(v) else None, c) for i in range(k)] if f.per_position else [cell_text(v, c)]
+            )
         t.add_row(*cells, style=style)
 
     for cat, e in summary.per_category.items():
@@ -89,19 +78,11 @@ def timing_table(summary: RunSummary) -> Table:
     o = summary.overall
     t = Table(title="Timing (client timestamps)")
     t.add_column("metric")
-    for c in ("mean", "p50", "p90", "p99"):
-        t.add_column(c, justify="right")
-    rows: tuple[tuple[str, Distribution], ...] = (
-        ("TTFT ms", o.ttft_s),
-        ("TPOT ms", o.tpot_s),
-        ("ITL ms", o.itl_s),
-        ("step time ms", o.step_time_s),
-        ("E2E ms", o.e2e_s),
-    )
-    for label, d in rows:
-        t.add_row(label, *(_ms(v) for v in (d.mean, d.p50, d.p90, d.p99)))
-    u = o.user_tps
-    t.add_row("user tok/s", *(_f(v, 1) for v in (u.mean, u.p50, u.p90, u.p99)))
+    for stat in ("mean", "p50", "p90", "p99"):
+        t.add_column(stat, justify="right")
+    for f, c in shown_in("timing"):  # a row per distribution metrics/figures.py shows here
+        d = f.value(o)
+        t.add_row(c.label, *(cell_text(v, c) for v in (d.mean, d.p50, d.p90, d.p99)))
     return t
 
 

@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from speedbench.metrics.figures import shown_in
 from speedbench.metrics.latency import itl_s, tpot_s, ttft_s
 from speedbench.metrics.models import GroupStats, RunSummary
 from speedbench.records import RequestRecord
@@ -210,35 +211,22 @@ def _fmt(v: float | None, digits: int = 2, scale: float = 1.0) -> str | None:
 
 
 def category_rows(summary: RunSummary) -> list[list[str | Cell | None]]:
+    """A row per category and overall, a cell per figure metrics/figures.py shows on the page (``page``): counts
+    as numbers (a flagged one other than 0 marked bad), the rest with the column's digits and scale."""
     rows: list[list[str | Cell | None]] = []
     for c, g in [*sorted(summary.per_category.items()), ("overall", summary.overall)]:
-        rows.append(
-            [
-                c,
-                Cell(str(g.requests), "num"),
-                Cell(str(g.errors), "num bad" if g.errors else "num"),
-                _fmt(g.acceptance_length),
-                _fmt(g.acceptance_rate, 3),
-                _fmt(g.ttft_s.p50, 1, 1000),
-                _fmt(g.tpot_s.p50, 1, 1000),
-                _fmt(g.itl_s.p99, 1, 1000),
-                _fmt(g.user_tps.mean, 1),
-            ]
-        )
+        row: list[str | Cell | None] = [c]
+        for f, col in shown_in("page"):
+            v = f.shown(g, col)
+            if isinstance(v, int):
+                row.append(Cell(str(v), "num bad" if col.flag and v else "num"))
+            else:
+                row.append(_fmt(v, col.digits, col.scale))
+        rows.append(row)
     return rows
 
 
-CATEGORY_HEADERS = [
-    "category",
-    "requests",
-    "failed",
-    "AL",
-    "AR",
-    "TTFT p50 ms",
-    "TPOT p50 ms",
-    "ITL p99 ms",
-    "user tok/s",
-]
+CATEGORY_HEADERS = ["category", *(col.label for _, col in shown_in("page"))]
 
 
 def invariant_rows(summary: RunSummary) -> list[list[str | Cell | None]]:

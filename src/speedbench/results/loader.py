@@ -48,8 +48,7 @@ def summarize_records(
 ) -> RunSummary:
     return summarize(
         records,
-        k=manifest.k,
-        chunks_are_steps=manifest.chunks_are_steps,
+        manifest.basis,
         counter_windows=manifest.counter_window_dicts(),
         max_tokens=manifest.config.output_len,
         superseded=superseded,

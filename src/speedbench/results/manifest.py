@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from speedbench import __version__
 from speedbench.config import RunConfig, redact
+from speedbench.metrics.sources import DecodeBasis
 from speedbench.records import RequestRecord
 
 # 0: manifests written before the typed form (no schema_version key); 1: the typed form.
@@ -208,8 +209,9 @@ class Manifest(_Model):
         return self.config.draft_length
 
     @property
-    def chunks_are_steps(self) -> bool:
-        return self.engine.chunks_are_steps if self.engine is not None else True
+    def basis(self) -> DecodeBasis:
+        """How this run's records map onto steps: ``k`` above and whether the engine streamed one chunk per step."""
+        return DecodeBasis(self.k, self.engine.chunks_are_steps if self.engine is not None else True)
 
     @property
     def next_segment(self) -> int:

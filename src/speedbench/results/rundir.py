@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from speedbench.atomic import atomic_write, atomic_write_with
 from speedbench.config import Secrets
+from speedbench.metrics.figures import csv_columns
 from speedbench.metrics.models import GroupStats, RunSummary
 from speedbench.records import RequestRecord
 
@@ -161,30 +162,8 @@ class RunDir:
 
 
 def summary_rows(summary: RunSummary) -> list[dict[str, Any]]:
-    """Flat rows (overall first, then each category) for summary.csv."""
+    """Flat rows (overall first, then each category) for summary.csv: ``scope``, then the columns of the figures
+    that metrics/figures.py puts in it (``csv_columns``)."""
     scopes: list[tuple[str, GroupStats]] = [("overall", summary.overall), *summary.per_category.items()]
-    rows = []
-    for name, e in scopes:
-        row: dict[str, Any] = {
-            "scope": name,
-            "requests": e.requests,
-            "errors": e.errors,
-            "acceptance_length": e.acceptance_length,
-            "acceptance_length_token_weighted": e.acceptance_length_token_weighted,
-            "acceptance_rate": e.acceptance_rate,
-        }
-        cond = e.conditional_acceptance_rate
-        for i in range(summary.k):
-            row[f"conditional_ar_{i + 1}"] = cond[i] if i < len(cond) else None
-        for m, d in (
-            ("ttft_s", e.ttft_s),
-            ("tpot_s", e.tpot_s),
-            ("itl_s", e.itl_s),
-            ("e2e_s", e.e2e_s),
-            ("user_tps", e.user_tps),
-        ):
-            row[f"{m}_mean"] = d.mean
-            row[f"{m}_p99"] = d.p99
-        row["output_tokens"] = e.output_tokens
-        rows.append(row)
-    return rows
+    columns = csv_columns(summary.k)
+    return [{"scope": name, **{c.name: c.value(e) for c in columns}} for name, e in scopes]

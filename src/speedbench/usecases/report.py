@@ -126,7 +126,7 @@ def write_runs_page(runs: Runs, out: str | Path, figures_dir: Path | None = None
         if runs.pairing is None or runs.comparison is None:
             r = runs.results[0]
             m = r.manifest
-            intervals = al_by_category(r.records, m.k, m.chunks_are_steps, runs.resamples, runs.seed)
+            intervals = al_by_category(r.records, m.basis, runs.resamples, runs.seed)
             return run_page(r, intervals, figures_dir, runs.resamples)
         names = (runs.names[0], runs.names[1])
         pair = (runs.results[0], runs.results[1])

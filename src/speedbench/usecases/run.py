@@ -27,7 +27,7 @@ from speedbench.engines import registry
 from speedbench.engines.base import Engine
 from speedbench.load.generator import LoadResult, LoadSettings, clock_of, retryable, run_load
 from speedbench.metrics.acceptance import acceptance_length
-from speedbench.metrics.sources import request_stats
+from speedbench.metrics.sources import DecodeBasis, request_stats
 from speedbench.records import RequestRecord, final_attempts
 from speedbench.results.loader import RunResult, load_run, read_manifest
 from speedbench.results.manifest import CounterWindow, DatasetInfo, Manifest
@@ -82,6 +82,7 @@ class Progress:
     """Live figures for the progress bar, updated as each record lands."""
 
     total: int
+    basis: DecodeBasis
     done: int = 0
     errors: int = 0
     tokens: int = 0
@@ -90,7 +91,7 @@ class Progress:
     first_start_ns: int | None = None
     last_end_ns: int = 0
 
-    def add(self, rec: RequestRecord, k: int, chunks_are_steps: bool) -> None:
+    def add(self, rec: RequestRecord) -> None:
         self.done += 1
         if not rec.ok:
             self.errors += 1
@@ -98,7 +99,7 @@ class Progress:
         self.tokens += rec.tokens
         self.first_start_ns = rec.start_ns if self.first_start_ns is None else min(self.first_start_ns, rec.start_ns)
         self.last_end_ns = max(self.last_end_ns, rec.end_ns)
-        s = request_stats(rec, k, chunks_are_steps)
+        s = request_stats(rec, self.basis)
         if s is not None:
             self.accepted += s.accepted
             self.steps += s.steps
@@ -154,14 +155,14 @@ async def execute(
         )
     chunks_are_steps = engine.capabilities.chunks_are_steps
     total = sum(len(s.turns) for s in samples)
-    prog = Progress(total=total)
+    prog = Progress(total=total, basis=DecodeBasis(cfg.draft_length, chunks_are_steps))
     for rec in done.values():
         if not retryable(rec):  # a retried turn is counted when its new attempt lands
-            prog.add(rec, cfg.draft_length, chunks_are_steps)
+            prog.add(rec)
 
     def on_record(rec: RequestRecord) -> None:
         run_dir.append(rec)
-        prog.add(rec, cfg.draft_length, chunks_are_steps)
+        prog.add(rec)
         if on_progress:
             on_progress(prog)
 
