@@ -27,6 +27,7 @@ from speedbench.analysis.stats import (
 )
 from speedbench.cli import app
 from speedbench.metrics.latency import e2e_s, output_tps, user_tps
+from speedbench.metrics.sources import DecodeBasis
 from speedbench.records import RequestRecord, SDStats
 from speedbench.results.estimates import prompts_needed
 
@@ -85,7 +86,7 @@ def sequential(records: list[RequestRecord]) -> list[RequestRecord]:
 
 
 def sample_of(a: list[RequestRecord], b: list[RequestRecord], k_a: int = 0, k_b: int = 3) -> PairedSample:
-    return combine_repeats([a], [b], k_a, k_b)
+    return combine_repeats([a], [b], DecodeBasis(k_a), DecodeBasis(k_b))
 
 
 # ---- hand-checked ---------------------------------------------------------------------------------------
@@ -273,13 +274,13 @@ def test_repeats_that_agree_change_nothing_and_repeats_that_disagree_widen_the_i
     a, b = simulate(rng, 30, 2, 1.5)
     single = bootstrap(sample_of(a, b), 2000, 0)["speedup"]
     # identical repeats: the statistic of any draw of repeats is the single run's; the same conversation draws
-    same = bootstrap(combine_repeats([a, a, a], [b, b], 0, 0), 2000, 0)["speedup"]
+    same = bootstrap(combine_repeats([a, a, a], [b, b], DecodeBasis(0), DecodeBasis(0)), 2000, 0)["speedup"]
     assert same.point == pytest.approx(single.point) and same.lo == pytest.approx(single.lo)
     assert same.hi == pytest.approx(single.hi)
 
     # B's second repeat ran 30% slower: pooled point = mean tok/s over both repeats; a wider interval
     b2 = _slower(b, 1.3)
-    mixed = combine_repeats([a, a], [b, b2], 0, 0)
+    mixed = combine_repeats([a, a], [b, b2], DecodeBasis(0), DecodeBasis(0))
     assert mixed.a.repeats == mixed.b.repeats == 2 and mixed.turns == 60
     st = bootstrap(mixed, 2000, 0)
     mean_a = np.mean([user_tps(r) for r in a])
@@ -293,10 +294,12 @@ def test_repeats_that_agree_change_nothing_and_repeats_that_disagree_widen_the_i
 def test_repeats_pair_the_keys_successful_in_every_repeat() -> None:
     a, b = three_conversations()
     a_failed = [rec(r.question_id, r.turn, 10, ok=(r.question_id, r.turn) != ("c2", 1)) for r in a]
-    s = combine_repeats([a, a_failed], [b, b[:3]], 0, 0)  # c2 turn 1 failed in one A repeat, c3 missing in B
+    s = combine_repeats(
+        [a, a_failed], [b, b[:3]], DecodeBasis(0), DecodeBasis(0)
+    )  # c2 turn 1 failed in one A repeat, c3 missing in B
     assert s.conversations == ("c1", "c2") and s.turns == 2
     with pytest.raises(ValueError):
-        combine_repeats([], [b], 0, 0)
+        combine_repeats([], [b], DecodeBasis(0), DecodeBasis(0))
 
 
 def test_run_to_run_drift_needs_repeats() -> None:
@@ -312,7 +315,9 @@ def test_run_to_run_drift_needs_repeats() -> None:
         a_reps = [_slower(a0, drift[j]) for j in range(3)]
         b_reps = [_slower(b0, drift[3 + j]) for j in range(3)]
         single += bool(bootstrap(sample_of(a_reps[0], b_reps[0]), 1000, i)["speedup"].significant)
-        combined += bool(bootstrap(combine_repeats(a_reps, b_reps, 0, 0), 1000, i)["speedup"].significant)
+        combined += bool(
+            bootstrap(combine_repeats(a_reps, b_reps, DecodeBasis(0), DecodeBasis(0)), 1000, i)["speedup"].significant
+        )
     assert single > 0.3 * n and combined < 0.15 * n, (single, combined)
 
 

@@ -16,6 +16,7 @@ from speedbench.analysis.stats import PairedSample, bootstrap, combine_repeats, 
 from speedbench.analysis.sweep_report import sweep_tables
 from speedbench.analysis.synthetic_vs_real import PromptSet, prompt_set
 from speedbench.cli import app
+from speedbench.metrics.sources import DecodeBasis
 from speedbench.records import SDStats
 from speedbench.results.sweep_files import BIAS_COLUMNS, write_files
 from test_stats import rec
@@ -29,7 +30,7 @@ def _sample(speedups: list[float], k: int = 3, accepted: int = 0, prefix: str = 
     a = [rec(f"{prefix}{i}", 0, 10.0, start_ms=100.0 * i) for i in range(len(speedups))]
     sd = SDStats(drafted=10 * k, accepted=accepted, steps=10)
     b = [rec(f"{prefix}{i}", 0, 10.0 / s, start_ms=100.0 * i, sd=sd) for i, s in enumerate(speedups)]
-    return combine_repeats([a], [b], 0, k)
+    return combine_repeats([a], [b], DecodeBasis(0), DecodeBasis(k))
 
 
 def test_unpaired_ratio_point_by_hand():

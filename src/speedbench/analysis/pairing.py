@@ -161,21 +161,19 @@ def compare_paired(
         cat_b[ra.category].append(rb)
     categories = _categories(a, b)
     ba, bb = a.manifest.basis, b.manifest.basis
-    sample = combine_repeats([pairing.a], [pairing.b], ba.k, bb.k, ba.chunks_are_steps, bb.chunks_are_steps)
+    sample = combine_repeats([pairing.a], [pairing.b], ba, bb)
     stats = stats_by_category(sample, categories, resamples, seed)
     rows = tuple(_row(c, cat_a[c], cat_b[c], a, b, stats[c]) for c in categories)
     return Comparison(pairing, rows, _row("overall", pairing.a, pairing.b, a, b, stats["overall"]))
 
 
 def repeats_sample(a_runs: Sequence[RunResult], b_runs: Sequence[RunResult]) -> PairedSample:
-    """The paired sample of repeats of A against repeats of B (``stats.combine_repeats``); A's and B's k and chunk
-    kind are those of their first repeat."""
+    """The paired sample of repeats of A against repeats of B (``stats.combine_repeats``); A's and B's decode
+    basis (k, whether a chunk is a step) are those of their first repeat."""
     if not a_runs or not b_runs:
         raise ValueError("compare_repeats needs at least one run of each side")
     ma, mb = a_runs[0].manifest.basis, b_runs[0].manifest.basis
-    return combine_repeats(
-        [r.records for r in a_runs], [r.records for r in b_runs], ma.k, mb.k, ma.chunks_are_steps, mb.chunks_are_steps
-    )
+    return combine_repeats([r.records for r in a_runs], [r.records for r in b_runs], ma, mb)
 
 
 def compare_repeats(

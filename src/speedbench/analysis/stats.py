@@ -64,9 +64,9 @@ ONE_CONVERSATION = (
 # ---- per-request values and per-conversation sums ------------------------------------------------------
 
 
-def request_values(r: RequestRecord, k: int, chunks_are_steps: bool = True) -> dict[str, float | None]:
+def request_values(r: RequestRecord, basis: DecodeBasis) -> dict[str, float | None]:
     """One successful request's figures: user tok/s, TTFT and E2E (s), output tokens, AL (engine steps)."""
-    s = request_stats(r, DecodeBasis(k, chunks_are_steps))
+    s = request_stats(r, basis)
     return {
         "tps": user_tps(r),
         "ttft": ttft_s(r),
@@ -76,16 +76,14 @@ def request_values(r: RequestRecord, k: int, chunks_are_steps: bool = True) -> d
     }
 
 
-def conversation_sums(
-    conversations: Sequence[Sequence[RequestRecord]], k: int, chunks_are_steps: bool = True
-) -> dict[str, Array]:
+def conversation_sums(conversations: Sequence[Sequence[RequestRecord]], basis: DecodeBasis) -> dict[str, Array]:
     """Each conversation's sums (``COMPONENTS``, arrays of shape (conversations,)): for each per-request mean,
     the sum of the values it has and how many it has (a request without a value, e.g. no user tok/s for a
     1-token reply, is left out of that mean only, as ``group_stats`` does)."""
     out = {c: np.zeros(len(conversations)) for c in COMPONENTS}
     for i, records in enumerate(conversations):
         for r in records:
-            v = request_values(r, k, chunks_are_steps)
+            v = request_values(r, basis)
             out["tokens"][i] += v["tokens"] or 0.0
             for name in ("tps", "ttft", "e2e", "al"):
                 x = v[name]
@@ -157,10 +155,8 @@ def _by_key(records: Sequence[RequestRecord]) -> dict[Key, RequestRecord]:
 def combine_repeats(
     a_repeats: Sequence[Sequence[RequestRecord]],
     b_repeats: Sequence[Sequence[RequestRecord]],
-    k_a: int,
-    k_b: int,
-    chunks_are_steps_a: bool = True,
-    chunks_are_steps_b: bool = True,
+    basis_a: DecodeBasis,
+    basis_b: DecodeBasis,
 ) -> PairedSample:
     """The paired sample of several repeats of A and of B on the same prompts: the (question_id, turn)
     successful in every repeat of both sides (for a key recorded more than once, its last record), grouped
@@ -177,7 +173,7 @@ def combine_repeats(
         first_turn.setdefault(key[0], key)
     categories = tuple(first[first_turn[q]].category for q in conv_ids)
 
-    def side(repeats: Sequence[Sequence[RequestRecord]], k: int, chunks: bool) -> Side:
+    def side(repeats: Sequence[Sequence[RequestRecord]], basis: DecodeBasis) -> Side:
         rows = []
         occ = []
         for rs in repeats:
@@ -185,17 +181,11 @@ def combine_repeats(
             grouped: list[list[RequestRecord]] = [[] for _ in conv_ids]
             for key in keys:
                 grouped[col[key[0]]].append(run[key])
-            rows.append(conversation_sums(grouped, k, chunks))
+            rows.append(conversation_sums(grouped, basis))
             occ.append(occupancy([run[key] for key in keys]))
         return Side({c: np.stack([r[c] for r in rows]) for c in COMPONENTS}, np.asarray(occ, dtype=float))
 
-    return PairedSample(
-        tuple(conv_ids),
-        categories,
-        len(keys),
-        side(a_repeats, k_a, chunks_are_steps_a),
-        side(b_repeats, k_b, chunks_are_steps_b),
-    )
+    return PairedSample(tuple(conv_ids), categories, len(keys), side(a_repeats, basis_a), side(b_repeats, basis_b))
 
 
 # ---- statistics of weighted sums ------------------------------------------------------------------------
@@ -367,7 +357,7 @@ def al_by_category(
         if r.ok:
             by_conv.setdefault(r.question_id, []).append(r)
     ids = sorted(by_conv)
-    sums = conversation_sums([by_conv[i] for i in ids], basis.k, basis.chunks_are_steps)
+    sums = conversation_sums([by_conv[i] for i in ids], basis)
     cats = [by_conv[i][0].category for i in ids]
     groups = {c: [j for j, x in enumerate(cats) if x == c] for c in sorted(set(cats))}
     groups["overall"] = list(range(len(ids)))
