@@ -10,7 +10,8 @@ from speedbench.config import EngineSpec
 from speedbench.engines.base import Request
 from speedbench.engines.mock import MockSettings, MockSimulator, prompt_key
 from speedbench.engines.openai_http import OpenAIEngine
-from speedbench.load.generator import LoadSettings, run_load, send
+from speedbench.load.drivers.inprocess import run_load
+from speedbench.load.generator import LoadSettings, send
 from speedbench.metrics.aggregate import summarize
 
 FAULTS = {"fail_500": "0.1", "fail_reset": "0.1", "fail_stall": "0.05", "fail_malformed": "0.05"}

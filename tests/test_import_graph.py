@@ -295,11 +295,13 @@ LAYERS: dict[str, set[str]] = {
     "atomic": set(),
     "extras": set(),
     "prompts": set(),
+    "cluster": {"extras"},  # joining a Ray cluster: the sweep's Ray runner and the Ray load driver share it
     "models": {"paths", "extras"},
     "embed": {"atomic", "extras", "paths"},
     "data": {"atomic", "embed", "extras", "models", "paths"},
     "engines": {"atomic", "config", "extras", "models", "paths", "prompts", "records"},
-    "load": {"config", "data", "engines", "records"},
+    # cluster: the Ray driver; metrics: --client-procs auto reads the warm-up's E2E
+    "load": {"cluster", "config", "data", "engines", "metrics", "records"},
     "metrics": {"records"},
     "results": {"speedbench", "atomic", "config", "metrics", "records"},
     # data: the dataset commands' tables; extras: the figures' missing-extra line; speedbench: the version
@@ -308,6 +310,7 @@ LAYERS: dict[str, set[str]] = {
     "usecases": {
         "analysis",
         "atomic",
+        "cluster",
         "config",
         "data",
         "engines",
