@@ -53,7 +53,7 @@ def model(
     import json
     from pathlib import Path
 
-    from speedbench.analysis.speedup_model import model_summary
+    from speedbench.analysis.model_summary import model_summary
     from speedbench.atomic import atomic_write
     from speedbench.report.console import make_console
     from speedbench.report.model import print_model
