@@ -55,7 +55,8 @@ import numpy as np
 from speedbench.config import EngineSpec
 from speedbench.data.sample import Sample
 from speedbench.engines.openai import OpenAIEngine
-from speedbench.load.generator import LoadSettings, run_load
+from speedbench.load.drivers.inprocess import run_load
+from speedbench.load.generator import LoadSettings
 from speedbench.metrics.aggregate import summarize
 from speedbench.metrics.latency import step_times_s
 from speedbench.metrics.sources import DecodeBasis
@@ -424,8 +425,8 @@ def make_samples(n: int, tag: str) -> list[Sample]:
 async def drive(
     base_url: str, concurrency: int, n_requests: int, output_len: int, tag: str, server: MockServer, procs: int = 1
 ) -> dict[str, Any]:
-    """One measured run_load through a fresh OpenAIEngine (or ``run_load_procs`` over ``procs`` client processes,
-    the parent the one writer, as ``run --client-procs``); returns raw figures and the records."""
+    """One measured run_load through a fresh OpenAIEngine (or the ``load.drivers.procs`` driver over ``procs`` client
+    processes, the parent the one writer, as ``run --client-procs``); returns raw figures and the records."""
     spec = EngineSpec(kind="openai", base_url=base_url, model="mock", draft_length=0)
     engine = OpenAIEngine(spec)
     await engine.start()
@@ -436,9 +437,10 @@ async def drive(
         cpu0, csch0, srv0, ssch0 = client_cpu_s(), sched_s(), server.cpu_s(), server.sched()
         wall0 = time.perf_counter()
         if procs > 1:
-            from speedbench.usecases.client_procs import run_load_procs
+            from speedbench.load.drivers import Clients
+            from speedbench.load.drivers import procs as procs_driver
 
-            await run_load_procs(engine, spec, samples, settings, records.append, {}, procs)
+            await procs_driver.drive(engine, samples, settings, records.append, {}, Clients(spec, procs))
         else:
             await run_load(engine, samples, settings, on_record=records.append)
         wall = time.perf_counter() - wall0

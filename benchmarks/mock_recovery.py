@@ -20,7 +20,8 @@ from speedbench.config import EngineSpec
 from speedbench.data.sample import Sample
 from speedbench.engines.mock import MockEngine, MockSettings
 from speedbench.engines.openai import OpenAIEngine
-from speedbench.load.generator import LoadSettings, run_load
+from speedbench.load.drivers.inprocess import run_load
+from speedbench.load.generator import LoadSettings
 from speedbench.metrics.aggregate import summarize
 from speedbench.metrics.sources import DecodeBasis
 

@@ -114,7 +114,8 @@ def part_hf(n_prompts: int, output_len: int, k: int, threads: int) -> None:
 def part_batch(levels: list[int], output_len: int, k: int, threads: int, n: int) -> None:
     from speedbench.config import EngineSpec
     from speedbench.engines.reference import ReferenceEngine
-    from speedbench.load.generator import LoadSettings, run_load
+    from speedbench.load.drivers.inprocess import run_load
+    from speedbench.load.generator import LoadSettings
     from speedbench.metrics.aggregate import summarize
     from speedbench.metrics.sources import DecodeBasis
 

@@ -8,7 +8,7 @@ import json
 
 from typer.testing import CliRunner
 
-from speedbench.analysis.speedup_model import model_summary
+from speedbench.analysis.model_summary import model_summary
 from speedbench.cli import app
 
 runner = CliRunner()

@@ -1,4 +1,4 @@
-"""`run --client-procs N` (usecases/client_procs.py, docs/scale.md): the load split over worker processes, one
+"""`run --client-procs N` (load/drivers/procs.py, docs/scale.md): the load split over worker processes, one
 writer, Ctrl-C and a killed worker keep every finished record, `--resume` finishes the run."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from conftest import assert_resumed_whole, make_samples, ok_turns, serve_mock, speedbench_cmd
 from speedbench.cli import app
+from speedbench.load.drivers.procs import split
 from speedbench.load.generator import LoadSettings
 from speedbench.results.loader import load_run
-from speedbench.usecases.client_procs import split
 
 runner = CliRunner()
 
@@ -107,9 +107,9 @@ def test_auto_picks_processes_from_the_warm_up_chunk_rate(monkeypatch: pytest.Mo
     import asyncio
     from types import SimpleNamespace
 
-    import speedbench.usecases.client_procs as client_procs
+    import speedbench.load.drivers.procs as client_procs
+    from speedbench.load.drivers.procs import CHUNKS_PER_PROC, choose_procs
     from speedbench.records import RequestRecord
-    from speedbench.usecases.client_procs import CHUNKS_PER_PROC, choose_procs
 
     def rec(chunks: int, span_s: float) -> RequestRecord:
         ns = [int(i * span_s / (chunks - 1) * 1e9) for i in range(chunks)]

@@ -1,4 +1,4 @@
-"""`run --client-procs N --ray ADDRESS` (usecases/client_ray.py, docs/scale.md): the client workers as Ray actors on
+"""`run --client-procs N --ray ADDRESS` (load/drivers/ray.py, docs/scale.md): the client workers as Ray actors on
 another node of a real cluster (a head with no CPU and a worker node, each its own raylet, on this machine), one
 writer; the worker node killed mid-run keeps every finished record, and `--resume` on a replacement node finishes
 every turn exactly once."""
@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from conftest import assert_resumed_whole, ok_turns, serve_mock, speedbench_cmd
 from ray_cluster import _node_ids, _ray, _raylet_pid, _wait
 from speedbench.cli import app
+from speedbench.load.drivers.ray import shifted
 from speedbench.records import RequestRecord
-from speedbench.usecases.client_ray import shifted
 
 pytestmark = pytest.mark.slow
 

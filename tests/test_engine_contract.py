@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 
 from speedbench.cli import app
 from speedbench.config import DatasetSpec, EngineSpec, RunConfig
+from speedbench.engines.build import build_engine, open_engine
 from speedbench.load.seeds import request_seed
 from speedbench.results.rundir import RunDir
-from speedbench.usecases.run import build_engine, execute, finish, open_engine, prepare
+from speedbench.usecases.run import execute, finish, prepare
 
 runner = CliRunner()
 

@@ -10,7 +10,8 @@ from speedbench.config import EngineSpec
 from speedbench.engines.base import Request
 from speedbench.engines.mock import MockSettings, MockSimulator, prompt_key
 from speedbench.engines.openai import OpenAIEngine
-from speedbench.load.generator import LoadSettings, run_load, send
+from speedbench.load.drivers.inprocess import run_load
+from speedbench.load.generator import LoadSettings, send
 from speedbench.metrics.aggregate import summarize
 from speedbench.metrics.sources import DecodeBasis
 

@@ -4,7 +4,8 @@ import asyncio
 
 from conftest import make_samples
 from speedbench.engines.base import Capabilities, EngineBase, Request
-from speedbench.load.generator import LoadSettings, run_load
+from speedbench.load.drivers.inprocess import run_load
+from speedbench.load.generator import LoadSettings
 from speedbench.load.seeds import request_seed
 from speedbench.records import Event
 

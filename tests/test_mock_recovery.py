@@ -8,7 +8,8 @@ from conftest import make_samples, serve_mock
 from speedbench.config import EngineSpec
 from speedbench.engines.mock import MockEngine, MockSettings
 from speedbench.engines.openai import OpenAIEngine
-from speedbench.load.generator import LoadSettings, run_load
+from speedbench.load.drivers.inprocess import run_load
+from speedbench.load.generator import LoadSettings
 from speedbench.metrics.aggregate import summarize
 from speedbench.metrics.sources import DecodeBasis
 

@@ -13,7 +13,8 @@ from speedbench.config import EngineSpec
 from speedbench.data.sample import Sample
 from speedbench.engines.llamacpp import LlamaCppEngine
 from speedbench.engines.openai import OpenAIEngine
-from speedbench.load.generator import LoadSettings, run_load
+from speedbench.load.drivers.inprocess import run_load
+from speedbench.load.generator import LoadSettings
 
 PORTS = web.AppKey("ports", list)
 

@@ -22,7 +22,8 @@ from speedbench.engines import reference_batch  # noqa: E402
 from speedbench.engines.base import Request  # noqa: E402
 from speedbench.engines.reference import ReferenceEngine  # noqa: E402
 from speedbench.engines.reference_batch import BatchDecoder, Seq, ngram_propose  # noqa: E402
-from speedbench.load.generator import LoadSettings, run_load, send  # noqa: E402
+from speedbench.load.drivers.inprocess import run_load  # noqa: E402
+from speedbench.load.generator import LoadSettings, send  # noqa: E402
 from speedbench.metrics.aggregate import summarize  # noqa: E402
 from speedbench.metrics.sources import DecodeBasis  # noqa: E402
 from tiny_models import tiny_models  # noqa: E402

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from speedbench.analysis.model_summary import model_summary
 from speedbench.analysis.speedup_model import (
     Acceptance,
     CellObs,
@@ -24,7 +25,6 @@ from speedbench.analysis.speedup_model import (
     leviathan_alpha,
     leviathan_tau,
     mean_batch,
-    model_summary,
     sweep_observations,
     tau_of,
     validate,

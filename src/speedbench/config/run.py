@@ -229,7 +229,7 @@ class RunConfig(BaseModel):
     duration_s: Annotated[
         float | None, Flag("--duration", help="send no turn after this many seconds (in-flight requests finish)")
     ] = Field(None, gt=0)
-    # the load split over this many client processes, each with its own event loop (usecases/client_procs.py);
+    # the load split over this many client processes, each with its own event loop (load/drivers/procs.py);
     # 0: auto, from the chunk rate the warm-up measured
     client_procs: Annotated[
         int,
@@ -243,7 +243,7 @@ class RunConfig(BaseModel):
             resume=True,
         ),
     ] = Field(1, ge=0)
-    # the client processes run as Ray actors on this cluster (usecases/client_ray.py): local, auto or an address
+    # the client processes run as Ray actors on this cluster (load/drivers/ray.py): local, auto or an address
     client_ray: Annotated[
         str | None,
         Flag(

@@ -1,1 +1,2 @@
-"""The load generator: closed-loop concurrency, warm-up, multi-turn conversations, timeouts."""
+"""The load: requests built, sent and timed (generator), open-loop arrivals, per-request seeds, and the drivers that
+send a run's load (drivers/: this process's event loop, client processes, Ray actors)."""

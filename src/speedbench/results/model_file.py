@@ -1,5 +1,5 @@
 """``SWEEP_DIR/model.json``: the fitted speedup model of a sweep as ``speedbench model`` writes it (docs/model.md),
-typed.  ``analysis.speedup_model.model_summary`` makes its data, ``report/`` draws it (the model's tables and
+typed.  ``analysis.model_summary.model_summary`` makes its data, ``report/`` draws it (the model's tables and
 page, the sweep page's model section).  Every number is rounded where it is made; ``Band`` = (point, lo, hi) of a
 95% prediction interval; keys of ``tau``, ``k`` and the like are draft lengths (or batches) as strings, as JSON
 has them.  The file is ``json.dumps(model_dump(), indent=2)``: validating the data and dumping it again gives the

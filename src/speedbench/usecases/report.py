@@ -182,7 +182,7 @@ def fit_model(
 ) -> tuple[ModelFile, Path]:
     """Fit the speedup model of one SD method on one dataset of the sweep and write SWEEP_DIR/model.json; returns the
     model and the file's path."""
-    from speedbench.analysis.speedup_model import model_summary
+    from speedbench.analysis.model_summary import model_summary
 
     data = model_summary(sweep_dir, sd, dataset, holdout, batches, knee, seed, per_request, slo)
     model = ModelFile.model_validate(data)

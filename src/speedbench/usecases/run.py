@@ -14,18 +14,19 @@ import dataclasses
 import datetime as dt
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from speedbench.config import REDACTED, EngineSpec, RunConfig, engine_secrets, redact_urls
+from speedbench.config import REDACTED, RunConfig, engine_secrets, redact_urls
 from speedbench.config.flags import resume_changeable
 from speedbench.data.readers import content_hash, load_dataset, pick_stratified
 from speedbench.data.sample import Sample
 from speedbench.engines import registry
 from speedbench.engines.base import Engine
-from speedbench.load.generator import LoadResult, LoadSettings, clock_of, retryable, run_load
+from speedbench.engines.build import open_engine
+from speedbench.load.drivers import Clients, drive
+from speedbench.load.generator import LoadResult, LoadSettings, clock_of, retryable
 from speedbench.metrics.acceptance import acceptance_length
 from speedbench.metrics.sources import DecodeBasis, request_stats
 from speedbench.records import RequestRecord, final_attempts
@@ -45,29 +46,6 @@ def limit_turns(samples: list[Sample], max_turns: int | None) -> list[Sample]:
 
 def default_out(engine: str) -> str:
     return f"runs/{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{engine}"
-
-
-def build_engine(spec: EngineSpec) -> Engine:
-    """The engine for a spec (``RunConfig.engine_spec()``), not started; its constructor validates the spec
-    (``-E`` keys and types, ``--sd``, launch settings) before anything starts."""
-    if spec.launch and not registry.capabilities(spec.kind).can_launch:
-        raise ValueError(
-            f"engine {spec.kind!r} cannot --launch a server (engines that can: {', '.join(registry.launchable())})"
-        )
-    engine: Engine = registry.resolve(spec.kind)(spec)
-    return engine
-
-
-@asynccontextmanager
-async def open_engine(spec: EngineSpec) -> AsyncIterator[Engine]:
-    """Build and start an engine, close it on exit: one engine (one launched server) can serve several runs
-    in a row (``execute(..., engine=...)``); ``spec.max_concurrency`` must cover the largest of them."""
-    engine = build_engine(spec)
-    try:
-        await engine.start()
-        yield engine
-    finally:
-        await engine.close()
 
 
 def resolve_output_len(cfg: RunConfig) -> RunConfig:
@@ -180,27 +158,8 @@ async def execute(
     completed = False
     result: LoadResult | None = None
     try:
-        procs, why = cfg.client_procs, ""
-        warm_errors: list[str] = []
-        if procs == 0:  # auto: from the chunk rate the warm-up measured (usecases/client_procs.py)
-            from speedbench.usecases.client_procs import choose_procs
-
-            procs, why, warm_errors = await choose_procs(engine, samples, done, settings)
-            settings = dataclasses.replace(settings, warmup=0)  # done by choose_procs
-        if cfg.client_ray:
-            from speedbench.usecases.client_ray import run_load_ray
-
-            spec = cfg.engine_spec()
-            result = await run_load_ray(engine, spec, samples, settings, on_record, done, procs, cfg.client_ray)
-        elif procs > 1:
-            from speedbench.usecases.client_procs import run_load_procs
-
-            result = await run_load_procs(engine, cfg.engine_spec(), samples, settings, on_record, done, procs)
-        else:
-            result = await run_load(engine, samples, settings, on_record, done)
-        result.warmup_errors = warm_errors + result.warmup_errors
-        if result.arrivals is not None:
-            result.arrivals.client_procs, result.arrivals.client_procs_why = procs, why
+        clients = Clients(cfg.engine_spec(), cfg.client_procs, cfg.client_ray)
+        result = await drive(engine, samples, settings, on_record, done, clients)
         completed = result.stopped is None
         return "complete" if completed else "stopped"
     except asyncio.CancelledError:

@@ -6,7 +6,7 @@ before anything starts; usecases/sweep/runner.py runs it.
 each launch group's engine and counts the work; ``create`` / ``resume_plan`` make or reopen the sweep directory.
 
 Launch groups: cells that share everything launch-time (engine, model, SD method, draft length, draft model,
-server args, engine options) share one engine, started once with ``usecases.run.open_engine`` and sized for the
+server args, engine options) share one engine, started once with ``engines.build.open_engine`` and sized for the
 group's largest concurrency; concurrency is set client-side per cell.  Where the batch cap itself changes what
 is measured (``PER_CONCURRENCY_LAUNCH``) each concurrency gets its own start; with ``--repeats N`` each repeat
 gets its own starts too (run-to-run noise includes the engine start).
@@ -36,6 +36,7 @@ from speedbench.config import REDACTED, EngineSpec, RunConfig, Secrets, engine_s
 from speedbench.config.sweep import SweepConfig, SweepConfigError
 from speedbench.data.readers import load_dataset, pick_stratified
 from speedbench.engines import registry
+from speedbench.engines.build import build_engine
 from speedbench.results.rundir import RunDir, RunDirError
 from speedbench.results.sweep_manifest import CellSettings, LaunchGroup, SweepCell, SweepDir, SweepManifest, read_sweep
 from speedbench.usecases import run as run_uc
@@ -500,7 +501,7 @@ def build_plan(config: SweepConfig, out: str | Path | None = None) -> SweepPlan:
     commands: dict[str, str] = {}
     for g in groups:
         try:
-            engine = run_uc.build_engine(g.spec)
+            engine = build_engine(g.spec)
         except (ValueError, ImportError, LookupError, RuntimeError) as e:  # bad input: one line naming the group
             text = validation_line(e) if isinstance(e, ValidationError) else str(e).splitlines()[0] if str(e) else ""
             raise SweepConfigError(f"launch group {g.id}: {text or type(e).__name__}") from None

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from speedbench.extras import require
+from speedbench.cluster import connect
 from speedbench.results.manifest import utc_now
 from speedbench.results.rundir import RunDir
 from speedbench.results.sweep_manifest import SweepDir, SweepManifest
@@ -210,21 +210,6 @@ class RayRunner(SweepRunner):
             self.emit("cell_done", cell=cid)
 
 
-def connect(address: str, what: str = "sweep --ray") -> Any:
-    """``ray.init`` for ``--ray ADDRESS``: ``local`` starts a Ray instance on this machine, ``auto`` joins the cluster
-    this machine is part of, anything else is a cluster address (``HOST:PORT`` or ``ray://HOST:PORT``)."""
-    require("ray", "ray", what)
-    import ray
-
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": False}
-        if address == "local":
-            ray.init(include_dashboard=False, **kwargs)
-        else:
-            ray.init(address=address, **kwargs)
-    return ray
-
-
 def run_sweep_ray(
     plan: SweepPlan,
     sdir: SweepDir,
@@ -245,7 +230,7 @@ def run_sweep_ray(
         if not Path(shared).is_dir():
             raise ValueError(f"--ray-shared-dir {shared}: no such folder here (it must be seen by every node)")
         shared = str(Path(shared).resolve())
-    ray = connect(address)
+    ray = connect(address, "sweep --ray")
     stop = stop or Stop()
     with sdir.lock():
         if resume:

@@ -1,5 +1,5 @@
-"""``run --client-procs N --ray ADDRESS``: the client processes of usecases/client_procs.py as Ray actors, on any
-node of a cluster, for load that one host cannot generate (docs/scale.md).
+"""The Ray driver, ``run --client-procs N --ray ADDRESS``: the client processes of load/drivers/procs.py as Ray actors,
+on any node of a cluster, for load that one host cannot generate (docs/scale.md).
 
 - **Same split, same writer**: conversations and concurrency (or rate) are dealt as ``split`` deals them; each
   worker is an async Ray actor (one CPU) that attaches to the parent's server and runs ``run_load`` on its share.
@@ -27,12 +27,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from speedbench.cluster import connect
 from speedbench.config import EngineSpec
 from speedbench.data.sample import Sample
 from speedbench.engines.base import Engine
-from speedbench.load.generator import LoadResult, LoadSettings, clock_of
-from speedbench.records import RequestRecord
-from speedbench.usecases.client_procs import (
+from speedbench.load.drivers.base import Clients
+from speedbench.load.drivers.procs import (
     STOP_GRACE_S,
     conclude,
     from_share_args,
@@ -41,6 +41,8 @@ from speedbench.usecases.client_procs import (
     warm_once,
     worker_spec,
 )
+from speedbench.load.generator import LoadResult, LoadSettings, clock_of
+from speedbench.records import RequestRecord
 
 POLL_S = 0.1
 CLOCK_SAMPLES = 7
@@ -82,8 +84,8 @@ def _classes(ray: Any) -> tuple[Any, Any]:
 
         async def run(self, index: int, spec: dict[str, Any], settings: dict[str, Any], samples: list[dict[str, Any]],
                       done: list[dict[str, Any]], sink: Any) -> dict[str, Any]:  # fmt: skip
-            from speedbench.load.generator import run_load
-            from speedbench.usecases.run import open_engine
+            from speedbench.engines.build import open_engine
+            from speedbench.load.drivers.inprocess import run_load
 
             load, mine, previous = from_share_args(settings, samples, done)
             try:
@@ -127,19 +129,18 @@ def shifted(rec: RequestRecord, offset_ns: int) -> RequestRecord:
     return rec
 
 
-async def run_load_ray(
+async def drive(
     engine: Engine,
-    spec: EngineSpec,
     samples: Sequence[Sample],
     settings: LoadSettings,
     on_record: Callable[[RequestRecord], None],
     done: dict[tuple[str, int], RequestRecord],
-    procs: int,
-    address: str,
+    clients: Clients,
 ) -> LoadResult:
-    """``run_load`` over ``procs`` Ray actors (module docstring); the parent writes every record."""
-    from speedbench.usecases.sweep.ray import connect
-
+    """The driver (``load.drivers.base.Driver``): ``run_load`` over ``clients.procs`` Ray actors on the cluster at
+    ``clients.ray`` (module docstring); the parent writes every record."""
+    spec, procs, address = clients.spec, clients.procs, clients.ray
+    assert address is not None
     ray = connect(address, "run --ray")
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

@@ -1,5 +1,6 @@
-"""More load than one event loop holds: the run's conversations split over N worker processes (``--client-procs``,
-docs/scale.md), each with its own event loop and its own connection to the same server, and one writer.
+"""The client-processes driver (``--client-procs N``, docs/scale.md), for more load than one event loop holds: the
+run's conversations split over N worker processes, each with its own event loop and its own connection to the same
+server, and one writer.
 
 - The parent starts (or launches) the engine once, sends the warm-up, reads the counters before and after, and is
   the **one writer**: every worker sends each finished record to it at once over a queue, and the parent appends
@@ -33,16 +34,11 @@ from typing import Any
 from speedbench.config import EngineSpec
 from speedbench.data.sample import Sample
 from speedbench.engines.base import Engine
+from speedbench.engines.build import open_engine
 from speedbench.load.arrivals import ArrivalStats
-from speedbench.load.generator import (
-    LoadResult,
-    LoadSettings,
-    arrival_stats,
-    clock_of,
-    pending_samples,
-    run_load,
-    warm_up,
-)
+from speedbench.load.drivers.base import Clients
+from speedbench.load.drivers.inprocess import run_load
+from speedbench.load.generator import LoadResult, LoadSettings, arrival_stats, clock_of, pending_samples, warm_up
 from speedbench.records import RequestRecord
 
 STOP_GRACE_S = 10.0  # how long a stopped worker may take to cancel its requests and exit
@@ -164,7 +160,6 @@ async def warm_once(
 def _worker(index: int, spec: dict[str, Any], settings: dict[str, Any], samples: list[dict[str, Any]],
             done: list[dict[str, Any]], out: Any) -> None:  # fmt: skip
     """A worker process: attach to the server, run its share, send each record to the parent as it finishes."""
-    from speedbench.usecases.run import open_engine
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -186,16 +181,17 @@ def _worker(index: int, spec: dict[str, Any], settings: dict[str, Any], samples:
         out.put(("error", index, f"{type(e).__name__}: {e}"))
 
 
-async def run_load_procs(
+async def drive(
     engine: Engine,
-    spec: EngineSpec,
     samples: Sequence[Sample],
     settings: LoadSettings,
     on_record: Callable[[RequestRecord], None],
     done: dict[tuple[str, int], RequestRecord],
-    procs: int,
+    clients: Clients,
 ) -> LoadResult:
-    """``run_load`` over ``procs`` worker processes (module docstring); the parent writes every record."""
+    """The driver (``load.drivers.base.Driver``): ``run_load`` over ``clients.procs`` worker processes (module
+    docstring); the parent writes every record."""
+    spec, procs = clients.spec, clients.procs
     result, pending = await warm_once(engine, samples, done, settings)
     result.counters_before = await engine.counters()
     result.measure_start_ns = clock_of(engine)()
