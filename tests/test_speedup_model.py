@@ -30,6 +30,7 @@ from speedbench.analysis.speedup_model import (
     validate,
 )
 from speedbench.cli import app
+from speedbench.metrics.sources import DecodeBasis
 from speedbench.records import RequestRecord, SDStats
 
 runner = CliRunner()
@@ -83,7 +84,7 @@ def test_acceptance_rates_from_per_position_counts_by_hand():
     # drafted steps 10 + 10 = 20; accepted at position 1: 8 + 8, at 2: 6 + 4, at 3: 2 + 2; undrafted 5 of 25
     r1 = _rec("a", [0, 1, 2], [8, 6, 2], steps=10)
     r2 = _rec("b", [0, 1, 2], [8, 4, 2], steps=15, undrafted=5)
-    a = acceptance_of([r1, r2], 3)
+    a = acceptance_of([r1, r2], DecodeBasis(3))
     assert a is not None
     assert a.rates == pytest.approx((16 / 20, 10 / 16, 4 / 10))
     assert a.drafted_steps == 20 and a.undrafted == pytest.approx(5 / 25) and a.requests == 2

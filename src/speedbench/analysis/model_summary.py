@@ -23,6 +23,7 @@ from speedbench.analysis.speedup_model import (
     sweep_observations,
     validate,
 )
+from speedbench.metrics.sources import DecodeBasis
 
 
 def _r(x: float, digits: int = 6) -> float:
@@ -84,7 +85,8 @@ def model_summary(
     smaller = {}
     for k in ks[1:]:
         at_k = [c for c in cells if c.sd == sd and c.k == k]
-        a_k = acceptance_of([r for c in at_k for r in c.records], k, all(c.chunks_are_steps for c in at_k))
+        basis = DecodeBasis(k, all(c.chunks_are_steps for c in at_k))
+        a_k = acceptance_of([r for c in at_k for r in c.records], basis)
         if a_k is not None:
             smaller[k] = a_k.tau(k)
     cost = model.cost

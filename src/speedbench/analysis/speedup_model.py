@@ -74,10 +74,14 @@ class CellObs:
     user_tps: float | None
     output_tps: float | None
     records: tuple[RequestRecord, ...] = field(repr=False, default=())
-    chunks_are_steps: bool = True
+    chunks_are_steps: bool = True  # with k: the cell's DecodeBasis (``basis``)
     # the run summary's latency distributions ({"ttft_s": {"mean", "p50", "p90", "p99"}, "tpot_s", "e2e_s"}): what
     # SLO terms the model cannot predict are checked on
     run_summary: dict[str, Any] | None = field(repr=False, default=None)
+
+    @property
+    def basis(self) -> DecodeBasis:
+        return DecodeBasis(self.k, self.chunks_are_steps)
 
     @property
     def decode_tps(self) -> float:
@@ -92,11 +96,10 @@ def _decode_span(r: RequestRecord) -> tuple[int, int] | None:
     return r.chunk_ns[0], r.chunk_ns[-1]
 
 
-def _steps(r: RequestRecord, k: int, chunks_are_steps: bool) -> int | None:
+def _steps(r: RequestRecord, basis: DecodeBasis) -> int | None:
     """A request's decode steps: every target pass after prefill (SD off: one token each)."""
-    if k == 0:
+    if basis.k == 0:
         return max(r.tokens - 1, 0)
-    basis = DecodeBasis(k, chunks_are_steps)
     return decode_steps(r, request_stats(r, basis), basis).decode_steps
 
 
@@ -125,7 +128,7 @@ def observe(cell_id: str, run: RunResult) -> CellObs | None:
     duration = steps = tokens = 0
     for r in run.records:
         span = _decode_span(r)
-        n = _steps(r, k, m.basis.chunks_are_steps) if span else None
+        n = _steps(r, m.basis) if span else None
         if span is None or not n:
             continue
         duration += span[1] - span[0]
@@ -219,10 +222,10 @@ def tokens_per_step(rates: Sequence[float] | np.ndarray, undrafted: float, k: in
     return 1.0 + (1.0 - undrafted) * (tau_of(rates, k) - 1.0)
 
 
-def _request_counts(r: RequestRecord, k: int, chunks_are_steps: bool) -> tuple[np.ndarray, int, int, int] | None:
+def _request_counts(r: RequestRecord, basis: DecodeBasis) -> tuple[np.ndarray, int, int, int] | None:
     """One request's per-position accepted counts (k of them), drafted steps, decode steps and undrafted steps
     (the last two 0 when its engine does not say); None when it has no SD stats or no drafted step."""
-    basis = DecodeBasis(k, chunks_are_steps)
+    k = basis.k
     s = request_stats(r, basis)
     if s is None:
         return None
@@ -243,10 +246,10 @@ def conditional_rates(per: np.ndarray, drafted: np.ndarray) -> np.ndarray:
     return np.where(prev > 0, per / np.where(prev > 0, prev, 1.0), 0.0)
 
 
-def acceptance_of(records: Sequence[RequestRecord], k: int, chunks_are_steps: bool = True) -> Acceptance | None:
-    """The per-position conditional rates of requests run at draft length k (None: no SD stats, no drafted
-    step)."""
-    counts = [c for c in (_request_counts(r, k, chunks_are_steps) for r in records) if c is not None]
+def acceptance_of(records: Sequence[RequestRecord], basis: DecodeBasis) -> Acceptance | None:
+    """The per-position conditional rates of requests run at draft length ``basis.k`` (None: no SD stats, no
+    drafted step)."""
+    counts = [c for c in (_request_counts(r, basis) for r in records) if c is not None]
     if not counts:
         return None
     per = np.sum([c[0] for c in counts], axis=0)
@@ -514,7 +517,7 @@ class SpeedupModel:
 
 
 def _conversation_draws(
-    records: Sequence[RequestRecord], k: int, chunks: bool, draws: int, seed: int
+    records: Sequence[RequestRecord], basis: DecodeBasis, draws: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Overall conditional rates and undrafted share with the conversations resampled (for the intervals)."""
     by_conv: dict[str, list[RequestRecord]] = {}
@@ -522,11 +525,11 @@ def _conversation_draws(
         by_conv.setdefault(r.question_id, []).append(r)
     convs = list(by_conv.values())
     # per-conversation sums (per position, drafted, decode, undrafted), then weighted sums per draw
-    per = np.zeros((len(convs), k))
+    per = np.zeros((len(convs), basis.k))
     sums = np.zeros((len(convs), 3))
     for i, conv in enumerate(convs):
         for r in conv:
-            c = _request_counts(r, k, chunks)
+            c = _request_counts(r, basis)
             if c is not None:
                 per[i] += c[0]
                 sums[i] += c[1:]
@@ -553,17 +556,17 @@ def fit(
     k_max = max(c.k for c in mine)
     top = [c for c in mine if c.k == k_max]
     records = [r for c in top for r in c.records]
-    chunks = all(c.chunks_are_steps for c in top)
-    overall = acceptance_of(records, k_max, chunks)
+    basis = DecodeBasis(k_max, all(c.chunks_are_steps for c in top))
+    overall = acceptance_of(records, basis)
     if overall is None:
         raise ModelError(f"{sd} at k {k_max}: no per-position acceptance in the records (no drafted step)")
     acc: dict[str, Acceptance] = {OVERALL: overall}
     for cat in sorted({r.category for r in records}):
-        a = acceptance_of([r for r in records if r.category == cat], k_max, chunks)
+        a = acceptance_of([r for r in records if r.category == cat], basis)
         if a is not None:
             acc[cat] = a
     cost = fit_cost([*base, *mine], knee, per_request)
-    rate_draws, und_draws = _conversation_draws(records, k_max, chunks, draws, seed)
+    rate_draws, und_draws = _conversation_draws(records, basis, draws, seed)
     return SpeedupModel(
         sd, mine[0].dataset, k_max, acc, cost, tuple(c.id for c in [*base, *mine]), rate_draws, und_draws, seed
     )
