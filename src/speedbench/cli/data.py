@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from speedbench.cli.common import fail, one_line, user_errors
+from speedbench.errors import InvalidInput
 
 data_app = typer.Typer(add_completion=False, help="Fetch, build, select, audit and inspect datasets.")
 
@@ -27,14 +28,6 @@ EmbedderOpt = Annotated[
     ),
 ]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="do not read or write the embedding cache")]
-
-
-def _errors() -> tuple[type[BaseException], ...]:
-    """What a data command reports as one line: the user errors, a missing extra, a tokenizer that cannot load."""
-    from speedbench.data.builders.tokens import TokenizerError
-    from speedbench.extras import MissingExtra
-
-    return (*user_errors(), MissingExtra, TokenizerError)
 
 
 def _console() -> Any:
@@ -99,7 +92,7 @@ def data_show(dataset: Annotated[str, typer.Argument(help=NAMES)] = "starter") -
 
     try:
         samples = load_dataset(dataset)
-    except _errors() as e:
+    except user_errors() as e:
         fail(one_line(e))
         return
     t = samples_table(dataset, samples)
@@ -120,7 +113,7 @@ def data_build(
     try:
         pool = _pool(_split(sources))
         write_samples(pool.samples, out)
-    except _errors() as e:
+    except user_errors() as e:
         fail(one_line(e))
         return
     counts = Counter(s.category for s in pool.samples)
@@ -186,7 +179,7 @@ def data_select(
             "embed_seconds": round(t_embed, 3),
         }
         atomic_write(f"{out}.selection.json", json.dumps(record, indent=2) + "\n")
-    except _errors() as e:
+    except user_errors() as e:
         fail(one_line(e))
         return
     table = selection_table(sel, method, k, emb.id)
@@ -245,7 +238,7 @@ def data_audit(
             from speedbench.atomic import atomic_write
 
             atomic_write(json_out, json.dumps(result.to_dict(), indent=2) + "\n")
-    except _errors() as e:
+    except user_errors() as e:
         fail(one_line(e))
         return
     t = audit_table(result)
@@ -293,7 +286,7 @@ def data_fetch(
         for item in source_revision:
             name, sep, rev = item.partition("=")
             if not sep or not name or not rev:
-                raise ValueError(f"--source-revision {item!r}: expected NAME=REV")
+                raise InvalidInput(f"--source-revision {item!r}: expected NAME=REV")
             pins[name.strip()] = rev.strip()
         configs = sb.expand_configs(_split(config))
         with _Status(console, "loading SPEED-Bench", enabled=progress) as status:
@@ -311,7 +304,7 @@ def data_fetch(
                 progress=on_progress,
                 source_revisions=pins or None,
             )
-    except _errors() as e:
+    except user_errors() as e:
         fail(one_line(e))
         return
     for c in result.configs.values():
@@ -383,10 +376,10 @@ def data_build_throughput(
     try:
         for b in buckets:
             if b not in BUCKETS:
-                raise ValueError(f"--bucket {b!r}: use one of {', '.join(BUCKETS)}")
+                raise InvalidInput(f"--bucket {b!r}: use one of {', '.join(BUCKETS)}")
         for t in tiers:
             if t not in TIERS:
-                raise ValueError(f"--tier {t!r}: use one of {', '.join(TIERS)}")
+                raise InvalidInput(f"--tier {t!r}: use one of {', '.join(TIERS)}")
         with _Status(console, "building throughput prompts") as status:
             for b in buckets:
 
@@ -409,7 +402,7 @@ def data_build_throughput(
                 for note in build.notes:
                     console.print(f"note: {note}", markup=False)
                 console.print(f"wrote {dest} ({len(build)} prompts, {build.timings.get(b, 0.0):.0f} s)", markup=False)
-    except _errors() as e:
+    except user_errors() as e:
         fail(one_line(e))
         return
     table = throughput_table(rows, target_tokenizer)
@@ -430,10 +423,10 @@ def data_synthetic(
 
     try:
         if isl < 1 or count < 1:
-            raise ValueError("--isl and --count must be >= 1")
+            raise InvalidInput("--isl and --count must be >= 1")
         samples = synthetic_prompts(isl, count, tokenizer, seed=seed)
         write_samples(samples, out)
-    except _errors() as e:
+    except user_errors() as e:
         fail(one_line(e))
         return
     typer.echo(f"wrote {out}: {len(samples)} random-token prompts of {isl} {tokenizer} tokens (seed {seed})")

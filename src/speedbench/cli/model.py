@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from speedbench.cli.common import fail, one_line, user_errors
+from speedbench.errors import InvalidInput
 
 
 def register(app: typer.Typer) -> None:
@@ -61,17 +62,17 @@ def model(
     knees = {"auto": None, "on": True, "off": False}
     try:
         if knee not in knees:
-            raise ValueError(f"--knee {knee!r}: expected auto, on or off")
+            raise InvalidInput(f"--knee {knee!r}: expected auto, on or off")
         if per_request not in knees:
-            raise ValueError(f"--per-request {per_request!r}: expected auto, on or off")
+            raise InvalidInput(f"--per-request {per_request!r}: expected auto, on or off")
         batches = None
         if batch is not None:
             try:
                 batches = [float(x) for x in batch.split(",") if x.strip()]
             except ValueError:
-                raise ValueError(f"--batch {batch!r}: expected numbers separated by commas") from None
+                raise InvalidInput(f"--batch {batch!r}: expected numbers separated by commas") from None
             if not batches or any(b <= 0 for b in batches):
-                raise ValueError(f"--batch {batch!r}: expected positive numbers")
+                raise InvalidInput(f"--batch {batch!r}: expected positive numbers")
         summary = model_summary(sweep_dir, sd, dataset, holdout, batches, knees[knee], seed, knees[per_request], slo)
         out = Path(sweep_dir) / "model.json"
         atomic_write(out, json.dumps(summary, indent=2) + "\n")

@@ -21,6 +21,7 @@ from speedbench.data.readers import content_hash, load_dataset, pick_stratified
 from speedbench.data.sample import Sample
 from speedbench.engines import registry
 from speedbench.engines.base import Engine
+from speedbench.errors import InvalidInput
 from speedbench.load.generator import LoadResult, LoadSettings, clock_of, retryable, run_load
 from speedbench.metrics.acceptance import acceptance_length
 from speedbench.metrics.sources import request_stats
@@ -47,7 +48,7 @@ def build_engine(spec: EngineSpec) -> Engine:
     """The engine for a spec (``RunConfig.engine_spec()``), not started; its constructor validates the spec
     (``-E`` keys and types, ``--sd``, launch settings) before anything starts."""
     if spec.launch and not registry.capabilities(spec.kind).can_launch:
-        raise ValueError(
+        raise InvalidInput(
             f"engine {spec.kind!r} cannot --launch a server (engines that can: {', '.join(registry.launchable())})"
         )
     engine: Engine = registry.resolve(spec.kind)(spec)
@@ -147,13 +148,13 @@ async def execute(
         duration_s=cfg.duration_s,
     )
     if (cfg.client_procs > 1 or cfg.client_ray) and engine.capabilities.in_process:
-        raise ValueError(
+        raise InvalidInput(
             f"--client-procs {cfg.client_procs}{' --ray' if cfg.client_ray else ''}: engine {cfg.engine.kind!r} "
             "runs inside this process and cannot be "
             "shared by client processes; use an HTTP engine (a launched or attached server, or serve-mock)"
         )
     if cfg.request_rate is not None and clock_of(engine) is not time.perf_counter_ns:
-        raise ValueError(
+        raise InvalidInput(
             "--request-rate paces arrivals on the wall clock, but this engine keeps its own clock (the mock's "
             "-E clock=virtual): use the wall clock (the default) for open-loop runs"
         )
