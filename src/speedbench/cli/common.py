@@ -127,7 +127,7 @@ class Commands(TyperGroup):
     """The root command group: a ``UserError`` escaping a command is one line (``fail``, exit 2); any other
     exception is a bug, shown with its traceback (``internal_error``, exit 1); click's own exits pass through."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # typer's click Context (typer._click.core)
         _error_log.clear()
         try:
             return super().invoke(ctx)

@@ -47,7 +47,7 @@ def _message(err: Any, engine: str, options: Mapping[str, Any], accepted: str) -
 
 def parse_options(model: type[M], engine: str, options: Mapping[str, Any], body: bool = False) -> M:
     """``options`` (the spec's ``-E`` pairs, ``body.*`` fields already split off) -> ``model``; one
-    ValueError line for an unknown key or a wrong value."""
+    InvalidInput line for an unknown key or a wrong value."""
     try:
         return model.model_validate(dict(options))
     except ValidationError as e:
@@ -80,7 +80,7 @@ def with_thinking(body: Mapping[str, Any], enable: bool | None) -> dict[str, Any
 
     ``None``: the fields unchanged (the server's default).  An explicit ``-E body.chat_template_kwargs={...}``
     is merged with it: its other keys are kept, the same ``enable_thinking`` is accepted, and a different one
-    (or a ``chat_template_kwargs`` that is not a JSON object) is refused in one ValueError line, since neither
+    (or a ``chat_template_kwargs`` that is not a JSON object) is refused in one InvalidInput line, since neither
     can be sent as asked."""
     out = dict(body)
     if enable is None:

@@ -41,7 +41,7 @@ def pad_or_truncate(text: str, n_tokens: int, enc: Any = None, pad: str = PAD) -
     decoded token prefix does not always re-encode to the same count (a cut inside a multi-byte
     character decodes to U+FFFD; a cut word may merge differently), so the result is re-encoded and,
     while its length is off, cut again or padded again with ``pad``; the returned text re-encodes to
-    exactly ``n_tokens`` (else :class:`ValueError`).
+    exactly ``n_tokens`` (else :class:`~speedbench.errors.InvalidInput`, a ValueError).
     """
     if n_tokens < 1:
         raise InvalidInput(f"n_tokens must be >= 1, got {n_tokens}")
