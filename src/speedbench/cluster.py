@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from speedbench.errors import UserError
 from speedbench.extras import require
+
+
+class ClusterUnreachable(UserError, ConnectionError):
+    """``--ray ADDRESS`` names no cluster this machine can join."""
 
 
 def connect(address: str, what: str) -> Any:
@@ -17,8 +22,11 @@ def connect(address: str, what: str) -> Any:
 
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": False}
-        if address == "local":
-            ray.init(include_dashboard=False, **kwargs)
-        else:
-            ray.init(address=address, **kwargs)
+        try:
+            if address == "local":
+                ray.init(include_dashboard=False, **kwargs)
+            else:
+                ray.init(address=address, **kwargs)
+        except ConnectionError as e:
+            raise ClusterUnreachable(f"--ray {address}: {str(e).splitlines()[0] if str(e) else e!r}") from None
     return ray

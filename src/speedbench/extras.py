@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 
+from speedbench.errors import UserError
+
 __all__ = ["MissingExtra", "install_hint", "installed", "require"]
 
 
-class MissingExtra(ImportError):
+class MissingExtra(UserError, ImportError):
     """An optional module is not installed; the message is one line naming the ``pip install`` to run."""
 
     def __init__(self, message: str, *, module: str | None = None, extra: str | None = None) -> None:

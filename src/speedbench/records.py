@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from speedbench.errors import SpeedbenchError
+
 AcceptanceSource = Literal["per_request", "counter_delta", "chunks", "none"]
 
 
@@ -129,7 +131,7 @@ class Event:
     sd: SDStats | None = None
 
 
-class RequestError(Exception):
+class RequestError(SpeedbenchError):
     """A request failed; ``cause`` is one of the short causes counted in errors_by_cause."""
 
     def __init__(self, cause: str, detail: str = "") -> None:

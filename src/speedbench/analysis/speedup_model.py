@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from speedbench.analysis.stats import draw_counts
+from speedbench.errors import UserError
 from speedbench.metrics.sources import DecodeBasis, decode_steps, request_stats
 from speedbench.records import RequestRecord
 from speedbench.results.loader import RunResult, load_run
@@ -49,7 +50,7 @@ PARSIMONY = 0.1  # a richer cost form must cut the leave-one-out error by 10% to
 OVERALL = "overall"
 
 
-class ModelError(ValueError):
+class ModelError(UserError, ValueError):
     """The sweep cannot be modelled (one line saying what is missing)."""
 
 

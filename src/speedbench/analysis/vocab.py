@@ -29,12 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from speedbench.errors import UserError
 from speedbench.records import RequestRecord
 
 OVERALL = "overall"
 
 
-class VocabError(ValueError):
+class VocabError(UserError, ValueError):
     """A vocabulary or a run that cannot be analysed (one line saying what to do)."""
 
 

@@ -1,13 +1,18 @@
-"""Helpers shared by the command modules: one-line user errors; a console that never prints the run's secrets; a
-page written and said so."""
+"""Helpers shared by the command modules: one-line user errors and internal errors with their traceback (the root
+group, ``Commands``); a console that never prints the run's secrets; a page written and said so."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
+
+from speedbench.errors import UserError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -73,38 +78,11 @@ def protect_console(secrets: Secrets | None = None) -> None:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from pydantic import ValidationError
-
-    from speedbench.data.sample import DatasetError
-    from speedbench.embed.base import EmbedderError, EmbedderUnavailable
-    from speedbench.engines.errors import EngineStartError
-    from speedbench.engines.hf_models import ModelLoadError
-    from speedbench.engines.registry import EngineNotFound, EngineUnavailable
-    from speedbench.results.rundir import RunDirError
-
-    return (
-        DatasetError,
-        EmbedderError,
-        EmbedderUnavailable,
-        EngineNotFound,
-        EngineUnavailable,
-        EngineStartError,
-        ModelLoadError,
-        RunDirError,
-        ValidationError,
-        ValueError,
-    )
+    """What a command reports as one line (exit 2): bad input, never a bug (speedbench/errors.py)."""
+    return (UserError,)
 
 
 def one_line(e: BaseException) -> str:
-    from pydantic import ValidationError
-
-    if isinstance(e, ValidationError):
-        parts = []
-        for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"]) or "value"
-            parts.append(f"{loc}: {err['msg']}")
-        return "; ".join(parts)
     from speedbench.engines.errors import EngineStartError
 
     if isinstance(e, EngineStartError):  # a launched server's failure quotes its log below the first line
@@ -129,3 +107,56 @@ def print_page(write: Callable[[], PageWritten], out: str, console: Console, str
         console.print(escape(f"no {out}: {one_line(e)}"), soft_wrap=True, highlight=False)
         return
     console.print(escape(written.describe()), soft_wrap=True)
+
+
+ERROR_LOG = "error.log"
+_error_log: list[Path] = []  # where the running command wants an internal error's traceback (log_errors_to)
+
+
+def log_errors_to(folder: str | Path) -> None:
+    """From now on in this command, an internal error's traceback is also appended to ``folder``/error.log (the
+    run or sweep directory the command writes)."""
+    _error_log[:] = [Path(folder) / ERROR_LOG]
+
+
+def internal_error(e: Exception, log: Path | None) -> NoReturn:
+    """A bug escaped a command: its traceback, then one line asking for a report (saying where the traceback was
+    also saved), on stderr; exit 1.  Secrets are scrubbed from both, as from everything printed."""
+    import datetime as dt
+    import traceback
+
+    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    line = f"internal error, please report: {type(e).__name__}: {one_line(e)}"
+    if log is not None:
+        stream = sys.stderr
+        scrub = stream.secrets.scrub if isinstance(stream, ScrubbedStream) else _redact
+        try:
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(scrub(f"{dt.datetime.now(dt.timezone.utc).isoformat()} {line}\n{text}\n"))
+            line += f" (traceback saved in {log})"
+        except OSError:
+            pass
+    typer.echo(text + line, err=True)
+    raise typer.Exit(1)
+
+
+def _redact(text: str) -> str:
+    from speedbench.config import redact_urls
+
+    return redact_urls(text)
+
+
+class Commands(TyperGroup):
+    """The root command group: a ``UserError`` escaping a command is one line (``fail``, exit 2); any other
+    exception is a bug, shown with its traceback (``internal_error``, exit 1); click's own exits pass through."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's click Context (typer._click.core)
+        _error_log.clear()
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            fail(one_line(e))
+        except (typer.Exit, typer.Abort, TyperException):  # click's own: --help, usage errors, exit statuses
+            raise
+        except Exception as e:
+            internal_error(e, _error_log[0] if _error_log else None)

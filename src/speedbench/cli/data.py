@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from speedbench.cli.common import fail, one_line, user_errors
+from speedbench.errors import InvalidInput
 
 data_app = typer.Typer(add_completion=False, help="Fetch, build, select, audit and inspect datasets.")
 
@@ -25,14 +26,6 @@ EmbedderOpt = Annotated[
     ),
 ]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="do not read or write the embedding cache")]
-
-
-def _errors() -> tuple[type[BaseException], ...]:
-    """What a data command reports as one line: the user errors, a missing extra, a tokenizer that cannot load."""
-    from speedbench.data.builders.tokens import TokenizerError
-    from speedbench.extras import MissingExtra
-
-    return (*user_errors(), MissingExtra, TokenizerError)
 
 
 def _console() -> Any:
@@ -97,7 +90,7 @@ def data_show(dataset: Annotated[str, typer.Argument(help=NAMES)] = "starter") -
 
     try:
         samples = load_dataset(dataset)
-    except _errors() as e:
+    except user_errors() as e:
         fail(one_line(e))
         return
     t = samples_table(dataset, samples)
@@ -118,7 +111,7 @@ def data_build(
     try:
         pool = _pool(_split(sources))
         write_samples(pool.samples, out)
-    except _errors() as e:
+    except user_errors() as e:
         fail(one_line(e))
         return
     counts = Counter(s.category for s in pool.samples)
@@ -160,7 +153,7 @@ def data_select(
             picked, sel = uc.select(
                 specs, samples, embedded, out, k=k, method=method, seed=seed, max_iter=max_iter, allow_short=allow_short
             )
-    except _errors() as e:
+    except user_errors() as e:
         fail(one_line(e))
         return
     table = selection_table(sel, method, k, embedded.embedder.id)
@@ -200,7 +193,7 @@ def data_audit(
                 files, pool, _embedder(embedder, no_cache, status), draws=draws, seed=seed, threshold=threshold,
                 plot=plot, json_out=json_out,
             )  # fmt: skip
-    except _errors() as e:
+    except user_errors() as e:
         fail(one_line(e))
         return
     t = audit_table(result)
@@ -248,7 +241,7 @@ def data_fetch(
         for item in source_revision:
             name, sep, rev = item.partition("=")
             if not sep or not name or not rev:
-                raise ValueError(f"--source-revision {item!r}: expected NAME=REV")
+                raise InvalidInput(f"--source-revision {item!r}: expected NAME=REV")
             pins[name.strip()] = rev.strip()
         configs = sb.expand_configs(_split(config))
         with _Status(console, "loading SPEED-Bench", enabled=progress) as status:
@@ -266,7 +259,7 @@ def data_fetch(
                 progress=on_progress,
                 source_revisions=pins or None,
             )
-    except _errors() as e:
+    except user_errors() as e:
         fail(one_line(e))
         return
     for c in result.configs.values():
@@ -338,10 +331,10 @@ def data_build_throughput(
     try:
         for b in buckets:
             if b not in BUCKETS:
-                raise ValueError(f"--bucket {b!r}: use one of {', '.join(BUCKETS)}")
+                raise InvalidInput(f"--bucket {b!r}: use one of {', '.join(BUCKETS)}")
         for t in tiers:
             if t not in TIERS:
-                raise ValueError(f"--tier {t!r}: use one of {', '.join(TIERS)}")
+                raise InvalidInput(f"--tier {t!r}: use one of {', '.join(TIERS)}")
         with _Status(console, "building throughput prompts") as status:
             for b in buckets:
 
@@ -364,7 +357,7 @@ def data_build_throughput(
                 for note in build.notes:
                     console.print(f"note: {note}", markup=False)
                 console.print(f"wrote {dest} ({len(build)} prompts, {build.timings.get(b, 0.0):.0f} s)", markup=False)
-    except _errors() as e:
+    except user_errors() as e:
         fail(one_line(e))
         return
     table = throughput_table(rows, target_tokenizer)
@@ -384,7 +377,7 @@ def data_synthetic(
 
     try:
         samples = uc.synthetic(isl, out, count, tokenizer, seed)
-    except _errors() as e:
+    except user_errors() as e:
         fail(one_line(e))
         return
     typer.echo(f"wrote {out}: {len(samples)} random-token prompts of {isl} {tokenizer} tokens (seed {seed})")

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from speedbench.cli.common import fail, one_line, print_page, user_errors
+from speedbench.errors import InvalidInput
 
 
 def register(app: typer.Typer) -> None:
@@ -58,17 +59,17 @@ def model(
     knees = {"auto": None, "on": True, "off": False}
     try:
         if knee not in knees:
-            raise ValueError(f"--knee {knee!r}: expected auto, on or off")
+            raise InvalidInput(f"--knee {knee!r}: expected auto, on or off")
         if per_request not in knees:
-            raise ValueError(f"--per-request {per_request!r}: expected auto, on or off")
+            raise InvalidInput(f"--per-request {per_request!r}: expected auto, on or off")
         batches = None
         if batch is not None:
             try:
                 batches = [float(x) for x in batch.split(",") if x.strip()]
             except ValueError:
-                raise ValueError(f"--batch {batch!r}: expected numbers separated by commas") from None
+                raise InvalidInput(f"--batch {batch!r}: expected numbers separated by commas") from None
             if not batches or any(b <= 0 for b in batches):
-                raise ValueError(f"--batch {batch!r}: expected positive numbers")
+                raise InvalidInput(f"--batch {batch!r}: expected positive numbers")
         fitted, out = uc.fit_model(sweep_dir, sd, dataset, holdout, batches, knees[knee], knees[per_request], slo, seed)
     except user_errors() as e:
         fail(one_line(e))

@@ -14,11 +14,12 @@ from typing import Annotated, Any, Optional, TypeVar, get_args, get_origin
 
 import click
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from speedbench.config.flags import UNSET, Setting, by_param
 from speedbench.config.run import RunConfig
 from speedbench.engines import registry
+from speedbench.errors import InvalidInput
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -129,7 +130,10 @@ class Flags:
         values = {s.path: s.flag.parse(s.default()) if s.flag.parse else s.default() for s in RUN_SETTINGS.values()}
         values.update(self.field_values())
         values.update(fixed)
-        return build(RunConfig, values)
+        try:
+            return build(RunConfig, values)
+        except ValidationError as e:  # the flags' values, refused in one line naming the field
+            raise InvalidInput.of(e) from None
 
     def given(self) -> dict[str, str]:
         """The options the user typed (or set in the environment), as {dotted field path: "--flag"}."""

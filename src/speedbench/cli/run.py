@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from speedbench.cli.common import fail, one_line, protect_console, user_errors
+from speedbench.cli.common import fail, log_errors_to, one_line, protect_console, user_errors
 from speedbench.cli.options import Flags, options
 
 # exit statuses of `run` (docs/reliability.md): 0 usable run; 1 failed (every request, or more than --max-failed);
@@ -75,6 +75,7 @@ def run(
         nonlocal bar, task_id
         started.append(run)
         protect_console(run.run_dir.secrets)  # a resumed run's: its saved api_key_env, the URLs it was given again
+        log_errors_to(run.run_dir.path)  # an internal error's traceback also goes to RUN_DIR/error.log
         print_start(run, resume is not None, console)
         if progress and console.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

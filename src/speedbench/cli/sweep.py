@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from pydantic import ValidationError
 
-from speedbench.cli.common import fail, one_line, print_page, protect_console, user_errors
+from speedbench.cli.common import fail, log_errors_to, one_line, print_page, protect_console, user_errors
 from speedbench.cli.options import RUN_SETTINGS, Flags, options
 from speedbench.config.flags import Setting, by_param
 from speedbench.config.sweep import SweepConfig, pairs
+from speedbench.errors import InvalidInput
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -155,6 +157,7 @@ def sweep(
         fail(one_line(e))
         return
     assert sdir is not None  # created, or reopened by --resume
+    log_errors_to(sdir.path)  # an internal error's traceback also goes to SWEEP_DIR/error.log
     view = ProgressView(the_plan, console, progress and console.is_terminal)
     kind = the_plan.config.run.engine.kind
     console.print(
@@ -218,7 +221,10 @@ def _open(
                 f"{flag} with --resume: a resumed sweep keeps its grid and settings (only --base-url, "
                 "--metrics-url and --url may be given again, for their credentials); start a new sweep to change it"
             )
-        again = plan_uc.SweepConfig.model_validate(flags_dict(flags, given & SECRET_URL_FLAGS))
+        try:
+            again = plan_uc.SweepConfig.model_validate(flags_dict(flags, given & SECRET_URL_FLAGS))
+        except ValidationError as e:
+            raise InvalidInput.of(e) from None
         return plan_uc.resume_plan(resume, again)
     if retry_failed:
         raise plan_uc.SweepConfigError("--retry-failed goes with --resume DIR")
@@ -260,7 +266,7 @@ def write_sweep_html(out: Path, console: Console) -> None:
 
     from speedbench.usecases.report import SWEEP_PAGE, open_sweep, write_sweep_page
 
-    errors: tuple[type[BaseException], ...] = (*user_errors(), OSError)  # user_errors holds ValueError
+    errors: tuple[type[BaseException], ...] = (*user_errors(), OSError)
     try:
         report = open_sweep(out)
     except errors as e:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from speedbench.config.flags import Flag
+from speedbench.errors import InvalidInput
 
 
 def parse_procs(value: str | int) -> int:
@@ -22,7 +23,7 @@ def parse_procs(value: str | int) -> int:
     except ValueError:
         n = -1
     if n < 1:
-        raise ValueError(f"--client-procs {value!r}: expected a positive number of processes or auto")
+        raise InvalidInput(f"--client-procs {value!r}: expected a positive number of processes or auto")
     return n
 
 
@@ -308,12 +309,12 @@ def parse_engine_options(pairs: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for p in pairs:
         if "=" not in p:
-            raise ValueError(f"-E {p!r}: expected key=value (e.g. -E acceptance=0.8,0.6,0.4)")
+            raise InvalidInput(f"-E {p!r}: expected key=value (e.g. -E acceptance=0.8,0.6,0.4)")
         k, v = p.split("=", 1)
         k = k.strip()
         if not k.startswith(BODY_PREFIX):
             k = k.replace("-", "_")
         if not k or k == BODY_PREFIX:
-            raise ValueError(f"-E {p!r}: empty key")
+            raise InvalidInput(f"-E {p!r}: empty key")
         out[k] = v.strip()
     return out

@@ -13,12 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from speedbench.config.flags import Flag
 from speedbench.config.run import RunConfig
+from speedbench.errors import InvalidInput
 
 DEFAULT_CONCURRENCY = (1, 2, 4, 8, 16, 32, 64)
 DEFAULT_DRAFT_LENGTH = (1, 2, 3, 4, 5)
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(InvalidInput):
     """A sweep configuration refused in one line naming the field."""
 
 

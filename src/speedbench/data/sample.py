@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from speedbench.errors import UserError
+
 CATEGORIES = (
     "coding",
     "humanities",
@@ -27,7 +29,7 @@ def is_placeholder(text: Any) -> bool:
     return isinstance(text, str) and text.lstrip().startswith(PLACEHOLDER_PREFIX)
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """Bad dataset input; the message is one line: FILE:LINE: field X: what is wrong."""
 
     def __init__(self, file: str, line: int | None, field: str | None, message: str) -> None:

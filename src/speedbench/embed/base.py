@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from speedbench import extras
+from speedbench.errors import UserError
 from speedbench.extras import MissingExtra
 
 log = logging.getLogger("speedbench.embed")
@@ -23,7 +24,7 @@ Progress = Callable[[int, int], None]
 """``progress(done, total)``: texts embedded so far out of the texts asked for."""
 
 
-class EmbedderError(RuntimeError):
+class EmbedderError(UserError, RuntimeError):
     """An embedder could not produce embeddings (bad response, gave up retrying, bad configuration)."""
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from speedbench.embed.base import Embedder, Progress
 from speedbench.embed.cache import CachedEmbedder
+from speedbench.errors import InvalidInput
 
 KNOWN_SPECS = ("minilm", "openai:text-embedding-3-small", "openai:text-embedding-3-large", "openai:<model>", "tfidf")
 
@@ -35,7 +36,7 @@ def get_embedder(spec: str, *, cache: bool = True, **options: Any) -> Embedder:
 
         inner = OpenAIEmbedder(arg, progress=None if cache else progress, **options)
     else:
-        raise ValueError(f"unknown embedder {spec!r}; known: {', '.join(KNOWN_SPECS)}")
+        raise InvalidInput(f"unknown embedder {spec!r}; known: {', '.join(KNOWN_SPECS)}")
     if not cache:
         return inner
     return CachedEmbedder(inner, root=Path(cache_root) if cache_root else None, progress=progress)

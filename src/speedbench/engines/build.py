@@ -10,13 +10,14 @@ from contextlib import asynccontextmanager
 from speedbench.config import EngineSpec
 from speedbench.engines import registry
 from speedbench.engines.base import Engine
+from speedbench.errors import InvalidInput
 
 
 def build_engine(spec: EngineSpec) -> Engine:
     """The engine for a spec (``RunConfig.engine_spec()``), not started; its constructor validates the spec
     (``-E`` keys and types, ``--sd``, launch settings) before anything starts."""
     if spec.launch and not registry.capabilities(spec.kind).can_launch:
-        raise ValueError(
+        raise InvalidInput(
             f"engine {spec.kind!r} cannot --launch a server (engines that can: {', '.join(registry.launchable())})"
         )
     engine: Engine = registry.resolve(spec.kind)(spec)

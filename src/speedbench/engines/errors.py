@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from speedbench.errors import UserError
 
-class EngineStartError(RuntimeError):
+
+class EngineStartError(UserError, RuntimeError):
     """The engine could not be reached or started; the message says what to do (and, for a launched
     server, quotes the last lines of its log after the first line)."""

@@ -21,6 +21,7 @@ from speedbench.config import EngineSpec
 from speedbench.engines.errors import EngineStartError
 from speedbench.engines.openai_http import OpenAIClient, OpenAIOptions, root_url
 from speedbench.engines.server_process import ServerProcess, free_port
+from speedbench.errors import InvalidInput
 
 DEFAULT_MAX_CONCURRENCY = 32
 
@@ -68,14 +69,14 @@ class LaunchedEngine(OpenAIClient):
         if not self.launch:
             return spec
         if spec.base_url:
-            raise ValueError(
+            raise InvalidInput(
                 "--launch starts its own server on a free port: drop --base-url "
                 "(or drop --launch to attach to the server at --base-url)"
             )
         if not spec.model:
-            raise ValueError(f"--launch needs --model (the model {self.server_name} should serve)")
+            raise InvalidInput(f"--launch needs --model (the model {self.server_name} should serve)")
         if self.sd in ("draft", "eagle", "eagle3") and not self.draft_model:
-            raise ValueError(f"--sd {self.sd} needs --draft-model (the draft model or head)")
+            raise InvalidInput(f"--sd {self.sd} needs --draft-model (the draft model or head)")
         self.port = self.opts.port or free_port()
         self.log_path = Path(spec.log_dir or tempfile.mkdtemp(prefix="speedbench-")) / "server.log"
         return spec.model_copy(

@@ -36,6 +36,7 @@ from speedbench.config import EngineSpec
 from speedbench.engines import registry
 from speedbench.engines.base import EngineBase, Request, check_sd
 from speedbench.engines.options import parse_options
+from speedbench.errors import InvalidInput
 from speedbench.prompts import render_completion_prompt
 from speedbench.records import Event, RequestError, SDCounterTotals, SDStats
 
@@ -294,7 +295,7 @@ class MockEngine(EngineBase):
         options: dict[str, Any] = dict(spec.options)
         if self.sd == "none":
             if str(options.get("k", options.get("draft_length", "0"))).strip() != "0":
-                raise ValueError("--sd none simulates SD off (k = 0): drop -E k / -E draft_length")
+                raise InvalidInput("--sd none simulates SD off (k = 0): drop -E k / -E draft_length")
             options["k"] = 0
         self.settings = MockEngineSettings.from_options(options, spec.draft_length, self.name)
         self.sim = MockSimulator(self.settings)

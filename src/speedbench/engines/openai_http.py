@@ -44,6 +44,7 @@ from speedbench.engines.base import Capabilities, EngineBase, Request, check_sd
 from speedbench.engines.errors import EngineStartError
 from speedbench.engines.options import EngineOptions, parse_options, split_body, with_thinking
 from speedbench.engines.prometheus import parse_sd_counters
+from speedbench.errors import InvalidInput
 from speedbench.prompts import render_completion_prompt
 from speedbench.records import Event, RequestError, SDStats
 
@@ -131,7 +132,7 @@ class OpenAIClient(EngineBase):
         self.endpoint = spec.endpoint
         if self.opts.enable_thinking is not None:
             if self.endpoint != "chat":
-                raise ValueError(
+                raise InvalidInput(
                     f"-E enable_thinking={str(self.opts.enable_thinking).lower()}: thinking is switched in the chat "
                     f"template, and --endpoint {self.endpoint} sends a plain prompt without one (use --endpoint chat)"
                 )

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from speedbench.config import BODY_PREFIX
+from speedbench.errors import InvalidInput
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -46,11 +47,11 @@ def _message(err: Any, engine: str, options: Mapping[str, Any], accepted: str) -
 
 def parse_options(model: type[M], engine: str, options: Mapping[str, Any], body: bool = False) -> M:
     """``options`` (the spec's ``-E`` pairs, ``body.*`` fields already split off) -> ``model``; one
-    ValueError line for an unknown key or a wrong value."""
+    InvalidInput line for an unknown key or a wrong value."""
     try:
         return model.model_validate(dict(options))
     except ValidationError as e:
-        raise ValueError(_message(e.errors()[0], engine, options, accepted_keys(model, body))) from None
+        raise InvalidInput(_message(e.errors()[0], engine, options, accepted_keys(model, body))) from None
 
 
 def split_body(options: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
@@ -79,7 +80,7 @@ def with_thinking(body: Mapping[str, Any], enable: bool | None) -> dict[str, Any
 
     ``None``: the fields unchanged (the server's default).  An explicit ``-E body.chat_template_kwargs={...}``
     is merged with it: its other keys are kept, the same ``enable_thinking`` is accepted, and a different one
-    (or a ``chat_template_kwargs`` that is not a JSON object) is refused in one ValueError line, since neither
+    (or a ``chat_template_kwargs`` that is not a JSON object) is refused in one InvalidInput line, since neither
     can be sent as asked."""
     out = dict(body)
     if enable is None:
@@ -88,13 +89,13 @@ def with_thinking(body: Mapping[str, Any], enable: bool | None) -> dict[str, Any
     if kwargs is None:
         kwargs = {}
     if not isinstance(kwargs, dict):
-        raise ValueError(
+        raise InvalidInput(
             f"-E enable_thinking={str(enable).lower()}: -E {BODY_PREFIX}chat_template_kwargs is not a JSON object "
             f"({kwargs!r}), so enable_thinking cannot be added to it"
         )
     given = kwargs.get("enable_thinking")
     if given is not None and given != enable:
-        raise ValueError(
+        raise InvalidInput(
             f"-E enable_thinking={str(enable).lower()} contradicts -E {BODY_PREFIX}chat_template_kwargs "
             f"(enable_thinking={json.dumps(given)}): give one of them"
         )

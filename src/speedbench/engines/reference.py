@@ -32,6 +32,7 @@ from speedbench.config import EngineSpec
 from speedbench.engines import registry
 from speedbench.engines.base import EngineBase, Request, check_sd
 from speedbench.engines.options import EngineOptions, parse_options
+from speedbench.errors import InvalidInput
 from speedbench.prompts import render_completion_prompt
 from speedbench.records import Event, RequestError, SDCounterTotals
 
@@ -74,7 +75,7 @@ class ReferenceEngine(EngineBase):
         assert method is not None  # the reference engine declares a default
         self.method = method
         if self.method == "draft" and not self.draft_spec:
-            raise ValueError("--sd draft needs --draft-model (a same-tokenizer HF folder or .gguf)")
+            raise InvalidInput("--sd draft needs --draft-model (a same-tokenizer HF folder or .gguf)")
         self.k = 3 if spec.draft_length is None else spec.draft_length
         self.dtype = opts.dtype
         self.device = opts.device

@@ -13,6 +13,7 @@ from importlib import metadata
 from typing import Any
 
 from speedbench.engines.base import SD_METHODS, Capabilities
+from speedbench.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -103,12 +104,12 @@ def declared(name: str) -> Capabilities:
     return caps
 
 
-class EngineNotFound(LookupError):
-    pass
+class EngineNotFound(UserError, LookupError):
+    """No engine of that name is registered (the message suggests the nearest)."""
 
 
-class EngineUnavailable(ImportError):
-    pass
+class EngineUnavailable(UserError, ImportError):
+    """The engine is registered but cannot be imported here (the message names the extra to install)."""
 
 
 def _entry_points() -> dict[str, EngineEntry]:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from speedbench.atomic import atomic_write, atomic_write_with
 from speedbench.config import Secrets
+from speedbench.errors import UserError
 from speedbench.metrics.figures import csv_columns
 from speedbench.metrics.models import GroupStats, RunSummary
 from speedbench.records import RequestRecord
@@ -27,8 +28,8 @@ if TYPE_CHECKING:
     from speedbench.results.manifest import Manifest
 
 
-class RunDirError(ValueError):
-    pass
+class RunDirError(UserError, ValueError):
+    """A run or sweep directory that cannot be read, written or resumed (one line saying why)."""
 
 
 M = TypeVar("M", bound=BaseModel)

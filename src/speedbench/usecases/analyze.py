@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from speedbench.analysis import vocab as va
+from speedbench.errors import InvalidInput
 from speedbench.results.loader import load_run
 
 VOCAB_SIZE = 49_152  # the target's vocabulary when neither the flag nor the tokenizer says (smollm2)
@@ -27,10 +28,20 @@ class VocabCoverage:
 
 def _fraction(text: str) -> float:
     num, sep, den = text.partition("/")
-    value = float(num) / float(den) if sep else float(num)
+    try:
+        value = float(num) / float(den) if sep else float(num)
+    except (ValueError, ZeroDivisionError) as e:
+        raise InvalidInput(f"--fractions {text!r}: {e}") from None
     if not 0 < value <= 1:
-        raise ValueError(f"--fractions {text!r}: each must be in (0, 1]")
+        raise InvalidInput(f"--fractions {text!r}: each must be in (0, 1]")
     return value
+
+
+def _ints(flag: str, text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InvalidInput(f"{flag} {text!r}: expected integers separated by commas") from None
 
 
 def vocab_coverage(
@@ -50,7 +61,7 @@ def vocab_coverage(
     the vocabulary size)."""
     given = [x for x in (vocab_file, d2t, top_k_from) if x]
     if len(given) != 1:
-        raise ValueError("give one draft vocabulary: --vocab FILE, --d2t FILE or --top-k-from RUN_DIR|DATASET")
+        raise InvalidInput("give one draft vocabulary: --vocab FILE, --d2t FILE or --top-k-from RUN_DIR|DATASET")
     runs = [load_run(d) for d in run_dirs]
     records = [r for run in runs for r in run.records]
     note = ""
@@ -63,14 +74,14 @@ def vocab_coverage(
         assert top_k_from is not None
         measured = {str(Path(d).resolve()) for d in run_dirs}
         if str(Path(top_k_from).resolve()) in measured:
-            raise ValueError(
+            raise InvalidInput(
                 f"--top-k-from {top_k_from}: that is a run being measured; its own frequencies would flatter the "
                 "coverage (take another run or a dataset)"
             )
         counts, source, size = _counts(top_k_from, tokenizer)
         size = vocab_size or size or VOCAB_SIZE
         ks = (
-            [int(x) for x in top_k.split(",") if x.strip()]
+            _ints("--top-k", top_k)
             if top_k
             else [max(1, round(size * _fraction(f.strip()))) for f in fractions.split(",") if f.strip()]
         )

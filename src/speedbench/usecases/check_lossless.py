@@ -17,6 +17,7 @@ from speedbench.atomic import atomic_write
 from speedbench.config import RunConfig
 from speedbench.data.sample import Sample
 from speedbench.engines import registry
+from speedbench.errors import InvalidInput
 from speedbench.metrics.models import RunSummary
 from speedbench.records import RequestRecord
 from speedbench.usecases.run import run
@@ -28,14 +29,14 @@ def pair_configs(cfg: RunConfig, baseline_url: str | None) -> tuple[RunConfig, R
     engine runs the baseline with ``--sd none``."""
     e = cfg.engine
     if e.sd in (None, "none"):
-        raise ValueError("check-lossless needs --sd METHOD (the run to check; the baseline runs with SD off)")
+        raise InvalidInput("check-lossless needs --sd METHOD (the run to check; the baseline runs with SD off)")
     out = Path(cfg.out or "runs/lossless")
     ds = cfg.dataset.model_copy(update={"max_turns": 1})
     if e.launch or registry.capabilities(e.kind).in_process:  # speedbench sets the engine's SD itself
         base_engine = e.model_copy(update={"sd": "none", "draft_model": None})
     else:
         if not baseline_url:
-            raise ValueError(
+            raise InvalidInput(
                 "attached to a server: pass --baseline-url (the same target with SD off), or use --launch to start both"
             )
         base_engine = e.model_copy(update={"base_url": baseline_url, "sd": "none", "metrics_url": None})

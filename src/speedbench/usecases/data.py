@@ -19,6 +19,7 @@ from speedbench.atomic import atomic_write
 from speedbench.data.builders.writers import write_samples
 from speedbench.data.readers import content_hash, load_dataset
 from speedbench.data.sample import Sample
+from speedbench.errors import InvalidInput
 
 if TYPE_CHECKING:
     from speedbench.data.builders.audit import AuditResult
@@ -127,7 +128,7 @@ def synthetic(isl: int, out: str, count: int, tokenizer: str, seed: int) -> list
     from speedbench.data.builders.synthetic import synthetic_prompts
 
     if isl < 1 or count < 1:
-        raise ValueError("--isl and --count must be >= 1")
+        raise InvalidInput("--isl and --count must be >= 1")
     samples = synthetic_prompts(isl, count, tokenizer, seed=seed)
     write_samples(samples, out)
     return samples

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from speedbench.analysis.pairing import compare_paired, pair_runs
 from speedbench.analysis.stats import RESAMPLES, al_by_category
 from speedbench.analysis.sweep_report import sweep_tables
+from speedbench.errors import InvalidInput
 from speedbench.results.comparison import Comparison, Pairing
 from speedbench.results.loader import RunResult, load_run
 from speedbench.results.model_file import ModelFile, read_model, write_model
@@ -42,7 +43,7 @@ MODEL_PAGE = "model.html"
 SWEEP_PAGE = "report.html"
 
 
-class ReportError(ValueError):
+class ReportError(InvalidInput):
     """Runs that cannot be reported as asked (two runs not like for like without ``force``)."""
 
 

@@ -25,6 +25,7 @@ from speedbench.data.sample import Sample
 from speedbench.engines import registry
 from speedbench.engines.base import Engine
 from speedbench.engines.build import open_engine
+from speedbench.errors import InvalidInput
 from speedbench.load.drivers import Clients, drive
 from speedbench.load.generator import LoadResult, LoadSettings, clock_of, retryable
 from speedbench.metrics.acceptance import acceptance_length
@@ -121,13 +122,13 @@ async def execute(
         cap=cfg.concurrency if cfg.rate_cap else None,
     )
     if (cfg.client_procs > 1 or cfg.client_ray) and engine.capabilities.in_process:
-        raise ValueError(
+        raise InvalidInput(
             f"--client-procs {cfg.client_procs}{' --ray' if cfg.client_ray else ''}: engine {cfg.engine.kind!r} "
             "runs inside this process and cannot be "
             "shared by client processes; use an HTTP engine (a launched or attached server, or serve-mock)"
         )
     if cfg.request_rate is not None and clock_of(engine) is not time.perf_counter_ns:
-        raise ValueError(
+        raise InvalidInput(
             "--request-rate paces arrivals on the wall clock, but this engine keeps its own clock (the mock's "
             "-E clock=virtual): use the wall clock (the default) for open-loop runs"
         )

@@ -35,6 +35,7 @@ from speedbench.embed.diversity import (
     random_subset_baseline,
     stratified_subset_baseline,
 )
+from speedbench.errors import InvalidInput
 from speedbench.extras import require
 
 PLOT_NEEDS = ("matplotlib", "report")  # (module, extra) of :func:`plot`
@@ -129,7 +130,7 @@ def audit(
     threshold: float = 0.95,
 ) -> AuditResult:
     if draws < 10:
-        raise ValueError("draws must be >= 10")
+        raise InvalidInput("draws must be >= 10")
     names = list(files)
     groups = [files[n] for n in names] + ([pool] if pool else [])
     embedded = embed_all(embedder, groups)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from speedbench.data.builders.tokens import Codec, as_codec, o200k_base
+from speedbench.errors import InvalidInput
 
 __all__ = ["MAX_FIX_ROUNDS", "PAD", "PREFIX_MARGIN", "fit_body", "pad_or_truncate"]
 
@@ -40,13 +41,13 @@ def pad_or_truncate(text: str, n_tokens: int, enc: Any = None, pad: str = PAD) -
     decoded token prefix does not always re-encode to the same count (a cut inside a multi-byte
     character decodes to U+FFFD; a cut word may merge differently), so the result is re-encoded and,
     while its length is off, cut again or padded again with ``pad``; the returned text re-encodes to
-    exactly ``n_tokens`` (else :class:`ValueError`).
+    exactly ``n_tokens`` (else :class:`~speedbench.errors.InvalidInput`, a ValueError).
     """
     if n_tokens < 1:
-        raise ValueError(f"n_tokens must be >= 1, got {n_tokens}")
+        raise InvalidInput(f"n_tokens must be >= 1, got {n_tokens}")
     codec = as_codec(enc if enc is not None else o200k_base())
     if not codec.encode(pad):
-        raise ValueError(f"padding {pad!r} encodes to no tokens")
+        raise InvalidInput(f"padding {pad!r} encodes to no tokens")
     out = _official_pad_or_truncate(text, n_tokens, codec, pad)
     return _fix_length(out, n_tokens, codec, pad)
 
@@ -69,7 +70,7 @@ def _fix_length(text: str, n: int, codec: Codec, pad: str) -> str:
         else:
             base = codec.decode(ids[: max(0, len(ids) - drop)])
             text = codec.decode(codec.encode(base + pad * (n - len(ids) + drop))[:n])
-    raise ValueError(f"could not fit text to exactly {n} tokens of {codec.name}")
+    raise InvalidInput(f"could not fit text to exactly {n} tokens of {codec.name}")
 
 
 PREFIX_MARGIN = 64  # tokens encoded past the budget, so a cut inside the prefix never reaches it
@@ -96,7 +97,7 @@ def fit_body(head: str, body: str, tail: str, n_tokens: int, codec: Codec, pad: 
     fixed = len(codec.encode(head)) + len(codec.encode(tail))
     budget = n_tokens - fixed
     if budget < 1:
-        raise ValueError(f"instruction and question take {fixed} tokens, more than {n_tokens}")
+        raise InvalidInput(f"instruction and question take {fixed} tokens, more than {n_tokens}")
     body_ids, whole = _encode_prefix(body, budget, codec)
     text, got = head + tail, fixed
     for _ in range(MAX_FIX_ROUNDS):

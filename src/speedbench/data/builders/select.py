@@ -33,6 +33,7 @@ import numpy as np
 
 from speedbench.data.sample import DatasetError, Sample, category_indices
 from speedbench.embed.diversity import pairwise_sum
+from speedbench.errors import InvalidInput
 
 METHODS = ("greedy+swap", "greedy", "qp")
 
@@ -221,9 +222,9 @@ def select(
     error unless ``allow_short`` (then all of its candidates are taken).
     """
     if method not in METHODS:
-        raise ValueError(f"unknown selection method {method!r} (use {', '.join(METHODS)})")
+        raise InvalidInput(f"unknown selection method {method!r} (use {', '.join(METHODS)})")
     if k < 1:
-        raise ValueError("k must be >= 1")
+        raise InvalidInput("k must be >= 1")
     if len(samples) != embeddings.shape[0]:
         raise ValueError(f"{len(samples)} samples but {embeddings.shape[0]} embeddings")
     by_cat = category_indices(samples)

@@ -19,6 +19,7 @@ from typing import Any
 
 from speedbench.data.builders.tokens import Codec, load_tokenizer
 from speedbench.data.sample import Sample
+from speedbench.errors import InvalidInput
 
 MAX_ROUNDS = 64
 
@@ -45,7 +46,7 @@ def random_token_prompt(codec: Codec, allowed: Any, isl: int, offset: int, index
             seq = seq + allowed[rng.integers(0, len(allowed), size=isl - len(seq))].tolist()
         else:
             seq = seq[:isl]
-    raise ValueError(
+    raise InvalidInput(
         f"random-token prompt did not settle at {isl} tokens of {codec.name} (offset {offset}, index {index})"
     )
 
@@ -59,7 +60,7 @@ def synthetic_prompts(isl: int, count: int, tokenizer: Any = "o200k_base", *, se
     (``TargetTokenizer.template_overhead``).  Same seed and tokenizer: the same prompts.
     """
     if isl < 1 or count < 1:
-        raise ValueError(f"isl and count must be >= 1 (got isl={isl}, count={count})")
+        raise InvalidInput(f"isl and count must be >= 1 (got isl={isl}, count={count})")
     import numpy as np
 
     codec = load_tokenizer(tokenizer)

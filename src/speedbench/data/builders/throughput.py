@@ -23,6 +23,7 @@ from speedbench.data.builders import offline_text
 from speedbench.data.builders.exact_length import MAX_FIX_ROUNDS, PAD, fit_body, pad_or_truncate
 from speedbench.data.builders.tokens import Codec, TargetTokenizer, as_codec, o200k_base
 from speedbench.data.sample import DatasetError, Sample
+from speedbench.errors import InvalidInput
 
 BUCKETS: dict[str, int] = {"1k": 1000, "2k": 2000, "8k": 8000, "16k": 16000, "32k": 32000}
 TIERS: tuple[str, ...] = offline_text.TIERS
@@ -213,9 +214,9 @@ def build_throughput(
     bucket (its o200k count then differs; ``meta`` records both).
     """
     if count_per_tier < 1:
-        raise ValueError(f"count_per_tier must be >= 1, got {count_per_tier}")
+        raise InvalidInput(f"count_per_tier must be >= 1, got {count_per_tier}")
     if repad_to_target and target_tokenizer is None:
-        raise ValueError("repad_to_target needs a target tokenizer")
+        raise InvalidInput("repad_to_target needs a target tokenizer")
     enc = as_codec(o200k_base())
     target = (
         target_tokenizer
@@ -267,7 +268,7 @@ def repad_for_target(prompt: str, isl: int, target: TargetTokenizer, pad: str = 
     exactly ``isl``."""
     content = isl - target.template_overhead
     if content < 1:
-        raise ValueError(f"the chat template alone takes {target.template_overhead} tokens, more than {isl}")
+        raise InvalidInput(f"the chat template alone takes {target.template_overhead} tokens, more than {isl}")
     text = prompt
     for _ in range(MAX_FIX_ROUNDS):
         text = pad_or_truncate(prompt, content, target, pad)
@@ -275,7 +276,7 @@ def repad_for_target(prompt: str, isl: int, target: TargetTokenizer, pad: str = 
         if got == isl:
             return text
         content += isl - got
-    raise ValueError(f"could not fit the prompt to an ISL of {isl} under {target.name}")
+    raise InvalidInput(f"could not fit the prompt to an ISL of {isl} under {target.name}")
 
 
 # --------------------------------------------------------------------------- report and writing

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from speedbench.atomic import atomic_path
+from speedbench.errors import UserError
 from speedbench.extras import require
 from speedbench.paths import cache_dir, package_dir
 
@@ -44,7 +45,7 @@ SMOLLM2 = "smollm2"
 _ENV_LOCK = threading.Lock()
 
 
-class TokenizerError(RuntimeError):
+class TokenizerError(UserError, RuntimeError):
     """A tokenizer could not be loaded or verified; the message says what to do."""
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from speedbench.cluster import connect
+from speedbench.errors import InvalidInput
 from speedbench.results.manifest import utc_now
 from speedbench.results.rundir import RunDir
 from speedbench.results.sweep_manifest import SweepDir, SweepManifest
@@ -228,7 +229,7 @@ def run_sweep_ray(
     """The sweep on Ray (module docstring), holding the sweep directory's lock like ``run_sweep``."""
     if shared is not None:
         if not Path(shared).is_dir():
-            raise ValueError(f"--ray-shared-dir {shared}: no such folder here (it must be seen by every node)")
+            raise InvalidInput(f"--ray-shared-dir {shared}: no such folder here (it must be seen by every node)")
         shared = str(Path(shared).resolve())
     ray = connect(address, "sweep --ray")
     stop = stop or Stop()

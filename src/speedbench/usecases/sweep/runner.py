@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 
 from speedbench.config import RunConfig
 from speedbench.engines.base import Engine
+from speedbench.errors import SpeedbenchError
 from speedbench.results.loader import RunResult, read_manifest
 from speedbench.results.manifest import Manifest, utc_now
 from speedbench.results.rundir import RunDir, RunDirError
@@ -37,7 +38,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 # ---------------------------------------------------------------------------------------------- running
 
 
-class Interrupted(Exception):
+class Interrupted(SpeedbenchError):
     """A signal asked the sweep to stop."""
 
 

@@ -24,6 +24,7 @@ from speedbench.data.builders.resolvers.long_context import AdaLEvalStackSelect,
 from speedbench.data.builders.resolvers.roleplay import CoSER, RoleBench
 from speedbench.data.builders.resolvers.templated import CnnDailyMail, CodeContests, LiveCodeBench, Opus100
 from speedbench.data.builders.resolvers.tokens import Tokenizer, o200k_tokenizer, pad_or_truncate
+from speedbench.errors import InvalidInput
 
 RESOLVER_CLASSES: tuple[type[Resolver], ...] = (
     Bamboo,
@@ -87,10 +88,10 @@ def build_registry(revisions: Mapping[str, str] | None = None) -> Registry:
     names = {cls.name for cls in RESOLVER_CLASSES}
     unknown = sorted(set(revisions) - names)
     if unknown:
-        raise ValueError(f"unknown resolver(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        raise InvalidInput(f"unknown resolver(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
     from_row = sorted(cls.name for cls in RESOLVER_CLASSES if cls.name in revisions and cls.default_pin.from_row)
     if from_row:
-        raise ValueError(
+        raise InvalidInput(
             f"{', '.join(from_row)}: the revision comes from each row's source URL; a revision override does not apply"
         )
     return Registry([cls(revisions.get(cls.name)) for cls in RESOLVER_CLASSES])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from speedbench.errors import SpeedbenchError
+
 __all__ = ["ResolveError"]
 
 
-class ResolveError(Exception):
+class ResolveError(SpeedbenchError):
     """A row could not be rebuilt from its source; the fetcher adds the file, row and question_id."""
