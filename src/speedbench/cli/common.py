@@ -160,3 +160,18 @@ class Commands(TyperGroup):
             raise
         except Exception as e:
             internal_error(e, _error_log[0] if _error_log else None)
+
+
+def progress_bar(console: Any, transient: bool = False) -> Any:
+    """The live bar of a run or a sweep cell: what, a bar, done of total, elapsed time, the live figures."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[live]}"),
+        console=console,
+        transient=transient,
+    )

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from speedbench.cli.common import fail, log_errors_to, one_line, protect_console, user_errors
+from speedbench.cli.common import fail, log_errors_to, one_line, progress_bar, protect_console, user_errors
 from speedbench.cli.options import Flags, options
 
 # exit statuses of `run` (docs/reliability.md): 0 usable run; 1 failed (every request, or more than --max-failed);
@@ -78,16 +78,7 @@ def run(
         log_errors_to(run.run_dir.path)  # an internal error's traceback also goes to RUN_DIR/error.log
         print_start(run, resume is not None, console)
         if progress and console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.fields[live]}"),
-                console=console,
-            )
+            bar = progress_bar(console)
             task_id = bar.add_task(f"{run.cfg.engine.kind}", total=run.turns, live="")
             bar.start()
 

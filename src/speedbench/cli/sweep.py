@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from pydantic import ValidationError
 
-from speedbench.cli.common import fail, log_errors_to, one_line, print_page, protect_console, user_errors
+from speedbench.cli.common import (
+    fail,
+    log_errors_to,
+    one_line,
+    print_page,
+    progress_bar,
+    protect_console,
+    user_errors,
+)  # fmt: skip
 from speedbench.cli.options import RUN_SETTINGS, Flags, options
 from speedbench.config.flags import Setting, by_param
 from speedbench.config.sweep import SweepConfig, pairs
@@ -493,17 +501,7 @@ class ProgressView:
         self.task: Any = None
         self.last_line = 0.0
         if live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.fields[live]}"),
-                console=console,
-                transient=True,
-            )
+            self.bar = progress_bar(console, transient=True)
 
     def start(self) -> None:
         if self.bar is not None:
