@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from typer.testing import CliRunner
 
 from cli_surface import surface
-from speedbench.cli.options import FLAG_FIELDS, Flags, by_param, options
+from speedbench.cli.options import RUN_SETTINGS, Flags, by_param, options
 from speedbench.config import RunConfig
 from speedbench.config.flags import Flag, flag_fields, resume_changeable, walk
 from speedbench.usecases.run import RESUME_CHANGEABLE
@@ -30,11 +30,12 @@ def test_every_commands_options_are_the_recorded_surface() -> None:
 
 
 def test_each_flag_sets_one_field_and_the_maps_are_derived() -> None:
+    FLAG_FIELDS = flag_fields(RunConfig)  # noqa: N806 - the table cli/options.py kept by hand before
     paths = {s.path for s in walk(RunConfig)}
     assert set(FLAG_FIELDS.values()) == paths and len(FLAG_FIELDS) == len(paths) == 32
     assert FLAG_FIELDS["timeout"] == "timeout_s" and FLAG_FIELDS["engine_opt"] == "engine.options"
     assert FLAG_FIELDS["ray"] == "client_ray" and FLAG_FIELDS["dataset"] == "dataset.name"
-    assert flag_fields(RunConfig) == FLAG_FIELDS
+    assert {name: s.path for name, s in RUN_SETTINGS.items()} == FLAG_FIELDS
     # what --resume may change: the client side, in the order the refusal names them
     assert RESUME_CHANGEABLE == {
         "engine.base_url": "--base-url",
@@ -81,8 +82,6 @@ def test_a_field_with_a_flag_is_an_option_with_no_other_edit() -> None:
 
 
 def test_flags_build_the_same_config_as_the_fields_defaults() -> None:
-    from speedbench.cli.options import RUN_SETTINGS
-
     values = {name: s.default() for name, s in RUN_SETTINGS.items()}
     assert Flags(values, RUN_SETTINGS, None).config() == RunConfig()
     changed = Flags({**values, "client_procs": "auto", "ray": "off", "engine_opt": ["step-ms=5"]}, RUN_SETTINGS, None)
@@ -93,9 +92,10 @@ def test_flags_build_the_same_config_as_the_fields_defaults() -> None:
 
 def test_the_sweeps_flag_paths_and_resume_flags_are_derived() -> None:
     """The tables cli/sweep.py kept by hand before, now derived from the fields' flags."""
-    from speedbench.cli.sweep import FLAG_PATHS, RESUME_FLAGS
+    from speedbench.cli.sweep import RESUME_FLAGS, SWEEP_SETTINGS
 
-    assert FLAG_PATHS == {
+    # flag -> where it goes in the sweep's TOML-shaped dict
+    assert {name: s.path for name, s in SWEEP_SETTINGS.items()} == {
         "engine": "run.engine.kind",
         "base_url": "run.engine.base_url",
         "model": "run.engine.model",

@@ -9,23 +9,21 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, Optional, TypeVar, get_args, get_origin
 
-import click
 import typer
 from pydantic import BaseModel, ValidationError
 
-from speedbench.config.flags import UNSET, Setting, by_param
+from speedbench.config.flags import UNSET, Setting, by_param, nest
 from speedbench.config.run import RunConfig
 from speedbench.engines import registry
 from speedbench.errors import InvalidInput
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# flag (parameter name) -> the RunConfig field it sets, dotted; what `run --resume` compares with the saved run
+# flag (parameter name) -> the RunConfig setting it sets
 RUN_SETTINGS: dict[str, Setting] = by_param(RunConfig)
-FLAG_FIELDS: dict[str, str] = {p: s.path for p, s in RUN_SETTINGS.items()}
 
 
 def _help_text(text: str | None) -> str | None:
@@ -77,7 +75,7 @@ def options(
         params: list[inspect.Parameter] = []
         if "ctx" in own:
             params.append(own["ctx"].replace(kind=inspect.Parameter.KEYWORD_ONLY))
-        mine: set[str] = set()
+        chosen: dict[str, Setting] = {}  # the command's settings, as it words them
         rest = [n for n in settings if n not in order and n not in own]
         for name in [n for item in order for n in (rest if item == "..." else [item])]:
             if name in own:
@@ -87,19 +85,15 @@ def options(
                 if name in changed:
                     s = Setting(s.path, s.field, s.flag.but(**changed[name]))
                 params.append(parameter(s))
-                mine.add(name)
-        typed = {p.name: p.annotation for p in params}
-        chosen = {n: (Setting(settings[n].path, settings[n].field, settings[n].flag.but(**changed[n])) if n in changed
-                      else settings[n]) for n in mine}  # fmt: skip
+                chosen[name] = s
 
         @functools.wraps(fn)
         def command(**kwargs: Any) -> Any:
-            values = {n: kwargs.pop(n) for n in mine}
-            ctx = kwargs.get("ctx")
-            return fn(flags=Flags(values, chosen, ctx), **kwargs)
+            values = {n: kwargs.pop(n) for n in chosen}
+            return fn(flags=Flags(values, chosen, kwargs.get("ctx")), **kwargs)
 
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        command.__annotations__ = typed
+        command.__annotations__ = {p.name: p.annotation for p in params}
         return typing.cast(F, command)
 
     return decorate
@@ -108,7 +102,8 @@ def options(
 class Flags:
     """The values of a command's generated options, and what they make."""
 
-    def __init__(self, values: dict[str, Any], settings: Mapping[str, Setting], ctx: click.Context | None) -> None:
+    def __init__(self, values: dict[str, Any], settings: Mapping[str, Setting], ctx: Any) -> None:
+        # ctx: typer's click Context (typer brings its own copy of click), None outside a command line
         self.values = values
         self.settings = settings
         self.ctx = ctx
@@ -116,11 +111,12 @@ class Flags:
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
 
-    def field_values(self) -> dict[str, Any]:
-        """{dotted field path: value} of every option, each flag's ``parse`` applied."""
+    def field_values(self, names: Iterable[str] | None = None) -> dict[str, Any]:
+        """{dotted field path: value} of the options ``names`` (None: every one), in that order, each flag's
+        ``parse`` applied."""
         out = {}
-        for name, value in self.values.items():
-            flag = self.settings[name].flag
+        for name in self.values if names is None else names:
+            flag, value = self.settings[name].flag, self.values[name]
             out[self.settings[name].path] = flag.parse(value) if flag.parse is not None else value
         return out
 
@@ -137,28 +133,26 @@ class Flags:
 
     def given(self) -> dict[str, str]:
         """The options the user typed (or set in the environment), as {dotted field path: "--flag"}."""
-        if self.ctx is None:
-            return {}
-        out: dict[str, str] = {}
-        for name, s in self.settings.items():
-            source = self.ctx.get_parameter_source(name)
-            # compared by name: typer may bring its own copy of click's ParameterSource enum
-            if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
-                out[s.path] = s.flag.long
-        return out
+        names = typed(self.ctx) if self.ctx is not None else set()
+        return {s.path: s.flag.long for name, s in self.settings.items() if name in names}
+
+
+def typed(ctx: Any) -> set[str]:
+    """The parameters of a command the user typed (or set in the environment)."""
+    out = set()
+    for param in ctx.command.params:
+        name = param.name or ""
+        source = ctx.get_parameter_source(name)
+        # compared by name: typer may bring its own copy of click's ParameterSource enum
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            out.add(name)
+    return out
 
 
 def build(model: type[BaseModel], values: Mapping[str, Any]) -> Any:
     """``model`` validated from {dotted path: value}, its nested models first (so a bad value is named by the
     model that holds it: "validation error for EngineSpec")."""
-    nested: dict[str, Any] = {}
-    for path, value in values.items():
-        node = nested
-        *parents, leaf = path.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return _validate(model, nested)
+    return _validate(model, nest(values))
 
 
 def _validate(model: type[BaseModel], data: dict[str, Any]) -> Any:

@@ -21,8 +21,8 @@ from speedbench.cli.common import (
     protect_console,
     user_errors,
 )  # fmt: skip
-from speedbench.cli.options import RUN_SETTINGS, Flags, options
-from speedbench.config.flags import Setting, by_param
+from speedbench.cli.options import RUN_SETTINGS, Flags, options, typed
+from speedbench.config.flags import Setting, by_param, nest
 from speedbench.config.sweep import SweepConfig, pairs
 from speedbench.errors import InvalidInput
 
@@ -49,8 +49,6 @@ SWEEP_SETTINGS: dict[str, Setting] = {
        for name in RUN_FLAGS},
     **by_param(SweepConfig, skip=("run",)),
 }  # fmt: skip
-# flag (parameter name) -> where it goes in the sweep's TOML-shaped dict (flags are merged over the file)
-FLAG_PATHS = {name: s.path for name, s in SWEEP_SETTINGS.items()}
 # the servers' URLs, whose credentials are never saved: --resume takes them again
 SECRET_URL_FLAGS = {name for name, s in SWEEP_SETTINGS.items() if s.flag.secret_url}
 # what --resume takes again: those URLs and how to run
@@ -140,7 +138,7 @@ def sweep(
 
     console = make_console()
     protect_console()
-    given = _given(ctx)
+    given = typed(ctx)
     try:
         opened = _open(flags, given, resume, config, retry_failed, adaptive, slo, plan, ray)
         if isinstance(opened, SweepConfig):
@@ -321,30 +319,10 @@ def _adaptive(cfg: Any, slo: str, max_cells: int, console: Console, progress: bo
 # ---------------------------------------------------------------------------------------------- flags
 
 
-def _given(ctx: typer.Context) -> set[str]:
-    """The parameters the user typed (or set in the environment)."""
-    out = set()
-    for param in ctx.command.params:
-        name = param.name or ""
-        source = ctx.get_parameter_source(name)
-        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
-            out.add(name)
-    return out
-
-
 def flags_dict(flags: Flags, given: set[str]) -> dict[str, Any]:
     """The given flags as the TOML-shaped dict ``sweep_config`` reads (merged over the file's), each flag's text
     parsed into its field's value."""
-    out: dict[str, Any] = {}
-    for name in sorted(given & set(FLAG_PATHS)):
-        flag = SWEEP_SETTINGS[name].flag
-        value = flag.parse(flags[name]) if flag.parse is not None else flags[name]
-        node = out
-        *parents, leaf = FLAG_PATHS[name].split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
+    return nest(flags.field_values(sorted(given & set(flags.settings))))
 
 
 # ---------------------------------------------------------------------------------------------- output

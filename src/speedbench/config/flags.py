@@ -12,8 +12,8 @@ model, nested models included, with the field's dotted path.  This module import
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 from pydantic import BaseModel
@@ -79,8 +79,8 @@ class Flag:
 
     def but(self, **changes: Any) -> Flag:
         """This flag with some facts changed (a command that words or defaults it differently)."""
-        facts = {k: getattr(self, k) for k in ("help", "type", "default", "parse", "resume", "secret_url", "min")}
-        return Flag(*changes.pop("decls", self.decls), **{**facts, **changes})
+        facts = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "decls"}
+        return Flag(*self.decls, **{**facts, **changes})
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,18 @@ def flag_fields(model: type[BaseModel]) -> dict[str, str]:
     return {p: s.path for p, s in by_param(model).items()}
 
 
-def resume_changeable(model: type[BaseModel], order: tuple[str, ...] = ()) -> dict[str, str]:
-    """{dotted field path: "--flag"} of the flags ``run --resume`` may change (in ``order``'s parameter order
-    where given, else declaration order)."""
-    settings = by_param(model)
-    names = [p for p in order if p in settings] or list(settings)
-    return {settings[p].path: settings[p].flag.long for p in names if settings[p].flag.resume}
+def resume_changeable(model: type[BaseModel]) -> dict[str, str]:
+    """{dotted field path: "--flag"} of the flags ``run --resume`` may change, in declaration order."""
+    return {s.path: s.flag.long for s in walk(model) if s.flag.resume}
+
+
+def nest(values: Mapping[str, Any]) -> dict[str, Any]:
+    """{dotted path: value} as nested dicts: ``{"run.engine.kind": "mock"}`` -> ``{"run": {"engine": {...}}}``."""
+    out: dict[str, Any] = {}
+    for path, value in values.items():
+        node = out
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out

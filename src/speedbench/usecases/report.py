@@ -7,7 +7,7 @@ write, for the command line to print.
   the runs are not like for like, unless ``force``) and the paired comparison with its bootstrap intervals.
 - ``open_sweep(dir)``: the sweep report (``analysis.sweep_report``; sweep.json read once); ``report_sweep`` also
   writes its pareto.csv, speedups.csv and synthetic_vs_real.csv.
-- ``fit_model(dir, ...)``: the fitted speedup model (``analysis.speedup_model``) as ``results.model_file.ModelFile``,
+- ``fit_model(dir, ...)``: the fitted speedup model (``analysis.model_summary``) as ``results.model_file.ModelFile``,
   written as SWEEP_DIR/model.json.
 - ``write_runs_page`` / ``write_sweep_page`` / ``write_model_page``: the HTML page of each (``report/``; a sweep's
   shows its fitted model when model.json is there), written with its ``--figures`` files.

@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -373,13 +373,18 @@ class Started:
     @property
     def to_retry(self) -> int:
         """Failed turns on disk that this segment sends again."""
-        return sum(1 for r in self.done.values() if r.error is not None and retryable(r))
+        return retryable_failures(self.done.values())
 
     def end(self, outcome: Outcome) -> Ended:
         """Finish the run directory (summary.json/csv from the records) and say how the run ended."""
         result = finish(self.run_dir)
-        again = sum(1 for r in result.records if r.error is not None and retryable(r))
-        return Ended(outcome, self, result, failure_verdict(self.cfg, result.records), again)
+        verdict = failure_verdict(self.cfg, result.records)
+        return Ended(outcome, self, result, verdict, retryable_failures(result.records))
+
+
+def retryable_failures(records: Iterable[RequestRecord]) -> int:
+    """How many of these records are failures ``--resume`` sends again (``retryable``)."""
+    return sum(1 for r in records if r.error is not None and retryable(r))
 
 
 async def run(
