@@ -192,6 +192,11 @@ def test_run_summary_is_typed_all_the_way_down() -> None:
 
 def test_summarize_returns_typed_results_that_validate_from_their_json(old_run: Path) -> None:
     result = load_run(old_run)
-    s = summarize(result.records, DecodeBasis(3), counter_windows=result.manifest.counter_window_dicts())
+    s = summarize(
+        result.records,
+        DecodeBasis(3),
+        counter_windows=result.manifest.counter_window_dicts(),
+        label=result.manifest.label,
+    )
     assert isinstance(s, RunSummary) and s == result.summary
     assert RunSummary.model_validate(json.loads(json.dumps(s.to_dict()))) == s

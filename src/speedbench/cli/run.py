@@ -82,6 +82,9 @@ def run(
             task_id = bar.add_task(f"{run.cfg.engine.kind}", total=run.turns, live="")
             bar.start()
 
+    def on_measure(mode: str, why: str) -> None:
+        console.print(escape(f"measuring: {MEASUREMENT[mode]} ({why})"), soft_wrap=True)
+
     def on_progress(p: Any) -> None:
         if bar is not None:
             bar.update(task_id, completed=p.done, live=p.line())
@@ -92,7 +95,7 @@ def run(
         assert me is not None
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a closed terminal interrupts cleanly too
             loop.add_signal_handler(sig, me.cancel)
-        return await uc.run(cfg, resume, given, on_start=on_start, on_progress=on_progress)
+        return await uc.run(cfg, resume, given, on_start=on_start, on_progress=on_progress, on_measure=on_measure)
 
     try:
         end = asyncio.run(main())
@@ -134,27 +137,37 @@ def run(
         raise typer.Exit(EXIT_FAILED)
 
 
+MEASUREMENT = {
+    "mixed": "one window, every category at once",
+    "per_category_windows": "per-category counter windows, the categories one after another (docs/metrics.md)",
+}
+
+
 def print_start(run: Any, resuming: bool, console: Any) -> None:
     """The run's first line (what runs where), and on --resume what is kept, retried and changed."""
     from rich.markup import escape
 
     cfg, manifest = run.cfg, run.manifest
     sd_text = f" sd={cfg.engine.sd}" if cfg.engine.sd else ""
+    windows = manifest.measurement.mode if resuming and manifest.measurement else cfg.per_category_windows
     console.print(
         f"speedbench run: engine={cfg.engine.kind}{sd_text} dataset={cfg.dataset.name} "
         f"conversations={len(run.samples)} concurrency={cfg.concurrency} k={cfg.draft_length} "
-        f"output_len={cfg.output_len} -> {run.run_dir.path}"
+        f"output_len={cfg.output_len} per-category-windows={windows} -> {run.run_dir.path}"
     )
     if resuming:
-        retry = run.to_retry
+        retry = run.to_retry + run.to_rerun
         change = manifest.segment_changes[-1] if manifest.segment_changes else None
         changed = (
             "; changed for this segment: " + ", ".join(f"{k} {v[0]!r} -> {v[1]!r}" for k, v in change.changes.items())
             if change is not None and change.segment == manifest.next_segment
             else ""
         )
+        rerun = f", {run.to_rerun} turns of unfinished category windows to run again" if run.to_rerun else ""
         console.print(
-            escape(f"resuming: {len(run.done) - retry} turns kept, {retry} failed turns to retry{changed}"),
+            escape(
+                f"resuming: {len(run.done) - retry} turns kept, {run.to_retry} failed turns to retry{rerun}{changed}"
+            ),
             soft_wrap=True,
         )
 

@@ -171,6 +171,18 @@ class RunConfig(BaseModel):
     temperature: Annotated[float, Flag("--temperature")] = Field(0.0, ge=0.0)
     ignore_eos: Annotated[bool, Flag("--ignore-eos", help="ask the server to ignore EOS")] = False
     warmup: Annotated[int, Flag("--warmup", help="warm-up requests (not recorded)")] = Field(2, ge=0)
+    # the categories one after another, each in its own counter window (load/drivers/windows.py); auto: where the
+    # engine has SD counters but its replies carry no per-request SD stats
+    per_category_windows: Annotated[
+        Literal["auto", "on", "off"],
+        Flag(
+            "--per-category-windows",
+            help="run the categories one after another, each in its own counter window, so that each category's "
+            "acceptance comes from the engine's own counters (auto: where the replies carry no per-request SD "
+            "stats but the engine counts; on; off) (docs/metrics.md)",
+            type=str,
+        ),
+    ] = "auto"
     # None: the engine's default: 300 s for a server; no wall-clock limit for an in-process engine, whose requests
     # are slow only when the machine is (a timeout there fails requests the engine keeps decoding)
     timeout_s: Annotated[

@@ -77,6 +77,9 @@ class LaunchedEngine(OpenAIClient):
             raise InvalidInput(f"--launch needs --model (the model {self.server_name} should serve)")
         if self.sd in ("draft", "eagle", "eagle3") and not self.draft_model:
             raise InvalidInput(f"--sd {self.sd} needs --draft-model (the draft model or head)")
+        contradiction = self.sd_contradiction()
+        if contradiction is not None:
+            raise InvalidInput(contradiction)
         self.port = self.opts.port or free_port()
         self.log_path = Path(spec.log_dir or tempfile.mkdtemp(prefix="speedbench-")) / "server.log"
         return spec.model_copy(
@@ -84,6 +87,22 @@ class LaunchedEngine(OpenAIClient):
         )
 
     # ---- hooks ------------------------------------------------------------------------------
+    # server arguments that turn SD on in this engine's server (a --server-arg among them with --sd none would
+    # label a drafting server as not drafting)
+    sd_server_args: tuple[str, ...] = ()
+
+    def sd_contradiction(self) -> str | None:
+        """Why ``--sd``/``-k`` contradict the launched server's own arguments (None: they agree), checked before
+        the server starts.  Here: ``--sd none`` with a ``--server-arg`` that turns SD on."""
+        given = [a for a in self.server_args if a.split("=", 1)[0] in self.sd_server_args]
+        if self.sd == "none" and given:
+            return (
+                f"--sd none, but --server-arg {given[0].split('=', 1)[0]} turns SD on in the launched "
+                f"{self.server_name} server: pass --sd METHOD and -k K so the run is labelled with what the server "
+                "runs, or drop that server argument"
+            )
+        return None
+
     def served_model_name(self) -> str | None:
         """The model name requests carry when speedbench launched the server."""
         return self.launched_model

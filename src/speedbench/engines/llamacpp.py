@@ -49,6 +49,7 @@ class LlamaCppEngine(LaunchedEngine):
     server_name = "llama-server"
     counter_prefix = "llamacpp:spec_decode_"
     capabilities = registry.declared("llamacpp")  # one token per chunk: chunks are not steps
+    sd_server_args = ("-md", "--model-draft", "--spec-type")
     Options = LlamaCppOptions
     opts: LlamaCppOptions
     # llama-server closed pooled keep-alive connections while aiohttp reused them ("Can not write request

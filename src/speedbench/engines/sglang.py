@@ -95,6 +95,7 @@ class SGLangEngine(LaunchedEngine):
     # named only in counter_error when /metrics has no SD counters: the text it had when this was the client's default
     counter_prefix = "vllm:spec_decode_"
     capabilities = registry.declared("sglang")
+    sd_server_args = ("--speculative-algorithm", "--speculative-draft-model-path")
 
     def server_command(self) -> list[str]:
         assert self.launched_model is not None

@@ -79,6 +79,21 @@ class VLLMDialect(OpenAIClient):
         return None
 
 
+def server_speculative_config(args: list[str]) -> dict[str, Any] | None:
+    """The ``--speculative-config`` JSON among verbatim server arguments (``--x=JSON`` or ``--x JSON``), if any."""
+    names = ("--speculative-config", "--speculative_config", "-sc")
+    for i, a in enumerate(args):
+        name, eq, value = a.partition("=")
+        if name in names:
+            text = value if eq else (args[i + 1] if i + 1 < len(args) else "")
+            try:
+                cfg = json.loads(text)
+            except json.JSONDecodeError:
+                return None
+            return cfg if isinstance(cfg, dict) else None
+    return None
+
+
 class VLLMOptions(LaunchedOptions):
     ngram_max: int = Field(4, ge=1)  # prompt_lookup_max for --sd ngram
     ngram_min: int = Field(2, ge=1)  # prompt_lookup_min
@@ -102,6 +117,32 @@ class VLLMEngine(VLLMDialect, LaunchedEngine):
     capabilities = registry.declared("vllm")
     Options = VLLMOptions
     opts: VLLMOptions
+
+    sd_server_args = ("--speculative-config", "--speculative_config", "-sc")
+
+    def sd_contradiction(self) -> str | None:
+        """Also: a ``--server-arg --speculative-config JSON`` whose method or draft length differs from --sd/-k
+        (use ``-E spec_config=JSON`` to change the config speedbench builds)."""
+        why = super().sd_contradiction()
+        if why is not None or self.sd == "none":
+            return why
+        cfg = server_speculative_config(self.server_args)
+        if cfg is None:
+            return None
+        method = cfg.get("method") or ("draft" if cfg.get("model") else None)
+        k = cfg.get("num_speculative_tokens")
+        same = {"ngram": ("ngram",), "draft": ("draft", "draft_model"), "eagle": ("eagle",), "eagle3": ("eagle3",)}
+        if method is not None and method not in same.get(self.sd, (self.sd,)):
+            return (
+                f"--sd {self.sd}, but --server-arg --speculative-config runs method {method!r}: pass the --sd the "
+                "server runs, or change the config speedbench builds with -E spec_config=JSON"
+            )
+        if k is not None and int(k) != self.k:
+            return (
+                f"-k {self.k}, but --server-arg --speculative-config has num_speculative_tokens {k}: pass -k {k}, "
+                "or change the config speedbench builds with -E spec_config=JSON"
+            )
+        return None
 
     def speculative_config(self) -> dict[str, Any] | None:
         """The ``--speculative-config`` JSON for --sd (None for none)."""

@@ -91,6 +91,7 @@ class ArrivalStats:
     clock_bound_ms: float | None = None
     # each conversation's start (open loop: its arrival, dispatched), seconds after the window opened
     starts_s: list[float] = field(default_factory=list, repr=False)
+    category: str | None = None  # per-category windows: the window's category (None: every category at once)
 
     def finish(self, lags: Sequence[float], waits: Sequence[float]) -> ArrivalStats:
         self.started = len(self.starts_s)
@@ -118,10 +119,11 @@ class ArrivalStats:
 
     def line(self) -> str:
         """One line for the console and the report."""
+        window = f"{self.category} window: " if self.category is not None else ""
         procs = f"; {self.client_procs} client processes" if self.client_procs > 1 else ""
         if self.client_procs_why:
             procs += f" (--client-procs auto: {self.client_procs_why})"
-        return self._line() + procs
+        return window + self._line() + procs
 
     def _line(self) -> str:
         if self.mode == "closed":
@@ -140,6 +142,8 @@ class ArrivalStats:
         """manifest.json's entry: the fields, plus ``summary`` (``line()``) and ``behind`` (``behind()``) as text,
         so that readers need not recompute them."""
         d = asdict(self)
+        if d["category"] is None:
+            del d["category"]
         d["starts_s"] = [round(x, 6) for x in self.starts_s]
         d["summary"] = self.line()
         d["behind"] = self.behind()

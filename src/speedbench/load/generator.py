@@ -30,11 +30,17 @@ from speedbench.records import Event, RequestError, RequestRecord
 TRANSPORT_CAUSES = frozenset({"connect_error", "reset", "timeout"})
 
 
+# not a failure: a turn of a per-category window that did not finish, which ``--resume`` runs again with the rest of
+# its window (usecases/run.py marks it so; never written to records.jsonl)
+WINDOW_RERUN = "window_rerun"
+
+
 def retryable(rec: RequestRecord) -> bool:
     """A failure worth sending again on ``--resume``: the transport failed (or the server did, 5xx), or an
-    earlier turn of the conversation did; a 4xx or a malformed reply would fail the same way again."""
+    earlier turn of the conversation did; a 4xx or a malformed reply would fail the same way again.  A turn of an
+    unfinished per-category window (``WINDOW_RERUN``) is sent again too."""
     cause = (rec.error or {}).get("cause", "")
-    return cause in TRANSPORT_CAUSES or cause == "prior_turn_failed" or cause.startswith("http_5")
+    return cause in TRANSPORT_CAUSES or cause in ("prior_turn_failed", WINDOW_RERUN) or cause.startswith("http_5")
 
 
 @dataclass
@@ -72,6 +78,7 @@ class LoadResult:
     measure_end_ns: int = 0
     stopped: str | None = None  # why the circuit breaker stopped dispatching (None: it did not)
     arrivals: ArrivalStats | None = None  # how the conversations were started (closed or open loop)
+    window_arrivals: list[ArrivalStats] = field(default_factory=list)  # per-category windows: one per window
 
 
 class Breaker:

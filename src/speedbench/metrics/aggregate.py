@@ -10,7 +10,7 @@ acceptance with its source choice (``overall_acceptance``), the counter deltas p
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from speedbench.metrics.models import (
     Sources,
     TimingStats,
 )
+from speedbench.metrics.sd_label import sd_check
 from speedbench.metrics.sources import DecodeBasis, DecodeSteps, chunk_stats, decode_steps, request_stats
 from speedbench.records import RequestRecord, SDStats
 
@@ -52,8 +53,23 @@ def decode_items(records: Sequence[RequestRecord], basis: DecodeBasis) -> list[D
 def group_acceptance(records: Sequence[RequestRecord], basis: DecodeBasis) -> AcceptanceStats:
     """Acceptance of the successful requests among ``records`` from their per-request sources, with the
     engine-independent step figures (AL over drafted steps, tokens per decode step, undrafted share)."""
-    acc = acceptance_stats([s for _, s in request_pairs(records, basis)], basis.k)
-    return acc.model_copy(update=step_figures(decode_items(records, basis)))
+    pairs = request_pairs(records, basis)
+    acc = acceptance_stats([s for _, s in pairs], basis.k)
+    source = _joined({s.source for _, s in pairs})
+    return acc.model_copy(
+        update={
+            **step_figures(decode_items(records, basis)),
+            "acceptance_source": source,
+            "acceptance_length_source": source,
+            "per_position_source": source if acc.conditional_acceptance_rate else "none",
+        }
+    )
+
+
+def _joined(sources: Iterable[str]) -> str:
+    """One source name for a set of them ("none" when empty, a "+"-join when several)."""
+    names = sorted(set(sources))
+    return "+".join(names) if names else "none"
 
 
 def group_timing(records: Sequence[RequestRecord], basis: DecodeBasis) -> TimingStats:
@@ -85,14 +101,34 @@ def group_stats(records: Sequence[RequestRecord], basis: DecodeBasis) -> GroupSt
     )
 
 
-def window_deltas(counter_windows: Sequence[dict[str, Any]]) -> dict[int, SDStats]:
-    """Counter delta per measured window (a resumed run has one window per segment)."""
-    deltas: dict[int, SDStats] = {}
+# a measured window: its segment and, with per-category windows, its category (None: every category at once)
+WindowKey = tuple[int, "str | None"]
+
+
+def window_deltas(counter_windows: Sequence[dict[str, Any]]) -> dict[WindowKey, SDStats]:
+    """Counter delta per measured window: one per segment (a resumed run has several), or with per-category
+    windows one per (segment, category).  A window without both snapshots (interrupted) has none."""
+    deltas: dict[WindowKey, SDStats] = {}
     for w in counter_windows:
         d = counter_delta(w.get("before"), w.get("after"))
         if d is not None:
-            deltas[int(w.get("segment", 0))] = d
+            deltas[(int(w.get("segment", 0)), w.get("category"))] = d
     return deltas
+
+
+def by_category(counter_windows: Sequence[dict[str, Any]]) -> bool:
+    """Whether the run measured each category in its own counter window (``--per-category-windows``)."""
+    return any(w.get("category") is not None for w in counter_windows)
+
+
+def window_of(r: RequestRecord, per_category_windows: bool) -> WindowKey:
+    """The measured window a record was sent in."""
+    return (r.segment, r.category if per_category_windows else None)
+
+
+def window_label(key: WindowKey) -> str:
+    """How an invariant names a window: its segment, and its category with per-category windows."""
+    return str(key[0]) if key[1] is None else f"{key[0]} {key[1]}"
 
 
 @dataclass(frozen=True)
@@ -103,7 +139,12 @@ class OverallAcceptance:
 
 
 def overall_acceptance(
-    pairs: Sequence[Pair], n_ok: int, total_delta: SDStats | None, k: int, steps: Sequence[DecodeSteps] = ()
+    pairs: Sequence[Pair],
+    n_ok: int,
+    total_delta: SDStats | None,
+    k: int,
+    steps: Sequence[DecodeSteps] = (),
+    prefer_counters: bool = False,
 ) -> OverallAcceptance:
     """Run-level acceptance: per-request stats when every ok request has them, else the counter delta
     (macro AL still from the requests), else whatever per-request source there is (chunks).  Per-position
@@ -113,20 +154,30 @@ def overall_acceptance(
 
     The step figures come from ``steps`` (every ok request's ``DecodeSteps``); when the requests do not tell
     their drafted steps (llama.cpp, chunks alone) the token-weighted AL over drafted steps comes from the
-    counters, whose steps are the steps that drafted (vLLM's ``num_drafts``), unless the adapter inferred them."""
+    counters, whose steps are the steps that drafted (vLLM's ``num_drafts``), unless the adapter inferred them.
+
+    ``prefer_counters`` (per-category counter windows, where ``total_delta`` is the group's own window delta):
+    the counters give the figures whenever they counted steps, per-request stats or not, and the macro AL (a
+    mean over requests) comes only from per-request stats, never from chunks (one source per figure)."""
     if n_ok == 0:
         return OverallAcceptance(acceptance_stats([], k), "none", "none")
     stats = [s for _, s in pairs]
     req_sources = sorted({s.source for s in stats})
+    all_per_request = bool(pairs) and req_sources == ["per_request"] and len(pairs) == n_ok
+    counted = total_delta is not None and total_delta.steps > 0
     source = "none"
-    if pairs and req_sources == ["per_request"] and len(pairs) == n_ok:
+    if all_per_request and not (prefer_counters and counted):
         source = "per_request"
-    elif total_delta is not None and total_delta.steps > 0:
+    elif counted:
         source = "counter_delta"
     elif pairs:
         source = req_sources[0] if len(req_sources) == 1 else "+".join(req_sources)
 
     acc = acceptance_stats(stats, k)
+    macro_source = _joined(req_sources)
+    if prefer_counters and not all_per_request:
+        acc = acc.model_copy(update={"acceptance_length": None})
+        macro_source = "none: no per-request SD stats (chunks are not used beside counters)"
     if source == "counter_delta" and total_delta is not None:
         # run-level figures from the counters; the macro (per-request) AL needs per-request data
         acc = acceptance_stats([total_delta], k).model_copy(update={"acceptance_length": acc.acceptance_length})
@@ -157,6 +208,15 @@ def overall_acceptance(
                 "drafted_steps_source": "counter_delta",
             }
         )
+    acc = acc.model_copy(
+        update={
+            "acceptance_source": source,
+            "acceptance_length_source": (
+                macro_source if acc.acceptance_length is not None or macro_source.startswith("none") else "none"
+            ),
+            "per_position_source": per_position_source,
+        }
+    )
     return OverallAcceptance(acc, source, per_position_source)
 
 
@@ -171,7 +231,7 @@ def per_request_checks(pairs: Sequence[Pair], basis: DecodeBasis) -> list[Invari
 
 def cross_checks(
     records: Sequence[RequestRecord],
-    deltas: dict[int, SDStats],
+    deltas: dict[WindowKey, SDStats],
     basis: DecodeBasis,
     max_tokens: int | None = None,
     superseded: Sequence[RequestRecord] = (),
@@ -186,10 +246,13 @@ def cross_checks(
     ok = [r for r in records if r.ok]
     sent = [*records, *superseded]
     limit = inv.output_limit(sent, max_tokens)
+    windowed = any(cat is not None for _, cat in deltas)
     out: list[Invariant] = []
-    for seg in sorted(set(deltas) | {r.segment for r in ok}):
-        seg_ok = [r for r in ok if r.segment == seg]
-        seg_records = [r for r in sent if r.segment == seg]
+    keys = set(deltas) | {window_of(r, windowed) for r in ok}
+    for key in sorted(keys, key=lambda w: (w[0], w[1] or "")):
+        seg = window_label(key)
+        seg_ok = [r for r in ok if window_of(r, windowed) == key]
+        seg_records = [r for r in sent if window_of(r, windowed) == key]
         req_pairs = [(r, r.sd) for r in seg_ok if r.sd is not None and r.sd.source == "per_request"]
         req_stats = [s for _, s in req_pairs]
         seg_req = sum_stats(req_stats) if req_stats and len(req_stats) == len(seg_ok) else None
@@ -200,7 +263,7 @@ def cross_checks(
             ch = [chunk_stats(r, k) for r in seg_ok]
             if ch and all(c is not None for c in ch):
                 seg_chunks = sum_stats([c for c in ch if c is not None])
-        d = deltas.get(seg)
+        d = deltas.get(key)
         if d is not None:
             out.append(inv.per_request_vs_counters(seg_req, d, seg, failed))
             out.append(inv.counters_within_traffic(d, seg_records, seg, k, failed))
@@ -212,12 +275,41 @@ def cross_checks(
     return out
 
 
-def per_category(records: Sequence[RequestRecord], basis: DecodeBasis) -> dict[str, GroupStats]:
-    """Group stats per category, sorted by name; a category whose requests all failed is listed too."""
+def per_category(
+    records: Sequence[RequestRecord], basis: DecodeBasis, deltas: dict[WindowKey, SDStats] | None = None
+) -> dict[str, GroupStats]:
+    """Group stats per category, sorted by name; a category whose requests all failed is listed too.  With
+    per-category counter windows (``deltas`` keyed by (segment, category)) a category's acceptance comes from the
+    sum of its own windows' counter deltas (``window_acceptance``)."""
     by_cat: dict[str, list[RequestRecord]] = defaultdict(list)
     for r in records:
         by_cat[r.category].append(r)
-    return {cat: group_stats(by_cat[cat], basis) for cat in sorted(by_cat)}
+    windowed = deltas is not None and any(cat is not None for _, cat in deltas)
+    out: dict[str, GroupStats] = {}
+    for cat in sorted(by_cat):
+        if not windowed or deltas is None:
+            out[cat] = group_stats(by_cat[cat], basis)
+            continue
+        ok = [r for r in by_cat[cat] if r.ok]
+        acc = window_acceptance(ok, basis, deltas)
+        out[cat] = GroupStats.combine(
+            group_counts(by_cat[cat]), acc, group_timing(ok, basis), computed(by_cat[cat], basis)
+        )
+    return out
+
+
+def window_acceptance(
+    ok: Sequence[RequestRecord], basis: DecodeBasis, deltas: dict[WindowKey, SDStats]
+) -> AcceptanceStats:
+    """The acceptance of ``ok`` requests measured in per-category windows (those of ``category``): the summed
+    counter deltas of the windows they were sent in, when every one of those windows has a delta; otherwise (a
+    window without both snapshots) no counter figures: partial sums never pass for a category's.  A window whose
+    records a ``--resume`` sent again holds no final record, so its delta is not counted here."""
+    keys = {window_of(r, True) for r in ok}
+    complete = bool(keys) and all(key in deltas for key in keys)
+    total = sum_stats([deltas[key] for key in sorted(keys, key=str)], source="counter_delta") if complete else None
+    pairs = request_pairs(ok, basis)
+    return overall_acceptance(pairs, len(ok), total, basis.k, decode_items(ok, basis), prefer_counters=True).stats
 
 
 def _totals(delta: SDStats | None) -> SDTotals | None:
@@ -236,28 +328,42 @@ def summarize(
     counter_windows: Sequence[dict[str, Any]] = (),
     max_tokens: int | None = None,
     superseded: Sequence[RequestRecord] = (),
+    label: tuple[str | None, int] | None = None,
 ) -> RunSummary:
     """Every figure of a run from its records (the final attempt of each turn) and the counter snapshots around
     its measured windows (``max_tokens``: the per-request output limit, for the failed requests' allowance; None:
-    from the replies; ``superseded``: earlier failed attempts, which only the counter cross-checks see)."""
+    from the replies; ``superseded``: earlier failed attempts, which only the counter cross-checks see; ``label``:
+    the run's (--sd, k) as labelled, checked against the counters: ``sd_check``)."""
     ok = [r for r in records if r.ok]
     pairs = request_pairs(ok, basis)
     deltas = window_deltas(counter_windows)
+    windowed = by_category(counter_windows)
     total_delta = sum_stats(deltas.values(), source="counter_delta")
-    overall_acc = overall_acceptance(pairs, len(ok), total_delta, basis.k, decode_items(ok, basis))
+    if windowed:  # the windows the final records were sent in (not those a --resume ran again)
+        acc = window_acceptance(ok, basis, deltas)
+        overall_acc = OverallAcceptance(acc, acc.acceptance_source, acc.per_position_source)
+    else:
+        overall_acc = overall_acceptance(pairs, len(ok), total_delta, basis.k, decode_items(ok, basis))
     overall = GroupStats.combine(group_counts(records), overall_acc.stats, group_timing(ok, basis), computed(ok, basis))
     req_sources = sorted({s.source for _, s in pairs})
+    categories = per_category(records, basis, deltas if windowed else None)
+    per_category_source = (
+        _joined(g.acceptance_source for g in categories.values() if g.requests)
+        if windowed
+        else ("+".join(req_sources) if req_sources else "none")
+    )
     return RunSummary(
         k=basis.k,
         overall=overall,
-        per_category=per_category(records, basis),
+        per_category=categories,
         errors_by_cause=dict(Counter(r.error["cause"] for r in records if not r.ok and r.error)),
         sources=Sources(
             acceptance=overall_acc.source,
-            acceptance_per_category="+".join(req_sources) if req_sources else "none",
+            acceptance_per_category=per_category_source,
             acceptance_per_position=overall_acc.per_position_source,
             tokens=sorted({r.completion_tokens_source for r in ok}),
         ),
         counter_delta=_totals(total_delta),
         invariants=per_request_checks(pairs, basis) + cross_checks(records, deltas, basis, max_tokens, superseded),
+        sd_check=sd_check(*label, total_delta, len(ok)) if label is not None and counter_windows else None,
     )

@@ -268,7 +268,7 @@ def compare_sources(
 
 
 def per_request_vs_counters(
-    per_request: SDStats | None, delta: SDStats | None, segment: int, failed: FailedWork | None = None
+    per_request: SDStats | None, delta: SDStats | None, segment: int | str, failed: FailedWork | None = None
 ) -> Invariant:
     """Per-request totals of the successful requests against the counter deltas, within REL_TOL per field;
     fields a source inferred (llama.cpp's steps) are not compared (they would only repeat the inference), and
@@ -299,7 +299,7 @@ def chunks_vs(
     other: SDStats | None,
     other_label: str,
     chunks: SDStats | None,
-    segment: int,
+    segment: int | str,
     n_requests: int,
     k: int,
     account: StepAccount | None = None,
@@ -341,7 +341,11 @@ def chunks_vs(
 
 
 def counters_within_traffic(
-    delta: SDStats | None, records: Sequence[RequestRecord], segment: int, k: int = 0, failed: FailedWork | None = None
+    delta: SDStats | None,
+    records: Sequence[RequestRecord],
+    segment: int | str,
+    k: int = 0,
+    failed: FailedWork | None = None,
 ) -> Invariant:
     """Counter deltas cannot exceed what our requests produced: every verification step and every accepted
     draft yields at least one output token beyond each request's first, except up to k drafts per request

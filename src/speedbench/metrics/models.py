@@ -89,6 +89,14 @@ class AcceptanceStats(_Model):
     decode_steps_source: str = Field(
         "none", description='per_request | chunks | per_request_inferred (or a "+"-join) | "none: why"'
     )
+    # where this group's figures came from (one source per figure: docs/metrics.md "Sources")
+    acceptance_source: str = Field(
+        "none", description="source of AL tok-w, AR, steps, drafted, accepted: per_request | counter_delta | chunks"
+    )
+    acceptance_length_source: str = Field(
+        "none", description='source of the macro AL (a mean over requests) | "none: why"'
+    )
+    per_position_source: str = Field("none", description="source of the per-position rates and the histogram")
 
 
 class TimingStats(_Model):
@@ -163,6 +171,18 @@ class SDTotals(_Model):
     inferred: list[str] = Field(default_factory=list)
 
 
+class SDCheck(_Model):
+    """The run's SD label checked against the server's counters (metrics/sd_label.py): ``ok`` True (agrees),
+    False (the label is wrong: ``detail`` says how), None (no counters to check against)."""
+
+    sd: str | None = None
+    k: int = 0
+    server_drafted: bool | None = None
+    server_k: int | None = None
+    ok: bool | None = None
+    detail: str = ""
+
+
 class RunSummary(_Model):
     """summary.json: every figure of a run, derived from records.jsonl + manifest.json."""
 
@@ -174,6 +194,7 @@ class RunSummary(_Model):
     sources: Sources
     counter_delta: SDTotals | None
     invariants: list[Invariant]
+    sd_check: SDCheck | None = None
 
     @property
     def failed_invariants(self) -> list[Invariant]:

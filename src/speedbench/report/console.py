@@ -4,14 +4,15 @@ sources are named under the tables."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from speedbench.metrics.figures import Column, shown_in
-from speedbench.metrics.models import GroupStats, RunSummary
+from speedbench.metrics.figures import Column, Figure, shown_in
+from speedbench.metrics.models import GroupStats, Invariant, RunSummary
 
 if TYPE_CHECKING:
     from speedbench.results.comparison import CategoryComparison
@@ -50,21 +51,38 @@ def cell_text(v: Any, column: Column) -> str:
 
 def acceptance_table(summary: RunSummary, title: str = "Acceptance per category") -> Table:
     """A row per category and overall, a column per figure metrics/figures.py shows in it (``acceptance``);
-    a per-position figure has a column per draft position."""
+    a per-position figure has a column per draft position.  The first row says each figure's one source
+    (``column_sources``); a row whose figure has another source, or none, shows '-' and the caption says why."""
     k = summary.k
     shown = shown_in("acceptance")
-    t = Table(title=title, caption=ACCEPTANCE_LEGEND, caption_justify="left")
+    sources = column_sources(summary)
+    t = Table(title=title, caption=ACCEPTANCE_LEGEND + sources_caption(sources), caption_justify="left")
     t.add_column("category", no_wrap=True)
     for f, c in shown:
         for label in [c.label.format(i=i + 1) for i in range(k)] if f.per_position else [c.label]:
             t.add_column(label, justify="right")
 
+    def width(f: Figure) -> int:
+        return k if f.per_position else 1
+
+    t.add_row(
+        "source",
+        *(
+            SHORT.get(sources[f.name].source, "-") if f.name in sources else ""
+            for f, _ in shown
+            for _ in range(width(f))
+        ),
+        style="dim",
+    )
+
     def row(name: str, e: GroupStats, style: str | None = None) -> None:
         cells = [name]
         for f, c in shown:
-            v = f.shown(e, c)
+            v = f.shown(e, c) if f.name not in sources or sources[f.name].shows(e) else None
             cells += (
-                [cell_text(v[i] if i < len(v) else None, c) for i in range(k)] if f.per_position else [cell_text(v, c)]
+                [cell_text(v[i] if v is not None and i < len(v) else None, c) for i in range(k)]
+                if f.per_position
+                else [cell_text(v, c)]
             )
         t.add_row(*cells, style=style)
 
@@ -72,6 +90,89 @@ def acceptance_table(summary: RunSummary, title: str = "Acceptance per category"
         row(cat, e)
     row("overall", summary.overall, style="bold")
     return t
+
+
+# which field of a group names the source of each acceptance figure of the table
+ROW_SOURCE = {
+    "acceptance_length": "acceptance_length_source",
+    "acceptance_length_drafted_steps": "drafted_steps_source",
+    "acceptance_length_drafted_steps_token_weighted": "drafted_steps_source",
+    "tokens_per_decode_step": "decode_steps_source",
+    "undrafted_step_share": "decode_steps_source",
+    "acceptance_rate": "acceptance_source",
+    "conditional_acceptance_rate": "per_position_source",
+}
+# chunks give tokens per decode step (shown as "tok/step all decode"), not these: a step that drafted nothing and
+# one whose drafts were all rejected both arrive as a one-token chunk
+NOT_FROM_CHUNKS = frozenset(
+    {"acceptance_length", "acceptance_rate", "conditional_acceptance_rate", "undrafted_step_share"}
+)
+# means over requests: only each request's own stats give them
+MEAN_OVER_REQUESTS = frozenset({"acceptance_length", "acceptance_length_drafted_steps"})
+SHORT = {"per_request": "per req", "counter_delta": "counters", "chunks": "chunks"}
+CHUNKS_WHY = (
+    "chunks cannot give it: a step that drafted nothing and one whose drafts were all rejected both arrive as a "
+    "one-token chunk (tokens per chunk is 'tok/step all decode'); --per-category-windows on gives the rates from "
+    "the engine's counters"
+)
+MEAN_WHY = "a mean over requests needs each request's own SD stats, which this engine does not send"
+
+
+@dataclass(frozen=True)
+class ColumnSource:
+    """The one source of a figure's column (``""``: none) and why rows show '-' (empty: every row has it)."""
+
+    figure: str
+    source: str
+    why: str = ""
+
+    def shows(self, group: GroupStats) -> bool:
+        return bool(self.source) and row_source(self.figure, group)[0] == self.source
+
+
+def row_source(figure: str, group: GroupStats) -> tuple[str, str]:
+    """(the source of a figure in one row, why it has none): ("", why) when the row has no value from a source
+    it may show (chunks for an AL figure, a mean over requests from counters)."""
+    source = str(getattr(group, ROW_SOURCE[figure]))
+    value = getattr(group, figure)
+    if source.startswith("none"):
+        return "", source.removeprefix("none").lstrip(": ") or "no source"
+    if source == "chunks" and figure in NOT_FROM_CHUNKS:
+        return "", CHUNKS_WHY
+    if figure in MEAN_OVER_REQUESTS and source != "per_request":
+        return "", MEAN_WHY
+    if value is None or value == []:
+        return "", f"not known from {source}"
+    return source, ""
+
+
+def column_sources(summary: RunSummary) -> dict[str, ColumnSource]:
+    """Each acceptance figure's one source for all its rows: the overall row's when it has one, else the most
+    common among the categories; rows with another source (or none) show '-', with the reason."""
+    groups = [summary.overall, *(g for g in summary.per_category.values() if g.requests)]
+    out: dict[str, ColumnSource] = {}
+    for figure in ROW_SOURCE:
+        rows = [row_source(figure, g) for g in groups]
+        names = [r for r, _ in rows]
+        chosen = names[0] or max(sorted(set(names) - {""}), key=names.count, default="")
+        whys = sorted(
+            {why if src == "" else f"from {src}, not {chosen}" for src, why in rows if src != chosen or not src}
+        )
+        out[figure] = ColumnSource(figure, chosen, "; ".join(whys))
+    return out
+
+
+def sources_caption(sources: dict[str, ColumnSource]) -> str:
+    """The caption's sentences on sources: what the source row means, and why a column has '-' rows."""
+    labels = {f.name: c.label.format(i="i") for f, c in shown_in("acceptance")}
+    gaps = [
+        f"'-' in {labels.get(s.figure, s.figure)}: {s.why}." for s in sources.values() if s.why and s.figure in labels
+    ]
+    return (
+        " source = where every row of a column comes from (per req: the engine's per-request stats; counters: the "
+        "engine's counter deltas, per category from its own window; chunks: tokens per streamed chunk)."
+        + "".join(" " + g for g in gaps)
+    )
 
 
 def timing_table(summary: RunSummary) -> Table:
@@ -109,9 +210,28 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
             "errors by cause: " + ", ".join(f"{c}={n}" for c, n in sorted(summary.errors_by_cause.items())),
             style="yellow",
         )
-    for inv in summary.invariants:
+    for inv in shown_invariants(summary.invariants):
         mark = {True: "[green]ok[/green]", False: "[red]FAILED[/red]", None: "[dim]n/a[/dim]"}[inv.ok]
         console.print(f"  invariant {escape(inv.name)}: {mark} - {escape(inv.detail)}")
+    check = summary.sd_check
+    if check is not None and check.ok is False:
+        console.print(f"SD LABEL WRONG: {escape(check.detail)}", style="bold red", soft_wrap=True)
+
+
+def shown_invariants(invariants: Sequence[Invariant]) -> list[Invariant]:
+    """The invariants as the console lists them: with per-category windows (names ``check[segment S category]``)
+    the checks of one kind that hold in every window are one line; any that fails or does not apply is its own."""
+    out: list[Invariant] = []
+    kinds: dict[str, list[Invariant]] = {}
+    for inv in invariants:
+        name, _, window = inv.name.partition("[segment ")
+        if " " in window.rstrip("]") and inv.ok is True:
+            kinds.setdefault(name, []).append(inv)
+        else:
+            out.append(inv)
+    for name, held in kinds.items():
+        out.append(Invariant(name=f"{name}[every category window]", ok=True, detail=f"holds in {len(held)} windows"))
+    return out
 
 
 def _interval(e: Estimate, digits: int = 2, sign: bool = False) -> str:

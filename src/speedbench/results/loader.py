@@ -52,6 +52,7 @@ def summarize_records(
         counter_windows=manifest.counter_window_dicts(),
         max_tokens=manifest.config.output_len,
         superseded=superseded,
+        label=manifest.label,
     )
 
 

@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from speedbench import __version__
 from speedbench.config import RunConfig, redact
+from speedbench.metrics.counters import counter_delta
+from speedbench.metrics.sd_label import server_k
 from speedbench.metrics.sources import DecodeBasis
 from speedbench.records import RequestRecord
 
@@ -85,18 +87,41 @@ class CounterSnapshot(_Model):
 
 
 class CounterWindow(_Model):
-    """Counter snapshots around one measured window (one per segment: a resumed run has several)."""
+    """Counter snapshots around one measured window: one per segment (a resumed run has several), or with
+    per-category windows (``--per-category-windows``) one per category and segment, ``category`` naming it.  A
+    window without ``after`` did not finish (interrupted): ``--resume`` runs its category again, whole."""
 
     segment: int = 0
+    category: str | None = None
+    complete: bool | None = None  # per-category windows: every conversation of the window was sent
     before: CounterSnapshot | None = None
     after: CounterSnapshot | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "segment": self.segment,
+        d: dict[str, Any] = {"segment": self.segment}
+        if self.category is not None:
+            d |= {"category": self.category, "complete": bool(self.complete)}
+        return d | {
             "before": self.before.as_dict() if self.before else None,
             "after": self.after.as_dict() if self.after else None,
         }
+
+    @property
+    def finished(self) -> bool:
+        """A per-category window all of whose conversations were sent (its counters may be absent: SD off)."""
+        return bool(self.complete)
+
+
+MeasurementMode = Literal["mixed", "per_category_windows"]
+
+
+class Measurement(_Model):
+    """How the run measured its window(s): ``mixed`` (every category at once, one counter window per segment)
+    or ``per_category_windows`` (the categories one after another, each in its own counter window), and why
+    (``--per-category-windows`` on/off, or what auto found)."""
+
+    mode: MeasurementMode = "mixed"
+    why: str = ""
 
 
 class SegmentChange(_Model):
@@ -146,6 +171,8 @@ class Manifest(_Model):
     # how each segment's conversations were started (load/arrivals.py ArrivalStats: closed or open loop, the rate
     # achieved, the client's dispatch lag); one entry per segment that ran its load
     arrivals: list[dict[str, Any]] = Field(default_factory=list)
+    # how the window was measured (None: mixed, as every run before per-category windows)
+    measurement: Measurement | None = None
 
     # ---- building ----------------------------------------------------------------------------
     @classmethod
@@ -168,19 +195,22 @@ class Manifest(_Model):
     def finished(
         self,
         completed: bool,
-        window: CounterWindow,
+        window: CounterWindow | Sequence[CounterWindow],
         warmup_errors: Sequence[str] = (),
         counter_error: str | None = None,
         stop_cause: str | None = None,
-        arrivals: dict[str, Any] | None = None,
+        arrivals: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
     ) -> Manifest:
-        """The measured window is over (completed, or interrupted with its records kept and, when known, why)."""
+        """The measured window is over (completed, or interrupted with its records kept and, when known, why);
+        ``window``: its counter window, or the segment's per-category windows."""
+        windows = [window] if isinstance(window, CounterWindow) else list(window)
+        added = [] if arrivals is None else [arrivals] if isinstance(arrivals, dict) else list(arrivals)
         return self.model_copy(
             update={
-                "arrivals": [*self.arrivals, arrivals] if arrivals is not None else self.arrivals,
+                "arrivals": [*self.arrivals, *added],
                 "status": "complete" if completed else "interrupted",
                 "stop_cause": None if completed else stop_cause,
-                "counter_windows": [*self.counter_windows, window],
+                "counter_windows": [*self.counter_windows, *windows],
                 "warmup_errors": list(warmup_errors) if completed else self.warmup_errors,
                 "counter_error": counter_error or self.counter_error,
                 "finished_utc": utc_now(),
@@ -209,13 +239,44 @@ class Manifest(_Model):
         return self.config.draft_length
 
     @property
+    def label(self) -> tuple[str | None, int]:
+        """The SD method and k the run is labelled with (``--sd``, or what the engine said it runs)."""
+        sd = self.engine.sd if self.engine is not None and self.engine.sd is not None else self.config.engine.sd
+        return sd, self.k
+
+    @property
+    def server_k(self) -> int | None:
+        """The draft length the server's per-position counters show during the measured windows (None: they
+        show none)."""
+        deltas = [
+            counter_delta(w.before.as_dict(), w.after.as_dict()) for w in self.counter_windows if w.before and w.after
+        ]
+        return max((k for d in deltas if (k := server_k(d)) is not None), default=None)
+
+    @property
     def basis(self) -> DecodeBasis:
-        """How this run's records map onto steps: ``k`` above and whether the engine streamed one chunk per step."""
-        return DecodeBasis(self.k, self.engine.chunks_are_steps if self.engine is not None else True)
+        """How this run's records map onto steps: ``k`` above (the server's, from its counters, when the run is
+        labelled k 0 but the server drafted: metrics/sd_label.py) and whether the engine streamed one chunk per
+        step."""
+        k = self.k or self.server_k or 0
+        return DecodeBasis(k, self.engine.chunks_are_steps if self.engine is not None else True)
 
     @property
     def next_segment(self) -> int:
-        return len(self.counter_windows)
+        """The segment after every measured window (per-category windows: several share a segment)."""
+        return 1 + max((w.segment for w in self.counter_windows), default=-1)
+
+    @property
+    def per_category_windows(self) -> bool:
+        return self.measurement is not None and self.measurement.mode == "per_category_windows"
+
+    def finished_categories(self) -> set[str]:
+        """The categories whose per-category window finished (both counter snapshots taken)."""
+        return {w.category for w in self.counter_windows if w.category is not None and w.finished}
+
+    def measured(self, measurement: Measurement) -> Manifest:
+        """How the run measures (decided when the engine is up: ``--per-category-windows``)."""
+        return self.model_copy(update={"measurement": measurement})
 
     def segment_after(self, records: Iterable[RequestRecord]) -> int:
         """The segment a resumed run writes: after every measured window and after every segment that has
@@ -230,7 +291,7 @@ class Manifest(_Model):
         d["counter_windows"] = self.counter_window_dicts()
         if self.engine is not None:
             d["engine"] = self.engine.model_dump(mode="json")
-        for optional in ("counter_error", "finished_utc", "stop_cause"):
+        for optional in ("counter_error", "finished_utc", "stop_cause", "measurement"):
             if d[optional] is None:
                 del d[optional]
         for listed in ("resumed_utc", "segment_changes", "arrivals"):

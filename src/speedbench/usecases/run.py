@@ -26,13 +26,14 @@ from speedbench.engines import registry
 from speedbench.engines.base import Engine
 from speedbench.engines.build import open_engine
 from speedbench.errors import InvalidInput
-from speedbench.load.drivers import Clients, drive
-from speedbench.load.generator import LoadResult, LoadSettings, clock_of, retryable
+from speedbench.load.drivers import Clients
+from speedbench.load.drivers.windows import Decided, measure
+from speedbench.load.generator import WINDOW_RERUN, LoadResult, LoadSettings, clock_of, retryable
 from speedbench.metrics.acceptance import acceptance_length
 from speedbench.metrics.sources import DecodeBasis, request_stats
 from speedbench.records import RequestRecord, final_attempts
 from speedbench.results.loader import RunResult, load_run, read_manifest
-from speedbench.results.manifest import CounterWindow, DatasetInfo, Manifest
+from speedbench.results.manifest import CounterWindow, DatasetInfo, Manifest, Measurement
 from speedbench.results.rundir import RunDir, RunDirError
 
 
@@ -104,14 +105,16 @@ async def execute(
     manifest: Manifest,
     on_progress: Any = None,
     engine: Engine | None = None,
+    on_measure: Callable[[str, str], None] | None = None,
 ) -> Outcome:
     """Run the load, appending records; says how it ended (records are kept whatever the outcome).  ``done``:
     the final attempt of each turn already on disk (``--resume``); the retryable failures among them are sent
     again.  ``engine``: an already started engine (``open_engine``), which this run neither starts nor closes;
-    None: one is built from ``cfg.engine_spec()``, started and closed here."""
+    None: one is built from ``cfg.engine_spec()``, started and closed here.  ``on_measure(mode, why)``: told how
+    the window is measured (mixed, or per-category counter windows) once that is decided."""
     if engine is None:
         async with open_engine(cfg.engine_spec()) as own:
-            return await execute(cfg, run_dir, samples, done, manifest, on_progress, own)
+            return await execute(cfg, run_dir, samples, done, manifest, on_progress, own, on_measure)
     segment = manifest.segment_after(done.values())
     assert cfg.output_len is not None
     settings = LoadSettings.of(
@@ -158,9 +161,28 @@ async def execute(
         on_progress(prog)
     completed = False
     result: LoadResult | None = None
+    windows: list[CounterWindow] = []  # per-category windows, as they open and close
+
+    def on_mode(mode: Decided, why: str) -> None:
+        nonlocal manifest
+        manifest = manifest.measured(Measurement(mode=mode, why=why))
+        run_dir.write_manifest(manifest)
+        if on_measure is not None:
+            on_measure(mode, why)
+
+    def on_window(category: str, before: Any, after: Any, finished: bool) -> None:
+        window = CounterWindow(segment=segment, category=category, complete=finished, before=before, after=after)
+        if windows and windows[-1].category == category and not windows[-1].complete:
+            windows[-1] = window  # the window that opened closes
+        else:
+            windows.append(window)
+        # on disk as it goes: a run killed between windows keeps the ones it finished
+        run_dir.write_manifest(manifest.model_copy(update={"counter_windows": [*manifest.counter_windows, *windows]}))
+
     try:
         clients = Clients(cfg.engine_spec(), cfg.client_procs, cfg.client_ray)
-        result = await drive(engine, samples, settings, on_record, done, clients)
+        mode = manifest.measurement.mode if done and manifest.measurement is not None else cfg.per_category_windows
+        result = await measure(engine, samples, settings, on_record, done, clients, mode, on_mode, on_window)
         completed = result.stopped is None
         return "complete" if completed else "stopped"
     except asyncio.CancelledError:
@@ -172,13 +194,18 @@ async def execute(
             before=result.counters_before if result else None,
             after=result.counters_after if result else None,
         )
+        arrivals: list[dict[str, Any]] = []
+        if result is not None:
+            arrivals = [a.to_dict() for a in result.window_arrivals] or (
+                [result.arrivals.to_dict()] if result.arrivals else []
+            )
         manifest = manifest.finished(
             completed,
-            window,
+            windows if manifest.per_category_windows else window,
             result.warmup_errors if result else (),
             engine.counter_error,
             stop_cause=result.stopped if result else "interrupted by a signal (Ctrl-C, SIGTERM or SIGHUP)",
-            arrivals=result.arrivals.to_dict() if result and result.arrivals else None,
+            arrivals=arrivals,
         )
         run_dir.write_manifest(manifest)
 
@@ -208,6 +235,8 @@ def prepare(
         samples = limit_turns([by_id[q] for q in manifest.dataset.question_ids], cfg.dataset.max_turns)
         final, _ = final_attempts(run_dir.load_records())
         done = {(r.question_id, r.turn): r for r in final}
+        if manifest.per_category_windows:
+            done = rerun_unfinished_windows(done, manifest.finished_categories())
         return cfg, run_dir, samples, done, manifest.resumed(cfg, changes)
     all_samples = load_dataset(cfg.dataset.name)
     samples = limit_turns(pick_stratified(all_samples, cfg.dataset.num_requests, cfg.seed), cfg.dataset.max_turns)
@@ -228,6 +257,21 @@ def prepare(
         question_ids=[s.question_id for s in samples],
     )
     return cfg, run_dir, samples, {}, Manifest.new(cfg, dataset)
+
+
+def rerun_unfinished_windows(
+    done: dict[tuple[str, int], RequestRecord], finished: set[str]
+) -> dict[tuple[str, int], RequestRecord]:
+    """``done`` with every turn of a category whose per-category window did not finish marked to be sent again
+    (``WINDOW_RERUN``): an unfinished window runs again whole, so that its counter delta covers all its turns."""
+    out = {}
+    for key, r in done.items():
+        if r.category in finished:
+            out[key] = r
+        else:
+            detail = f"the {r.category} window did not finish: run again with its window"
+            out[key] = dataclasses.replace(r, error={"cause": WINDOW_RERUN, "detail": detail})
+    return out
 
 
 # what --resume may change: where the server is and how the client drives it (recorded per segment; the fields
@@ -375,6 +419,11 @@ class Started:
         """Failed turns on disk that this segment sends again."""
         return retryable_failures(self.done.values())
 
+    @property
+    def to_rerun(self) -> int:
+        """Turns of unfinished per-category windows that this segment runs again with their window."""
+        return sum(1 for r in self.done.values() if (r.error or {}).get("cause") == WINDOW_RERUN)
+
     def end(self, outcome: Outcome) -> Ended:
         """Finish the run directory (summary.json/csv from the records) and say how the run ended."""
         result = finish(self.run_dir)
@@ -383,8 +432,9 @@ class Started:
 
 
 def retryable_failures(records: Iterable[RequestRecord]) -> int:
-    """How many of these records are failures ``--resume`` sends again (``retryable``)."""
-    return sum(1 for r in records if r.error is not None and retryable(r))
+    """How many of these records are failures ``--resume`` sends again (``retryable``; a turn of an unfinished
+    per-category window is not a failure)."""
+    return sum(1 for r in records if r.error is not None and retryable(r) and r.error.get("cause") != WINDOW_RERUN)
 
 
 async def run(
@@ -395,14 +445,16 @@ async def run(
     engine: Engine | None = None,
     on_start: Callable[[Started], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    on_measure: Callable[[str, str], None] | None = None,
 ) -> Ended:
     """One run end to end: prepare (or reopen with ``resume``; ``given``: the flags typed, compared with the
-    saved run), tell ``on_start``, run the load (``engine``: an already started one, else built here), finish.
+    saved run), tell ``on_start``, run the load (``engine``: an already started one, else built here; ``on_measure``:
+    told whether it runs mixed or in per-category counter windows, and why), finish.
     A bad input raises before ``on_start``; the records are kept whatever the outcome."""
     started = Started(*prepare(cfg, resume, given))
     if on_start is not None:
         on_start(started)
     outcome = await execute(
-        started.cfg, started.run_dir, started.samples, started.done, started.manifest, on_progress, engine
+        started.cfg, started.run_dir, started.samples, started.done, started.manifest, on_progress, engine, on_measure
     )
     return started.end(outcome)
