@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
 import os
 import random
 import time
@@ -51,6 +52,10 @@ class MockSettings(BaseModel):
     k: int = Field(3, ge=0, description="draft length")
     acceptance: list[float] = Field(
         default_factory=lambda: [0.8, 0.6, 0.4], description="conditional acceptance per draft position"
+    )
+    # per category (the request's; the in-process engine only): {"coding": [0.9, 0.8, 0.7], ...}, as JSON
+    acceptance_by_category: dict[str, list[float]] = Field(
+        default_factory=dict, description="conditional acceptance per draft position for a category (JSON)"
     )
     ttft_ms: float = Field(20.0, ge=0)
     step_ms: float = Field(5.0, ge=0, description="time per verification step")
@@ -83,15 +88,33 @@ class MockSettings(BaseModel):
             return [float(x) for x in v.split(",") if x.strip()]
         return v
 
+    @field_validator("acceptance_by_category", mode="before")
+    @classmethod
+    def _parse_json(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                return json.loads(v) if v.strip() else {}
+            except json.JSONDecodeError as e:
+                raise ValueError(f'not JSON ({e.msg}); e.g. {{"coding": [0.9, 0.8, 0.7]}}') from None
+        return v
+
+    def _fit(self, acceptance: list[float]) -> list[float]:
+        """``acceptance`` checked and cut or padded to k (with its last value, or 0 when none given)."""
+        if any(not 0.0 <= a <= 1.0 for a in acceptance):
+            raise ValueError(f"acceptance values must be in [0, 1], got {acceptance}")
+        if self.k > 0 and len(acceptance) < self.k:
+            last = acceptance[-1] if acceptance else 0.0
+            acceptance = acceptance + [last] * (self.k - len(acceptance))
+        return acceptance[: self.k]
+
+    def acceptance_of(self, category: str | None) -> list[float]:
+        """The conditional acceptance per position for a request of ``category``."""
+        return self.acceptance_by_category.get(category or "", self.acceptance)
+
     @model_validator(mode="after")
     def _check(self) -> MockSettings:
-        if any(not 0.0 <= a <= 1.0 for a in self.acceptance):
-            raise ValueError(f"acceptance values must be in [0, 1], got {self.acceptance}")
-        if self.k > 0 and len(self.acceptance) < self.k:
-            # pad with the last value (or 0 when none given) so any k works
-            last = self.acceptance[-1] if self.acceptance else 0.0
-            self.acceptance = self.acceptance + [last] * (self.k - len(self.acceptance))
-        self.acceptance = self.acceptance[: self.k]
+        self.acceptance = self._fit(self.acceptance)
+        self.acceptance_by_category = {c: self._fit(a) for c, a in self.acceptance_by_category.items()}
         if self.fail_500 + self.fail_reset + self.fail_stall + self.fail_malformed > 1.0:
             raise ValueError("fault fractions add up to more than 1")
         return self
@@ -109,10 +132,10 @@ class MockSettings(BaseModel):
             opts["k"] = draft_length
         return parse_options(cls, engine, opts)
 
-    def expected_al(self) -> float:
-        """E[L] = 1 + sum_i prod_{j<=i} a_j (ignoring end-of-output capping)."""
+    def expected_al(self, category: str | None = None) -> float:
+        """E[L] = 1 + sum_i prod_{j<=i} a_j (ignoring end-of-output capping), for ``category``'s acceptance."""
         total, p = 1.0, 1.0
-        for a in self.acceptance:
+        for a in self.acceptance_of(category):
             p *= a
             total += p
         return total
@@ -207,7 +230,7 @@ class MockSimulator:
         # what "kernel choice" a batched reply gets on this engine start (batch_nondeterminism)
         self._start_salt = os.urandom(8).hex()
 
-    def plan(self, prompt_key: str, max_tokens: int, in_flight: int = 1) -> Plan:
+    def plan(self, prompt_key: str, max_tokens: int, in_flight: int = 1, category: str | None = None) -> Plan:
         """The n-th sighting of a prompt: faults and acceptance from one seeded stream, the output tokens
         from another, so the reply is the same whatever k (SD off, ``k = 0``, replies the same as SD on)."""
         s = self.settings
@@ -229,6 +252,7 @@ class MockSimulator:
                 break
         total = min(max_tokens, s.output_len) if s.output_len else max_tokens
         k = s.k
+        acceptance = s.acceptance_of(category)
         hist = [0] * (k + 1)
         per_pos = [0] * k
         drafted = accepted = steps = 0
@@ -237,7 +261,7 @@ class MockSimulator:
         while remaining > 0:
             d = min(k, remaining - 1)
             j = 0
-            while j < d and rng.random() < s.acceptance[j]:
+            while j < d and rng.random() < acceptance[j]:
                 j += 1
             chunks.append([words.randrange(VOCAB) for _ in range(j + 1)])
             remaining -= j + 1
@@ -334,7 +358,10 @@ class MockEngine(EngineBase):
             "sd": self.sd,
             "k": self.settings.k,
             # the default (cost=fixed) description is the same as before the batch model existed
-            "settings": self.settings.model_dump(exclude=None if self.settings.cost == "batch" else set(BATCH_FIELDS)),
+            "settings": self.settings.model_dump(
+                exclude=(set() if self.settings.cost == "batch" else set(BATCH_FIELDS))
+                | (set() if self.settings.acceptance_by_category else {"acceptance_by_category"})
+            ),
             "expected_acceptance_length": self.settings.expected_al(),
         }
 
@@ -401,7 +428,7 @@ class MockEngine(EngineBase):
         self._loop_task = None
 
     async def _stream_batch(self, request: Request) -> AsyncIterator[Event]:
-        plan = self.sim.plan(prompt_key(request.messages), request.max_tokens, self._in_flight)
+        plan = self.sim.plan(prompt_key(request.messages), request.max_tokens, self._in_flight, request.category)
         if plan.fault == "500":
             raise RequestError("http_500", "mock injected an internal server error")
         stop_at = plan.fault_after if plan.fault else len(plan.chunks)
@@ -430,7 +457,7 @@ class MockEngine(EngineBase):
             async for ev in self._stream_batch(request):
                 yield ev
             return
-        plan = self.sim.plan(prompt_key(request.messages), request.max_tokens, self._in_flight)
+        plan = self.sim.plan(prompt_key(request.messages), request.max_tokens, self._in_flight, request.category)
         t0 = time.perf_counter()
         if plan.fault == "500":
             raise RequestError("http_500", "mock injected an internal server error")
