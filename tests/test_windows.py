@@ -254,3 +254,32 @@ def test_per_category_windows_flag_refuses_other_values() -> None:
         timeout=60,
     )
     assert p.returncode == 2 and "per_category_windows: Input should be 'auto', 'on' or 'off'" in p.stderr
+
+
+def test_reference_engine_windows_recover_each_categorys_per_request_acceptance(tmp_path: Path, tiny_pair_dirs) -> None:
+    pytest.importorskip("torch")
+    cfg = RunConfig(
+        engine=EngineSpec(kind="reference", model=tiny_pair_dirs["target"], sd="ngram", options={"threads": "2"}),
+        dataset={"num_requests": 11, "max_turns": 1},  # type: ignore[arg-type]
+        concurrency=2,
+        draft_length=3,
+        output_len=24,
+        warmup=0,
+        out=str(tmp_path / "ref"),
+        per_category_windows="on",
+    )
+    result = asyncio.run(uc.run(cfg)).result
+    s = result.summary
+    assert len(s.per_category) == 11 and len(result.manifest.counter_windows) == 11
+    for cat, recs in _by_category(result.records).items():
+        g = s.per_category[cat]
+        assert g.acceptance_source == "counter_delta"
+        own = [r.sd for r in recs if r.sd is not None]
+        assert len(own) == len(recs) == g.requests
+        # the window's counters are exactly this category's per-request stats
+        assert (g.steps, g.drafted, g.accepted) == (
+            sum(x.steps for x in own),
+            sum(x.drafted for x in own),
+            sum(x.accepted for x in own),
+        )
+    assert all(i.ok is not False for i in s.invariants), s.failed_invariants

@@ -213,11 +213,14 @@ def _fmt(v: float | None, digits: int = 2, scale: float = 1.0) -> str | None:
 def category_rows(summary: RunSummary) -> list[list[str | Cell | None]]:
     """A row per category and overall, a cell per figure metrics/figures.py shows on the page (``page``): counts
     as numbers (a flagged one other than 0 marked bad), the rest with the column's digits and scale."""
+    from speedbench.report.console import column_sources
+
+    sources = column_sources(summary)  # one source per column: a row with another (or none) shows '-'
     rows: list[list[str | Cell | None]] = []
     for c, g in [*sorted(summary.per_category.items()), ("overall", summary.overall)]:
         row: list[str | Cell | None] = [c]
         for f, col in shown_in("page"):
-            v = f.shown(g, col)
+            v = f.shown(g, col) if f.name not in sources or sources[f.name].shows(g) else None
             if isinstance(v, int):
                 row.append(Cell(str(v), "num bad" if col.flag and v else "num"))
             else:
@@ -227,6 +230,21 @@ def category_rows(summary: RunSummary) -> list[list[str | Cell | None]]:
 
 
 CATEGORY_HEADERS = ["category", *(col.label for _, col in shown_in("page"))]
+
+
+def page_sources(summary: RunSummary) -> str:
+    """Where the per-category table's acceptance columns come from, and why a column has '-' rows."""
+    from speedbench.report.console import SHORT, column_sources
+
+    sources = column_sources(summary)
+    parts = []
+    for f, col in shown_in("page"):
+        src = sources.get(f.name)
+        if src is None:
+            continue
+        text = f"{col.label}: {SHORT.get(src.source, 'no source')}"
+        parts.append(text + (f" ('-': {src.why})" if src.why else ""))
+    return "Sources: " + "; ".join(parts) + "." if parts else ""
 
 
 def invariant_rows(summary: RunSummary) -> list[list[str | Cell | None]]:
@@ -273,7 +291,9 @@ def run_page(
     page.section("Errors")
     _errors_block(page, "", s)
     page.section("Per category")
-    page.table(CATEGORY_HEADERS, category_rows(s), "p50/p99: percentiles over requests (ITL: over tokens).")
+    page.table(
+        CATEGORY_HEADERS, category_rows(s), "p50/p99: percentiles over requests (ITL: over tokens). " + page_sources(s)
+    )
     return page
 
 

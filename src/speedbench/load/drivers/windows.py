@@ -48,7 +48,7 @@ async def settled_counters(engine: Engine, first: dict[str, Any] | None) -> dict
     synchronously: their first read stands."""
     if engine.capabilities.in_process or first is None:
         return first
-    prev = first
+    prev: dict[str, Any] | None = first
     for _ in range(SETTLE_TRIES):
         await asyncio.sleep(SETTLE_PAUSE_S)
         now = await engine.counters()
