@@ -31,7 +31,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from speedbench.config import EngineSpec
 from speedbench.engines import registry
@@ -110,6 +118,14 @@ class MockSettings(BaseModel):
     def acceptance_of(self, category: str | None) -> list[float]:
         """The conditional acceptance per position for a request of ``category``."""
         return self.acceptance_by_category.get(category or "", self.acceptance)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # no per-category acceptance: the same settings (and description, manifest) as before it existed
+        out: dict[str, Any] = handler(self)
+        if not self.acceptance_by_category:
+            out.pop("acceptance_by_category", None)
+        return out
 
     @model_validator(mode="after")
     def _check(self) -> MockSettings:
@@ -360,7 +376,6 @@ class MockEngine(EngineBase):
             # the default (cost=fixed) description is the same as before the batch model existed
             "settings": self.settings.model_dump(
                 exclude=(set() if self.settings.cost == "batch" else set(BATCH_FIELDS))
-                | (set() if self.settings.acceptance_by_category else {"acceptance_by_category"})
             ),
             "expected_acceptance_length": self.settings.expected_al(),
         }

@@ -181,7 +181,12 @@ async def execute(
 
     try:
         clients = Clients(cfg.engine_spec(), cfg.client_procs, cfg.client_ray)
-        mode = manifest.measurement.mode if done and manifest.measurement is not None else cfg.per_category_windows
+        # a resumed run keeps the mode it started with (one written before per-category windows: mixed)
+        mode = (
+            manifest.measurement.mode
+            if manifest.measurement is not None
+            else ("mixed" if done else cfg.per_category_windows)
+        )
         result = await measure(engine, samples, settings, on_record, done, clients, mode, on_mode, on_window)
         completed = result.stopped is None
         return "complete" if completed else "stopped"
