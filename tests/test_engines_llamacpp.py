@@ -168,3 +168,75 @@ def test_llamacpp_check_lossless_reports_each_divergence_and_the_engines_own_non
         assert "INCONCLUSIVE" in p.stdout
     sd_summary = json.loads((out / "sd" / "summary.json").read_text())
     assert sd_summary["overall"]["acceptance_length_token_weighted"] > 1.0
+
+
+def _three_categories(path, per_category: int) -> str:
+    """A dataset file: the embedded starter set's first ``per_category`` questions of three categories."""
+    from importlib import resources
+
+    rows = [
+        json.loads(x) for x in resources.files("speedbench.data").joinpath("starter.jsonl").read_text().splitlines()
+    ]
+    keep = [
+        r
+        for c in ("coding", "summarization", "roleplay")
+        for r in [r for r in rows if r["category"] == c][:per_category]
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    return str(path)
+
+
+def test_llamacpp_per_category_windows_equal_the_per_request_figures(tmp_path, llama_server, smollm2_gguf):
+    """--per-category-windows on a real engine that has per-request SD stats too: each category's counter delta
+    (its own window) is exactly the sum of that category's per-request timings.draft_n / draft_n_accepted."""
+    out = tmp_path / "windows"
+    p = _run(
+        "run",
+        "--engine",
+        "llamacpp",
+        "--launch",
+        "--model",
+        smollm2_gguf,
+        "--sd",
+        "ngram",
+        "-k",
+        "3",
+        "--server-bin",
+        llama_server,
+        *SERVER,
+        "-d",
+        _three_categories(tmp_path / "three.jsonl", 4),
+        "--max-turns",
+        "1",
+        "-c",
+        "4",
+        "--output-len",
+        "64",
+        "--ignore-eos",
+        "--per-category-windows",
+        "on",
+        "--no-progress",
+        "--out",
+        str(out),
+    )
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    assert "measuring: per-category counter windows" in p.stdout, p.stdout[:2000]
+    summary = json.loads((out / "summary.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["measurement"]["mode"] == "per_category_windows"
+    windows = {w["category"]: w for w in manifest["counter_windows"]}
+    assert sorted(windows) == ["coding", "roleplay", "summarization"] and all(w["complete"] for w in windows.values())
+    recs = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert len(recs) == 12 and not any(r.get("error") for r in recs)
+    drafted_somewhere = 0
+    for cat, g in summary["per_category"].items():
+        own = [r["sd"] for r in recs if r["category"] == cat]
+        assert g["acceptance_source"] == "counter_delta", g
+        assert g["drafted"] == sum(s["drafted"] for s in own), (cat, g, own)
+        assert g["accepted"] == sum(s["accepted"] for s in own), (cat, g, own)
+        drafted_somewhere += g["drafted"]
+    assert drafted_somewhere > 0  # n-gram lookup drafted in at least one category
+    inv = {i["name"]: i for i in summary["invariants"]}
+    for cat in windows:
+        assert inv[f"per_request_vs_counter_delta[segment 0 {cat}]"]["ok"] is True, inv
+    assert summary["sd_check"]["ok"] is True

@@ -168,3 +168,67 @@ def test_check_lossless_catches_vllm_cpu_broken_sampling_sd(tmp_path, vllm_pytho
     assert sc["control_ok"] is True and abs(sc["baseline_surprise_z"]) <= 3, sc  # the scorer matches vLLM
     assert result["lossless"] is False and sc["sd_surprise_z"] < -6, sc
     assert p.returncode == 1 and "NOT LOSSLESS" in p.stdout
+
+
+CATEGORIES = ("coding", "summarization", "roleplay")
+NGRAM = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
+
+
+def _starter(categories: tuple[str, ...], per_category: int) -> list[dict]:
+    """The embedded starter set's first ``per_category`` questions of each of ``categories``."""
+    from importlib import resources
+
+    text = resources.files("speedbench.data").joinpath("starter.jsonl").read_text()
+    rows = [json.loads(x) for x in text.splitlines()]
+    return [r for c in categories for r in [r for r in rows if r["category"] == c][:per_category]]
+
+
+def test_vllm_per_category_windows_match_vllm_bench_per_category(tmp_path, vllm_python, smollm2_tokenizer_dir):
+    """SPEED-Bench's headline on vLLM (no per-request SD stats on vllm-cpu 0.32): speedbench attached to a server
+    that nobody tuned for, windows chosen by auto, each category's AL from its own counter window; then vLLM's own
+    client on the same server, one `vllm bench serve` per category on the same first turns.  Greedy, ignore_eos:
+    both clients ask for the same tokens, so the counts differ only by the batch-dependent numerics of the
+    engine (measured: identical counts in every category); a mislabelled run (no --sd) on the same server is caught."""
+    from vllm_bench import bench_serve, vllm_server
+
+    rows = _starter(CATEGORIES, 8)
+    data = tmp_path / "three.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = str(smollm2_tokenizer_dir)
+    common = ["--engine", "vllm", "--model", "smollm2", "-d", str(data), "--max-turns", "1", "-c", "8"]
+    common += ["--output-len", "64", "--ignore-eos", "--no-progress"]
+    with vllm_server(vllm_python, model, tmp_path / "server.log", NGRAM) as url:
+        ours = _speedbench(
+            "run", "--base-url", url + "/v1", "--sd", "ngram", "-k", "3", *common, "--out", str(tmp_path / "sb")
+        )
+        theirs = {
+            c: bench_serve(vllm_python, url, model, [r["turns"][0] for r in rows if r["category"] == c], 64, 8)
+            for c in CATEGORIES
+        }
+        unlabelled = _speedbench("run", "--base-url", url + "/v1", *common, "-n", "3", "--out", str(tmp_path / "nosd"))
+    assert "per-category-windows=auto" in " ".join(ours.stdout.split()), ours.stdout[:2000]  # the first line
+    assert "measuring: per-category counter windows" in ours.stdout, ours.stdout[:3000]
+    summary = json.loads((tmp_path / "sb" / "summary.json").read_text())
+    assert summary["overall"]["errors"] == 0 and summary["overall"]["requests"] == 24
+    assert summary["sources"]["acceptance_per_category"] == "counter_delta"
+    assert summary["sd_check"]["ok"] is True and summary["sd_check"]["server_k"] == 3
+    table = []
+    for c in CATEGORIES:
+        g, v = summary["per_category"][c], theirs[c]
+        assert g["acceptance_source"] == "counter_delta" and g["per_position_source"] == "counter_delta", g
+        assert v["completed"] == 8, v
+        table.append((c, g["steps"], v["spec_decode_num_drafts"], g["drafted"], v["spec_decode_draft_tokens"]))
+        table[-1] += (g["accepted"], v["spec_decode_accepted_tokens"])
+        table[-1] += (g["acceptance_length_token_weighted"], v["spec_decode_acceptance_length"])
+    print("\ncategory  drafts ours/vllm  draft tokens ours/vllm  accepted ours/vllm  AL ours/vllm")
+    for row in table:
+        print("{:<14} {:>5} {:>5} {:>6} {:>6} {:>5} {:>5} {:.3f} {:.3f}".format(*row))
+    for c, steps, v_drafts, drafted, v_drafted, acc, v_acc, al, v_al in table:
+        assert steps > 0 and v_drafts > 0, (c, table)
+        # the same prompts and tokens: the counts agree up to the engine's batch-dependent numerics
+        assert abs(drafted - v_drafted) <= max(6, 0.03 * v_drafted), (c, table)
+        assert abs(acc - v_acc) <= max(6, 0.05 * v_acc), (c, table)
+        assert al == pytest.approx(v_al, abs=0.08), (c, table)
+    assert "SD LABEL WRONG" in unlabelled.stdout, unlabelled.stdout[-3000:]
+    nosd = json.loads((tmp_path / "nosd" / "summary.json").read_text())["sd_check"]
+    assert nosd["ok"] is False and nosd["server_drafted"] is True and nosd["server_k"] == 3, nosd
