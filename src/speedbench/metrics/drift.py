@@ -59,14 +59,39 @@ DRIFT_FIGURES: tuple[DriftSpec, ...] = (
 )
 
 
-def measured_order(records: Sequence[RequestRecord]) -> list[RequestRecord]:
-    """The successful records by (segment, start time): each segment's client clock is its own process's."""
-    return sorted((r for r in records if r.ok), key=lambda r: (r.segment, r.start_ns))
+def measured_order(records: Sequence[RequestRecord], closed_loop: bool = True) -> list[RequestRecord]:
+    """The successful records by (segment, start time): each segment's client clock is its own process's.
+    ``closed_loop``: each segment's burst and drain are left out (``steady``)."""
+    ok = [r for r in records if r.ok]
+    if closed_loop:
+        ok = [r for seg in sorted({r.segment for r in ok}) for r in steady([r for r in ok if r.segment == seg])]
+    return sorted(ok, key=lambda r: (r.segment, r.start_ns))
 
 
-def thirds(records: Sequence[RequestRecord]) -> tuple[list[RequestRecord], list[RequestRecord]]:
+def steady(records: Sequence[RequestRecord]) -> list[RequestRecord]:
+    """One closed-loop segment's requests that ran at its full concurrency: those that started after the number
+    in flight first reached its peak (the first burst, started together and prefilled in one batch, is left out)
+    and ended before it fell below the peak for good (the drain, at falling concurrency, is left out).  Both run
+    in another state than the rest in any run, warm or cold.  A peak of 1 (one request at a time) leaves all."""
+    events = sorted([(r.start_ns, 1) for r in records] + [(r.end_ns, -1) for r in records])  # ends first on a tie
+    level, levels = 0, []
+    for t, step in events:
+        level += step
+        levels.append((t, level))
+    peak = max((lv for _, lv in levels), default=0)
+    if peak <= 1:
+        return list(records)
+    up = next(t for t, lv in levels if lv == peak)
+    last_full = max(i for i, (_, lv) in enumerate(levels) if lv == peak)
+    down = levels[last_full + 1][0] if last_full + 1 < len(levels) else levels[-1][0]
+    return [r for r in records if r.start_ns > up and r.end_ns <= down]
+
+
+def thirds(
+    records: Sequence[RequestRecord], closed_loop: bool = True
+) -> tuple[list[RequestRecord], list[RequestRecord]]:
     """The first and the last third (n // 3 each) of the successful records in measured order."""
-    ordered = measured_order(records)
+    ordered = measured_order(records, closed_loop)
     n = len(ordered) // 3
     return ordered[:n], ordered[len(ordered) - n :]
 
@@ -107,20 +132,25 @@ class _Third:
 def drift(
     records: Sequence[RequestRecord],
     sequential_categories: bool = False,
+    closed_loop: bool = True,
     resamples: int = RESAMPLES,
     seed: int = DRIFT_SEED,
     level: float = LEVEL,
 ) -> Drift:
     """The drift test of the run's records (the final attempt of each turn); ``sequential_categories``: the run
-    measured per-category counter windows (manifest ``measurement.mode``), which is never tested."""
-    ok = measured_order(records)
+    measured per-category counter windows (manifest ``measurement.mode``), which is never tested; ``closed_loop``:
+    a fixed number of requests in flight (no ``--request-rate``: the default), whose burst and drain are left
+    out."""
+    ok = measured_order(records, closed_loop)
     if sequential_categories:
         return Drift(tested=False, why=SEQUENTIAL, threshold=DRIFT_THRESHOLD)
-    first, last = thirds(ok)
+    first, last = thirds(ok, closed_loop=False)  # ok is already trimmed
     if len(first) < MIN_PER_THIRD:
+        left_out = sum(r.ok for r in records) - len(ok)
+        burst = f" at full concurrency ({left_out} more in the burst and drain left out)" if left_out else ""
         return Drift(
             tested=False,
-            why=f"{len(ok)} successful requests: the test needs at least {3 * MIN_PER_THIRD} "
+            why=f"{len(ok)} successful requests{burst}: the test needs at least {3 * MIN_PER_THIRD} "
             f"({MIN_PER_THIRD} in each third)",
             per_third=len(first),
             threshold=DRIFT_THRESHOLD,
@@ -149,9 +179,9 @@ def drift(
                 fig = fig.model_copy(update={"ci_low": lo, "ci_high": hi, "drifted": material and not lo <= 1 <= hi})
         figures.append(fig)
     tested = any(fig.ci_low is not None for fig in figures)
-    why = None if tested else "no figure has a value in both thirds"
+    untested = None if tested else "no figure has values in both thirds to draw an interval from"
     drifted = any(f.drifted for f in figures)
-    return Drift(tested=tested, why=why, per_third=n, threshold=DRIFT_THRESHOLD, figures=figures, drifted=drifted)
+    return Drift(tested=tested, why=untested, per_third=n, threshold=DRIFT_THRESHOLD, figures=figures, drifted=drifted)
 
 
 def _untested(name: str, a: _Third, b: _Third) -> DriftFigure:

@@ -54,6 +54,7 @@ def summarize_records(
         superseded=superseded,
         label=manifest.label,
         sequential_categories=manifest.per_category_windows,
+        closed_loop=manifest.config.request_rate is None,
     )
 
 
