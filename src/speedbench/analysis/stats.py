@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from speedbench.metrics.acceptance import acceptance_length
+from speedbench.metrics.bootstrap import LEVEL, RESAMPLES, draw_counts, percentile_interval
 from speedbench.metrics.latency import e2e_s, ttft_s, user_tps
 from speedbench.metrics.sources import DecodeBasis, request_stats
 from speedbench.records import RequestRecord
@@ -47,9 +48,6 @@ from speedbench.results.estimates import STATISTICS, Estimate, PairedStats
 
 Array = np.ndarray
 Key = tuple[str, int]  # (question_id, turn)
-
-RESAMPLES = 2000
-LEVEL = 0.95
 
 # per-conversation sums of one side: (sum, count) of each per-request mean, and output tokens
 COMPONENTS = ("tps_sum", "tps_n", "ttft_sum", "ttft_n", "e2e_sum", "e2e_n", "tokens", "al_sum", "al_n")
@@ -236,13 +234,6 @@ def resample_statistics(sample: PairedSample, w_conv: Array, w_rep_a: Array, w_r
     return paired_statistics(figs[0], figs[1])
 
 
-def draw_counts(rng: np.random.Generator, n: int, resamples: int) -> Array:
-    """(resamples, n): how many times each of n units is drawn when n are drawn with replacement."""
-    idx = rng.integers(0, n, size=(resamples, n))
-    flat = idx + n * np.arange(resamples)[:, None]
-    return np.bincount(flat.ravel(), minlength=resamples * n).reshape(resamples, n).astype(float)
-
-
 def repeat_weights(rng: np.random.Generator, repeats: int, resamples: int) -> Array:
     """(resamples, repeats): each side's repeat weights.  The draw counts of R repeats drawn with replacement,
     their deviation from 1 scaled by sqrt(R / (R - 1)): a resample's repeat mean then varies as much as the
@@ -319,12 +310,10 @@ def percentile_estimate(point: float, values: Array, level: float, null: float |
     """The point and the percentile interval of the resampled values (none when the point is undefined, or the
     statistic is undefined in more than half of the resamples)."""
     p = _finite(point)
-    ok = values[np.isfinite(values)]
-    if p is None or ok.size * 2 < values.size:
+    interval = percentile_interval(values, level) if p is not None else None
+    if p is None or interval is None:
         return Estimate(p, null=null)
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(ok, [tail, 100 - tail])
-    return Estimate(p, float(lo), float(hi), null)
+    return Estimate(p, *interval, null)
 
 
 def _estimate(name: str, point: float, values: Array, level: float) -> Estimate:

@@ -129,6 +129,8 @@ def _print_comparison(runs: Runs, comparison: Comparison, console: Console) -> N
     from speedbench.report.console import comparison_table, ratios_table
     from speedbench.results.estimates import TARGET_HALF_WIDTH
 
+    for line in runs.cautions():  # before the verdict: what may make it wrong
+        console.print(escape(line), style="bold red", soft_wrap=True)
     console.print(ratios_table(comparison.rows, "A", "B", TARGET_HALF_WIDTH))
     console.print(comparison_table(comparison.rows, "A", "B"))
     by_note: dict[str, list[str]] = {}

@@ -17,6 +17,7 @@ from typing import Any
 from speedbench.metrics import invariants as inv
 from speedbench.metrics.acceptance import acceptance_length, acceptance_stats, step_figures, sum_stats
 from speedbench.metrics.counters import counter_delta
+from speedbench.metrics.drift import drift
 from speedbench.metrics.figures import computed
 from speedbench.metrics.latency import distribution, e2e_s, itl_s, output_tps, step_times_s, tpot_s, ttft_s, user_tps
 from speedbench.metrics.models import (
@@ -329,11 +330,15 @@ def summarize(
     max_tokens: int | None = None,
     superseded: Sequence[RequestRecord] = (),
     label: tuple[str | None, int] | None = None,
+    sequential_categories: bool = False,
+    closed_loop: bool = True,
 ) -> RunSummary:
     """Every figure of a run from its records (the final attempt of each turn) and the counter snapshots around
     its measured windows (``max_tokens``: the per-request output limit, for the failed requests' allowance; None:
     from the replies; ``superseded``: earlier failed attempts, which only the counter cross-checks see; ``label``:
-    the run's (--sd, k) as labelled, checked against the counters: ``sd_check``)."""
+    the run's (--sd, k) as labelled, checked against the counters: ``sd_check``; ``sequential_categories``: the run
+    measured per-category counter windows, one category after another, which the drift test does not test;
+    ``closed_loop``: a fixed number of requests in flight, whose burst and drain the drift test leaves out)."""
     ok = [r for r in records if r.ok]
     pairs = request_pairs(ok, basis)
     deltas = window_deltas(counter_windows)
@@ -366,4 +371,5 @@ def summarize(
         counter_delta=_totals(total_delta),
         invariants=per_request_checks(pairs, basis) + cross_checks(records, deltas, basis, max_tokens, superseded),
         sd_check=sd_check(*label, total_delta, len(ok)) if label is not None and counter_windows else None,
+        drift=drift(records, sequential_categories, closed_loop),
     )

@@ -183,6 +183,37 @@ class SDCheck(_Model):
     detail: str = ""
 
 
+class DriftFigure(_Model):
+    """One figure of the drift test (metrics/drift.py): its mean over the first and the last third of the
+    measured window's successful requests (by start time), ``ratio`` = last / first with its 95% interval
+    (None: no interval), and whether it ``drifted`` (the interval excludes 1 and |ratio - 1| >= the threshold)."""
+
+    name: str
+    first: float | None = None
+    last: float | None = None
+    ratio: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    drifted: bool = False
+
+
+class Drift(_Model):
+    """Did the server's speed drift during the measured window (a cold server getting faster, or one slowing
+    down)?  ``tested`` False: no verdict, ``why`` says why (too few requests, categories run one after another);
+    ``per_third``: requests in each third; ``threshold``: the smallest |ratio - 1| that counts."""
+
+    tested: bool
+    why: str | None = None
+    per_third: int = 0
+    threshold: float = 0.0
+    figures: list[DriftFigure] = Field(default_factory=list)
+    drifted: bool = False
+
+    @property
+    def drifted_figures(self) -> list[DriftFigure]:
+        return [f for f in self.figures if f.drifted]
+
+
 class RunSummary(_Model):
     """summary.json: every figure of a run, derived from records.jsonl + manifest.json."""
 
@@ -195,6 +226,7 @@ class RunSummary(_Model):
     counter_delta: SDTotals | None
     invariants: list[Invariant]
     sd_check: SDCheck | None = None
+    drift: Drift | None = None
 
     @property
     def failed_invariants(self) -> list[Invariant]:

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from speedbench.metrics.figures import Column, Figure, shown_in
-from speedbench.metrics.models import GroupStats, Invariant, RunSummary
+from speedbench.metrics.models import Drift, GroupStats, Invariant, RunSummary
 
 if TYPE_CHECKING:
     from speedbench.results.comparison import CategoryComparison
@@ -216,6 +216,50 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     check = summary.sd_check
     if check is not None and check.ok is False:
         console.print(f"SD LABEL WRONG: {escape(check.detail)}", style="bold red", soft_wrap=True)
+    drift = drift_line(summary.drift)
+    if drift is not None:
+        console.print(escape(drift), style="bold red", soft_wrap=True)
+
+
+DRIFT_LABELS = {"ttft_s": "TTFT", "tpot_s": "TPOT"}
+
+
+def seconds(v: float | None) -> str:
+    """A time as the drift line shows it: seconds from 0.1 s, else milliseconds."""
+    if v is None:
+        return "-"
+    return f"{v:.2f} s" if v >= 0.1 else f"{v * 1000:.1f} ms"
+
+
+def drift_line(drift: Drift | None) -> str | None:
+    """The one loud line of a run whose speed drifted during the measured window (summary.json ``drift``), e.g.
+    ``DRIFT: TTFT first third 2.63 s, last third 0.93 s (0.35x [0.30, 0.41]); ...``; None when it did not (or
+    was not tested)."""
+    if drift is None or not drift.drifted:
+        return None
+    figs = drift.drifted_figures
+    faster = any((f.ratio or 1.0) < 1 for f in figs)
+    slower = any((f.ratio or 1.0) > 1 for f in figs)
+    advice = []
+    if faster:
+        advice.append("faster at the end: the server was probably not warm - rerun, or use a longer --warmup")
+    if slower:
+        advice.append(
+            "slower at the end: the server slowed down during the run (other load, throttling, a queue building "
+            "up, or later turns' longer histories) - rerun it"
+        )
+    return f"DRIFT: {drifted_figures(drift)}; " + "; ".join(advice)
+
+
+def drifted_figures(drift: Drift) -> str:
+    """'TTFT first third 2.63 s, last third 0.93 s (0.35x [0.30, 0.41]), 30 requests a third' for each figure
+    that drifted."""
+    parts = [
+        f"{DRIFT_LABELS.get(f.name, f.name)} first third {seconds(f.first)}, last third {seconds(f.last)} "
+        f"({_f(f.ratio, 2)}x [{_f(f.ci_low, 2)}, {_f(f.ci_high, 2)}])"
+        for f in drift.drifted_figures
+    ]
+    return "; ".join(parts) + f" ({drift.per_third} requests a third)"
 
 
 def shown_invariants(invariants: Sequence[Invariant]) -> list[Invariant]:

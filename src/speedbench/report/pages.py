@@ -12,7 +12,7 @@ from speedbench.metrics.figures import shown_in
 from speedbench.metrics.latency import itl_s, tpot_s, ttft_s
 from speedbench.metrics.models import GroupStats, RunSummary
 from speedbench.records import RequestRecord
-from speedbench.report.console import status_lines, with_interval
+from speedbench.report.console import drift_line, status_lines, with_interval
 from speedbench.report.figures import Band, Series, bars, cdfs, forest, interval_bars, lines
 from speedbench.report.html import Cell, CellLike, Chart, Page, check
 from speedbench.results.comparison import CategoryComparison, Pairing
@@ -87,6 +87,9 @@ def provenance(result: RunResult) -> list[tuple[str, str]]:
     server = extra.get("server")
     if isinstance(server, dict) and server.get("command"):
         rows.append(("server command", str(server["command"])))
+    if m.fresh_server is not None:
+        fresh = {True: "yes", False: "no", None: "not known"}[m.fresh_server.fresh]
+        rows.append(("freshly started engine", f"{fresh}: {m.fresh_server.why}"))
     return rows
 
 
@@ -261,6 +264,9 @@ def run_page(
     page.facts(provenance(result))
     for line in status_lines(result):
         page.banner(line)
+    drift = drift_line(s.drift)
+    if drift is not None:
+        page.banner(drift)
     failed = s.failed_invariants
     page.section("Invariants and cross-checks")
     if failed:
@@ -308,9 +314,12 @@ def comparison_page(
     resamples: int,
     seed: int,
     figures_dir: Path | None = None,
+    cautions: Sequence[str] = (),
 ) -> Page:
     """A (baseline) against B: provenance side by side, what was paired and dropped, per-category speedup with its
-    paired interval, AL side by side, latency CDFs overlaid over the paired requests, the table."""
+    paired interval, AL side by side, latency CDFs overlaid over the paired requests, the table.  ``cautions``: what
+    may make the verdict wrong (a side that drifted, one freshly started server and not the other), one banner
+    each."""
     a, b = results
     page = Page(
         f"speedbench comparison: {a.path.name} vs {b.path.name}", f"A = {names[0]}, B = {names[1]}", figures_dir
@@ -320,6 +329,8 @@ def comparison_page(
     for run in results:
         for line in status_lines(run):
             page.banner(line)
+    for line in cautions:
+        page.banner(line)
     page.section("What was compared")
     if pairing.differences:
         page.banner("NOT like for like (--force): " + "; ".join(str(d) for d in pairing.differences))

@@ -53,6 +53,8 @@ def summarize_records(
         max_tokens=manifest.config.output_len,
         superseded=superseded,
         label=manifest.label,
+        sequential_categories=manifest.per_category_windows,
+        closed_loop=manifest.config.request_rate is None,
     )
 
 

@@ -124,6 +124,30 @@ class Measurement(_Model):
     why: str = ""
 
 
+class FreshServer(_Model):
+    """Whether the run's engine was freshly started for it (``fresh`` True: it served no request before this run's
+    warm-up, so it may have been cold), known not to be (False), or not known (None: a server the run attached to,
+    or one shared by earlier runs); ``why`` says how that was decided.  Recorded by the run's first segment."""
+
+    fresh: bool | None = None
+    why: str = ""
+
+    @classmethod
+    def of(cls, own: bool, in_process: bool, launched: bool) -> FreshServer:
+        """``own``: the run built and started the engine itself (``speedbench run``), not one a sweep's launch
+        group shares between its cells; ``launched``: speedbench started the server (``--launch``)."""
+        if not own:
+            return cls(
+                why="the engine was started before this run and may have served earlier runs (a sweep's "
+                "launch group); whether it was warm is not known"
+            )
+        if launched:
+            return cls(fresh=True, why="speedbench launched the server for this run")
+        if in_process:
+            return cls(fresh=True, why="the engine runs in speedbench's process, started for this run")
+        return cls(why="attached to a running server (--base-url): what it served before this run is not known")
+
+
 class SegmentChange(_Model):
     """Settings a ``--resume`` changed for the segment it wrote (client-side only: base URL, concurrency, timeout,
     failure share, breaker): ``changes[field] = [before, after]`` (URLs redacted)."""
@@ -173,6 +197,8 @@ class Manifest(_Model):
     arrivals: list[dict[str, Any]] = Field(default_factory=list)
     # how the window was measured (None: mixed, as every run before per-category windows)
     measurement: Measurement | None = None
+    # whether the engine was freshly started for this run (its first segment; None: written before drift checks)
+    fresh_server: FreshServer | None = None
 
     # ---- building ----------------------------------------------------------------------------
     @classmethod
@@ -274,6 +300,11 @@ class Manifest(_Model):
         """The categories whose per-category window finished (both counter snapshots taken)."""
         return {w.category for w in self.counter_windows if w.category is not None and w.finished}
 
+    def with_fresh_server(self, fresh: FreshServer) -> Manifest:
+        """Whether the engine was freshly started, as the first segment found it (set once: a ``--resume`` keeps
+        it)."""
+        return self if self.fresh_server is not None else self.model_copy(update={"fresh_server": fresh})
+
     def measured(self, measurement: Measurement) -> Manifest:
         """How the run measures (decided when the engine is up: ``--per-category-windows``)."""
         return self.model_copy(update={"measurement": measurement})
@@ -291,7 +322,7 @@ class Manifest(_Model):
         d["counter_windows"] = self.counter_window_dicts()
         if self.engine is not None:
             d["engine"] = self.engine.model_dump(mode="json")
-        for optional in ("counter_error", "finished_utc", "stop_cause", "measurement"):
+        for optional in ("counter_error", "finished_utc", "stop_cause", "measurement", "fresh_server"):
             if d[optional] is None:
                 del d[optional]
         for listed in ("resumed_utc", "segment_changes", "arrivals"):

@@ -29,6 +29,7 @@ from speedbench.analysis.sweep_report import sweep_tables
 from speedbench.errors import InvalidInput
 from speedbench.results.comparison import Comparison, Pairing
 from speedbench.results.loader import RunResult, load_run
+from speedbench.results.manifest import FreshServer
 from speedbench.results.model_file import ModelFile, read_model, write_model
 from speedbench.results.pages import write_page
 from speedbench.results.rundir import RunDir
@@ -72,6 +73,45 @@ class Runs:
             return ""
         what = "; ".join(str(d) for d in self.pairing.differences)
         return f"{self.names[0]} (A) and {self.names[1]} (B) are not like for like: {what}"
+
+    def cautions(self) -> list[str]:
+        """What may make the comparison's verdict wrong, one line per cause (none for one run): a side whose speed
+        drifted during its measured window (summary.json ``drift``), and one side on a freshly started engine
+        when the other was not (manifest ``fresh_server``)."""
+        if len(self.results) != 2:
+            return []
+        return comparison_cautions((self.names[0], self.names[1]), (self.results[0], self.results[1]))
+
+
+def comparison_cautions(names: tuple[str, str], results: tuple[RunResult, RunResult]) -> list[str]:
+    """``Runs.cautions`` of two runs (A, B)."""
+    from speedbench.report.console import drifted_figures
+
+    sides = ("A", "B")
+    out = []
+    for side, name, r in zip(sides, names, results, strict=True):
+        d = r.summary.drift
+        if d is not None and d.drifted:
+            out.append(
+                f"DRIFT in {side} ({name}): {drifted_figures(d)}: its speed changed during the run, so the "
+                f"comparison holds a server that was not in one state; rerun {side} (a longer --warmup when it got "
+                "faster) before trusting the verdict below"
+            )
+    fresh = [
+        r.manifest.fresh_server or FreshServer(why="not recorded (a run written before speedbench kept it)")
+        for r in results
+    ]
+    if [f.fresh for f in fresh].count(True) == 1:
+        cold = 0 if fresh[0].fresh else 1
+        warm = 1 - cold
+        other = "was not" if fresh[warm].fresh is False else "may not have been"
+        out.append(
+            f"COLD vs WARM: {sides[cold]} ({names[cold]}) ran on a freshly started engine ({fresh[cold].why}), "
+            f"{sides[warm]} ({names[warm]}) {other} ({fresh[warm].why}): a fresh server is slower at first; rerun "
+            f"{sides[cold]} on a warm server (or with a longer --warmup), or run both on fresh servers or both on "
+            "warm ones"
+        )
+    return out
 
 
 def open_runs(dirs: Sequence[str], force: bool = False, resamples: int = RESAMPLES, seed: int = 0) -> Runs:
@@ -132,7 +172,7 @@ def write_runs_page(runs: Runs, out: str | Path, figures_dir: Path | None = None
         names = (runs.names[0], runs.names[1])
         pair = (runs.results[0], runs.results[1])
         rows = runs.comparison.rows
-        return comparison_page(names, pair, runs.pairing, rows, runs.resamples, runs.seed, figures_dir)
+        return comparison_page(names, pair, runs.pairing, rows, runs.resamples, runs.seed, figures_dir, runs.cautions())
 
     return write_html(build, out)
 

@@ -33,7 +33,7 @@ from speedbench.metrics.acceptance import acceptance_length
 from speedbench.metrics.sources import DecodeBasis, request_stats
 from speedbench.records import RequestRecord, final_attempts
 from speedbench.results.loader import RunResult, load_run, read_manifest
-from speedbench.results.manifest import CounterWindow, DatasetInfo, Manifest, Measurement
+from speedbench.results.manifest import CounterWindow, DatasetInfo, FreshServer, Manifest, Measurement
 from speedbench.results.rundir import RunDir, RunDirError
 
 
@@ -106,15 +106,17 @@ async def execute(
     on_progress: Any = None,
     engine: Engine | None = None,
     on_measure: Callable[[str, str], None] | None = None,
+    own_engine: bool = False,
 ) -> Outcome:
     """Run the load, appending records; says how it ended (records are kept whatever the outcome).  ``done``:
     the final attempt of each turn already on disk (``--resume``); the retryable failures among them are sent
     again.  ``engine``: an already started engine (``open_engine``), which this run neither starts nor closes;
     None: one is built from ``cfg.engine_spec()``, started and closed here.  ``on_measure(mode, why)``: told how
-    the window is measured (mixed, or per-category counter windows) once that is decided."""
+    the window is measured (mixed, or per-category counter windows) once that is decided; ``own_engine``: the
+    engine was built and started for this run (the manifest's ``fresh_server``)."""
     if engine is None:
         async with open_engine(cfg.engine_spec()) as own:
-            return await execute(cfg, run_dir, samples, done, manifest, on_progress, own, on_measure)
+            return await execute(cfg, run_dir, samples, done, manifest, on_progress, own, on_measure, own_engine=True)
     segment = manifest.segment_after(done.values())
     assert cfg.output_len is not None
     settings = LoadSettings.of(
@@ -148,13 +150,13 @@ async def execute(
         if on_progress:
             on_progress(prog)
 
+    described = engine.describe()
     manifest = manifest.started(
-        {
-            **engine.describe(),
-            "chunks_are_steps": chunks_are_steps,
-            "capabilities": dataclasses.asdict(engine.capabilities),
-        }
+        {**described, "chunks_are_steps": chunks_are_steps, "capabilities": dataclasses.asdict(engine.capabilities)}
     )
+    if segment == 0:  # the first segment says whether the engine was freshly started (a --resume keeps that)
+        launched = described.get("launched") is True
+        manifest = manifest.with_fresh_server(FreshServer.of(own_engine, engine.capabilities.in_process, launched))
     run_dir.write_manifest(manifest)
     run_dir.open_for_append()
     if on_progress:
