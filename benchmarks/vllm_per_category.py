@@ -128,6 +128,7 @@ def part_cold(a: argparse.Namespace, model: str, work: Path) -> None:
                     args += ["-k", "3"] if sd != "none" else []
                     args += ["-d", str(path), "-n", str(a.n), "--max-turns", "1", "-c", str(a.concurrency)]
                     args += ["--output-len", str(a.output_len), "--ignore-eos", "--no-progress", "--out", str(out)]
+                    args += ["--per-category-windows", "off"]  # mixed: timing is the point, and drift is tested
                     args += [] if warmup == "default" else ["--warmup", warmup]
                     speedbench(*args)
                     runs[(sd, state)] = out
