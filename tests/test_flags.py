@@ -41,6 +41,7 @@ def test_each_flag_sets_one_field_and_the_maps_are_derived() -> None:
         "engine.base_url": "--base-url",
         "engine.metrics_url": "--metrics-url",
         "concurrency": "--concurrency",
+        "warmup": "--warmup",  # a resumed run warms up again (its server may be cold again), as often as told
         "timeout_s": "--timeout",
         "max_failed": "--max-failed",
         "breaker": "--breaker",

@@ -519,9 +519,12 @@ def build_plan(config: SweepConfig, out: str | Path | None = None) -> SweepPlan:
         assert c.cfg.output_len is not None
         seconds = None
         t = per_request.get(c.group)
+        # the warm-up each cell's run sends (--warmup, default one full wave at its concurrency), all at once
+        warmup = run_uc.warmup_count(c.cfg)
         if t is not None:
-            seconds = requests * t / max(1, min(c.settings.concurrency, conversations)) + c.cfg.warmup * t
-        work[c.id] = Work(conversations, requests, c.cfg.warmup, requests * c.cfg.output_len, c.cfg.ignore_eos, seconds)
+            waves = -(-warmup // max(1, c.settings.concurrency))
+            seconds = requests * t / max(1, min(c.settings.concurrency, conversations)) + waves * t
+        work[c.id] = Work(conversations, requests, warmup, requests * c.cfg.output_len, c.cfg.ignore_eos, seconds)
     timing = (
         f"rough: the {base.engine.kind} engine's own timing settings"
         if timing_model is not None and all(w.seconds is not None for w in work.values())
