@@ -127,6 +127,7 @@ def test_the_sweeps_flag_paths_and_resume_flags_are_derived() -> None:
         "repeats": "grid.repeats",
         "url": "urls",
         "out": "out",
+        "order": "order",  # --order grid|abba: the sweep's own
     }
     resumable = set(RESUME_FLAGS)
     assert resumable == {

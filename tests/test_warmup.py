@@ -16,6 +16,7 @@ from speedbench.config import EngineSpec, RunConfig
 from speedbench.engines.mock import MockEngine, MockSettings
 from speedbench.load.generator import LoadSettings, warmup_requests
 from speedbench.metrics.latency import ttft_s
+from speedbench.results.loader import load_run
 from speedbench.results.manifest import WarmupInfo
 from speedbench.usecases import run as uc
 
@@ -223,3 +224,110 @@ def test_per_category_windows_warm_up_once(tmp_path: Path) -> None:
     (warm,) = end.result.manifest.warmup
     assert warm.requests == 8 and engine.sim.served == 16
     assert [ttft_s(r) for r in end.result.records] == pytest.approx([WARM_TTFT_S] * 8)
+
+
+# ---------------------------------------------------------------------------------------------- sweeps
+
+
+def _sweep_config(order: str = "grid", **grid: Any) -> Any:
+    from speedbench.config.sweep import SweepGrid
+    from speedbench.usecases.sweep import plan as plan_uc
+
+    run = RunConfig(engine=EngineSpec(kind="mock", options=dict(COLD)), output_len=8, dataset={"num_requests": 2})  # type: ignore[arg-type]
+    defaults = {"concurrency": [1, 4], "draft_length": [1, 2], "sd": ["ngram"]}
+    return plan_uc.SweepConfig(grid=SweepGrid(**{**defaults, **grid}), run=run, order=order)  # type: ignore[arg-type]
+
+
+def test_abba_interleaves_each_sd_cell_with_its_baseline(tmp_path: Path) -> None:
+    from speedbench.usecases.sweep import plan as plan_uc
+
+    grid_cells, grid_groups = plan_uc.expand(_sweep_config(), tmp_path)
+    assert [c.id for c in grid_cells] == [
+        "sd-none_k-0_c-1_ds-starter", "sd-none_k-0_c-4_ds-starter",
+        "sd-ngram_k-1_c-1_ds-starter", "sd-ngram_k-1_c-4_ds-starter",
+        "sd-ngram_k-2_c-1_ds-starter", "sd-ngram_k-2_c-4_ds-starter",
+    ]  # fmt: skip
+    cells, groups = plan_uc.expand(_sweep_config("abba"), tmp_path)
+    # the blocks (one per concurrency) in grid order, every other one reversed
+    assert [c.id for c in cells] == [
+        "sd-none_k-0_c-1_ds-starter", "sd-ngram_k-1_c-1_ds-starter", "sd-ngram_k-2_c-1_ds-starter",
+        "sd-ngram_k-2_c-4_ds-starter", "sd-ngram_k-1_c-4_ds-starter", "sd-none_k-0_c-4_ds-starter",
+    ]  # fmt: skip
+    assert groups == grid_groups  # the same launch groups, the same cells in each
+    assert {c.id: c for c in cells} == {c.id: c for c in grid_cells}
+    # one SD setting: A B B A A B
+    pair, _ = plan_uc.expand(_sweep_config("abba", draft_length=[1], concurrency=[1, 2, 4]), tmp_path)
+    assert [(c.settings.sd, c.settings.concurrency) for c in pair] == [
+        ("none", 1),
+        ("ngram", 1),
+        ("ngram", 2),
+        ("none", 2),
+        ("none", 4),
+        ("ngram", 4),
+    ]
+    # one side only (no baseline, one SD setting): as the grid has it
+    alone = _sweep_config("abba", draft_length=[1], baseline=False)
+    assert [c.id for c in plan_uc.expand(alone, tmp_path)[0]] == [
+        c.id for c in plan_uc.expand(_sweep_config(draft_length=[1], baseline=False), tmp_path)[0]
+    ]
+    # repeats: the blocks repeat by repeat, the alternation going on across them
+    reps, _ = plan_uc.expand(_sweep_config("abba", draft_length=[1], concurrency=[1], repeats=2), tmp_path)
+    assert [(c.settings.sd, c.settings.repeat) for c in reps] == [("none", 1), ("ngram", 1), ("ngram", 2), ("none", 2)]
+
+
+def test_abba_sweep_runs_in_its_order_and_warms_up_each_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from speedbench.usecases.sweep import plan as plan_uc
+    from speedbench.usecases.sweep import runner as sweep_uc
+
+    opened: list[str | None] = []
+    real_open = uc.open_engine
+
+    def counting_open(spec: EngineSpec) -> Any:
+        opened.append(spec.sd)
+        return real_open(spec)
+
+    monkeypatch.setattr(uc, "open_engine", counting_open)
+    plan = plan_uc.build_plan(_sweep_config("abba", draft_length=[1], concurrency=[1, 2, 4]), tmp_path / "sweep")
+    # the plan counts the resolved warm-up: one wave at each cell's concurrency
+    assert [plan.work[c.id].warmup for c in plan.cells] == [c.settings.concurrency for c in plan.cells]
+    sdir, manifest = plan_uc.create(plan)
+    assert manifest.order == "abba" and json.loads(sdir.sweep_path.read_text())["order"] == "abba"
+    started: list[str] = []
+    final = sweep_uc.run_sweep(
+        plan, sdir, manifest, on_event=lambda e: started.append(e.cell or "") if e.kind == "cell_start" else None
+    )
+    assert sweep_uc.exit_status(final) == 0
+    assert started == [c.id for c in plan.cells]  # A B B A A B
+    assert opened == ["none", "ngram"]  # each group's engine started once, both held while their cells alternate
+    assert [g.starts for g in final.groups] == [1, 1]
+    for c in final.cells:
+        run = load_run(sdir.path / c.dir)
+        (warm,) = run.manifest.warmup  # every cell's run warms up with one wave at its concurrency
+        assert warm.requests == c.settings.concurrency
+    # a resumed abba sweep keeps its order (sweep.json)
+    again, _, saved = plan_uc.resume_plan(sdir.path)
+    assert again.config.order == "abba" and [c.id for c in again.cells] == [c.id for c in saved.cells]
+
+
+def test_grid_order_is_recorded_and_unchanged(tmp_path: Path) -> None:
+    from speedbench.usecases.sweep import plan as plan_uc
+
+    plan = plan_uc.build_plan(_sweep_config(), tmp_path / "sweep")
+    assert plan.config.order == "grid"
+    sdir, manifest = plan_uc.create(plan)
+    assert json.loads(sdir.sweep_path.read_text())["order"] == "grid"
+    assert [c.id for c in manifest.cells] == [cid for g in plan.groups for cid in g.cells]
+
+
+def test_abba_with_ray_is_refused(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from speedbench.cli import app
+
+    args = ["sweep", "--engine", "mock", "-n", "2", "--output-len", "8", "-k", "1", "-c", "1", "--order", "abba"]
+    res = CliRunner().invoke(app, [*args, "--ray", "local", "--plan", "--out", str(tmp_path / "s")])
+    assert res.exit_code == 2 and "--order abba with --ray" in res.output
+    res = CliRunner().invoke(app, [*args, "--plan", "--out", str(tmp_path / "s")])
+    assert res.exit_code == 0 and "order: abba" in res.output
+    res = CliRunner().invoke(app, [*args[:-1], "zigzag", "--plan", "--out", str(tmp_path / "s")])
+    assert res.exit_code == 2
