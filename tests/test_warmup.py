@@ -331,3 +331,39 @@ def test_abba_with_ray_is_refused(tmp_path: Path) -> None:
     assert res.exit_code == 0 and "order: abba" in res.output
     res = CliRunner().invoke(app, [*args[:-1], "zigzag", "--plan", "--out", str(tmp_path / "s")])
     assert res.exit_code == 2
+
+
+def test_cold_requests_on_the_wall_clock_and_in_serve_mock() -> None:
+    """The default cost model (cost=fixed, wall clock) and serve-mock: the first N requests are planned slow, and
+    their chunks are due F times later (only lower bounds on the wall clock: a busy machine is never faster)."""
+    import time
+    from types import SimpleNamespace
+
+    from speedbench.engines.base import Request
+    from speedbench.engines.mock import MockSimulator
+    from speedbench.engines.mock_server import StepClock
+
+    settings = MockSettings(ttft_ms=10, step_ms=2, cold_requests=2, cold_factor=5)
+    sim = MockSimulator(settings)
+    assert [sim.plan(f"p{i}", 8).slow for i in range(4)] == [5.0, 5.0, 1.0, 1.0]
+    clock = StepClock(settings)
+    cold, warm = (
+        SimpleNamespace(arrival=100.0, i=3, plan=SimpleNamespace(slow=5.0)),
+        SimpleNamespace(arrival=100.0, i=3, plan=SimpleNamespace(slow=1.0)),
+    )
+    assert clock.due(cold) == pytest.approx(100.0 + 5 * (10 + 3 * 2) / 1000)  # type: ignore[arg-type]
+    assert clock.due(warm) == pytest.approx(100.0 + (10 + 3 * 2) / 1000)  # type: ignore[arg-type]
+
+    engine = MockEngine(EngineSpec(kind="mock", options={"ttft_ms": "10", "step_ms": "1", "cold_requests": "1",
+                                                          "cold_factor": "5"}))  # fmt: skip
+    assert engine.describe()["settings"]["cold_requests"] == 1
+
+    async def first_chunk_s(qid: str) -> float:
+        req = Request(qid, "c", 0, [{"role": "user", "content": qid}], 4, 0.0, False, 0)
+        t0 = time.perf_counter()
+        async for _ in engine.stream(req):
+            return time.perf_counter() - t0
+        raise AssertionError("no chunk")
+
+    assert asyncio.run(first_chunk_s("a")) >= 0.050  # cold: 5 x 10 ms
+    assert asyncio.run(first_chunk_s("b")) >= 0.010
