@@ -116,16 +116,22 @@ def test_auto_picks_processes_from_the_warm_up_chunk_rate(monkeypatch: pytest.Mo
         return RequestRecord("q", "c", 0, start_ns=0, end_ns=ns[-1], chunk_ns=ns, chunk_tokens=[1] * chunks)
 
     # warm-up: 101 chunks over 1 s (100 chunks/s), 201 over 1 s, 401 over 1 s: the median is 200 chunks/s
-    async def fake_warm_up(engine, pending, settings):  # type: ignore[no-untyped-def]
-        return [rec(101, 1.0), rec(201, 1.0), rec(401, 1.0)]
+    warm = [rec(101, 1.0), rec(201, 1.0), rec(401, 1.0)]
+    asked: list[int] = []
+
+    async def fake_warm_up(engine, pending, settings, n=None):  # type: ignore[no-untyped-def]
+        asked.append(n)
+        return warm
 
     monkeypatch.setattr(client_procs, "warm_up", fake_warm_up)
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     engine = SimpleNamespace(capabilities=SimpleNamespace(in_process=False))
     samples = make_samples(4)
     # closed loop, 1,000 in flight x 200 chunks/s = 200,000 chunks/s: ceil(200,000 / 20,000) = 10 processes
-    procs, why, errors = asyncio.run(choose_procs(engine, samples, {}, LoadSettings(concurrency=1000)))  # type: ignore[arg-type]
-    assert CHUNKS_PER_PROC == 20_000 and (procs, errors) == (10, []) and "200,000 chunks/s" in why
+    procs, why, sent = asyncio.run(choose_procs(engine, samples, {}, LoadSettings(concurrency=1000)))  # type: ignore[arg-type]
+    assert CHUNKS_PER_PROC == 20_000 and (procs, sent) == (10, warm) and "200,000 chunks/s" in why
+    # the warm-up's records come back (the run keeps them apart); it sent the default wave, one per slot
+    assert asked == [1000]
     # 100 in flight: 20,000 chunks/s, one process; 10,000 in flight: 2,000,000 chunks/s, capped at 15 (CPUs - 1)
     assert asyncio.run(choose_procs(engine, samples, {}, LoadSettings(concurrency=100)))[0] == 1  # type: ignore[arg-type]
     many = asyncio.run(choose_procs(engine, samples, {}, LoadSettings(concurrency=10_000)))  # type: ignore[arg-type]

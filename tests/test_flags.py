@@ -41,6 +41,7 @@ def test_each_flag_sets_one_field_and_the_maps_are_derived() -> None:
         "engine.base_url": "--base-url",
         "engine.metrics_url": "--metrics-url",
         "concurrency": "--concurrency",
+        "warmup": "--warmup",  # a resumed run warms up again (its server may be cold again), as often as told
         "timeout_s": "--timeout",
         "max_failed": "--max-failed",
         "breaker": "--breaker",
@@ -126,6 +127,7 @@ def test_the_sweeps_flag_paths_and_resume_flags_are_derived() -> None:
         "repeats": "grid.repeats",
         "url": "urls",
         "out": "out",
+        "order": "order",  # --order grid|abba: the sweep's own
     }
     resumable = set(RESUME_FLAGS)
     assert resumable == {

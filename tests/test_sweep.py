@@ -187,7 +187,8 @@ def test_plan_prints_the_cells_and_starts_nothing(tmp_path, monkeypatch):
     for cell in ["sd-none_k-0_c-1_ds-starter", "sd-ngram_k-2_c-4_ds-starter"]:
         assert cell in res.output
     assert "6 cells in 3 launch groups" in res.output
-    assert "work: 6 cells, 3 engine starts, 42 requests (+12 warm-up), at most 672 output tokens" in res.output
+    # warm-up: the default is one full wave per cell (1 at c 1, 4 at c 4; 3 SD settings): 15 (it was 2 per cell)
+    assert "work: 6 cells, 3 engine starts, 42 requests (+15 warm-up), at most 672 output tokens" in res.output
     assert "rough: the mock engine's own timing settings" in res.output
     assert "nothing was started" in res.output
     assert not out.exists()

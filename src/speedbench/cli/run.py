@@ -39,7 +39,8 @@ def run(
         typer.Option(
             help="finish an interrupted run in this directory: sends the turns not run and retries transport "
             "failures (connect_error, reset, timeout, http 5xx, prior_turn_failed); --base-url, --metrics-url, "
-            "--concurrency, --timeout, --max-failed and --breaker may change (recorded), other flags must match"
+            "--concurrency, --timeout, --max-failed, --breaker and --warmup may change (recorded), other flags must "
+            "match"
         ),
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
@@ -111,6 +112,8 @@ def run(
             bar.stop()
     run_dir, outcome, summary, verdict = end.run_dir, end.outcome, end.result.summary, end.verdict
     print_summary(summary, console)
+    for warm in end.result.manifest.warmup[len(end.started.manifest.warmup) :]:  # this segment's warm-up pass
+        console.print(escape(warm.line()), soft_wrap=True, highlight=False)
     print_arrivals(end.result.manifest.arrivals, console)
     console.print(f"run directory: {run_dir.path}")
     if verdict is not None:

@@ -63,9 +63,9 @@ def register(app: typer.Typer) -> None:
 
 @options(
     "config", "plan", "resume", "retry_failed", "out", "concurrency", "draft_length", "sd", "dataset", "grid_opt",
-    "baseline", "repeats", "url", *RUN_FLAGS[:14], "output_len", "temperature", "ignore_eos", "warmup", "timeout",
-    "max_failed", "breaker", "progress", "ray", "ray_resource", "ray_gpus", "ray_shared_dir", "html", "adaptive",
-    "slo", "max_cells",
+    "baseline", "repeats", "order", "url", *RUN_FLAGS[:14], "output_len", "temperature", "ignore_eos", "warmup",
+    "timeout", "max_failed", "breaker", "progress", "ray", "ray_resource", "ray_gpus", "ray_shared_dir", "html",
+    "adaptive", "slo", "max_cells",
     settings=SWEEP_SETTINGS,
     but={"output_len": {"help": "max output tokens per turn, every cell (default: the engine's)"}},
 )  # fmt: skip
@@ -231,7 +231,13 @@ def _open(
             again = plan_uc.SweepConfig.model_validate(flags_dict(flags, given & SECRET_URL_FLAGS))
         except ValidationError as e:
             raise InvalidInput.of(e) from None
-        return plan_uc.resume_plan(resume, again)
+        reopened = plan_uc.resume_plan(resume, again)
+        if ray is not None and reopened[0].config.order != "grid":
+            raise plan_uc.SweepConfigError(
+                f"--ray with --resume {resume}: the sweep runs in --order {reopened[0].config.order}, whose cells "
+                "interleave launch groups; resume it without --ray"
+            )
+        return reopened
     if retry_failed:
         raise plan_uc.SweepConfigError("--retry-failed goes with --resume DIR")
     data = plan_uc.read_toml(config) if config is not None else {}
@@ -244,7 +250,14 @@ def _open(
             raise plan_uc.SweepConfigError("--plan with --adaptive: the rounds depend on what is measured")
         if ray is not None:
             raise plan_uc.SweepConfigError("--ray with --adaptive: adaptive rounds run on this machine")
+        if cfg.order != "grid":
+            raise plan_uc.SweepConfigError(f"--order {cfg.order} with --adaptive: each round runs in grid order")
         return cfg
+    if ray is not None and cfg.order != "grid":
+        raise plan_uc.SweepConfigError(
+            f"--order {cfg.order} with --ray: each launch group runs as one Ray task, so its cells cannot interleave "
+            "with another group's; drop --ray or --order"
+        )
     return plan_uc.build_plan(cfg), None, None
 
 
@@ -363,6 +376,11 @@ def print_plan(plan: SweepPlan, console: Console, saved: SweepManifest | None = 
         + (f" ({cfg.grid.repeats} repeats of each cell)" if cfg.grid.repeats > 1 else "")
         + f" -> {plan.out}"
     )
+    if cfg.order == "abba":
+        say(
+            "order: abba (each SD cell next to its SD-off pair, alternating which runs first; the engines of the "
+            "interleaved groups are held at once)"
+        )
     say("launch groups (one engine start each):")
     rows = [
         [g.id, str(g.max_concurrency), str(len(g.cells)), plan.commands.get(g.id, "-" if not e.launch else "?")]

@@ -170,7 +170,16 @@ class RunConfig(BaseModel):
     ] = Field(None, ge=1)
     temperature: Annotated[float, Flag("--temperature")] = Field(0.0, ge=0.0)
     ignore_eos: Annotated[bool, Flag("--ignore-eos", help="ask the server to ignore EOS")] = False
-    warmup: Annotated[int, Flag("--warmup", help="warm-up requests (not recorded)")] = Field(2, ge=0)
+    # None: one full wave at the concurrency (load/generator.warmup_requests): a cold server's first requests are
+    # slow, and two warm-up requests do not absorb it; --resume warms up again (the server may be cold again)
+    warmup: Annotated[
+        int | None,
+        Flag(
+            "--warmup",
+            help="warm-up requests before measuring (not recorded); default: one full wave at the concurrency",
+            resume=True,
+        ),
+    ] = Field(None, ge=0)
     # the categories one after another, each in its own counter window (load/drivers/windows.py); auto: where the
     # engine has SD counters but its replies carry no per-request SD stats
     per_category_windows: Annotated[

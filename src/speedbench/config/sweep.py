@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -238,3 +238,16 @@ class SweepConfig(BaseModel):
         ),
     ] = Field(default_factory=dict)
     out: Annotated[str | None, Flag("--out", help="sweep directory (default sweeps/<UTC time>-<engine>)")] = None
+    # the order the cells run in (usecases/sweep/plan.py ``abba_order``): grid = launch group by launch group; abba =
+    # each SD cell next to its SD-off pair, alternating which goes first (A B B A ...), so that drift over time
+    # touches both sides alike (the engines of the interleaved groups are then held at once)
+    order: Annotated[
+        Literal["grid", "abba"],
+        Flag(
+            "--order",
+            help="grid: launch group after launch group (default); abba: each SD cell next to its SD-off pair, "
+            "alternating which runs first (A B B A ...), so drift over time hits both sides alike; the engines of "
+            "the interleaved groups are held at once (docs/sweep.md)",
+            type=str,
+        ),
+    ] = "grid"

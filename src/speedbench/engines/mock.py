@@ -14,6 +14,9 @@ step_time(b, k) = base_ms + per_token_ms * b * (k + 1) (with an optional knee an
 the requests really in the batch at that step; ``-E clock=virtual`` runs that loop on a virtual clock
 (no sleeping), read back per request with ``MockEngine.virtual_times``.
 
+A cold server (``cold_requests=N``, ``cold_factor=F``): the first N requests after the engine starts take F times
+as long (cost=fixed and serve-mock: their TTFT and steps; cost=batch: every step that holds one of them).
+
 Faults (fractions of requests): fail_500, fail_reset (connection dropped mid-stream), fail_stall (stream
 stops sending), fail_malformed (a bad SSE line).
 """
@@ -50,6 +53,9 @@ from speedbench.prompts import render_completion_prompt
 from speedbench.records import Event, RequestError, SDCounterTotals, SDStats
 
 _S = TypeVar("_S", bound="MockSettings")
+
+# the cold-start options, left out of every dump at their defaults (the settings as before they existed)
+COLD_FIELDS = ("cold_requests", "cold_factor")
 
 
 class MockSettings(BaseModel):
@@ -88,6 +94,13 @@ class MockSettings(BaseModel):
         description="share of replies whose tokens change when other requests are in flight, differently on "
         "each engine start (batch-dependent numerics); alone in the batch a reply is always the same",
     )
+    # a cold server: the first cold_requests requests served after a start take cold_factor times as long
+    cold_requests: int = Field(
+        0, ge=0, description="the first N requests after the engine starts are slow (a cold server)"
+    )
+    cold_factor: float = Field(
+        1.0, ge=1, description="how many times longer a cold request's TTFT and steps take (cost=batch: its steps)"
+    )
 
     @field_validator("acceptance", mode="before")
     @classmethod
@@ -125,6 +138,10 @@ class MockSettings(BaseModel):
         out: dict[str, Any] = handler(self)
         if not self.acceptance_by_category:
             out.pop("acceptance_by_category", None)
+        # no cold start: likewise (the options left at their defaults are not in the dump)
+        for name in COLD_FIELDS:
+            if out.get(name) == type(self).model_fields[name].default:
+                out.pop(name, None)
         return out
 
     @model_validator(mode="after")
@@ -208,6 +225,7 @@ class _Slot:
     chunks: list[list[int]]
     key: tuple[str, int]
     stop_at: int  # chunks to produce (a reset/stall/malformed fault stops early)
+    slow: float = 1.0  # a cold request (``Plan.slow``): every step it is in takes this many times as long
     next: int = 0
     waiting: bool = False  # the consumer is blocked on the queue (the loop steps only when all are)
     gone: bool = False
@@ -222,6 +240,7 @@ class Plan:
     chunks: list[list[int]]  # token ids per chunk; chunk 0 = prefill token
     sd: SDStats
     fault_after: int = 0  # chunks sent before a reset/stall/malformed line
+    slow: float = 1.0  # a cold request's time factor (``cold_requests`` / ``cold_factor``): TTFT and steps
 
 
 VOCAB = 1000
@@ -240,6 +259,7 @@ class MockSimulator:
     settings: MockSettings
     _seen: dict[str, int] = field(default_factory=dict)
     totals: SDCounterTotals = field(init=False)
+    served: int = 0  # requests planned since the engine started (the first ``cold_requests`` are slow)
 
     def __post_init__(self) -> None:
         self.totals = SDCounterTotals(self.settings.k)
@@ -252,6 +272,8 @@ class MockSimulator:
         s = self.settings
         n = self._seen.get(prompt_key, 0)
         self._seen[prompt_key] = n + 1
+        slow = s.cold_factor if self.served < s.cold_requests else 1.0
+        self.served += 1
         digest = hashlib.sha256(f"{s.seed}:{prompt_key}:{n}".encode()).digest()
         rng = random.Random(int.from_bytes(digest[:8], "little"))
         words = random.Random(int.from_bytes(digest[8:16], "little"))
@@ -291,7 +313,7 @@ class MockSimulator:
             drafted=drafted, accepted=accepted, steps=steps, per_position=per_pos, histogram=hist, source="per_request"
         )
         fault_after = rng.randrange(0, max(1, len(chunks) // 2)) if fault in ("reset", "stall", "malformed") else 0
-        return Plan(fault=fault, chunks=chunks, sd=sd, fault_after=fault_after)
+        return Plan(fault=fault, chunks=chunks, sd=sd, fault_after=fault_after, slow=slow)
 
     def account(self, sd: SDStats) -> None:
         """Add a finished (or partly streamed) request's steps to the server counters."""
@@ -404,12 +426,13 @@ class MockEngine(EngineBase):
         """cost=batch: (requests in the batch, step time ms, end ms) of every step run so far."""
         return list(self._steps)
 
-    def _step_duration_ms(self, b: int, joining: bool) -> float:
+    def _step_duration_ms(self, b: int, joining: bool, slow: float = 1.0) -> float:
         s = self.settings
         d = s.step_time_ms(b)
         if s.noise:
             d *= self._noise.uniform(1 - s.noise, 1 + s.noise)
-        return d + (s.ttft_ms if joining else 0.0)
+        d += s.ttft_ms if joining else 0.0
+        return d * slow if slow != 1.0 else d
 
     async def _engine_loop(self) -> None:
         clock_wall = self.settings.clock == "wall"
@@ -428,7 +451,8 @@ class MockEngine(EngineBase):
                 self._active = []
                 continue
             t0 = time.perf_counter()
-            dur = self._step_duration_ms(len(batch), bool(joining))
+            # a cold request in the batch (cold_requests) slows the whole step: the engine is what is cold
+            dur = self._step_duration_ms(len(batch), bool(joining), max(sl.slow for sl in batch))
             if clock_wall:
                 await sleep_until(t0 + dur / 1000.0)
             self._vclock_ms += dur
@@ -447,7 +471,7 @@ class MockEngine(EngineBase):
         if plan.fault == "500":
             raise RequestError("http_500", "mock injected an internal server error")
         stop_at = plan.fault_after if plan.fault else len(plan.chunks)
-        slot = _Slot(chunks=plan.chunks, key=(request.question_id, request.turn), stop_at=stop_at)
+        slot = _Slot(chunks=plan.chunks, key=(request.question_id, request.turn), stop_at=stop_at, slow=plan.slow)
         self._vtimes[slot.key] = []
         try:
             if stop_at > 0:
@@ -479,7 +503,7 @@ class MockEngine(EngineBase):
         for i, ids in enumerate(plan.chunks):
             if plan.fault and i == plan.fault_after:
                 await self._fail(plan, i)
-            await sleep_until(t0 + (s.ttft_ms + i * s.step_ms) / 1000.0)
+            await sleep_until(t0 + plan.slow * (s.ttft_ms + i * s.step_ms) / 1000.0)
             yield Event("chunk", n_tokens=len(ids), text="".join(map(token_text, ids)), token_ids=list(ids))
         yield self._final(plan)
 

@@ -182,7 +182,7 @@ class StepClock:
         self.task: asyncio.Task[None] | None = None
 
     def due(self, s: _Stream) -> float:
-        return s.arrival + (self.settings.ttft_ms + s.i * self.settings.step_ms) / 1000.0
+        return s.arrival + s.plan.slow * (self.settings.ttft_ms + s.i * self.settings.step_ms) / 1000.0
 
     def add(self, s: _Stream) -> None:
         if self.task is None or self.task.done():
@@ -318,7 +318,9 @@ def create_app(settings: MockSettings) -> web.Application:
         sd_payload = {"speculative_decoding": vllm_sd_metrics(plan.sd, k)} if settings.per_request_stats else None
 
         if not body.get("stream"):
-            await sleep_until(arrival + (settings.ttft_ms + (len(plan.chunks) - 1) * settings.step_ms) / 1000)
+            await sleep_until(
+                arrival + plan.slow * (settings.ttft_ms + (len(plan.chunks) - 1) * settings.step_ms) / 1000
+            )
             sim.account(plan.sd)
             all_ids = [t for c in plan.chunks for t in c]
             text = "".join(token_text(t) for t in all_ids[n_reasoning:])

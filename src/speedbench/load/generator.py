@@ -13,6 +13,7 @@ with ``LoadResult.stopped`` saying why, and ``--resume`` retries what failed (``
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -50,7 +51,7 @@ class LoadSettings:
     temperature: float = 0.0
     ignore_eos: bool = False
     timeout_s: float | None = 300.0  # None: no wall-clock limit
-    warmup: int = 2
+    warmup: int | None = None  # warm-up requests; None: one full wave (``warmup_requests``)
     seed: int = 0  # the run's seed: each request's sampling seed is derived from it (load/seeds.py)
     segment: int = 0
     breaker: int = 10  # stop after this many consecutive TRANSPORT_CAUSES failures; 0: never stop
@@ -74,11 +75,30 @@ class LoadResult:
     counters_before: dict[str, Any] | None = None
     counters_after: dict[str, Any] | None = None
     warmup_errors: list[str] = field(default_factory=list)
+    # the warm-up's own records (never written to records.jsonl, never in a figure): the manifest's ``warmup``
+    warmup_records: list[RequestRecord] = field(default_factory=list)
     measure_start_ns: int = 0
     measure_end_ns: int = 0
     stopped: str | None = None  # why the circuit breaker stopped dispatching (None: it did not)
     arrivals: ArrivalStats | None = None  # how the conversations were started (closed or open loop)
     window_arrivals: list[ArrivalStats] = field(default_factory=list)  # per-category windows: one per window
+
+    def warmed(self, records: Sequence[RequestRecord]) -> LoadResult:
+        """The warm-up ``records`` (sent before this result's own, if any) kept: their records and errors first."""
+        self.warmup_records = [*records, *self.warmup_records]
+        self.warmup_errors = [*warmup_errors(records), *self.warmup_errors]
+        return self
+
+    def merged_warmup(self, other: LoadResult) -> LoadResult:
+        """``other``'s warm-up (sent after this result's) added after this result's."""
+        self.warmup_records = [*self.warmup_records, *other.warmup_records]
+        self.warmup_errors = [*self.warmup_errors, *other.warmup_errors]
+        return self
+
+
+def warmup_errors(records: Sequence[RequestRecord]) -> list[str]:
+    """The warm-up's failures, one ``question id: cause`` each (the manifest's ``warmup_errors``)."""
+    return [f"{r.question_id}: {r.error['cause']}" for r in records if r.error]
 
 
 class Breaker:
@@ -244,8 +264,35 @@ def arrival_stats(settings: LoadSettings, conversations: int) -> ArrivalStats:
     )
 
 
-async def warm_up(engine: Engine, pending: Sequence[Sample], settings: LoadSettings) -> list[RequestRecord]:
-    """``settings.warmup`` first turns sent together and not recorded: the server's caches and the client's
-    connections warmed; their records say how fast one request streams (``--client-procs auto``)."""
-    warm = [make_request(pending[i % len(pending)], 0, [], settings) for i in range(settings.warmup)]
-    return list(await asyncio.gather(*(send(engine, r, settings.timeout_s) for r in warm)))
+# an uncapped open loop's warm-up: one second's arrivals at the rate, within these bounds (the requests in flight
+# are not known before the window; a capped one warms up with its cap)
+OPEN_LOOP_WAVE = (2, 32)
+
+
+def warmup_requests(settings: LoadSettings) -> int:
+    """How many warm-up requests a run sends: ``--warmup N`` as given (0: none); by default (None) one full wave,
+    so that a cold server's slow first requests (engine caches, compiled graphs, connections) are spent before the
+    window: the concurrency (closed loop), the cap (open loop with ``--concurrency``), else one second's arrivals
+    at the rate, at least 2 and at most 32 (``OPEN_LOOP_WAVE``)."""
+    if settings.warmup is not None:
+        return settings.warmup
+    if settings.request_rate is None:
+        return settings.concurrency
+    if settings.cap:
+        return settings.cap
+    low, high = OPEN_LOOP_WAVE
+    return max(low, min(high, math.ceil(settings.request_rate)))
+
+
+async def warm_up(
+    engine: Engine, pending: Sequence[Sample], settings: LoadSettings, n: int | None = None
+) -> list[RequestRecord]:
+    """``n`` (default ``warmup_requests``) first turns sent together and not recorded in records.jsonl: the
+    server's caches and the client's connections warmed, each request asking for as many tokens as a measured one
+    (``make_request``); their records (the run keeps them apart: ``LoadResult.warmup_records``) say how fast one
+    request streams (``--client-procs auto``) and how slow the cold server was."""
+    count = warmup_requests(settings) if n is None else n
+    if not count or not pending:
+        return []
+    warm = [make_request(pending[i % len(pending)], 0, [], settings) for i in range(count)]
+    return list(await asyncio.gather(*(send(engine, r, settings.timeout_s, settings.segment) for r in warm)))

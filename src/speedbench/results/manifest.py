@@ -148,6 +148,48 @@ class FreshServer(_Model):
         return cls(why="attached to a running server (--base-url): what it served before this run is not known")
 
 
+class WarmupInfo(_Model):
+    """One warm-up pass (each start and each ``--resume`` sends one): how many requests, how many failed, their
+    median TTFT and TPOT (ms) and how long the pass took (first start to last end, s, on the run's clock).  Its
+    records are never in records.jsonl nor in any figure: this is how slow the server was before the window."""
+
+    segment: int
+    utc: str
+    requests: int
+    failed: int = 0
+    ttft_ms_p50: float | None = None
+    tpot_ms_p50: float | None = None
+    duration_s: float | None = None
+
+    @classmethod
+    def of(cls, records: Sequence[RequestRecord], segment: int) -> WarmupInfo:
+        from speedbench.metrics.latency import distribution, tpot_s, ttft_s
+
+        ok = [r for r in records if r.ok]
+        ttft, tpot = distribution(ttft_s(r) for r in ok).p50, distribution(tpot_s(r) for r in ok).p50
+        span = (max(r.end_ns for r in records) - min(r.start_ns for r in records)) / 1e9 if records else None
+        return cls(
+            segment=segment,
+            utc=utc_now(),
+            requests=len(records),
+            failed=len(records) - len(ok),
+            ttft_ms_p50=None if ttft is None else round(ttft * 1000, 3),
+            tpot_ms_p50=None if tpot is None else round(tpot * 1000, 3),
+            duration_s=None if span is None else round(span, 3),
+        )
+
+    def line(self) -> str:
+        """``warm-up: 8 requests, TTFT p50 2.6 s, TPOT p50 12.0 ms (not in the figures)``."""
+        failed = f", {self.failed} failed" if self.failed else ""
+        ttft = "" if self.ttft_ms_p50 is None else f", TTFT p50 {_ms_text(self.ttft_ms_p50)}"
+        tpot = "" if self.tpot_ms_p50 is None else f", TPOT p50 {_ms_text(self.tpot_ms_p50)}"
+        return f"warm-up: {self.requests} requests{failed}{ttft}{tpot} (not in the figures)"
+
+
+def _ms_text(ms: float) -> str:
+    return f"{ms / 1000:.2f} s" if ms >= 1000 else f"{ms:.1f} ms"
+
+
 class SegmentChange(_Model):
     """Settings a ``--resume`` changed for the segment it wrote (client-side only: base URL, concurrency, timeout,
     failure share, breaker): ``changes[field] = [before, after]`` (URLs redacted)."""
@@ -199,6 +241,8 @@ class Manifest(_Model):
     measurement: Measurement | None = None
     # whether the engine was freshly started for this run (its first segment; None: written before drift checks)
     fresh_server: FreshServer | None = None
+    # one entry per warm-up pass (each start and resume that sent one): its figures, kept apart from the run's
+    warmup: list[WarmupInfo] = Field(default_factory=list)
 
     # ---- building ----------------------------------------------------------------------------
     @classmethod
@@ -226,14 +270,17 @@ class Manifest(_Model):
         counter_error: str | None = None,
         stop_cause: str | None = None,
         arrivals: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
+        warmup: WarmupInfo | None = None,
     ) -> Manifest:
         """The measured window is over (completed, or interrupted with its records kept and, when known, why);
-        ``window``: its counter window, or the segment's per-category windows."""
+        ``window``: its counter window, or the segment's per-category windows; ``warmup``: the segment's warm-up
+        pass (None: it sent none)."""
         windows = [window] if isinstance(window, CounterWindow) else list(window)
         added = [] if arrivals is None else [arrivals] if isinstance(arrivals, dict) else list(arrivals)
         return self.model_copy(
             update={
                 "arrivals": [*self.arrivals, *added],
+                "warmup": [*self.warmup, *([warmup] if warmup is not None else [])],
                 "status": "complete" if completed else "interrupted",
                 "stop_cause": None if completed else stop_cause,
                 "counter_windows": [*self.counter_windows, *windows],
@@ -325,7 +372,7 @@ class Manifest(_Model):
         for optional in ("counter_error", "finished_utc", "stop_cause", "measurement", "fresh_server"):
             if d[optional] is None:
                 del d[optional]
-        for listed in ("resumed_utc", "segment_changes", "arrivals"):
+        for listed in ("resumed_utc", "segment_changes", "arrivals", "warmup"):
             if not d[listed]:
                 del d[listed]
         return d

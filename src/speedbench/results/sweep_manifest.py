@@ -120,6 +120,7 @@ class SweepManifest(_Frozen):
     groups: list[LaunchGroup]
     cells: list[SweepCell]
     engine_versions: dict[str, str] = Field(default_factory=dict)  # from the cells' manifests
+    order: Literal["grid", "abba"] = "grid"  # the order the cells run in (--order; before it: grid)
 
     @classmethod
     def new(
@@ -130,6 +131,7 @@ class SweepManifest(_Frozen):
         urls: dict[str, str],
         groups: list[LaunchGroup],
         cells: list[SweepCell],
+        order: Literal["grid", "abba"] = "grid",
     ) -> SweepManifest:
         return cls(
             grid=grid,
@@ -138,6 +140,7 @@ class SweepManifest(_Frozen):
             urls=redact(urls),
             groups=groups,
             cells=cells,
+            order=order,
         )
 
     # ---- moving on ---------------------------------------------------------------------------

@@ -28,12 +28,12 @@ from speedbench.engines.build import open_engine
 from speedbench.errors import InvalidInput
 from speedbench.load.drivers import Clients
 from speedbench.load.drivers.windows import Decided, measure
-from speedbench.load.generator import WINDOW_RERUN, LoadResult, LoadSettings, clock_of, retryable
+from speedbench.load.generator import WINDOW_RERUN, LoadResult, LoadSettings, clock_of, retryable, warmup_requests
 from speedbench.metrics.acceptance import acceptance_length
 from speedbench.metrics.sources import DecodeBasis, request_stats
 from speedbench.records import RequestRecord, final_attempts
 from speedbench.results.loader import RunResult, load_run, read_manifest
-from speedbench.results.manifest import CounterWindow, DatasetInfo, FreshServer, Manifest, Measurement
+from speedbench.results.manifest import CounterWindow, DatasetInfo, FreshServer, Manifest, Measurement, WarmupInfo
 from speedbench.results.rundir import RunDir, RunDirError
 
 
@@ -122,7 +122,7 @@ async def execute(
     settings = LoadSettings.of(
         cfg,
         timeout_s=request_timeout(cfg, engine.capabilities.in_process),
-        warmup=cfg.warmup if not done else 0,
+        warmup=cfg.warmup,  # a resumed run warms up too: the server may be cold again (None: one full wave)
         segment=segment,
         cap=cfg.concurrency if cfg.rate_cap else None,
     )
@@ -213,6 +213,7 @@ async def execute(
             engine.counter_error,
             stop_cause=result.stopped if result else "interrupted by a signal (Ctrl-C, SIGTERM or SIGHUP)",
             arrivals=arrivals,
+            warmup=WarmupInfo.of(result.warmup_records, segment) if result and result.warmup_records else None,
         )
         run_dir.write_manifest(manifest)
 
@@ -348,6 +349,12 @@ def with_url_credentials(saved: RunConfig, given: RunConfig, run: str) -> RunCon
 
 
 SERVER_TIMEOUT_S = 300.0
+
+
+def warmup_count(cfg: RunConfig) -> int:
+    """How many warm-up requests a run of ``cfg`` sends each time it starts or resumes (``--warmup``; default one
+    full wave: ``load.generator.warmup_requests``).  ``--client-procs auto`` sends at least 2 to measure from."""
+    return warmup_requests(LoadSettings.of(cfg, cap=cfg.concurrency if cfg.rate_cap else None))
 
 
 def request_timeout(cfg: RunConfig, in_process: bool) -> float | None:

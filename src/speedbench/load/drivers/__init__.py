@@ -36,16 +36,17 @@ async def drive(
     clients: Clients,
 ) -> LoadResult:
     """Send the run's load with the driver ``clients`` names.  ``procs`` 0 (auto) is decided first from the warm-up
-    (``procs.choose_procs``, which sends it; its errors are the result's first); the result's arrival figures say
-    how many processes ran and why."""
+    (``procs.choose_procs``, which sends it; its records and errors are the result's first); the result's arrival
+    figures say how many processes ran and why."""
     n, why = clients.procs, ""
-    warm_errors: list[str] = []
+    warm: list[RequestRecord] = []
     if n == 0:
-        n, why, warm_errors = await procs.choose_procs(engine, samples, done, settings)
-        settings = dataclasses.replace(settings, warmup=0)  # done by choose_procs
+        n, why, warm = await procs.choose_procs(engine, samples, done, settings)
+        if warm:
+            settings = dataclasses.replace(settings, warmup=0)  # sent by choose_procs (else the driver sends it)
         clients = dataclasses.replace(clients, procs=n)
     result = await driver(clients)(engine, samples, settings, on_record, done, clients)
-    result.warmup_errors = warm_errors + result.warmup_errors
+    result.warmed(warm)
     if result.arrivals is not None:
         result.arrivals.client_procs, result.arrivals.client_procs_why = n, why
     return result

@@ -66,9 +66,7 @@ async def run_load(
     result = LoadResult()
     pending = pending_samples(samples, done)
 
-    if settings.warmup and pending:
-        recs = await warm_up(engine, pending, settings)
-        result.warmup_errors = [f"{r.question_id}: {r.error['cause']}" for r in recs if r.error]
+    result.warmed(await warm_up(engine, pending, settings))
 
     # the first wave's connections opened now, outside the window (an engine without kept-alive connections
     # opens none): as many as can be in flight at once

@@ -38,7 +38,15 @@ from speedbench.engines.build import open_engine
 from speedbench.load.arrivals import ArrivalStats
 from speedbench.load.drivers.base import Clients
 from speedbench.load.drivers.inprocess import run_load
-from speedbench.load.generator import LoadResult, LoadSettings, arrival_stats, clock_of, pending_samples, warm_up
+from speedbench.load.generator import (
+    LoadResult,
+    LoadSettings,
+    arrival_stats,
+    clock_of,
+    pending_samples,
+    warm_up,
+    warmup_requests,
+)
 from speedbench.records import RequestRecord
 
 STOP_GRACE_S = 10.0  # how long a stopped worker may take to cancel its requests and exit
@@ -52,12 +60,13 @@ CHUNKS_PER_PROC = 20_000
 
 async def choose_procs(
     engine: Engine, samples: Sequence[Sample], done: dict[tuple[str, int], RequestRecord], settings: LoadSettings
-) -> tuple[int, str, list[str]]:
-    """``--client-procs auto``: send the warm-up (at least 2 first turns) and read how fast one request streams
-    (chunks a second, median over the warm-up); times the requests expected in flight (the concurrency, the cap,
-    or an uncapped open loop's rate × the warm-up's E2E, Little's law) that is the chunk rate the client must
-    read; one process per ``CHUNKS_PER_PROC`` of it, at most one per CPU but one.  In-process engines: 1.
-    Returns (processes, why, warm-up errors)."""
+) -> tuple[int, str, list[RequestRecord]]:
+    """``--client-procs auto``: send the warm-up (``warmup_requests``, at least 2 first turns) and read how fast one
+    request streams (chunks a second, median over the warm-up); times the requests expected in flight (the
+    concurrency, the cap, or an uncapped open loop's rate × the warm-up's E2E, Little's law) that is the chunk rate
+    the client must read; one process per ``CHUNKS_PER_PROC`` of it, at most one per CPU but one.  In-process
+    engines: 1.
+    Returns (processes, why, the warm-up's records: none when it sent none)."""
     from speedbench.metrics.latency import e2e_s
 
     if engine.capabilities.in_process:
@@ -65,15 +74,14 @@ async def choose_procs(
     pending = pending_samples(samples, done)
     if not pending:
         return 1, "", []
-    recs = await warm_up(engine, pending, dataclasses.replace(settings, warmup=max(2, settings.warmup)))
-    errors = [f"{r.question_id}: {r.error['cause']}" for r in recs if r.error]
+    recs = await warm_up(engine, pending, settings, max(2, warmup_requests(settings)))
     rates = sorted(
         (len(r.chunk_ns) - 1) / ((r.chunk_ns[-1] - r.chunk_ns[0]) / 1e9)
         for r in recs
         if r.ok and len(r.chunk_ns) > 1 and r.chunk_ns[-1] > r.chunk_ns[0]
     )
     if not rates:
-        return 1, "the warm-up measured no chunk rate", errors
+        return 1, "the warm-up measured no chunk rate", recs
     rate = rates[len(rates) // 2]
     if settings.request_rate is not None and settings.cap is None:
         e2es = sorted(e2e_s(r) for r in recs if r.ok)
@@ -89,7 +97,7 @@ async def choose_procs(
         f"{CHUNKS_PER_PROC:,}"
         + (f"; capped at {most} (CPUs - 1)" if procs == most and need > most * CHUNKS_PER_PROC else "")
     )
-    return procs, why, errors
+    return procs, why, recs
 
 
 def worker_spec(spec: EngineSpec, engine: Engine) -> EngineSpec:
@@ -148,12 +156,10 @@ async def warm_once(
     engine: Engine, samples: Sequence[Sample], done: dict[tuple[str, int], RequestRecord], settings: LoadSettings
 ) -> tuple[LoadResult, list[Sample]]:
     """The parent's part before any worker runs: the conversations with a turn still to send, and the warm-up sent
-    once to the server (as a one-process run sends it), its errors in the result."""
+    once to the server (as a one-process run sends it), its records and errors in the result."""
     result = LoadResult()
     pending = pending_samples(samples, done)
-    if settings.warmup and pending:
-        recs = await warm_up(engine, pending, settings)
-        result.warmup_errors = [f"{r.question_id}: {r.error['cause']}" for r in recs if r.error]
+    result.warmed(await warm_up(engine, pending, settings))
     return result, pending
 
 

@@ -105,17 +105,18 @@ async def measure(
         on_mode("mixed", why)
         return await drive(engine, samples, settings, on_record, done, clients)
 
+    # the warm-up, once before the first window (the windows then send none)
     warm: list[RequestRecord] | None = None
-    warm_errors: list[str] = []
+    sent: list[RequestRecord] = []
     pending = pending_samples(samples, done)
     if clients.procs == 0:  # --client-procs auto: decided from the warm-up, which it sends
         from speedbench.load.drivers.procs import choose_procs
 
-        n, _, warm_errors = await choose_procs(engine, samples, done, settings)
+        n, _, sent = await choose_procs(engine, samples, done, settings)
         clients = dataclasses.replace(clients, procs=n)
-    elif settings.warmup and pending:
-        warm = await warm_up(engine, pending, settings)
-        warm_errors = [f"{r.question_id}: {r.error['cause']}" for r in warm if r.error]
+    if not sent:  # (choose_procs sends none for an in-process engine)
+        sent = await warm_up(engine, pending, settings)
+        warm = sent or None
     settings = dataclasses.replace(settings, warmup=0)
 
     if mode in ("auto", "on"):
@@ -125,9 +126,8 @@ async def measure(
     on_mode(decided, why)
     if decided == "mixed":
         result = await drive(engine, samples, settings, on_record, done, clients)
-        result.warmup_errors = warm_errors + result.warmup_errors
-        return result
-    return await _windows(engine, samples, settings, on_record, done, clients, on_window, warm_errors)
+        return result.warmed(sent)
+    return await _windows(engine, samples, settings, on_record, done, clients, on_window, sent)
 
 
 async def _windows(
@@ -138,9 +138,9 @@ async def _windows(
     done: dict[tuple[str, int], RequestRecord],
     clients: Clients,
     on_window: OnWindow,
-    warm_errors: list[str],
+    warm: list[RequestRecord],
 ) -> LoadResult:
-    merged = LoadResult(warmup_errors=warm_errors)
+    merged = LoadResult().warmed(warm)
     for category in categories(samples):
         own = [s for s in samples if s.category == category]
         own_done = {key: r for key, r in done.items() if r.category == category}
@@ -153,7 +153,7 @@ async def _windows(
         if merged.counters_before is None:
             merged.counters_before, merged.measure_start_ns = result.counters_before, result.measure_start_ns
         merged.counters_after, merged.measure_end_ns = after, result.measure_end_ns
-        merged.warmup_errors += result.warmup_errors
+        merged.merged_warmup(result)
         if result.arrivals is not None:
             result.arrivals.category = category
             merged.window_arrivals.append(result.arrivals)

@@ -319,7 +319,8 @@ def expand(
 ) -> tuple[list[Cell], list[Group]]:
     """The cells and launch groups of a grid (pure: nothing is built or read).  Cells come group by group (so one
     engine start serves consecutive cells), each group's by dataset then concurrency; with repeats, repeat 1 of
-    every group first, then repeat 2 (each repeat its own groups, ids ending ``_r-<r>``, as the cells').
+    every group first, then repeat 2 (each repeat its own groups, ids ending ``_r-<r>``, as the cells'); with
+    ``--order abba`` the same cells interleaved (``abba_order``), the groups as they are.
     ``fixed_length``: the datasets that get ignore_eos by default (None: by name, ``fixed_length_dataset``)."""
     grid = config.grid
     base = config.run
@@ -418,7 +419,29 @@ def expand(
         # every cell of a group builds the same engine: that is what makes it a group
         assert all(sp == specs[0] for sp in specs), f"launch group {gid}: cells disagree on the engine spec"
         groups.append(Group(gid, specs[0], tuple(r[1] for r in rows), per_c))
+    if config.order == "abba":
+        cells = abba_order(cells)
     return cells, groups
+
+
+def abba_order(cells: Sequence[Cell]) -> list[Cell]:
+    """``--order abba``: the cells that differ only by SD setting (the same repeat, engine options, dataset and
+    concurrency: an SD-off baseline and its SD cells) run one after another, in grid order (the baseline first)
+    for the first such block, reversed for the next, and so on: A B | B A | A B ... (with several SD settings
+    A B1 B2 | B2 B1 A ...), so that drift over time (a warming server, a busy machine) touches both sides alike.
+    A block with one side only (``--no-baseline`` and one SD setting) runs as it is.  The blocks come repeat by
+    repeat, then by engine options, dataset and concurrency, as a launch group's own cells do."""
+    # grid order is group by group (repeat-major, the baseline's group first), so the blocks first appear in the
+    # order of the first group's cells and each block holds its cells in the SD settings' order
+    blocks: dict[tuple[Any, ...], list[Cell]] = {}
+    for c in cells:
+        s = c.settings
+        key = (s.repeat, tuple(sorted(s.engine_options.items())), s.dataset, s.concurrency)
+        blocks.setdefault(key, []).append(c)
+    out: list[Cell] = []
+    for i, block in enumerate(blocks.values()):
+        out += block if i % 2 == 0 else block[::-1]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- the plan
@@ -519,9 +542,12 @@ def build_plan(config: SweepConfig, out: str | Path | None = None) -> SweepPlan:
         assert c.cfg.output_len is not None
         seconds = None
         t = per_request.get(c.group)
+        # the warm-up each cell's run sends (--warmup, default one full wave at its concurrency), all at once
+        warmup = run_uc.warmup_count(c.cfg)
         if t is not None:
-            seconds = requests * t / max(1, min(c.settings.concurrency, conversations)) + c.cfg.warmup * t
-        work[c.id] = Work(conversations, requests, c.cfg.warmup, requests * c.cfg.output_len, c.cfg.ignore_eos, seconds)
+            waves = -(-warmup // max(1, c.settings.concurrency))
+            seconds = requests * t / max(1, min(c.settings.concurrency, conversations)) + waves * t
+        work[c.id] = Work(conversations, requests, warmup, requests * c.cfg.output_len, c.cfg.ignore_eos, seconds)
     timing = (
         f"rough: the {base.engine.kind} engine's own timing settings"
         if timing_model is not None and all(w.seconds is not None for w in work.values())
@@ -556,7 +582,7 @@ def new_manifest(plan: SweepPlan) -> SweepManifest:
         for g in plan.groups
     ]
     c = plan.config
-    return SweepManifest.new(c.grid, c.run, c.ignore_eos, dict(c.urls), groups, cells)
+    return SweepManifest.new(c.grid, c.run, c.ignore_eos, dict(c.urls), groups, cells, c.order)
 
 
 def create(plan: SweepPlan) -> tuple[SweepDir, SweepManifest]:
@@ -605,7 +631,12 @@ def resume_plan(path: str | Path, given: SweepConfig | None = None) -> tuple[Swe
     (credentials are never saved)."""
     saved = read_sweep(path)
     config = SweepConfig(
-        grid=saved.grid, run=saved.base, ignore_eos=saved.ignore_eos, urls=dict(saved.urls), out=str(path)
+        grid=saved.grid,
+        run=saved.base,
+        ignore_eos=saved.ignore_eos,
+        urls=dict(saved.urls),
+        out=str(path),
+        order=saved.order,
     )
     config = with_credentials(config, given, str(path))
     plan = build_plan(config, path)

@@ -165,8 +165,20 @@ def error_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
+@dataclass
+class _Held:
+    """A started launch group's engine, its exit stack, and the children's CPU seconds when it started (with what
+    groups closed before had been given of them)."""
+
+    stack: contextlib.AsyncExitStack
+    engine: Engine
+    children_cpu_s: float
+    reaped_cpu_s: float
+
+
 class SweepRunner:
-    """Runs the cells not yet done, group by group, writing sweep.json at every change."""
+    """Runs the cells not yet done, group by group (``--order abba``: in the plan's interleaved order), writing
+    sweep.json at every change."""
 
     def __init__(
         self,
@@ -187,6 +199,7 @@ class SweepRunner:
         self.todo = [c.id for c in plan.cells if self._needs_run(manifest.cell(c.id).status)]
         self.finished: set[str] = set()  # cells of ``todo`` this invocation has run to an end (any status)
         self._live: tuple[str, int] | None = None  # the running cell and its records done
+        self._reaped_cpu = 0.0  # launched servers' CPU seconds given to the groups closed so far
 
     def _needs_run(self, status: str) -> bool:
         return status != "complete" and (status != "failed" or self.retry_failed)
@@ -237,10 +250,13 @@ class SweepRunner:
     async def run(self) -> SweepManifest:
         self._save(self.manifest.with_status("running"))
         try:
-            for group in self.plan.groups:
-                cells = [c for c in group.cells if c in self.todo]
-                if cells:
-                    await self.run_group(group, cells)
+            if self.plan.config.order == "abba":
+                await self.run_interleaved()
+            else:
+                for group in self.plan.groups:
+                    cells = [c for c in group.cells if c in self.todo]
+                    if cells:
+                        await self.run_group(group, cells)
         except Interrupted:
             self._save(self.manifest.with_status("interrupted", SIGNAL_CAUSE))
             return self.manifest
@@ -249,12 +265,57 @@ class SweepRunner:
         return self.manifest
 
     async def run_group(self, group: Group, cells: list[str]) -> None:
+        started = await self._start_group(group, cells)
+        if started is None:
+            return
+        try:
+            for cid in cells:
+                if self.stop.requested:
+                    raise Interrupted
+                await self.run_cell(cid, started.engine)
+        finally:
+            await self._close_group(group, started)
+
+    async def run_interleaved(self) -> None:
+        """``--order abba``: the cells in the plan's order (``plan.abba_order``), each on its group's engine, started
+        when the group's first cell comes and closed after its last: the engines of the interleaved groups are held
+        at once.  A group whose engine does not start fails its cells, and the others go on."""
+        todo = [c.id for c in self.plan.cells if c.id in self.todo]
+        groups = {g.id: g for g in self.plan.groups}
+        last = {self.plan.cell(cid).group: i for i, cid in enumerate(todo)}
+        held: dict[str, _Held] = {}
+        failed: set[str] = set()
+        try:
+            for i, cid in enumerate(todo):
+                gid = self.plan.cell(cid).group
+                if gid in failed:
+                    continue
+                if gid not in held:
+                    started = await self._start_group(
+                        groups[gid], [c for c in todo[i:] if self.plan.cell(c).group == gid]
+                    )
+                    if started is None:
+                        failed.add(gid)
+                        continue
+                    held[gid] = started
+                if self.stop.requested:
+                    raise Interrupted
+                await self.run_cell(cid, held[gid].engine)
+                if last[gid] == i:
+                    await self._close_group(groups[gid], held.pop(gid))
+        finally:
+            for gid in list(held):  # interrupted or failed: every engine still held is closed
+                await self._close_group(groups[gid], held.pop(gid))
+
+    async def _start_group(self, group: Group, cells: list[str]) -> _Held | None:
+        """Start a launch group's engine (its ``cells``: the ones this invocation runs on it); None: it did not
+        start, and each of those cells is failed with the cause."""
         if self.stop.requested:
             raise Interrupted
         self.emit("group_start", group=group.id)
         stack = contextlib.AsyncExitStack()
         t = time.monotonic()
-        children = Usage.now(children=True)
+        held_cpu = (Usage.now(children=True).cpu_s, self._reaped_cpu)
         starts = self.manifest.group(group.id).starts + 1
         try:
             # looked up on the module each time: tests count the starts by replacing it
@@ -268,7 +329,8 @@ class SweepRunner:
                 self.finished.add(cid)
                 self._save(self.manifest.with_cell(cid, status="failed", cause=cause, finished_utc=utc_now()))
             self.emit("group_failed", group=group.id)
-            return
+            return None
+        held = _Held(stack, engine, *held_cpu)
         try:
             command = (engine.describe().get("server") or {}).get("command") if group.spec.launch else None
             self._save(
@@ -281,16 +343,19 @@ class SweepRunner:
                 )
             )
             self.emit("group_started", group=group.id)
-            for cid in cells:
-                if self.stop.requested:
-                    raise Interrupted
-                await self.run_cell(cid, engine)
-        finally:
-            await stack.aclose()  # the engine is closed (a launched server stopped) however the group ended
-            if group.spec.launch:  # its processes are reaped now: their CPU time is in RUSAGE_CHILDREN
-                spent = Usage.now(children=True).cpu_s - children.cpu_s
-                before = self.manifest.group(group.id).server_cpu_s or 0.0
-                self._save(self.manifest.with_group(group.id, server_cpu_s=round(before + spent, 3)))
+        except BaseException:
+            await self._close_group(group, held)
+            raise
+        return held
+
+    async def _close_group(self, group: Group, held: _Held) -> None:
+        await held.stack.aclose()  # the engine is closed (a launched server stopped) however the group ended
+        if group.spec.launch:  # its processes are reaped now: their CPU time is in RUSAGE_CHILDREN
+            # less what other groups closed since this one started took of it (--order abba holds several)
+            spent = Usage.now(children=True).cpu_s - held.children_cpu_s - (self._reaped_cpu - held.reaped_cpu_s)
+            self._reaped_cpu += spent
+            before = self.manifest.group(group.id).server_cpu_s or 0.0
+            self._save(self.manifest.with_group(group.id, server_cpu_s=round(before + spent, 3)))
 
     async def run_cell(self, cid: str, engine: Engine) -> None:
         cell = self.plan.cell(cid)
