@@ -313,3 +313,43 @@ def test_pages_show_the_drift_and_the_cautions(mock_run: Path, tmp_path: Path) -
     assert '<div class="banner">DRIFT: TTFT first third' in page and "freshly started engine" in page
     write_runs_page(open_runs([str(mock_run), str(b)]), tmp_path / "compare.html")
     assert '<div class="banner">DRIFT in B (' in (tmp_path / "compare.html").read_text()
+
+
+# ---- warm-up and drift together: the cold mock (issue 23) ------------------------------------------------------
+def _cold_run(tmp_path: Path, cold_requests: int, warmup: int | None) -> object:
+    """A mixed run on the cold mock's virtual clock (concurrency 4, 44 first turns): its first ``cold_requests``
+    requests served take 5x as long, as does every batched step that holds one."""
+    import asyncio
+
+    from speedbench.config import EngineSpec, RunConfig
+    from speedbench.usecases import run as uc
+
+    options = {"cost": "batch", "clock": "virtual", "base_ms": "10", "ttft_ms": "4", "cold_factor": "5"}
+    cfg = RunConfig(
+        engine=EngineSpec(kind="mock", sd="none", options={**options, "cold_requests": str(cold_requests)}),
+        dataset={"num_requests": 44, "max_turns": 1},  # type: ignore[arg-type]
+        concurrency=4,
+        output_len=24,
+        warmup=warmup,
+        per_category_windows="off",
+        out=str(tmp_path / f"cold-{cold_requests}-{warmup}"),
+    )
+    return asyncio.run(uc.run(cfg)).result.summary
+
+
+def test_the_default_warm_up_absorbs_a_cold_wave_and_drift_is_caught_without_warm_up(tmp_path: Path) -> None:
+    # slow for one wave (4 requests): the default warm-up (one wave) takes it; every measured TTFT is the warm one
+    warm = _cold_run(tmp_path, 4, None)
+    assert warm.drift.tested and not warm.drift.drifted  # type: ignore[attr-defined]
+    assert warm.overall.ttft_s.mean == pytest.approx(0.014) and warm.overall.ttft_s.p99 == pytest.approx(0.014)  # type: ignore[attr-defined]
+    # slow for two waves and no warm-up: the second cold wave is in the measured first third (the first is the
+    # closed loop's burst, left out of the test in any run): drifted, faster at the end, on TTFT and TPOT
+    cold = _cold_run(tmp_path, 8, 0)
+    d = cold.drift  # type: ignore[attr-defined]
+    assert d.tested and d.drifted
+    for name in ("ttft_s", "tpot_s"):
+        f = _figure(d, name)
+        assert f.drifted and f.ratio < 1 - DRIFT_THRESHOLD and f.ci_high < 1  # type: ignore[attr-defined]
+    # the same cold mock with the default warm-up: half of the cold start is absorbed, the rest is the measured
+    # burst, which the test leaves out (docs/metrics.md: a cold start shorter than a wave is the warm-up's job)
+    assert not _cold_run(tmp_path, 8, None).drift.drifted  # type: ignore[attr-defined]
