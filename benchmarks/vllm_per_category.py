@@ -39,7 +39,7 @@ NGRAM = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 4,
 
 def speedbench(*args: str) -> subprocess.CompletedProcess[str]:
     p = subprocess.run([sys.executable, "-m", "speedbench.cli", *args], capture_output=True, text=True, env=ENV)
-    if p.returncode not in (0, 2):
+    if p.returncode != 0:
         raise RuntimeError(f"speedbench {' '.join(args[:3])} failed ({p.returncode}): {(p.stdout + p.stderr)[-3000:]}")
     return p
 
@@ -170,8 +170,8 @@ def main() -> None:
     )
     ap.add_argument("--work", default=str(ROOT / "runs" / "vllm-per-category"))
     a = ap.parse_args()
-    work = Path(a.work)
-    work.mkdir(parents=True, exist_ok=True)
+    work = Path(a.work) / time.strftime("%Y%m%dT%H%M%S")  # never a run directory of an earlier invocation
+    work.mkdir(parents=True)
     model = smollm2()
     parts = a.part.split(",")
     if "table" in parts:

