@@ -122,6 +122,11 @@ def by_category(counter_windows: Sequence[dict[str, Any]]) -> bool:
     return any(w.get("category") is not None for w in counter_windows)
 
 
+def per_category_deltas(deltas: dict[WindowKey, SDStats]) -> bool:
+    """Whether ``deltas`` are those of per-category windows (keyed by a category, not by segment alone)."""
+    return any(cat is not None for _, cat in deltas)
+
+
 def window_of(r: RequestRecord, per_category_windows: bool) -> WindowKey:
     """The measured window a record was sent in."""
     return (r.segment, r.category if per_category_windows else None)
@@ -172,7 +177,7 @@ def overall_acceptance(
     elif counted:
         source = "counter_delta"
     elif pairs:
-        source = req_sources[0] if len(req_sources) == 1 else "+".join(req_sources)
+        source = _joined(req_sources)
 
     acc = acceptance_stats(stats, k)
     macro_source = _joined(req_sources)
@@ -247,7 +252,7 @@ def cross_checks(
     ok = [r for r in records if r.ok]
     sent = [*records, *superseded]
     limit = inv.output_limit(sent, max_tokens)
-    windowed = any(cat is not None for _, cat in deltas)
+    windowed = per_category_deltas(deltas)
     out: list[Invariant] = []
     keys = set(deltas) | {window_of(r, windowed) for r in ok}
     for key in sorted(keys, key=lambda w: (w[0], w[1] or "")):
@@ -285,7 +290,7 @@ def per_category(
     by_cat: dict[str, list[RequestRecord]] = defaultdict(list)
     for r in records:
         by_cat[r.category].append(r)
-    windowed = deltas is not None and any(cat is not None for _, cat in deltas)
+    windowed = deltas is not None and per_category_deltas(deltas)
     out: dict[str, GroupStats] = {}
     for cat in sorted(by_cat):
         if not windowed or deltas is None:
@@ -302,9 +307,9 @@ def per_category(
 def window_acceptance(
     ok: Sequence[RequestRecord], basis: DecodeBasis, deltas: dict[WindowKey, SDStats]
 ) -> AcceptanceStats:
-    """The acceptance of ``ok`` requests measured in per-category windows (those of ``category``): the summed
-    counter deltas of the windows they were sent in, when every one of those windows has a delta; otherwise (a
-    window without both snapshots) no counter figures: partial sums never pass for a category's.  A window whose
+    """The acceptance of ``ok`` requests measured in per-category windows: the summed counter deltas of the
+    windows they were sent in, when every one of those windows has a delta; otherwise (a window without both
+    snapshots) no counter figures: partial sums never pass for a category's.  A window whose
     records a ``--resume`` sent again holds no final record, so its delta is not counted here."""
     keys = {window_of(r, True) for r in ok}
     complete = bool(keys) and all(key in deltas for key in keys)
@@ -353,9 +358,7 @@ def summarize(
     req_sources = sorted({s.source for _, s in pairs})
     categories = per_category(records, basis, deltas if windowed else None)
     per_category_source = (
-        _joined(g.acceptance_source for g in categories.values() if g.requests)
-        if windowed
-        else ("+".join(req_sources) if req_sources else "none")
+        _joined(g.acceptance_source for g in categories.values() if g.requests) if windowed else _joined(req_sources)
     )
     return RunSummary(
         k=basis.k,

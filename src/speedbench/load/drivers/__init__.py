@@ -19,7 +19,7 @@ from speedbench.load.drivers.base import Clients, Driver
 from speedbench.load.generator import LoadResult, LoadSettings
 from speedbench.records import RequestRecord
 
-__all__ = ["Clients", "Driver", "drive", "driver"]
+__all__ = ["Clients", "Driver", "decide_procs", "drive", "driver"]
 
 
 def driver(clients: Clients) -> Driver:
@@ -38,15 +38,26 @@ async def drive(
     """Send the run's load with the driver ``clients`` names.  ``procs`` 0 (auto) is decided first from the warm-up
     (``procs.choose_procs``, which sends it; its records and errors are the result's first); the result's arrival
     figures say how many processes ran and why."""
-    n, why = clients.procs, ""
-    warm: list[RequestRecord] = []
-    if n == 0:
-        n, why, warm = await procs.choose_procs(engine, samples, done, settings)
-        if warm:
-            settings = dataclasses.replace(settings, warmup=0)  # sent by choose_procs (else the driver sends it)
-        clients = dataclasses.replace(clients, procs=n)
+    clients, why, warm = await decide_procs(engine, samples, done, settings, clients)
+    if warm:
+        settings = dataclasses.replace(settings, warmup=0)  # sent by choose_procs (else the driver sends it)
     result = await driver(clients)(engine, samples, settings, on_record, done, clients)
     result.warmed(warm)
     if result.arrivals is not None:
-        result.arrivals.client_procs, result.arrivals.client_procs_why = n, why
+        result.arrivals.client_procs, result.arrivals.client_procs_why = clients.procs, why
     return result
+
+
+async def decide_procs(
+    engine: Engine,
+    samples: Sequence[Sample],
+    done: dict[tuple[str, int], RequestRecord],
+    settings: LoadSettings,
+    clients: Clients,
+) -> tuple[Clients, str, list[RequestRecord]]:
+    """``clients`` with ``procs`` decided: as given, or for 0 (auto) by ``procs.choose_procs`` from the warm-up it
+    sends (none for an in-process engine); returns (clients, why, the warm-up's records)."""
+    if clients.procs != 0:
+        return clients, "", []
+    n, why, warm = await procs.choose_procs(engine, samples, done, settings)
+    return dataclasses.replace(clients, procs=n), why, warm

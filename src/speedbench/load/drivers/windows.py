@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from speedbench.data.sample import Sample
 from speedbench.engines.base import Engine
-from speedbench.load.drivers import drive
+from speedbench.load.drivers import decide_procs, drive
 from speedbench.load.drivers.base import Clients
 from speedbench.load.generator import LoadResult, LoadSettings, pending_samples, warm_up
 from speedbench.records import RequestRecord
@@ -107,14 +107,9 @@ async def measure(
 
     # the warm-up, once before the first window (the windows then send none)
     warm: list[RequestRecord] | None = None
-    sent: list[RequestRecord] = []
     pending = pending_samples(samples, done)
-    if clients.procs == 0:  # --client-procs auto: decided from the warm-up, which it sends
-        from speedbench.load.drivers.procs import choose_procs
-
-        n, _, sent = await choose_procs(engine, samples, done, settings)
-        clients = dataclasses.replace(clients, procs=n)
-    if not sent:  # (choose_procs sends none for an in-process engine)
+    clients, _, sent = await decide_procs(engine, samples, done, settings, clients)  # auto: from its warm-up
+    if not sent:  # none sent: --client-procs given, or an in-process engine
         sent = await warm_up(engine, pending, settings)
         warm = sent or None
     settings = dataclasses.replace(settings, warmup=0)
