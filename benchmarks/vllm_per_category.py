@@ -25,13 +25,12 @@ import json
 import subprocess
 import sys
 import time
-from importlib import resources
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from starter_rows import jsonl, starter_rows  # noqa: E402
 from vllm_bench import ENV, bench_serve, vllm_server  # noqa: E402
 
 NGRAM = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
@@ -51,18 +50,10 @@ def smollm2() -> str:
     return str(hf_models.converted_gguf(path))
 
 
-def starter(per_category: int) -> list[dict[str, Any]]:
-    rows = [
-        json.loads(x) for x in resources.files("speedbench.data").joinpath("starter.jsonl").read_text().splitlines()
-    ]
-    cats = sorted({r["category"] for r in rows})
-    return [r for c in cats for r in [r for r in rows if r["category"] == c][:per_category]]
-
-
 def part_table(a: argparse.Namespace, model: str, work: Path) -> None:
-    rows = starter(a.per_category)
+    rows = starter_rows(a.per_category)
     data = work / "table.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data.write_text(jsonl(rows))
     cats = sorted({r["category"] for r in rows})
     with vllm_server(a.vllm_python, model, work / "table-server.log", NGRAM, max_num_seqs=a.concurrency) as url:
         args = ["run", "--engine", "vllm", "--base-url", url + "/v1", "--model", "smollm2", "--sd", "ngram", "-k", "3"]
@@ -111,9 +102,8 @@ def part_table(a: argparse.Namespace, model: str, work: Path) -> None:
 
 
 def part_cold(a: argparse.Namespace, model: str, work: Path) -> None:
-    data = starter(8)
     path = work / "cold.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in data))
+    path.write_text(jsonl(starter_rows(8)))
     for warmup in a.warmups.split(","):
         runs: dict[tuple[str, str], Path] = {}
         for sd in ("none", "ngram"):

